@@ -1,0 +1,12 @@
+//! Babel (RFC 8966, version 2 wire format) with the RTT extension (RFC 9616).
+//!
+//! * [`wire`]: zero-copy views and plain `Repr` values for the packet format,
+//!   the stateful per-packet decoder and a byte-budgeted packet builder.
+//! * `engine` (to come): the sans-IO routing engine.
+//!
+//! Nothing in this crate does I/O or reads a clock: bytes and time come in
+//! as arguments, bytes and deadlines go out as return values.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod wire;
