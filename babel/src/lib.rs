@@ -9,4 +9,5 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod fuzzing;
 pub mod wire;
