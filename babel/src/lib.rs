@@ -9,5 +9,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod capture;
+pub mod describe;
 pub mod fuzzing;
 pub mod wire;

@@ -4,9 +4,10 @@
 //! * A Router-Id TLV is emitted only when an Update's router-id differs
 //!   from the one in force, and not at all when flag 0x40 can carry it (an
 //!   IPv6 /128 whose low 8 bytes are the router-id).
-//! * Prefix compression: flag 0x80 when the AE has no default prefix yet or
-//!   plen ≥ 48 (always for IPv4, whose babeld v4-mapped plen is ≥ 96);
-//!   `omitted` = the leading whole bytes shared with the default prefix.
+//! * Prefix compression of IPv6 prefixes (babeld `really_buffer_update`):
+//!   flag 0x80 when there is no default prefix yet or plen ≥ 48; `omitted`
+//!   = the leading whole bytes shared with the default prefix. IPv4
+//!   prefixes are sent whole, without 0x80, as babeld does.
 //! * A Next Hop TLV only when an Update names a next hop different from the
 //!   one in force. IPv4 prefixes use AE 1 with an IPv4 next hop and AE 4
 //!   (RFC 9229) with an IPv6 one or with none.
@@ -237,22 +238,23 @@ impl PacketBuilder {
                 self.set_router_id(id)?;
             }
         }
-        // Every AE with a prefix has a default slot.
-        let slot = ae.default_slot().unwrap_or(0);
-        let default = self.state.defaults[slot];
-        let v4 = ae != Ae::Ipv6;
-        if default.is_none() || plen >= 48 || v4 {
-            flag_bits |= flags::DEFAULT_PREFIX;
-            self.state.defaults[slot] = Some(bytes);
+        // IPv6 only, as babeld: IPv4 prefixes are at most 4 bytes anyway.
+        let mut omitted = 0;
+        if ae == Ae::Ipv6 {
+            let default = self.state.defaults[1];
+            if default.is_none() || plen >= 48 {
+                flag_bits |= flags::DEFAULT_PREFIX;
+                self.state.defaults[1] = Some(bytes);
+            }
+            omitted = default.map_or(0, |d| {
+                let whole = usize::from(plen / 8);
+                d.iter()
+                    .zip(&bytes)
+                    .take(whole)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            });
         }
-        let omitted = default.map_or(0, |d| {
-            let whole = usize::from(plen / 8);
-            d.iter()
-                .zip(&bytes)
-                .take(whole)
-                .take_while(|(a, b)| a == b)
-                .count()
-        });
         let tlv = UpdateTlv {
             ae,
             flags: flag_bits,

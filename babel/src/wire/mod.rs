@@ -33,7 +33,7 @@
 //! and it saturates at 65535 cs (655.35 s).
 
 mod ack;
-mod address;
+pub(crate) mod address;
 mod builder;
 mod decoder;
 mod hello;
