@@ -4,3 +4,11 @@
 //! This crate knows nothing of Babel or QUIC: it sees FIB snapshots, a TUN
 //! device and next hops behind a small trait that the node implements.
 #![warn(missing_docs)]
+
+pub mod fib;
+pub mod forward;
+pub mod frame;
+pub mod icmp;
+pub mod nexthop;
+pub mod packet;
+pub mod ratelimit;
