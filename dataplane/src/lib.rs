@@ -7,6 +7,7 @@
 
 pub mod fib;
 pub mod forward;
+pub mod fragment;
 pub mod frame;
 pub mod icmp;
 pub mod nexthop;
