@@ -143,17 +143,16 @@ pub fn verdict(packet: &mut [u8], ingress: Ingress, fib: &Fib, config: &ForwardC
         Some(Route::Via(id)) => id,
     };
     let hop_limit = header.hop_limit();
-    if let Ingress::Tunnel(_) = ingress {
-        if hop_limit <= 1 {
-            return answer(IcmpError::HopLimitExceeded);
-        }
+    let transit = matches!(ingress, Ingress::Tunnel(_));
+    if transit && hop_limit <= 1 {
+        return answer(IcmpError::HopLimitExceeded);
     }
     if too_big {
         return answer(IcmpError::PacketTooBig {
             mtu: u32::from(config.mtu),
         });
     }
-    if let Ingress::Tunnel(_) = ingress {
+    if transit {
         Ipv6Packet::new_unchecked(&mut *packet).set_hop_limit(hop_limit - 1);
     }
     Verdict::Forward(next_hop)

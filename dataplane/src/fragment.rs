@@ -365,11 +365,9 @@ impl Reassembler {
         let f = FragmentRepr::parse(frame)?;
         let key = (from, f.ident);
         let total = usize::from(f.total);
-        if let Some(p) = self.partial.get(&key) {
-            if p.deadline <= now {
-                self.drop_partial(key);
-                self.stats.timed_out += 1;
-            }
+        if self.partial.get(&key).is_some_and(|p| p.deadline <= now) {
+            self.drop_partial(key);
+            self.stats.timed_out += 1;
         }
         if !self.partial.contains_key(&key) {
             if total > self.config.memory_cap {

@@ -132,10 +132,10 @@ fn interleaved_datagrams_and_senders_do_not_mix() {
     let mut done = Vec::new();
     for i in 0..3 {
         for (from, frames) in [(NH, &fa), (NextHopId(2), &fb), (NH, &fc)] {
-            if let Some(f) = frames.get(i) {
-                if let Some(d) = r.handle_fragment(from, f, t).unwrap() {
-                    done.push((from, d));
-                }
+            if let Some(f) = frames.get(i)
+                && let Some(d) = r.handle_fragment(from, f, t).unwrap()
+            {
+                done.push((from, d));
             }
         }
     }

@@ -1,0 +1,264 @@
+//! The TUN device: the only I/O of this crate.
+//!
+//! Three ways to get the device, all first-class ([`TunSource`]):
+//! - **Create** it (root or CAP_NET_ADMIN): name, IPv6 address, MTU, up.
+//! - **Attach** by name to a device an admin prepared with
+//!   `ip tuntap add dev NAME mode tun user USER` (plus `ip` for address, MTU
+//!   and `up`), running as USER with no capability: no address, MTU or
+//!   state calls are made (tun-rs `inherit_enable_state()`).
+//! - **Adopt** an inherited file descriptor (`--tun-fd N`): container
+//!   runtimes, a privileged helper, macOS.
+//!
+//! On Linux the device is opened with offload (`IFF_VNET_HDR`) when asked
+//! and allowed: the kernel then hands over TCP/UDP GSO super-packets, which
+//! [`Tun::recv_batch`] splits into IP packets (`recv_multiple`), and
+//! [`Tun::send_batch`] coalesces consecutive TCP segments back (GRO,
+//! `send_multiple`), so per-packet syscalls become per-64-KiB syscalls. If
+//! offload cannot be enabled the device is opened without it, and the same
+//! calls move one packet per syscall. Adopted fds never have offload (tun-rs
+//! rejects `IFF_VNET_HDR` fds).
+//!
+//! Every method needs a Tokio runtime (the device registers with its
+//! reactor).
+
+mod af_header;
+mod batch;
+mod error;
+#[cfg(target_os = "macos")]
+mod macos;
+
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+
+use ipnet::Ipv6Net;
+use tun_rs::AsyncDevice;
+#[cfg(not(target_os = "macos"))]
+use tun_rs::DeviceBuilder;
+
+pub use af_header::{AF_HEADER_LEN, AfHeaderError, ipv6_header, strip as strip_af_header};
+pub use batch::{RecvBatch, SendBatch};
+pub use error::TunError;
+#[cfg(not(target_os = "macos"))]
+use error::interface_exists;
+use error::{Doing, classify};
+
+/// Largest IPv6 packet without a Jumbo Payload option.
+pub const MAX_PACKET_LEN: usize = 65535;
+
+/// How to get the device.
+#[derive(Debug)]
+pub enum TunSource {
+    /// Create and configure a device (root or CAP_NET_ADMIN).
+    Create(CreateConfig),
+    /// Attach to an existing device owned by this user; no capability
+    /// needed. Its address, MTU and state are the admin's.
+    Attach {
+        /// Device name (`re6st0`).
+        name: String,
+    },
+    /// Adopt an inherited descriptor. On Linux it must be a TUN fd opened
+    /// with `IFF_TUN | IFF_NO_PI` and without `IFF_VNET_HDR`; on macOS a utun
+    /// control socket.
+    Fd(OwnedFd),
+}
+
+/// Settings of a device the node creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateConfig {
+    /// Device name; on macOS it must be `utunN`.
+    pub name: String,
+    /// Address and prefix length to assign (the node's overlay address).
+    pub address: Option<Ipv6Net>,
+    /// MTU (at least 1280).
+    pub mtu: u16,
+}
+
+/// An open TUN device.
+pub struct Tun {
+    dev: AsyncDevice,
+    name: String,
+    offload: bool,
+}
+
+impl std::fmt::Debug for Tun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tun")
+            .field("name", &self.name)
+            .field("offload", &self.offload)
+            .finish()
+    }
+}
+
+impl Tun {
+    /// Opens the device. `offload` asks for Linux GSO/GRO offload; it is
+    /// used when the kernel accepts it and silently left off otherwise
+    /// (see [`Tun::offload`]).
+    pub fn open(source: TunSource, offload: bool) -> Result<Tun, TunError> {
+        match source {
+            TunSource::Create(config) => Self::create(config, offload),
+            TunSource::Attach { name } => Self::attach(name, offload),
+            TunSource::Fd(fd) => Self::adopt(fd),
+        }
+    }
+
+    #[cfg(not(target_os = "macos"))]
+    fn create(config: CreateConfig, offload: bool) -> Result<Tun, TunError> {
+        let build = |offload: bool| {
+            let mut b = DeviceBuilder::new().name(&config.name).mtu(config.mtu);
+            if let Some(net) = config.address {
+                b = b.ipv6(net.addr(), net.prefix_len());
+            }
+            with_offload(b, offload).build_async()
+        };
+        let exists = interface_exists(&config.name);
+        let dev = open_with_fallback(offload, build)
+            .map_err(|e| classify(Doing::Create, &config.name, exists, e))?;
+        Ok(Self::wrap(dev, config.name))
+    }
+
+    #[cfg(target_os = "macos")]
+    fn create(config: CreateConfig, _offload: bool) -> Result<Tun, TunError> {
+        let dev =
+            macos::create(&config).map_err(|e| classify(Doing::Create, &config.name, false, e))?;
+        Ok(Self::wrap(dev, config.name))
+    }
+
+    #[cfg(not(target_os = "macos"))]
+    fn attach(name: String, offload: bool) -> Result<Tun, TunError> {
+        let build = |offload: bool| {
+            let b = DeviceBuilder::new().name(&name).inherit_enable_state();
+            with_offload(b, offload).build_async()
+        };
+        let exists = interface_exists(&name);
+        let dev = open_with_fallback(offload, build)
+            .map_err(|e| classify(Doing::Attach, &name, exists, e))?;
+        Ok(Self::wrap(dev, name))
+    }
+
+    #[cfg(target_os = "macos")]
+    fn attach(_name: String, _offload: bool) -> Result<Tun, TunError> {
+        Err(TunError::Unsupported(macos::NO_ATTACH))
+    }
+
+    fn adopt(fd: OwnedFd) -> Result<Tun, TunError> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: `OwnedFd` proves we own an open descriptor; ownership
+        // passes to the device, which closes it on drop. tun-rs checks with
+        // TUNGETIFF that it is a TUN device in the supported mode.
+        let dev = unsafe { AsyncDevice::from_fd(fd.into_raw_fd()) }
+            .map_err(|source| TunError::BadFd { fd: raw, source })?;
+        #[cfg(target_os = "macos")]
+        macos::take_af_header(&dev);
+        let name = dev.name().unwrap_or_else(|_| format!("fd{raw}"));
+        Ok(Self::wrap(dev, name))
+    }
+
+    fn wrap(dev: AsyncDevice, name: String) -> Tun {
+        #[cfg(target_os = "linux")]
+        let offload = dev.tcp_gso();
+        #[cfg(not(target_os = "linux"))]
+        let offload = false;
+        tracing::info!(tun = %name, offload, "TUN device open");
+        Tun { dev, name, offload }
+    }
+
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Is Linux offload (GSO super-packets in, GRO out) on?
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// The device's MTU as the kernel has it now.
+    pub fn mtu(&self) -> io::Result<u16> {
+        self.dev.mtu()
+    }
+
+    /// Waits for packets and reads a batch into `batch` (one packet
+    /// without offload, up to a GSO super-packet's worth with it). Returns
+    /// the number of packets; see [`RecvBatch::packet_mut`].
+    pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.recv(&self.dev, self.offload).await
+    }
+
+    /// Writes one IPv6 packet.
+    pub async fn send(&self, packet: &[u8]) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            // A zero virtio header: no GSO, no checksum offload.
+            let header = [0u8; tun_rs::VIRTIO_NET_HDR_LEN];
+            let bufs = [io::IoSlice::new(&header), io::IoSlice::new(packet)];
+            self.dev.send_vectored(&bufs).await?;
+            return Ok(());
+        }
+        #[cfg(target_os = "macos")]
+        return macos::send(&self.dev, packet).await;
+        #[cfg(not(target_os = "macos"))]
+        {
+            self.dev.send(packet).await?;
+            Ok(())
+        }
+    }
+
+    /// Writes every packet of `batch`, coalescing TCP segments when
+    /// offload is on, and clears it.
+    pub async fn send_batch(&self, batch: &mut SendBatch) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            let result = batch.send_offload(&self.dev).await;
+            batch.clear();
+            return result;
+        }
+        let mut result = Ok(());
+        for i in 0..batch.len() {
+            if let Err(e) = self.send(batch.packet(i)).await {
+                result = Err(e);
+            }
+        }
+        batch.clear();
+        result
+    }
+
+    /// The underlying tun-rs device (for multi-queue or platform calls).
+    pub fn device(&self) -> &AsyncDevice {
+        &self.dev
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn with_offload(b: DeviceBuilder, offload: bool) -> DeviceBuilder {
+    b.offload(offload)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn with_offload(b: DeviceBuilder, _offload: bool) -> DeviceBuilder {
+    b
+}
+
+/// Opens with offload if asked, and again without it if that failed for a
+/// reason other than permissions (an old kernel, a device that refuses
+/// `TUNSETOFFLOAD`).
+#[cfg(not(target_os = "macos"))]
+fn open_with_fallback(
+    offload: bool,
+    build: impl Fn(bool) -> io::Result<AsyncDevice>,
+) -> io::Result<AsyncDevice> {
+    match build(offload) {
+        Err(e) if offload && !is_permission(&e) && e.raw_os_error() != Some(libc::EBUSY) => {
+            tracing::warn!(error = %e, "TUN offload unavailable, opening without it");
+            build(false)
+        }
+        other => other,
+    }
+}
+
+#[cfg(not(target_os = "macos"))]
+fn is_permission(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+}

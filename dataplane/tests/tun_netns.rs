@@ -1,0 +1,522 @@
+//! Real TUN devices in network namespaces this test creates (root only;
+//! skipped with a message otherwise). The kernel pings an address routed
+//! into the TUN; the dataplane reads the packets, decides with the
+//! forwarder, and a tiny responder built on the packet module answers.
+//!
+//! Each mode runs in a child process (this test binary re-executed with
+//! `RE6ST_TUN_HELPER`), so that privileges are dropped with `setpriv` in a
+//! fresh process rather than with setuid in a multi-threaded one:
+//! - create: the helper creates the device as root;
+//! - attach: root prepares `ip tuntap add ... user nobody`, the helper runs
+//!   as nobody with no capabilities and attaches;
+//! - fd: a root helper creates a device and execs an unprivileged helper
+//!   that adopts the inherited fd.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Ipv6Addr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv6Net;
+use re6st_dataplane::fib::{Fib, Route};
+use re6st_dataplane::forward::{Action, ForwardConfig, Forwarder, Ingress};
+use re6st_dataplane::icmp::MAX_ERROR_LEN;
+use re6st_dataplane::nexthop::NextHopId;
+use re6st_dataplane::packet::icmpv6::{Icmpv6Packet, Icmpv6Repr};
+use re6st_dataplane::packet::ipv6::{self, Ipv6Packet, Ipv6Repr};
+use re6st_dataplane::tun::{CreateConfig, RecvBatch, SendBatch, Tun, TunError, TunSource};
+
+const DEV: &str = "re6st-t0";
+const HOST: &str = "fd00:5::1"; // the kernel's address on the TUN
+const PEER: &str = "fd00:5::2"; // answered by the responder
+const ROUTER: &str = "fd00:5::ff"; // source of the dataplane's ICMPv6 errors
+const OVERLAY_MTU: u16 = 1300; // forwarder MTU, below the TUN's 1400
+const NOBODY: &str = "65534";
+
+// ---------------------------------------------------------------- harness
+
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED {test}: needs root for network namespaces and TUN devices");
+        return false;
+    }
+    true
+}
+
+fn run(cmd: &[&str]) -> std::process::Output {
+    Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn must(cmd: &[&str]) {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace deleted on drop, with the helper process killed.
+struct Netns {
+    name: String,
+    dir: PathBuf,
+    helper: Option<Child>,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("re6st-dp-{tag}-{}", std::process::id());
+        let _ = run(&["ip", "netns", "del", &name]);
+        must(&["ip", "netns", "add", &name]);
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ns = Netns {
+            name,
+            dir,
+            helper: None,
+        };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn exec_output(&self, cmd: &[&str]) -> std::process::Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(cmd);
+        run(&full)
+    }
+
+    fn exec(&self, cmd: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(cmd);
+        must(&full);
+    }
+
+    /// A copy of this test binary that `nobody` can execute (the build
+    /// directory may not be reachable for it), and a world-usable
+    /// `/dev/net/tun` node to bind over the real one (which is often 0600).
+    fn unprivileged_files(&self) -> (String, String) {
+        let exe = self.dir.join("helper");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        let node = self.dir.join("tun");
+        must(&["mknod", node.to_str().unwrap(), "c", "10", "200"]);
+        for (path, mode) in [(&self.dir, "755"), (&exe, "755"), (&node, "666")] {
+            must(&["chmod", mode, path.to_str().unwrap()]);
+        }
+        (
+            exe.to_str().unwrap().to_owned(),
+            node.to_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Starts the helper in `mode` inside the namespace; `as_nobody` drops
+    /// to uid/gid 65534 with no capabilities first. Returns its stdout once
+    /// it printed READY.
+    fn spawn_helper(&mut self, mode: &str, as_nobody: bool) -> (BufReader<ChildStdout>, String) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]);
+        let helper_args = ["--exact", "helper", "--ignored", "--nocapture"];
+        if as_nobody {
+            let (exe, node) = self.unprivileged_files();
+            // `ip netns exec` gives the child its own mount namespace, so
+            // the bind mount stays private to it.
+            let script = format!(
+                "mount --bind {node} /dev/net/tun && exec setpriv --reuid={NOBODY} \
+                 --regid={NOBODY} --clear-groups --inh-caps=-all --bounding-set=-all \
+                 {exe} {}",
+                helper_args.join(" ")
+            );
+            cmd.args(["sh", "-c", &script]);
+        } else {
+            cmd.arg(std::env::current_exe().unwrap()).args(helper_args);
+        }
+        let mut child = cmd
+            .env("RE6ST_TUN_HELPER", mode)
+            .env("RE6ST_TUN_HELPER_DIR", &self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        self.helper = Some(child);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = out.read_line(&mut line).unwrap();
+            assert!(n > 0, "helper {mode} exited before READY");
+            if let Some(rest) = line.strip_prefix("READY ") {
+                return (out, rest.trim().to_owned());
+            }
+        }
+    }
+
+    /// Closes the helper's stdin (its signal to stop) and returns its
+    /// REPORT line.
+    fn finish_helper(&mut self, mut out: BufReader<ChildStdout>) -> String {
+        let mut child = self.helper.take().unwrap();
+        drop(child.stdin.take());
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "helper failed: {status}\n{rest}");
+        let report = rest
+            .lines()
+            .find_map(|l| l.strip_prefix("REPORT "))
+            .unwrap_or_else(|| panic!("no REPORT in:\n{rest}"))
+            .to_owned();
+        eprintln!("helper of {}: {report}", self.name);
+        report
+    }
+
+    fn ping(&self, args: &[&str]) -> (bool, String) {
+        let mut cmd = vec!["ping", "-6", "-n"];
+        cmd.extend_from_slice(args);
+        let out = self.exec_output(&cmd);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.helper.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = run(&["ip", "netns", "del", &self.name]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The checks every mode runs against the responder.
+fn check_pings(ns: &Netns) {
+    // Echo through the dataplane.
+    let (ok, text) = ns.ping(&["-c", "3", "-i", "0.2", "-W", "2", PEER]);
+    assert!(ok && text.contains("3 received"), "ping failed:\n{text}");
+    // No route: the dataplane answers Destination Unreachable.
+    ns.exec(&["ip", "-6", "route", "add", "fd00:7::/64", "dev", DEV]);
+    let (ok, text) = ns.ping(&["-c", "1", "-W", "2", "fd00:7::1"]);
+    assert!(!ok, "ping to an unrouted address succeeded:\n{text}");
+    assert!(
+        text.contains("Destination unreachable") && text.contains(ROUTER),
+        "no Destination Unreachable from {ROUTER}:\n{text}"
+    );
+    // Above the overlay MTU with DF semantics: Packet Too Big, and the
+    // kernel learns the path MTU.
+    let (_, text) = ns.ping(&[
+        "-c", "2", "-i", "0.3", "-W", "2", "-M", "do", "-s", "1300", PEER,
+    ]);
+    let route = ns.exec_output(&["ip", "-6", "route", "get", PEER]);
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains(&format!("mtu {OVERLAY_MTU}")),
+        "PMTU not learnt from Packet Too Big: {route}\nping said:\n{text}"
+    );
+    // Fitting packets still go through.
+    let (ok, text) = ns.ping(&["-c", "1", "-W", "2", "-s", "1200", PEER]);
+    assert!(ok, "1248-byte ping failed:\n{text}");
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn create_tun_and_answer_kernel_pings() {
+    if !root_or_skip("create_tun_and_answer_kernel_pings") {
+        return;
+    }
+    let mut ns = Netns::new("create");
+    let (out, ready) = ns.spawn_helper("create", false);
+    assert!(
+        ready.contains("offload=true"),
+        "offload not enabled: {ready}"
+    );
+    check_pings(&ns);
+    let report = ns.finish_helper(out);
+    assert!(report.contains("errors=0"), "{report}");
+}
+
+#[test]
+fn attach_as_nobody_without_capabilities() {
+    if !root_or_skip("attach_as_nobody_without_capabilities") {
+        return;
+    }
+    let mut ns = Netns::new("attach");
+    ns.exec(&[
+        "ip", "tuntap", "add", "dev", DEV, "mode", "tun", "user", NOBODY,
+    ]);
+    ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{HOST}/64"),
+        "dev",
+        DEV,
+        "nodad",
+    ]);
+    ns.exec(&["ip", "link", "set", DEV, "mtu", "1400", "up"]);
+    let (out, ready) = ns.spawn_helper("attach", true);
+    assert!(
+        ready.contains("uid=65534 capeff=0000000000000000"),
+        "{ready}"
+    );
+    assert!(ready.contains("create=CreatePermission"), "{ready}");
+    assert!(ready.contains("missing=NotFound"), "{ready}");
+    assert!(ready.contains("offload=true"), "{ready}");
+    check_pings(&ns);
+    let report = ns.finish_helper(out);
+    assert!(report.contains("errors=0"), "{report}");
+}
+
+#[test]
+fn adopt_inherited_fd() {
+    if !root_or_skip("adopt_inherited_fd") {
+        return;
+    }
+    let mut ns = Netns::new("fd");
+    // The root helper needs the unprivileged copy for its exec.
+    ns.unprivileged_files();
+    let (out, ready) = ns.spawn_helper("fd-parent", false);
+    assert!(ready.contains("uid=65534"), "{ready}");
+    assert!(ready.contains("adopted fd="), "{ready}");
+    check_pings(&ns);
+    let report = ns.finish_helper(out);
+    assert!(report.contains("errors=0"), "{report}");
+}
+
+// ----------------------------------------------------------------- helper
+
+/// Entry point of the child processes (a no-op in a normal test run).
+#[test]
+#[ignore = "child process of the TUN tests; runs only when re-executed by them"]
+fn helper() {
+    let Ok(mode) = std::env::var("RE6ST_TUN_HELPER") else {
+        return;
+    };
+    match mode.as_str() {
+        "create" => {
+            let rt = runtime();
+            let tun = rt.block_on(async {
+                Tun::open(
+                    TunSource::Create(CreateConfig {
+                        name: DEV.into(),
+                        address: Some(format!("{HOST}/64").parse().unwrap()),
+                        mtu: 1400,
+                    }),
+                    true,
+                )
+                .unwrap()
+            });
+            let offload = tun.offload();
+            serve(&rt, tun, format!("offload={offload}"));
+        }
+        "attach" => {
+            let ids = identity();
+            let rt = runtime();
+            let create = rt.block_on(async {
+                let config = CreateConfig {
+                    name: "re6st-new".into(),
+                    address: None,
+                    mtu: 1400,
+                };
+                error_name(Tun::open(TunSource::Create(config), true).unwrap_err())
+            });
+            let missing = rt.block_on(async {
+                let source = TunSource::Attach {
+                    name: "re6st-none".into(),
+                };
+                error_name(Tun::open(source, true).unwrap_err())
+            });
+            let tun = rt
+                .block_on(async { Tun::open(TunSource::Attach { name: DEV.into() }, true) })
+                .unwrap_or_else(|e| panic!("attach failed: {e}"));
+            let offload = tun.offload();
+            serve(
+                &rt,
+                tun,
+                format!("{ids} create={create} missing={missing} offload={offload}"),
+            );
+        }
+        "fd-parent" => {
+            // Root: create and configure a device, then hand its fd to an
+            // unprivileged process image.
+            let dev = tun_rs::DeviceBuilder::new()
+                .name(DEV)
+                .ipv6(HOST.parse::<Ipv6Addr>().unwrap(), 64)
+                .mtu(1400)
+                .build_sync()
+                .unwrap();
+            let fd = dev.into_raw_fd();
+            // SAFETY: fd is open and ours; clearing FD_CLOEXEC lets it
+            // survive the exec below.
+            unsafe {
+                assert_eq!(libc::fcntl(fd, libc::F_SETFD, 0), 0);
+            }
+            let dir = PathBuf::from(std::env::var("RE6ST_TUN_HELPER_DIR").unwrap());
+            let err = Command::new("setpriv")
+                .args([
+                    &format!("--reuid={NOBODY}"),
+                    &format!("--regid={NOBODY}"),
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    "--bounding-set=-all",
+                ])
+                .arg(dir.join("helper"))
+                .args(["--exact", "helper", "--ignored", "--nocapture"])
+                .env("RE6ST_TUN_HELPER", "fd-child")
+                .env("RE6ST_TUN_FD", fd.to_string())
+                .exec();
+            panic!("exec failed: {err}");
+        }
+        "fd-child" => {
+            let ids = identity();
+            let fd: i32 = std::env::var("RE6ST_TUN_FD").unwrap().parse().unwrap();
+            let rt = runtime();
+            // SAFETY: the parent passed this open fd to us and nothing else
+            // in this process uses it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let tun = rt
+                .block_on(async { Tun::open(TunSource::Fd(owned), true) })
+                .unwrap_or_else(|e| panic!("adopting fd {fd} failed: {e}"));
+            assert!(!tun.offload(), "adopted fds have no offload");
+            serve(&rt, tun, format!("{ids} adopted fd={fd}"));
+        }
+        other => panic!("unknown helper mode {other}"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn error_name(e: TunError) -> &'static str {
+    match e {
+        TunError::CreatePermission { .. } => "CreatePermission",
+        TunError::NotFound { .. } => "NotFound",
+        TunError::AttachPermission { .. } => "AttachPermission",
+        TunError::NoDriver { .. } => "NoDriver",
+        TunError::Busy { .. } => "Busy",
+        _ => "Other",
+    }
+}
+
+/// "uid=N capeff=HEX" of this process.
+fn identity() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let capeff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // SAFETY: geteuid has no preconditions.
+    format!("uid={} capeff={capeff}", unsafe { libc::geteuid() })
+}
+
+/// Runs the dataplane on `tun` until stdin closes: the forwarder decides,
+/// next hop 1 is a responder answering echo requests for PEER.
+fn serve(rt: &tokio::runtime::Runtime, tun: Tun, ready: String) {
+    println!("READY {ready}");
+    std::io::stdout().flush().unwrap();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = stop_tx.send(());
+    });
+    let report = rt.block_on(async move {
+        let net = |s: &str| s.parse::<Ipv6Net>().unwrap();
+        let fib = Fib::from_routes([
+            (net(&format!("{PEER}/128")), Route::Via(NextHopId(1))),
+            (net("fd00:5::/64"), Route::Local),
+        ]);
+        let mut fwd = Forwarder::new(ForwardConfig {
+            mtu: OVERLAY_MTU,
+            ..ForwardConfig::new(ROUTER.parse().unwrap())
+        });
+        let mut rx = RecvBatch::new(usize::from(tun.mtu().unwrap_or(1400)), tun.offload());
+        let mut tx = SendBatch::new();
+        let mut icmp = [0u8; MAX_ERROR_LEN];
+        let (mut replies, mut errors) = (0u64, 0u64);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n = tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tokio::time::sleep_until(deadline.into()) => break,
+                n = tun.recv_batch(&mut rx) => match n {
+                    Ok(n) => n,
+                    Err(e) => { eprintln!("recv: {e}"); errors += 1; continue; }
+                },
+            };
+            for i in 0..n {
+                let packet = rx.packet_mut(i);
+                match fwd.handle_packet(&fib, Ingress::Tun, packet, &mut icmp, Instant::now()) {
+                    Action::Tun(bytes) => tx.push(bytes),
+                    Action::NextHop(NextHopId(1), bytes) => {
+                        if let Some(reply) = echo_reply(bytes) {
+                            tx.push(&reply);
+                            replies += 1;
+                        }
+                    }
+                    Action::NextHop(..) | Action::Drop => {}
+                }
+            }
+            if let Err(e) = tun.send_batch(&mut tx).await {
+                eprintln!("send: {e}");
+                errors += 1;
+            }
+        }
+        format!("replies={replies} errors={errors} stats={:?}", fwd.stats())
+    });
+    println!("REPORT {report}");
+}
+
+/// The reply to an ICMPv6 Echo Request, built with the packet module.
+fn echo_reply(request: &[u8]) -> Option<Vec<u8>> {
+    let ip = Ipv6Packet::new_checked(request).ok()?;
+    let repr = Ipv6Repr::parse(&ip).ok()?;
+    if repr.next_header != ipv6::NEXT_HEADER_ICMPV6 {
+        return None;
+    }
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
+    let Icmpv6Repr::EchoRequest {
+        ident,
+        seq_no,
+        data,
+    } = Icmpv6Repr::parse(&repr.src_addr, &repr.dst_addr, &icmp).ok()?
+    else {
+        return None;
+    };
+    let reply = Icmpv6Repr::EchoReply {
+        ident,
+        seq_no,
+        data,
+    };
+    let out_repr = Ipv6Repr {
+        src_addr: repr.dst_addr,
+        dst_addr: repr.src_addr,
+        hop_limit: 64,
+        payload_len: reply.buffer_len() as u16,
+        ..repr
+    };
+    let mut out = vec![0u8; ipv6::HEADER_LEN + reply.buffer_len()];
+    out_repr.emit(&mut Ipv6Packet::new_unchecked(&mut out[..]));
+    reply.emit(
+        &repr.dst_addr,
+        &repr.src_addr,
+        &mut Icmpv6Packet::new_unchecked(&mut out[ipv6::HEADER_LEN..]),
+    );
+    Some(out)
+}
