@@ -1,0 +1,134 @@
+//! `re6st babel-dump` run as a binary on the shared tcpdump captures and on
+//! a capture of modern babeld traffic (babel/tests/data/).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared() -> PathBuf {
+    if let Ok(dir) = std::env::var("RE6ST_SHARED") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared"))
+        .find(|s| s.join("data").is_dir())
+        .expect("shared/data not found; set RE6ST_SHARED")
+}
+
+fn pcap(name: &str) -> PathBuf {
+    shared().join("data/babel-pcaps").join(name)
+}
+
+fn dump(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_re6st"))
+        .arg("babel-dump")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The text output's TLV lines are tcpdump's, and only Babel is shown
+/// (babel.pcap also holds AHCP and MLD packets).
+#[test]
+fn text_matches_tcpdump() {
+    for (file, out) in [
+        ("babel.pcap", "babel1v.out"),
+        ("babel_rtt.pcap", "babel_rtt.out"),
+    ] {
+        let (ok, stdout, _) = dump(&[pcap(file).to_str().unwrap()]);
+        assert!(ok);
+        let expected = std::fs::read_to_string(pcap(out)).unwrap();
+        // tcpdump's TLV lines of the Babel packets only.
+        let mut theirs = Vec::new();
+        let mut in_babel = false;
+        for line in expected.lines() {
+            if let Some(tlv) = line.strip_prefix('\t') {
+                if in_babel {
+                    theirs.push(tlv);
+                }
+            } else {
+                in_babel = line.contains(" babel 2 (");
+            }
+        }
+        let ours: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix('\t'))
+            .collect();
+        assert_eq!(ours, theirs, "{file}");
+        let records = expected
+            .lines()
+            .filter(|l| l.contains(" babel 2 ("))
+            .count();
+        let headers = stdout.lines().filter(|l| !l.starts_with('\t')).count();
+        assert_eq!(headers, records, "{file}");
+    }
+}
+
+#[test]
+fn json_has_every_field() {
+    let (ok, stdout, _) = dump(&["--json", pcap("babel_rfc6126bis.pcap").to_str().unwrap()]);
+    assert!(ok);
+    let packets: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(packets.len(), 130);
+    let first = &packets[0];
+    assert_eq!(first["src"], "[fe80::8d84:d538:a212:c6dd]:6696");
+    assert_eq!(first["dst"], "[ff02::1:6]:6696");
+    assert_eq!(first["time"], "2019-06-05T16:32:33.277870Z");
+    assert_eq!(first["tlvs"][0]["type"], "hello");
+    assert_eq!(first["tlvs"][0]["seqno"], 56843);
+    assert_eq!(first["tlvs"][0]["interval"], 4.0);
+    assert_eq!(first["tlvs"][1]["type"], "pc");
+    assert_eq!(first["tlvs"][1]["status"], "skipped");
+    assert_eq!(first["trailer"][0]["type"], "mac");
+    // Packet 4: updates with their router-id, next hop and AE resolved.
+    let update = packets[3]["tlvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["prefix"] == "192.168.1.31/32")
+        .unwrap()
+        .clone();
+    assert_eq!(update["ae"], 1);
+    assert_eq!(update["router_id"], "e2:91:f5:ff:fe:cc:7a:01");
+    assert_eq!(update["next_hop"], "192.168.1.30");
+    assert_eq!(update["metric"], 341);
+    assert_eq!(update["seqno"], 31397);
+    assert_eq!(update["status"], "ok");
+}
+
+#[test]
+fn malformed_and_foreign_traffic() {
+    // One Babel-port packet with a body length past the datagram; the
+    // other frames (random ports, garbage) are not shown.
+    let file = pcap("babel_update_oobr.pcap");
+    let (ok, stdout, _) = dump(&[file.to_str().unwrap()]);
+    assert!(ok);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("(invalid: truncated: need 2060 bytes, have 27)"));
+    let (ok, stdout, _) = dump(&["--json", file.to_str().unwrap()]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["frame"], 52);
+    assert!(v["error"].as_str().unwrap().starts_with("truncated"));
+}
+
+#[test]
+fn bad_files_are_clear_errors() {
+    let (ok, _, stderr) = dump(&["/nonexistent/x.pcap"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("reading capture /nonexistent/x.pcap"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = dump(&[pcap("babel1v.out").to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("not a pcap or pcapng file"), "{stderr}");
+}
