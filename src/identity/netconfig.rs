@@ -1,0 +1,181 @@
+//! The network configuration every node follows, signed by the CA.
+//!
+//! Nodes get it from the registry at join time and may pass newer copies to
+//! each other; [`SignedNetworkConfig::verify`] checks the CA's signature so
+//! a copy that came through other nodes is as good as the registry's. A
+//! node keeps the copy with the highest `version`.
+
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+use super::signed::{SignatureContext, sign_payload, verify_payload};
+use super::{Ca, IdentityError, PublicKey};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Parameters shared by every node of a network. Durations are in
+/// milliseconds or seconds as the field name says. Unknown fields are
+/// ignored so that older nodes accept configurations from newer registries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Grows by one every time the registry changes the configuration.
+    pub version: u64,
+    /// When this version was made (UNIX seconds).
+    pub issued_at: u64,
+    /// The overlay prefix (e.g. a ULA /48).
+    pub network: Ipv6Net,
+    /// Default length of a node prefix (e.g. 64).
+    pub node_prefix_len: u8,
+    /// Outgoing tunnels each node keeps (k).
+    pub tunnels: u16,
+    /// Most tunnels (in + out) a node accepts (3k by default).
+    pub max_tunnels: u16,
+    /// How often a node replaces its least useful tunnel.
+    pub tunnel_refresh_secs: u64,
+    /// Babel Hello interval.
+    pub babel_hello_ms: u64,
+    /// Babel IHU interval.
+    pub babel_ihu_ms: u64,
+    /// Babel periodic update interval.
+    pub babel_update_ms: u64,
+    /// Nodes older than this protocol version must not join.
+    pub min_protocol: u32,
+    /// The registry's HTTPS URL.
+    pub registry_url: String,
+}
+
+impl NetworkConfig {
+    /// Defaults of DESIGN.md for a network `network` served at `registry_url`.
+    pub fn defaults(network: Ipv6Net, registry_url: String) -> Self {
+        let tunnels = 10;
+        Self {
+            version: 1,
+            issued_at: 0,
+            network,
+            node_prefix_len: 64,
+            tunnels,
+            max_tunnels: 3 * tunnels,
+            tunnel_refresh_secs: 300,
+            babel_hello_ms: 4_000,
+            babel_ihu_ms: 12_000,
+            babel_update_ms: 16_000,
+            min_protocol: 1,
+            registry_url,
+        }
+    }
+
+    /// Tunnel refresh period.
+    pub fn tunnel_refresh(&self) -> Duration {
+        Duration::from_secs(self.tunnel_refresh_secs)
+    }
+
+    /// Whether the parameters (everything but `version` and `issued_at`)
+    /// are the same.
+    pub fn same_parameters(&self, other: &Self) -> bool {
+        Self { version: 0, issued_at: 0, ..self.clone() } == Self { version: 0, issued_at: 0, ..other.clone() }
+    }
+
+    /// Checks the values are usable.
+    pub fn validate(&self) -> Result<(), IdentityError> {
+        let bad = |field, detail: String| Err(IdentityError::Invalid { field, detail });
+        if self.node_prefix_len <= self.network.prefix_len() || self.node_prefix_len > 127 {
+            return bad(
+                "node_prefix_len",
+                format!(
+                    "/{} must be longer than the network's /{} and at most /127",
+                    self.node_prefix_len,
+                    self.network.prefix_len()
+                ),
+            );
+        }
+        if self.tunnels == 0 || self.max_tunnels < self.tunnels {
+            return bad("max_tunnels", format!("{} < tunnels {} (or tunnels is 0)", self.max_tunnels, self.tunnels));
+        }
+        if self.tunnel_refresh_secs == 0 || self.babel_hello_ms == 0 || self.babel_update_ms == 0 || self.babel_ihu_ms == 0 {
+            return bad("timers", "intervals must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Signs this configuration with the CA.
+    pub fn sign(&self, ca: &Ca) -> Result<SignedNetworkConfig, IdentityError> {
+        let payload = serde_json::to_string(self).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let signature = sign_payload(SignatureContext::NetworkConfig, &payload, |m| ca.sign(m))?;
+        Ok(SignedNetworkConfig { payload, signature })
+    }
+}
+
+/// A [`NetworkConfig`] as JSON text plus the CA's signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedNetworkConfig {
+    /// The configuration's JSON text, exactly as signed.
+    pub payload: String,
+    /// Base64 CA signature (context "re6st network config v1").
+    pub signature: String,
+}
+
+impl SignedNetworkConfig {
+    /// Checks the CA signature (`ca_key` from the pinned CA certificate) and
+    /// parses the configuration.
+    pub fn verify(&self, ca_key: &PublicKey) -> Result<NetworkConfig, IdentityError> {
+        verify_payload(
+            SignatureContext::NetworkConfig,
+            &self.payload,
+            &self.signature,
+            ca_key,
+            "network configuration",
+        )?;
+        let config: NetworkConfig =
+            serde_json::from_str(&self.payload).map_err(|e| IdentityError::Malformed {
+                what: "network configuration",
+                detail: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let now = SystemTime::now();
+        let net: Ipv6Net = "fd00:5::/48".parse().unwrap();
+        let ca = Ca::generate(net, 1, now, Duration::from_secs(1000)).unwrap();
+        let cfg = NetworkConfig::defaults(net, "https://r.example:8443".into());
+        let signed = cfg.sign(&ca).unwrap();
+        assert_eq!(signed.verify(ca.public_key()).unwrap(), cfg);
+        let mut bad = signed.clone();
+        bad.payload = bad.payload.replace("\"tunnels\":10", "\"tunnels\":11");
+        assert!(matches!(bad.verify(ca.public_key()), Err(IdentityError::BadSignature { .. })));
+        let other = Ca::generate(net, 1, now, Duration::from_secs(1000)).unwrap();
+        assert!(signed.verify(other.public_key()).is_err());
+    }
+
+    #[test]
+    fn golden_json() {
+        let cfg = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), "https://r:1".into());
+        assert_eq!(
+            serde_json::to_string(&cfg).unwrap(),
+            r#"{"version":1,"issued_at":0,"network":"fd00:5::/48","node_prefix_len":64,"tunnels":10,"max_tunnels":30,"tunnel_refresh_secs":300,"babel_hello_ms":4000,"babel_ihu_ms":12000,"babel_update_ms":16000,"min_protocol":1,"registry_url":"https://r:1"}"#
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let mut cfg = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), String::new());
+        cfg.validate().unwrap();
+        cfg.node_prefix_len = 48;
+        assert!(cfg.validate().is_err());
+        cfg.node_prefix_len = 64;
+        cfg.max_tunnels = 5;
+        assert!(cfg.validate().is_err());
+    }
+}

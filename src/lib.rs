@@ -1,0 +1,12 @@
+//! re6st-rs library: the parts of the `re6st` binary that other parts and
+//! the integration tests reuse.
+//!
+//! - [`identity`]: keys, certificates, CRL, signed network configuration,
+//!   signed peer announcements, mutual-TLS configurations.
+//! - [`state_dir`]: the files of a node's state directory.
+//! - [`registry`]: the registry server, its store, allocator, API types and
+//!   the client nodes use.
+//! - [`join`]: `re6st join`.
+
+pub mod identity;
+pub mod state_dir;
