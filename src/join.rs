@@ -1,15 +1,212 @@
-//! `re6st join`: enrol with a registry and write the node's state directory.
+//! `re6st join`: enrol with a registry and write the node's state directory
+//! (layout in [`crate::state_dir`]).
+//!
+//! 1. Fetch the CA (trust on first use, checked against `--ca-fingerprint`
+//!    when given; otherwise print its fingerprint and warn).
+//! 2. Make the key (or reuse the one a previous, interrupted run wrote),
+//!    written first with mode 0600 so a crash never loses the key a
+//!    certificate was issued for.
+//! 3. Enrol with a CSR and the token; check the answer (certificate for our
+//!    key, chained to the CA; CRL and network configuration signed by it).
+//! 4. Write CA, CRL, network configuration and certificate atomically, the
+//!    certificate last: its presence means "enrolled".
+//!
+//! On an enrolled directory it says so and asks the registry to renew (the
+//! registry renews only within the renewal window), refreshing the CRL and
+//! network configuration on the way.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+
+use crate::identity::tls::{CaVerifier, TlsIdentity, Trust};
+use crate::identity::{Crl, Fingerprint, NodeCert, NodeKey, make_csr};
+use crate::registry::client::{RegistryClient, fetch_ca};
+use crate::state_dir::{StateDir, files};
+
+/// Default node state directory.
+pub const DEFAULT_DIR: &str = "/var/lib/re6st/node";
 
 /// Arguments of `re6st join`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct JoinArgs {
-    /// State directory to write.
+    /// Registry URL, e.g. https://registry.example.net:8443.
     #[arg(long)]
+    pub registry: String,
+    /// Enrolment token (from `re6st registry token` on the registry).
+    #[arg(long, env = "RE6ST_TOKEN")]
+    pub token: Option<String>,
+    /// SHA-256 fingerprint of the network CA (`re6st registry info` prints
+    /// it). Without it the CA is trusted on first use.
+    #[arg(long)]
+    pub ca_fingerprint: Option<Fingerprint>,
+    /// State directory to write.
+    #[arg(long, env = "RE6ST_DIR", default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
 }
 
+/// Runs `re6st join`.
 pub fn run(args: JoinArgs) -> anyhow::Result<()> {
-    anyhow::bail!("join is not implemented yet ({})", args.dir.display())
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(join(args))
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn join(args: JoinArgs) -> anyhow::Result<()> {
+    let sd = StateDir::new(&args.dir);
+    if sd.has(files::CERT) {
+        return rejoin(&sd, &args).await;
+    }
+    sd.create()?;
+    let ca_der = fetch_ca(&args.registry)
+        .await
+        .with_context(|| format!("fetching the CA from {}", args.registry))?;
+    let fp = Fingerprint::of(&ca_der);
+    match args.ca_fingerprint {
+        Some(pin) if pin != fp => {
+            bail!("the registry's CA is {fp}, not the pinned {pin}: refusing to join")
+        }
+        Some(_) => println!("CA {fp} matches the pinned fingerprint"),
+        None => eprintln!(
+            "warning: the CA was not pinned; the registry's CA is {fp}. Compare it with `re6st registry info` \
+             on the registry, and pass --ca-fingerprint next time."
+        ),
+    }
+    let key = match sd.load_key()? {
+        Some(k) => k,
+        None => {
+            let k = NodeKey::generate()?;
+            sd.write(files::KEY, k.to_pem().as_bytes(), 0o600)?;
+            k
+        }
+    };
+    let trust = Trust::new(&ca_der, None);
+    let client = RegistryClient::new(&args.registry, &trust, None)?;
+    let resp = client
+        .enrol(&make_csr(&key)?, args.token.as_deref())
+        .await
+        .context("enrolling")?;
+    let cert = NodeCert::from_pem(&resp.certificate).context("the registry's certificate")?;
+    if cert.public_key != key.public_key()? {
+        bail!("the registry certified another key");
+    }
+    if crate::identity::ca_der_from_pem(&resp.ca)? != ca_der {
+        bail!("the registry answered with another CA");
+    }
+    let now = SystemTime::now();
+    CaVerifier::new(&trust)?
+        .verify(&cert.der, now)
+        .context("the new certificate does not verify against the CA")?;
+    let crl = Crl::from_pem(&resp.crl, &ca_der).context("the registry's CRL")?;
+    let ca_key = crate::identity::ca_public_key(&ca_der)?;
+    let config = resp
+        .network
+        .verify(&ca_key)
+        .context("the network configuration")?;
+    sd.write(
+        files::CA,
+        crate::identity::cert_pem(&ca_der).as_bytes(),
+        0o644,
+    )?;
+    sd.write(files::CRL, crl.to_pem().as_bytes(), 0o644)?;
+    sd.write(
+        files::NETWORK,
+        serde_json::to_string_pretty(&resp.network)?.as_bytes(),
+        0o644,
+    )?;
+    sd.write(
+        files::REGISTRY_URL,
+        format!("{}\n", args.registry).as_bytes(),
+        0o644,
+    )?;
+    sd.write(files::CERT, cert.to_pem().as_bytes(), 0o644)?;
+    println!(
+        "enrolled in {}: prefix {}, address {}, certificate serial {} valid until {}",
+        config.network,
+        cert.prefix,
+        cert.address,
+        cert.serial,
+        fmt_time(cert.not_after)
+    );
+    println!("state written to {}", sd.root().display());
+    Ok(())
+}
+
+/// An enrolled directory: report, then renew if the registry says it is due.
+async fn rejoin(sd: &StateDir, args: &JoinArgs) -> anyhow::Result<()> {
+    let id = sd.load_identity().with_context(|| {
+        format!(
+            "{} holds a certificate but is not a usable state directory",
+            sd.root().display()
+        )
+    })?;
+    let fp = Fingerprint::of(&id.ca_der);
+    if let Some(pin) = args.ca_fingerprint
+        && pin != fp
+    {
+        bail!(
+            "{} belongs to CA {fp}, not the pinned {pin}",
+            sd.root().display()
+        );
+    }
+    println!(
+        "already enrolled: prefix {}, certificate serial {} valid until {}",
+        id.cert.prefix,
+        id.cert.serial,
+        fmt_time(id.cert.not_after)
+    );
+    let trust = Trust::new(&id.ca_der, None);
+    let client = RegistryClient::new(
+        &args.registry,
+        &trust,
+        Some(TlsIdentity::node(&id.cert, &id.key)),
+    )?;
+    let renewed = client
+        .renew(None)
+        .await
+        .context("asking the registry to renew")?;
+    if renewed.renewed {
+        let cert = NodeCert::from_pem(&renewed.certificate)?;
+        if cert.public_key != id.key.public_key()? || cert.prefix != id.cert.prefix {
+            bail!("the registry renewed with another key or prefix");
+        }
+        CaVerifier::new(&trust)?.verify(&cert.der, SystemTime::now())?;
+        sd.write(files::CERT, cert.to_pem().as_bytes(), 0o644)?;
+        println!(
+            "renewed: serial {} valid until {}",
+            cert.serial,
+            fmt_time(cert.not_after)
+        );
+    } else {
+        println!("certificate not due for renewal");
+    }
+    let crl = Crl::from_pem(&client.crl().await?, &id.ca_der).context("the registry's CRL")?;
+    if id.crl.as_ref().is_none_or(|old| crl.number >= old.number) {
+        sd.write(files::CRL, crl.to_pem().as_bytes(), 0o644)?;
+    }
+    let network = client.network().await?;
+    let config = network
+        .verify(&id.ca_key)
+        .context("the network configuration")?;
+    let newer = match &id.network {
+        Some(old) => old
+            .verify(&id.ca_key)
+            .map_or(true, |o| config.version >= o.version),
+        None => true,
+    };
+    if newer {
+        sd.write(
+            files::NETWORK,
+            serde_json::to_string_pretty(&network)?.as_bytes(),
+            0o644,
+        )?;
+    }
+    Ok(())
 }

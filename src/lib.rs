@@ -9,4 +9,6 @@
 //! - [`join`]: `re6st join`.
 
 pub mod identity;
+pub mod join;
+pub mod registry;
 pub mod state_dir;

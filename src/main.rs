@@ -3,13 +3,15 @@
 
 use clap::Parser;
 
+// The registry, join and identity live in the library (src/lib.rs) so the
+// node and the integration tests reuse them.
+use re6st::{join, registry};
+
 mod babel_dump;
 mod cli;
 mod control;
 mod demo;
-mod join;
 mod node;
-mod registry;
 mod sim;
 mod tunnels;
 

@@ -40,13 +40,23 @@ impl PeerAnnouncement {
     /// Signs this announcement with the node's key and attaches its
     /// certificate. Fails if `cert` is not for `self.prefix` or the
     /// addresses are unusable.
-    pub fn sign(&self, cert: &NodeCert, key: &NodeKey) -> Result<SignedAnnouncement, IdentityError> {
+    pub fn sign(
+        &self,
+        cert: &NodeCert,
+        key: &NodeKey,
+    ) -> Result<SignedAnnouncement, IdentityError> {
         if cert.prefix != self.prefix {
-            return Err(IdentityError::PrefixMismatch { announced: self.prefix, certified: cert.prefix });
+            return Err(IdentityError::PrefixMismatch {
+                announced: self.prefix,
+                certified: cert.prefix,
+            });
         }
         check_addresses(&self.addresses)?;
-        let payload = serde_json::to_string(self).map_err(|e| IdentityError::Internal(e.to_string()))?;
-        let signature = sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| key.sign(m))?;
+        let payload =
+            serde_json::to_string(self).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let signature = sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| {
+            key.sign(m)
+        })?;
         Ok(SignedAnnouncement {
             payload,
             signature,
@@ -64,7 +74,9 @@ fn check_addresses(addrs: &[SocketAddr]) -> Result<(), IdentityError> {
     }
     for a in addrs {
         if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
-            return Err(IdentityError::BadAddresses(format!("{a} cannot be sent to")));
+            return Err(IdentityError::BadAddresses(format!(
+                "{a} cannot be sent to"
+            )));
         }
     }
     Ok(())
@@ -103,12 +115,17 @@ impl SignedAnnouncement {
         max_age: Duration,
     ) -> Result<VerifiedAnnouncement, IdentityError> {
         if self.certificate.len() > 8 * 1024 {
-            return Err(IdentityError::Invalid { field: "certificate", detail: "too long".into() });
+            return Err(IdentityError::Invalid {
+                field: "certificate",
+                detail: "too long".into(),
+            });
         }
-        let der = B64.decode(&self.certificate).map_err(|_| IdentityError::Malformed {
-            what: "announcement certificate",
-            detail: "not base64".into(),
-        })?;
+        let der = B64
+            .decode(&self.certificate)
+            .map_err(|_| IdentityError::Malformed {
+                what: "announcement certificate",
+                detail: "not base64".into(),
+            })?;
         let cert = NodeCert::from_der(&der)?;
         verifier.verify(&der, now)?;
         verify_payload(
@@ -131,8 +148,13 @@ impl SignedAnnouncement {
         }
         let now_s = unix_secs(now);
         let ts = announcement.timestamp;
-        if ts > now_s.saturating_add(MAX_SKEW.as_secs()) || ts.saturating_add(max_age.as_secs()) < now_s {
-            return Err(IdentityError::BadTimestamp { timestamp: ts, now: now_s });
+        if ts > now_s.saturating_add(MAX_SKEW.as_secs())
+            || ts.saturating_add(max_age.as_secs()) < now_s
+        {
+            return Err(IdentityError::BadTimestamp {
+                timestamp: ts,
+                now: now_s,
+            });
         }
         check_addresses(&announcement.addresses)?;
         Ok(VerifiedAnnouncement { announcement, cert })
@@ -153,13 +175,26 @@ mod tests {
     impl Fixture {
         fn new() -> Self {
             let now = SystemTime::now();
-            let ca = Ca::generate("fd00:9::/48".parse().unwrap(), 1, now, Duration::from_secs(86_400)).unwrap();
+            let ca = Ca::generate(
+                "fd00:9::/48".parse().unwrap(),
+                1,
+                now,
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
             Self { ca, now }
         }
         fn node(&self, serial: u64, prefix: &str) -> (NodeCert, NodeKey) {
             let k = NodeKey::generate().unwrap();
-            let p = IssueParams { serial, not_before: self.now, not_after: self.now + Duration::from_secs(3600) };
-            let der = self.ca.issue_node(&k.spki_der(), prefix.parse().unwrap(), p).unwrap();
+            let p = IssueParams {
+                serial,
+                not_before: self.now,
+                not_after: self.now + Duration::from_secs(3600),
+            };
+            let der = self
+                .ca
+                .issue_node(&k.spki_der(), prefix.parse().unwrap(), p)
+                .unwrap();
             (NodeCert::from_der(&der).unwrap(), k)
         }
         fn verifier(&self) -> CaVerifier {
@@ -170,7 +205,10 @@ mod tests {
     fn ann(prefix: &str, ts: u64) -> PeerAnnouncement {
         PeerAnnouncement {
             prefix: prefix.parse().unwrap(),
-            addresses: vec!["192.0.2.1:4433".parse().unwrap(), "[2001:db8::1]:4433".parse().unwrap()],
+            addresses: vec![
+                "192.0.2.1:4433".parse().unwrap(),
+                "[2001:db8::1]:4433".parse().unwrap(),
+            ],
             timestamp: ts,
         }
     }
@@ -188,11 +226,20 @@ mod tests {
 
         // Too old, or from the future.
         assert!(matches!(
-            signed.verify(&v, f.now + Duration::from_secs(601), Duration::from_secs(600)),
+            signed.verify(
+                &v,
+                f.now + Duration::from_secs(601),
+                Duration::from_secs(600)
+            ),
             Err(IdentityError::BadTimestamp { .. })
         ));
-        let future = ann("fd00:9:0:1::/64", now_s + 3600).sign(&cert, &key).unwrap();
-        assert!(matches!(future.verify(&v, f.now, Duration::from_secs(600)), Err(IdentityError::BadTimestamp { .. })));
+        let future = ann("fd00:9:0:1::/64", now_s + 3600)
+            .sign(&cert, &key)
+            .unwrap();
+        assert!(matches!(
+            future.verify(&v, f.now, Duration::from_secs(600)),
+            Err(IdentityError::BadTimestamp { .. })
+        ));
 
         // Another node's prefix: sign refuses, and a forged payload fails.
         assert!(matches!(
@@ -205,18 +252,33 @@ mod tests {
         assert!(forged.verify(&v, f.now, Duration::from_secs(600)).is_err());
         // Signed with node 1's key for node 2's prefix but carrying node 1's cert.
         let payload = serde_json::to_string(&ann("fd00:9:0:2::/64", now_s)).unwrap();
-        let sig = sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| key.sign(m)).unwrap();
-        let lie = SignedAnnouncement { payload, signature: sig, certificate: signed.certificate.clone() };
-        assert!(matches!(lie.verify(&v, f.now, Duration::from_secs(600)), Err(IdentityError::PrefixMismatch { .. })));
+        let sig = sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| {
+            key.sign(m)
+        })
+        .unwrap();
+        let lie = SignedAnnouncement {
+            payload,
+            signature: sig,
+            certificate: signed.certificate.clone(),
+        };
+        assert!(matches!(
+            lie.verify(&v, f.now, Duration::from_secs(600)),
+            Err(IdentityError::PrefixMismatch { .. })
+        ));
 
         // Revoked signer.
         let crl = crate::identity::Crl::from_der(
-            &f.ca.sign_crl(1, &[(2, f.now)], f.now, f.now + Duration::from_secs(60)).unwrap(),
+            &f.ca
+                .sign_crl(1, &[(2, f.now)], f.now, f.now + Duration::from_secs(60))
+                .unwrap(),
             f.ca.cert_der(),
         )
         .unwrap();
         let rv = CaVerifier::new(&Trust::new(f.ca.cert_der(), Some(&crl))).unwrap();
-        assert!(matches!(signed.verify(&rv, f.now, Duration::from_secs(600)), Err(IdentityError::CertificateRejected(_))));
+        assert!(matches!(
+            signed.verify(&rv, f.now, Duration::from_secs(600)),
+            Err(IdentityError::CertificateRejected(_))
+        ));
     }
 
     #[test]
@@ -225,7 +287,10 @@ mod tests {
         let (cert, key) = f.node(2, "fd00:9:0:1::/64");
         let mut a = ann("fd00:9:0:1::/64", 1);
         a.addresses = vec![];
-        assert!(matches!(a.sign(&cert, &key), Err(IdentityError::BadAddresses(_))));
+        assert!(matches!(
+            a.sign(&cert, &key),
+            Err(IdentityError::BadAddresses(_))
+        ));
         a.addresses = vec!["0.0.0.0:1".parse().unwrap()];
         assert!(a.sign(&cert, &key).is_err());
         a.addresses = vec!["192.0.2.1:0".parse().unwrap()];
@@ -239,8 +304,16 @@ mod tests {
         let f = Fixture::new();
         let v = f.verifier();
         for s in [
-            SignedAnnouncement { payload: "{".into(), signature: "".into(), certificate: "".into() },
-            SignedAnnouncement { payload: "".into(), signature: "@@".into(), certificate: "AAAA".into() },
+            SignedAnnouncement {
+                payload: "{".into(),
+                signature: "".into(),
+                certificate: "".into(),
+            },
+            SignedAnnouncement {
+                payload: "".into(),
+                signature: "@@".into(),
+                certificate: "AAAA".into(),
+            },
         ] {
             assert!(s.verify(&v, f.now, Duration::from_secs(1)).is_err());
         }

@@ -69,7 +69,7 @@ impl Ca {
         let cert = params
             .self_signed(&kp)
             .map_err(|e| IdentityError::Internal(format!("self-signing CA: {e}")))?;
-        Self::from_parts(&cert.der().to_vec(), kp)
+        Self::from_parts(cert.der(), kp)
     }
 
     /// Loads a CA from its PEM certificate and PEM key.
@@ -179,10 +179,13 @@ impl Ca {
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         for name in dns_names {
-            let name = name.clone().try_into().map_err(|_| IdentityError::Invalid {
-                field: "hostname",
-                detail: format!("{name:?} is not a DNS name"),
-            })?;
+            let name = name
+                .clone()
+                .try_into()
+                .map_err(|_| IdentityError::Invalid {
+                    field: "hostname",
+                    detail: format!("{name:?} is not a DNS name"),
+                })?;
             params.subject_alt_names.push(SanType::DnsName(name));
         }
         params
@@ -191,11 +194,16 @@ impl Ca {
         self.sign_leaf(&params, spki_der)
     }
 
-    fn sign_leaf(&self, params: &CertificateParams, spki_der: &[u8]) -> Result<Vec<u8>, IdentityError> {
-        let spki = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| IdentityError::Malformed {
-            what: "public key",
-            detail: e.to_string(),
-        })?;
+    fn sign_leaf(
+        &self,
+        params: &CertificateParams,
+        spki_der: &[u8],
+    ) -> Result<Vec<u8>, IdentityError> {
+        let spki =
+            SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| IdentityError::Malformed {
+                what: "public key",
+                detail: e.to_string(),
+            })?;
         params
             .signed_by(&spki, &self.issuer)
             .map(|c| c.der().to_vec())
@@ -236,7 +244,8 @@ impl Ca {
 }
 
 fn now_since_epoch(now: SystemTime) -> Duration {
-    now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 fn leaf_params(p: IssueParams) -> CertificateParams {
@@ -257,7 +266,7 @@ fn leaf_params(p: IssueParams) -> CertificateParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{NodeCert, make_csr, CertificateRequest};
+    use crate::identity::{CertificateRequest, NodeCert, make_csr};
 
     #[test]
     fn issue_and_parse_node_cert() {

@@ -45,10 +45,11 @@ impl NodeCert {
 
     /// Parses DER and checks the shape of a node certificate.
     pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
-        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed {
-            what: "certificate",
-            detail: e.to_string(),
-        })?;
+        let (rest, cert) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed {
+                what: "certificate",
+                detail: e.to_string(),
+            })?;
         if !rest.is_empty() {
             return Err(IdentityError::Malformed {
                 what: "certificate",
@@ -82,7 +83,11 @@ impl NodeCert {
             (Some(b), None) => <[u8; 16]>::try_from(b)
                 .map(Ipv6Addr::from)
                 .map_err(|_| IdentityError::NotNodeCertificate("IP SAN is not IPv6"))?,
-            _ => return Err(IdentityError::NotNodeCertificate("needs exactly one IP SAN")),
+            _ => {
+                return Err(IdentityError::NotNodeCertificate(
+                    "needs exactly one IP SAN",
+                ));
+            }
         };
         if address != node_address(prefix) {
             return Err(IdentityError::NotNodeCertificate(
@@ -131,7 +136,9 @@ pub(crate) fn serial_u64(raw: &[u8]) -> Result<u64, IdentityError> {
         &raw[start..]
     };
     if trimmed.len() > 8 {
-        return Err(IdentityError::NotNodeCertificate("serial larger than 64 bits"));
+        return Err(IdentityError::NotNodeCertificate(
+            "serial larger than 64 bits",
+        ));
     }
     let mut buf = [0u8; 8];
     buf[8 - trimmed.len()..].copy_from_slice(trimmed);
@@ -170,13 +177,19 @@ mod tests {
         assert_eq!(serial_u64(&[0, 1, 2]).unwrap(), 0x0102);
         assert_eq!(serial_u64(&[]).unwrap(), 0);
         assert!(serial_u64(&[1; 9]).is_err());
-        assert_eq!(serial_u64(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap(), u64::MAX);
+        assert_eq!(
+            serial_u64(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap(),
+            u64::MAX
+        );
     }
 
     #[test]
     fn address_is_first_host() {
         let p: Ipv6Net = "fd00:1:2:3::/64".parse().unwrap();
-        assert_eq!(node_address(p), "fd00:1:2:3::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            node_address(p),
+            "fd00:1:2:3::1".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

@@ -43,15 +43,22 @@ impl Crl {
     pub fn from_pem(pem: &str, ca_der: &[u8]) -> Result<Self, IdentityError> {
         use rustls::pki_types::CertificateRevocationListDer;
         use rustls::pki_types::pem::PemObject;
-        let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
-            .map_err(|_| IdentityError::BadPem { expected: "X509 CRL" })?;
+        let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
+            IdentityError::BadPem {
+                expected: "X509 CRL",
+            }
+        })?;
         Self::from_der(der.as_ref(), ca_der)
     }
 
     /// Parses a DER CRL and checks its signature against the CA.
     pub fn from_der(der: &[u8], ca_der: &[u8]) -> Result<Self, IdentityError> {
-        let malformed = |detail: String| IdentityError::Malformed { what: "CRL", detail };
-        let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|e| malformed(e.to_string()))?;
+        let malformed = |detail: String| IdentityError::Malformed {
+            what: "CRL",
+            detail,
+        };
+        let (rest, crl) =
+            CertificateRevocationList::from_der(der).map_err(|e| malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(malformed("trailing bytes".into()));
         }
@@ -62,7 +69,9 @@ impl Crl {
             }
         })?;
         if crl.issuer() != ca.subject() {
-            return Err(IdentityError::BadSignature { what: "CRL (issuer is not the CA)" });
+            return Err(IdentityError::BadSignature {
+                what: "CRL (issuer is not the CA)",
+            });
         }
         crl.verify_signature(ca.public_key())
             .map_err(|_| IdentityError::BadSignature { what: "CRL" })?;
@@ -74,10 +83,14 @@ impl Crl {
             revoked.insert(serial, at);
         }
         let number = match crl.crl_number() {
-            Some(n) => u64::try_from(n).map_err(|_| malformed("CRL number larger than 64 bits".into()))?,
+            Some(n) => {
+                u64::try_from(n).map_err(|_| malformed("CRL number larger than 64 bits".into()))?
+            }
             None => 0,
         };
-        let ts = |t: x509_parser::time::ASN1Time| from_unix_secs(u64::try_from(t.timestamp()).unwrap_or(0));
+        let ts = |t: x509_parser::time::ASN1Time| {
+            from_unix_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+        };
         Ok(Self {
             der: der.to_vec(),
             number,
@@ -121,9 +134,20 @@ mod tests {
     #[test]
     fn sign_parse_and_check() {
         let now = SystemTime::now();
-        let ca = Ca::generate("fd00:1::/48".parse().unwrap(), 1, now, Duration::from_secs(99_999)).unwrap();
+        let ca = Ca::generate(
+            "fd00:1::/48".parse().unwrap(),
+            1,
+            now,
+            Duration::from_secs(99_999),
+        )
+        .unwrap();
         let der = ca
-            .sign_crl(7, &[(5, now), (9, now)], now, now + Duration::from_secs(600))
+            .sign_crl(
+                7,
+                &[(5, now), (9, now)],
+                now,
+                now + Duration::from_secs(600),
+            )
             .unwrap();
         let crl = Crl::from_der(&der, ca.cert_der()).unwrap();
         assert_eq!(crl.number, 7);
@@ -132,7 +156,13 @@ mod tests {
         let again = Crl::from_pem(&crl.to_pem(), ca.cert_der()).unwrap();
         assert_eq!(again, crl);
         // Another CA's CRL is refused.
-        let other = Ca::generate("fd00:1::/48".parse().unwrap(), 1, now, Duration::from_secs(99_999)).unwrap();
+        let other = Ca::generate(
+            "fd00:1::/48".parse().unwrap(),
+            1,
+            now,
+            Duration::from_secs(99_999),
+        )
+        .unwrap();
         assert!(matches!(
             Crl::from_der(&der, other.cert_der()),
             Err(IdentityError::BadSignature { .. })

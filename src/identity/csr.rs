@@ -99,7 +99,9 @@ mod tests {
     #[test]
     fn garbage_is_refused() {
         assert!(matches!(
-            CertificateRequest::from_pem("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
+            CertificateRequest::from_pem(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+            ),
             Err(IdentityError::Malformed { .. })
         ));
         assert!(matches!(

@@ -144,8 +144,8 @@ impl NodeKey {
     pub fn public_key(&self) -> Result<PublicKey, IdentityError> {
         use x509_parser::prelude::FromDer;
         let der = self.spki_der();
-        let (_, spki) =
-            SubjectPublicKeyInfo::from_der(&der).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let (_, spki) = SubjectPublicKeyInfo::from_der(&der)
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
         PublicKey::from_spki(&spki)
     }
 

@@ -33,9 +33,7 @@ pub mod tls;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use announce::{
-    MAX_ADDRESSES, PeerAnnouncement, SignedAnnouncement, VerifiedAnnouncement,
-};
+pub use announce::{MAX_ADDRESSES, PeerAnnouncement, SignedAnnouncement, VerifiedAnnouncement};
 pub use ca::{Ca, IssueParams};
 pub use cert::{NodeCert, node_address};
 pub use crl::{Crl, CrlEntry};
@@ -117,6 +115,38 @@ pub enum IdentityError {
     Internal(String),
 }
 
+/// Extracts the DER of a PEM `CERTIFICATE` (e.g. `ca.crt`).
+pub fn ca_der_from_pem(pem: &str) -> Result<Vec<u8>, IdentityError> {
+    cert::cert_der_from_pem(pem)
+}
+
+/// PEM-encodes a DER certificate.
+pub fn cert_pem(der: &[u8]) -> String {
+    cert::der_to_pem("CERTIFICATE", der)
+}
+
+/// PEM-encodes a DER CRL (`X509 CRL`).
+pub fn crl_pem(der: &[u8]) -> String {
+    cert::der_to_pem("X509 CRL", der)
+}
+
+/// The public key of a CA certificate, which must be a CA (basic
+/// constraints) and of a supported key type.
+pub fn ca_public_key(der: &[u8]) -> Result<PublicKey, IdentityError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, c) = X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed {
+        what: "CA certificate",
+        detail: e.to_string(),
+    })?;
+    if !c.is_ca() {
+        return Err(IdentityError::Invalid {
+            field: "CA certificate",
+            detail: "not a CA (basic constraints)".into(),
+        });
+    }
+    PublicKey::from_spki(c.public_key())
+}
+
 /// Seconds since the UNIX epoch (0 for times before it).
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -136,8 +166,10 @@ pub(crate) fn to_offset(t: SystemTime) -> time::OffsetDateTime {
 /// Lowercase hex, used for fingerprints.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

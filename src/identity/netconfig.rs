@@ -75,7 +75,15 @@ impl NetworkConfig {
     /// Whether the parameters (everything but `version` and `issued_at`)
     /// are the same.
     pub fn same_parameters(&self, other: &Self) -> bool {
-        Self { version: 0, issued_at: 0, ..self.clone() } == Self { version: 0, issued_at: 0, ..other.clone() }
+        Self {
+            version: 0,
+            issued_at: 0,
+            ..self.clone()
+        } == Self {
+            version: 0,
+            issued_at: 0,
+            ..other.clone()
+        }
     }
 
     /// Checks the values are usable.
@@ -92,9 +100,19 @@ impl NetworkConfig {
             );
         }
         if self.tunnels == 0 || self.max_tunnels < self.tunnels {
-            return bad("max_tunnels", format!("{} < tunnels {} (or tunnels is 0)", self.max_tunnels, self.tunnels));
+            return bad(
+                "max_tunnels",
+                format!(
+                    "{} < tunnels {} (or tunnels is 0)",
+                    self.max_tunnels, self.tunnels
+                ),
+            );
         }
-        if self.tunnel_refresh_secs == 0 || self.babel_hello_ms == 0 || self.babel_update_ms == 0 || self.babel_ihu_ms == 0 {
+        if self.tunnel_refresh_secs == 0
+            || self.babel_hello_ms == 0
+            || self.babel_update_ms == 0
+            || self.babel_ihu_ms == 0
+        {
             return bad("timers", "intervals must be positive".into());
         }
         Ok(())
@@ -102,7 +120,8 @@ impl NetworkConfig {
 
     /// Signs this configuration with the CA.
     pub fn sign(&self, ca: &Ca) -> Result<SignedNetworkConfig, IdentityError> {
-        let payload = serde_json::to_string(self).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let payload =
+            serde_json::to_string(self).map_err(|e| IdentityError::Internal(e.to_string()))?;
         let signature = sign_payload(SignatureContext::NetworkConfig, &payload, |m| ca.sign(m))?;
         Ok(SignedNetworkConfig { payload, signature })
     }
@@ -154,7 +173,10 @@ mod tests {
         assert_eq!(signed.verify(ca.public_key()).unwrap(), cfg);
         let mut bad = signed.clone();
         bad.payload = bad.payload.replace("\"tunnels\":10", "\"tunnels\":11");
-        assert!(matches!(bad.verify(ca.public_key()), Err(IdentityError::BadSignature { .. })));
+        assert!(matches!(
+            bad.verify(ca.public_key()),
+            Err(IdentityError::BadSignature { .. })
+        ));
         let other = Ca::generate(net, 1, now, Duration::from_secs(1000)).unwrap();
         assert!(signed.verify(other.public_key()).is_err());
     }

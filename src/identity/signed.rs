@@ -63,7 +63,10 @@ pub(crate) fn verify_payload(
     }
     let sig = B64
         .decode(signature)
-        .map_err(|_| IdentityError::Malformed { what, detail: "signature is not base64".into() })?;
+        .map_err(|_| IdentityError::Malformed {
+            what,
+            detail: "signature is not base64".into(),
+        })?;
     if key.verify(&ctx.message(payload), &sig) {
         Ok(())
     } else {

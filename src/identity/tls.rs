@@ -125,7 +125,9 @@ impl Trust {
             .map_err(tls_err)?
             .with_webpki_verifier(self.server_verifier()?);
         match me {
-            Some(me) => builder.with_client_auth_cert(me.chain, me.key).map_err(tls_err),
+            Some(me) => builder
+                .with_client_auth_cert(me.chain, me.key)
+                .map_err(tls_err),
             None => Ok(builder.with_no_client_auth()),
         }
     }
@@ -168,23 +170,51 @@ mod tests {
     #[test]
     fn verifier_checks_ca_expiry_and_crl() {
         let now = SystemTime::now();
-        let ca = Ca::generate("fd00:7::/48".parse().unwrap(), 1, now, Duration::from_secs(86_400)).unwrap();
+        let ca = Ca::generate(
+            "fd00:7::/48".parse().unwrap(),
+            1,
+            now,
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
         let k = NodeKey::generate().unwrap();
-        let p = IssueParams { serial: 3, not_before: now, not_after: now + Duration::from_secs(60) };
-        let der = ca.issue_node(&k.spki_der(), "fd00:7:0:1::/64".parse().unwrap(), p).unwrap();
+        let p = IssueParams {
+            serial: 3,
+            not_before: now,
+            not_after: now + Duration::from_secs(60),
+        };
+        let der = ca
+            .issue_node(&k.spki_der(), "fd00:7:0:1::/64".parse().unwrap(), p)
+            .unwrap();
         let v = CaVerifier::new(&Trust::new(ca.cert_der(), None)).unwrap();
         v.verify(&der, now + Duration::from_secs(1)).unwrap();
-        assert!(v.verify(&der, now + Duration::from_secs(3600)).is_err(), "expired");
+        assert!(
+            v.verify(&der, now + Duration::from_secs(3600)).is_err(),
+            "expired"
+        );
         let crl = Crl::from_der(
-            &ca.sign_crl(1, &[(3, now)], now, now + Duration::from_secs(600)).unwrap(),
+            &ca.sign_crl(1, &[(3, now)], now, now + Duration::from_secs(600))
+                .unwrap(),
             ca.cert_der(),
         )
         .unwrap();
         let v = CaVerifier::new(&Trust::new(ca.cert_der(), Some(&crl))).unwrap();
-        let err = v.verify(&der, now + Duration::from_secs(1)).unwrap_err().to_string();
+        let err = v
+            .verify(&der, now + Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Revoked") || err.contains("revoked"), "{err}");
-        let other = Ca::generate("fd00:7::/48".parse().unwrap(), 1, now, Duration::from_secs(86_400)).unwrap();
+        let other = Ca::generate(
+            "fd00:7::/48".parse().unwrap(),
+            1,
+            now,
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
         let v = CaVerifier::new(&Trust::new(other.cert_der(), None)).unwrap();
-        assert!(v.verify(&der, now + Duration::from_secs(1)).is_err(), "other CA");
+        assert!(
+            v.verify(&der, now + Duration::from_secs(1)).is_err(),
+            "other CA"
+        );
     }
 }

@@ -1,13 +1,436 @@
 //! The registry: CA, prefix allocation, CRL, network configuration and
-//! bootstrap peers, served over HTTPS.
+//! bootstrap peers, served over HTTPS; and its admin subcommands, which act
+//! on the store directly (they run on the registry's host, as the user who
+//! owns its directory, also while the server runs).
+//!
+//! - [`api`]: request/response types and paths, shared with [`client`].
+//! - [`store`]: SQLite, one transaction per operation.
+//! - [`alloc`]: buddy allocator of node prefixes.
+//! - [`server`]: axum over tokio-rustls.
+//! - [`client`]: what `re6st join` and nodes use.
+
+pub mod alloc;
+pub mod api;
+pub mod client;
+pub mod core;
+pub mod server;
+pub mod store;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use ipnet::Ipv6Net;
+
+use self::core::{DB, Registry, Settings, open_store};
+use self::store::RevokeTarget;
+
+/// Default registry directory.
+pub const DEFAULT_DIR: &str = "/var/lib/re6st/registry";
 
 /// `re6st registry` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum RegistryCommand {
-    /// Run the registry server.
-    Run,
+    /// Run the registry server. The first start creates the directory, the
+    /// CA (ECDSA P-256) and the database; later starts keep them. Options
+    /// given are stored and stay in force on later starts.
+    Run(RunArgs),
+    /// Make single-use enrolment tokens (printed one per line).
+    Token(TokenArgs),
+    /// List enrolment tokens.
+    Tokens(ListArgs),
+    /// List nodes: prefix, state, newest serial, expiry, last announcement.
+    List(ListArgs),
+    /// Revoke a node, by prefix or by the serial of any of its certificates.
+    /// Its certificates go on the CRL at once; its prefix is freed when its
+    /// last certificate expires.
+    Revoke(RevokeArgs),
+    /// Show the network prefix, the CA fingerprint to give to joining nodes,
+    /// and counts.
+    Info(DirArgs),
 }
 
+/// Where the registry keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirArgs {
+    /// Registry directory (CA key, CA certificate, database).
+    #[arg(long, env = "RE6ST_REGISTRY_DIR", default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
+}
+
+/// Whether nodes need a token to enrol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Enrolment {
+    /// Anyone who can reach the registry may enrol.
+    Open,
+    /// A token from `re6st registry token` is needed (the default).
+    Token,
+}
+
+/// Options of `re6st registry run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Address to listen on (HTTPS).
+    #[arg(long, default_value = "[::]:8443")]
+    pub listen: SocketAddr,
+    /// DNS name or IP address nodes use to reach the registry; the HTTPS
+    /// certificate is issued for these (repeat for several). Default:
+    /// localhost, 127.0.0.1, ::1 and the --listen address if specific.
+    #[arg(long = "hostname")]
+    pub hostnames: Vec<String>,
+    /// Public URL of the registry, written into the network configuration.
+    /// Default: https://<first hostname>:<port>.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Network prefix (first start only; default: a random ULA /48).
+    #[arg(long)]
+    pub network: Option<Ipv6Net>,
+    /// Length of node prefixes [stored default: 64].
+    #[arg(long)]
+    pub node_prefix_len: Option<u8>,
+    /// Enrolment mode [stored default: token].
+    #[arg(long, value_enum)]
+    pub enrolment: Option<Enrolment>,
+    /// Node certificate lifetime, e.g. 365d [stored default: 365d].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cert_lifetime: Option<Duration>,
+    /// Renew certificates that have less than this left [stored default: 30d].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub renew_window: Option<Duration>,
+    /// How long after expiry a node may still renew before its prefix is
+    /// released [stored default: 30d].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub grace_period: Option<Duration>,
+    /// Bootstrap answers hold nodes that announced within this [stored default: 1h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub announce_max_age: Option<Duration>,
+    /// Outgoing tunnels per node, k [stored default: 10].
+    #[arg(long)]
+    pub tunnels: Option<u16>,
+    /// Most tunnels per node [stored default: 3k].
+    #[arg(long)]
+    pub max_tunnels: Option<u16>,
+    /// Tunnel refresh period [stored default: 300s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub tunnel_refresh: Option<Duration>,
+    /// Babel Hello interval [stored default: 4s]; IHU is 3x Hello.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub babel_hello: Option<Duration>,
+    /// Babel update interval [stored default: 16s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub babel_update: Option<Duration>,
+    /// Oldest node protocol version allowed [stored default: 1].
+    #[arg(long)]
+    pub min_protocol: Option<u32>,
+    /// How often expired and revoked prefixes are released.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sweep_every: Duration,
+}
+
+impl RunArgs {
+    /// Applies the options given to the stored settings.
+    pub fn apply(&self, s: &mut Settings) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if let Some(v) = self.node_prefix_len {
+            s.network.node_prefix_len = v;
+        }
+        if let Some(v) = self.enrolment {
+            s.open = v == Enrolment::Open;
+        }
+        if let Some(v) = self.cert_lifetime {
+            s.cert_lifetime_secs = v.as_secs().max(1);
+        }
+        if let Some(v) = self.renew_window {
+            s.renew_window_secs = v.as_secs();
+        }
+        if let Some(v) = self.grace_period {
+            s.grace_period_secs = v.as_secs();
+        }
+        if let Some(v) = self.announce_max_age {
+            s.announce_max_age_secs = v.as_secs().max(1);
+        }
+        if let Some(v) = self.tunnels {
+            s.network.tunnels = v;
+            if self.max_tunnels.is_none() {
+                s.network.max_tunnels = v.saturating_mul(3);
+            }
+        }
+        if let Some(v) = self.max_tunnels {
+            s.network.max_tunnels = v;
+        }
+        if let Some(v) = self.tunnel_refresh {
+            s.network.tunnel_refresh_secs = v.as_secs().max(1);
+        }
+        if let Some(v) = self.babel_hello {
+            s.network.babel_hello_ms = ms(v).max(1);
+            s.network.babel_ihu_ms = s.network.babel_hello_ms.saturating_mul(3);
+        }
+        if let Some(v) = self.babel_update {
+            s.network.babel_update_ms = ms(v).max(1);
+        }
+        if let Some(v) = self.min_protocol {
+            s.network.min_protocol = v;
+        }
+    }
+
+    fn hostnames(&self) -> Vec<String> {
+        if !self.hostnames.is_empty() {
+            return self.hostnames.clone();
+        }
+        let mut h = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        let ip = self.listen.ip();
+        if !ip.is_unspecified() && !h.contains(&ip.to_string()) {
+            h.insert(0, ip.to_string());
+        }
+        h
+    }
+}
+
+/// Options of `re6st registry token`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// How many tokens.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub count: u32,
+    /// Tokens expire after this (e.g. 7d); default: never.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub valid_for: Option<Duration>,
+    /// Prefix length granted by these tokens (default: the network's).
+    #[arg(long)]
+    pub prefix_len: Option<u8>,
+    /// Free text kept with the tokens (who they are for).
+    #[arg(long, default_value = "")]
+    pub comment: String,
+}
+
+/// Options of the listing commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Include released nodes.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Options of `re6st registry revoke`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// A node prefix (fd00:1:2:3::/64) or a certificate serial (decimal).
+    pub target: RevokeTarget,
+}
+
+/// Runs a `re6st registry` subcommand.
 pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
-    anyhow::bail!("the registry is not implemented yet ({cmd:?})")
+    match cmd {
+        RegistryCommand::Run(args) => {
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(run_server(args))
+        }
+        RegistryCommand::Token(a) => admin_token(&a),
+        RegistryCommand::Tokens(a) => admin_tokens(&a),
+        RegistryCommand::List(a) => admin_list(&a),
+        RegistryCommand::Revoke(a) => admin_revoke(&a),
+        RegistryCommand::Info(a) => admin_info(&a),
+    }
+}
+
+/// `https://host:port` for a host that may be an IPv6 literal.
+fn https_url(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(a)) => format!("https://[{a}]:{port}"),
+        _ => format!("https://{host}:{port}"),
+    }
+}
+
+async fn run_server(args: RunArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    let hostnames = args.hostnames();
+    let url = args.url.clone().unwrap_or_else(|| {
+        https_url(
+            hostnames.first().map_or("localhost", String::as_str),
+            bound.port(),
+        )
+    });
+    let now = SystemTime::now();
+    let registry = Registry::open(
+        &args.dir.dir,
+        args.network,
+        url.clone(),
+        |s| args.apply(s),
+        now,
+    )?;
+    let tls = server::server_tls(&registry, &hostnames, now)?;
+    let s = &registry.settings;
+    println!(
+        "re6st registry: listening on {} (network {}, node prefixes /{}, {} enrolment, config v{}), CA {}",
+        https_url(&bound.ip().to_string(), bound.port()),
+        s.network.network,
+        s.network.node_prefix_len,
+        if s.open { "open" } else { "token" },
+        s.network.version,
+        registry.ca.fingerprint(),
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(%url, "registry URL given to nodes");
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+        tracing::info!("shutting down");
+    };
+    server::serve(
+        Arc::new(registry),
+        listener,
+        tls,
+        args.sweep_every,
+        shutdown,
+    )
+    .await
+}
+
+fn open_existing(dir: &Path) -> anyhow::Result<(store::Store, crate::identity::Ca, Ipv6Net)> {
+    if !dir.join(DB).exists() {
+        anyhow::bail!(
+            "no registry in {} (start one with `re6st registry run --dir {0}`)",
+            dir.display()
+        );
+    }
+    open_store(dir, None, SystemTime::now())
+}
+
+fn admin_token(a: &TokenArgs) -> anyhow::Result<()> {
+    let (mut store, _, net) = open_existing(&a.dir.dir)?;
+    if let Some(l) = a.prefix_len
+        && (l <= net.prefix_len() || l > 127)
+    {
+        anyhow::bail!(
+            "--prefix-len {l} must be longer than the network's /{} and at most 127",
+            net.prefix_len()
+        );
+    }
+    for t in store.create_tokens(
+        a.count,
+        a.valid_for,
+        a.prefix_len,
+        &a.comment,
+        SystemTime::now(),
+    )? {
+        println!("{t}");
+    }
+    Ok(())
+}
+
+fn fmt_time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(crate::identity::from_unix_secs(secs)).to_string()
+}
+
+fn admin_tokens(a: &ListArgs) -> anyhow::Result<()> {
+    let (store, _, _) = open_existing(&a.dir.dir)?;
+    let rows = store.list_tokens()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<21} {:<21} {:<5} {:<24} COMMENT",
+        "TOKEN", "CREATED", "EXPIRES", "LEN", "USED BY"
+    );
+    for t in rows {
+        println!(
+            "{:<22} {:<21} {:<21} {:<5} {:<24} {}",
+            t.token,
+            fmt_time(t.created),
+            t.expires.map_or("never".into(), fmt_time),
+            t.prefix_len.map_or("-".into(), |l| format!("/{l}")),
+            t.used_by.as_deref().unwrap_or("-"),
+            t.comment
+        );
+    }
+    Ok(())
+}
+
+fn admin_list(a: &ListArgs) -> anyhow::Result<()> {
+    let (store, _, _) = open_existing(&a.dir.dir)?;
+    let rows = store.list_nodes(a.all)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<9} {:>8} {:<21} LAST ANNOUNCE",
+        "PREFIX", "STATE", "SERIAL", "EXPIRES"
+    );
+    for n in rows {
+        println!(
+            "{:<28} {:<9} {:>8} {:<21} {}",
+            n.prefix,
+            format!("{:?}", n.state).to_lowercase(),
+            n.serial,
+            fmt_time(n.not_after),
+            n.last_announce.map_or("never".into(), fmt_time)
+        );
+    }
+    Ok(())
+}
+
+fn admin_revoke(a: &RevokeArgs) -> anyhow::Result<()> {
+    let (mut store, ca, _) = open_existing(&a.dir.dir)?;
+    let out = store.revoke(&ca, a.target, SystemTime::now())?;
+    let serials = out
+        .serials
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if out.newly {
+        println!(
+            "revoked {} (serials on the CRL: {serials}); the prefix is freed when they expire",
+            out.prefix
+        );
+    } else {
+        println!(
+            "{} was already revoked (serials on the CRL: {serials})",
+            out.prefix
+        );
+    }
+    Ok(())
+}
+
+fn admin_info(a: &DirArgs) -> anyhow::Result<()> {
+    let (store, ca, net) = open_existing(&a.dir)?;
+    let (active, revoked, certs) = store.counts()?;
+    let settings: Option<Settings> = store
+        .meta(store::META_SETTINGS)?
+        .and_then(|j| serde_json::from_str(&j).ok());
+    println!("network:         {net}");
+    println!("CA fingerprint:  {}", ca.fingerprint());
+    if let Some(s) = settings {
+        println!("registry URL:    {}", s.network.registry_url);
+        println!("enrolment:       {}", if s.open { "open" } else { "token" });
+        println!("node prefixes:   /{}", s.network.node_prefix_len);
+        println!("config version:  {}", s.network.version);
+    }
+    println!(
+        "nodes:           {active} active, {revoked} revoked; {certs} node certificates issued"
+    );
+    Ok(())
 }

@@ -1,0 +1,249 @@
+//! Store unit tests: the transactional rules, with time as a parameter.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::identity::{Ca, Crl, NodeCert, NodeKey, PublicKey};
+
+pub(crate) struct Fx {
+    pub store: Store,
+    pub alloc: BuddyAllocator,
+    pub ca: Ca,
+    pub policy: Policy,
+    pub now: SystemTime,
+    _dir: tempfile::TempDir,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+pub(crate) fn fx(network: &str, open: bool) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("r.db")).unwrap();
+    let network: Ipv6Net = network.parse().unwrap();
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let ca = Ca::generate(network, 1, now, 3650 * DAY).unwrap();
+    store.set_meta(META_NEXT_SERIAL, "2").unwrap();
+    let alloc = store.allocator(network).unwrap();
+    let policy = Policy {
+        open,
+        node_prefix_len: 64,
+        cert_lifetime: 365 * DAY,
+        renew_window: 30 * DAY,
+        grace_period: 30 * DAY,
+    };
+    Fx {
+        store,
+        alloc,
+        ca,
+        policy,
+        now,
+        _dir: dir,
+    }
+}
+
+fn key() -> PublicKey {
+    NodeKey::generate().unwrap().public_key().unwrap()
+}
+
+impl Fx {
+    pub fn enrol(&mut self, k: &PublicKey, token: Option<&str>) -> Result<Issued, StoreError> {
+        self.store
+            .enrol(&mut self.alloc, &self.ca, &self.policy, k, token, self.now)
+    }
+}
+
+#[test]
+fn tokens_are_single_use_and_failures_change_nothing() {
+    let mut f = fx("fd00:1::/48", false);
+    assert!(matches!(
+        f.enrol(&key(), None),
+        Err(StoreError::TokenRequired)
+    ));
+    assert!(matches!(
+        f.enrol(&key(), Some("nope")),
+        Err(StoreError::UnknownToken)
+    ));
+    let toks = f
+        .store
+        .create_tokens(2, Some(DAY), None, "t", f.now)
+        .unwrap();
+    let k1 = key();
+    let a = f.enrol(&k1, Some(&toks[0])).unwrap();
+    assert!(a.new);
+    assert_eq!(a.prefix.to_string(), "fd00:1::/64");
+    assert_eq!(a.serial, 2);
+    // Same key again: same certificate, no token consumed.
+    let again = f.enrol(&k1, Some(&toks[1])).unwrap();
+    assert_eq!(again.serial, a.serial);
+    assert!(!again.new);
+    // Reused token with another key.
+    assert!(matches!(
+        f.enrol(&key(), Some(&toks[0])),
+        Err(StoreError::TokenUsed)
+    ));
+    // Failed attempts consumed neither prefix nor serial.
+    let b = f.enrol(&key(), Some(&toks[1])).unwrap();
+    assert_eq!(b.prefix.to_string(), "fd00:1:0:1::/64");
+    assert_eq!(b.serial, 3);
+    // Expired token.
+    let old = f
+        .store
+        .create_tokens(1, Some(Duration::from_secs(10)), None, "", f.now)
+        .unwrap();
+    f.now += Duration::from_secs(11);
+    assert!(matches!(
+        f.enrol(&key(), Some(&old[0])),
+        Err(StoreError::TokenExpired)
+    ));
+    let list = f.store.list_tokens().unwrap();
+    assert_eq!(list.iter().filter(|t| t.used_by.is_some()).count(), 2);
+}
+
+#[test]
+fn exhaustion_is_clean() {
+    let mut f = fx("fd00:1::/63", true);
+    f.enrol(&key(), None).unwrap();
+    f.enrol(&key(), None).unwrap();
+    assert!(matches!(
+        f.enrol(&key(), None),
+        Err(StoreError::Exhausted(_))
+    ));
+    assert_eq!(f.store.counts().unwrap(), (2, 0, 2));
+    // A token with its own prefix length.
+    let mut f = fx("fd00:1::/48", false);
+    let t = f.store.create_tokens(1, None, Some(56), "", f.now).unwrap();
+    let c = f.enrol(&key(), Some(&t[0])).unwrap();
+    assert_eq!(c.prefix.prefix_len(), 56);
+    assert_eq!(NodeCert::from_der(&c.der).unwrap().prefix, c.prefix);
+}
+
+#[test]
+fn renewal_keeps_prefix() {
+    let mut f = fx("fd00:1::/48", true);
+    let k = key();
+    let a = f.enrol(&k, None).unwrap();
+    let r = f
+        .store
+        .renew(&f.ca, &f.policy, a.serial, None, f.now)
+        .unwrap();
+    assert!(!r.renewed, "not due");
+    assert_eq!(r.cert.serial, a.serial);
+    f.now += 340 * DAY;
+    let r = f
+        .store
+        .renew(&f.ca, &f.policy, a.serial, None, f.now)
+        .unwrap();
+    assert!(r.renewed);
+    assert_eq!(r.cert.prefix, a.prefix);
+    assert!(r.cert.serial > a.serial);
+    // The old certificate renews to the newest.
+    let r2 = f
+        .store
+        .renew(&f.ca, &f.policy, a.serial, None, f.now)
+        .unwrap();
+    assert_eq!(r2.cert.serial, r.cert.serial);
+    // Key rotation issues at once.
+    let k2 = key();
+    let r3 = f
+        .store
+        .renew(&f.ca, &f.policy, r.cert.serial, Some(&k2), f.now)
+        .unwrap();
+    assert!(r3.renewed);
+    assert_eq!(NodeCert::from_der(&r3.cert.der).unwrap().public_key, k2);
+    // Past expiry + grace: refused.
+    f.now += 400 * DAY;
+    assert!(matches!(
+        f.store.renew(&f.ca, &f.policy, r3.cert.serial, None, f.now),
+        Err(StoreError::Expired(_))
+    ));
+    assert!(matches!(
+        f.store.renew(&f.ca, &f.policy, 999, None, f.now),
+        Err(StoreError::Unknown(_))
+    ));
+}
+
+#[test]
+fn revoke_updates_crl_and_frees_prefix_after_expiry() {
+    let mut f = fx("fd00:1::/48", true);
+    let a = f.enrol(&key(), None).unwrap();
+    let b = f.enrol(&key(), None).unwrap();
+    let crl0 = Crl::from_der(&f.store.crl(&f.ca, f.now).unwrap(), f.ca.cert_der()).unwrap();
+    assert_eq!(crl0.entries().count(), 0);
+    let out = f
+        .store
+        .revoke(&f.ca, RevokeTarget::Serial(a.serial), f.now)
+        .unwrap();
+    assert_eq!(
+        (out.prefix, out.serials.clone(), out.newly),
+        (a.prefix, vec![a.serial], true)
+    );
+    let crl = Crl::from_der(&f.store.crl(&f.ca, f.now).unwrap(), f.ca.cert_der()).unwrap();
+    assert!(crl.is_revoked(a.serial) && !crl.is_revoked(b.serial));
+    assert!(crl.number > crl0.number);
+    assert!(
+        !f.store
+            .revoke(&f.ca, RevokeTarget::Prefix(a.prefix), f.now)
+            .unwrap()
+            .newly
+    );
+    assert!(matches!(
+        f.store.renew(&f.ca, &f.policy, a.serial, None, f.now),
+        Err(StoreError::Revoked(_))
+    ));
+    // Still reserved before expiry.
+    assert!(
+        f.store
+            .sweep(&mut f.alloc, f.policy.grace_period, f.now)
+            .unwrap()
+            .is_empty()
+    );
+    let c = f.enrol(&key(), None).unwrap();
+    assert_ne!(c.prefix, a.prefix);
+    // After expiry the revoked prefix is released and the CRL drops it;
+    // active nodes keep theirs until expiry + grace.
+    f.now += 366 * DAY;
+    let released = f
+        .store
+        .sweep(&mut f.alloc, f.policy.grace_period, f.now)
+        .unwrap();
+    assert_eq!(released, vec![a.prefix]);
+    let crl = Crl::from_der(&f.store.crl(&f.ca, f.now).unwrap(), f.ca.cert_der()).unwrap();
+    assert_eq!(crl.entries().count(), 0);
+    let d = f.enrol(&key(), None).unwrap();
+    assert_eq!(d.prefix, a.prefix, "released prefix is reused");
+    f.now += 31 * DAY;
+    let mut released = f
+        .store
+        .sweep(&mut f.alloc, f.policy.grace_period, f.now)
+        .unwrap();
+    released.sort();
+    assert_eq!(released, vec![b.prefix, c.prefix]);
+    let rows = f.store.list_nodes(true).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(f.store.list_nodes(false).unwrap().len(), 1);
+    // The allocator matches a rebuild from the store.
+    let rebuilt = f.store.allocator("fd00:1::/48".parse().unwrap()).unwrap();
+    assert_eq!(rebuilt.free_count(64), f.alloc.free_count(64));
+}
+
+#[test]
+fn revoke_unknown_is_an_error() {
+    let mut f = fx("fd00:1::/48", true);
+    assert!(matches!(
+        f.store.revoke(&f.ca, RevokeTarget::Serial(77), f.now),
+        Err(StoreError::Unknown(_))
+    ));
+    assert!(matches!(
+        f.store.revoke(
+            &f.ca,
+            RevokeTarget::Prefix("fd00:1:0:9::/64".parse().unwrap()),
+            f.now
+        ),
+        Err(StoreError::Unknown(_))
+    ));
+    assert_eq!(
+        "42".parse::<RevokeTarget>().unwrap(),
+        RevokeTarget::Serial(42)
+    );
+    assert!("x".parse::<RevokeTarget>().is_err());
+}
