@@ -1,0 +1,169 @@
+//! Shared helpers of the registry integration tests: an in-process registry
+//! on a random loopback port, and node-side helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use re6st::identity::tls::{TlsIdentity, Trust};
+use re6st::identity::{NodeCert, NodeKey, make_csr};
+use re6st::registry::RunArgs;
+use re6st::registry::client::RegistryClient;
+use re6st::registry::core::Registry;
+
+/// Parses `re6st registry run`-style options (so tests use the real CLI
+/// parsing and defaults).
+#[derive(Parser)]
+struct Wrap {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+pub fn run_args(dir: &Path, extra: &[&str]) -> RunArgs {
+    let mut argv = vec![
+        "x".to_string(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    Wrap::parse_from(argv).run
+}
+
+pub struct TestRegistry {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    pub ca_der: Vec<u8>,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestRegistry {
+    /// Starts a registry in a fresh directory with `extra` run options.
+    pub async fn start(extra: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let args = run_args(dir.path(), extra);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("https://127.0.0.1:{}", addr.port());
+        let now = SystemTime::now();
+        let reg = Registry::open(
+            dir.path(),
+            args.network,
+            url.clone(),
+            |s| args.apply(s),
+            now,
+        )
+        .unwrap();
+        let tls = re6st::registry::server::server_tls(&reg, &["127.0.0.1".into()], now).unwrap();
+        let ca_der = reg.ca.cert_der().to_vec();
+        let registry = Arc::new(reg);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(re6st::registry::server::serve(
+            registry.clone(),
+            listener,
+            tls,
+            Duration::from_secs(3600),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            url,
+            addr,
+            registry,
+            ca_der,
+            dir,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub fn trust(&self) -> Trust {
+        Trust::new(&self.ca_der, None)
+    }
+
+    /// A client without a client certificate.
+    pub fn anon(&self) -> RegistryClient {
+        RegistryClient::new(&self.url, &self.trust(), None).unwrap()
+    }
+
+    /// A raw reqwest client trusting the CA (for malformed requests).
+    pub fn raw(&self, me: Option<TlsIdentity>) -> reqwest::Client {
+        let cfg = self.trust().client_config(me).unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(cfg)
+            .build()
+            .unwrap()
+    }
+
+    /// Enrols a fresh key; returns the node.
+    pub async fn enrol(&self, token: Option<&str>) -> Node {
+        let key = NodeKey::generate().unwrap();
+        let resp = self
+            .anon()
+            .enrol(&make_csr(&key).unwrap(), token)
+            .await
+            .unwrap();
+        let cert = NodeCert::from_pem(&resp.certificate).unwrap();
+        Node { key, cert }
+    }
+
+    pub fn client(&self, n: &Node) -> RegistryClient {
+        RegistryClient::new(&self.url, &self.trust(), Some(n.identity())).unwrap()
+    }
+
+    pub fn tokens(&self, n: u32) -> Vec<String> {
+        self.registry
+            .with_sync(|_, i| {
+                i.store
+                    .create_tokens(n, None, None, "test", SystemTime::now())
+            })
+            .unwrap()
+    }
+
+    /// (active nodes, revoked nodes, node certificates issued, tokens used).
+    pub fn counts(&self) -> (u64, u64, u64, usize) {
+        self.registry.with_sync(|_, i| {
+            let (a, r, c) = i.store.counts().unwrap();
+            let used = i
+                .store
+                .list_tokens()
+                .unwrap()
+                .iter()
+                .filter(|t| t.used_by.is_some())
+                .count();
+            (a, r, c, used)
+        })
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+        // Release the directory lock held by the registry.
+        drop(self.registry);
+        self.dir
+    }
+}
+
+pub struct Node {
+    pub key: NodeKey,
+    pub cert: NodeCert,
+}
+
+impl Node {
+    pub fn identity(&self) -> TlsIdentity {
+        TlsIdentity::node(&self.cert, &self.key)
+    }
+}
