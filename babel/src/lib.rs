@@ -11,5 +11,7 @@
 
 pub mod capture;
 pub mod describe;
+pub mod engine;
 pub mod fuzzing;
+pub mod metric;
 pub mod wire;

@@ -1,0 +1,357 @@
+//! The sans-IO Babel routing engine (RFC 8966 with RFC 9616 RTT costs).
+//!
+//! [`Engine`] owns the neighbour, source, route, exported-route and resend
+//! tables of one router. It never reads a clock and never touches a socket:
+//! the caller feeds it packets and time, and drains packets, deadlines and
+//! events, in the quinn-proto shape. See the crate documentation for the
+//! call order.
+//!
+//! One file per table (babeld's layout, without its global state):
+//! [`neighbour`](self) (Hello histories, IHU, RTT, link cost), `source`
+//! (feasibility distances), `route` (routes, selection, hysteresis),
+//! `xroute` (our prefixes), `resend` (pending seqno requests, update
+//! resends), `output` (per-destination buffers). `input` handles received
+//! messages, `announce` turns table changes into messages, `flush` encodes
+//! buffers, `timer` runs the clocks, `query` answers the caller.
+
+mod announce;
+mod config;
+mod flush;
+mod input;
+mod interface;
+mod neighbour;
+mod output;
+mod query;
+mod resend;
+mod route;
+mod source;
+mod timer;
+mod xroute;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use thiserror::Error;
+
+pub use config::{Config, LinkParams};
+pub use interface::{IfaceId, InterfaceKind, MIN_BUDGET};
+pub use query::{Counters, FibEntry, NeighbourInfo, RouteInfo};
+
+use interface::Interface;
+use neighbour::NeighbourTable;
+use output::Output;
+use resend::ResendTable;
+use route::RouteTable;
+use source::SourceTable;
+use xroute::XrouteTable;
+
+use crate::wire::{INFINITY, RouterId};
+
+/// A caller mistake (the rustls `ApiMisuse` split: peer faults are counted
+/// in [`Counters`], never returned).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// All-zeros and all-ones router-ids are invalid (RFC 8966 §4.6.7).
+    #[error("router-id {0:02x?} is reserved (all zeros or all ones)")]
+    InvalidRouterId([u8; 8]),
+    /// `add_interface` with an id already in use.
+    #[error("interface {0} already exists")]
+    DuplicateInterface(IfaceId),
+    /// An interface id that was never added or is already down.
+    #[error("no interface {0}")]
+    UnknownInterface(IfaceId),
+    /// A packet budget too small for the largest message.
+    #[error("packet budget {budget} is below the minimum {min}")]
+    BudgetTooSmall {
+        /// The budget given.
+        budget: usize,
+        /// [`MIN_BUDGET`].
+        min: usize,
+    },
+    /// An exported route with an infinite metric.
+    #[error("metric {0} is not finite")]
+    InfiniteMetric(u16),
+}
+
+/// A packet to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The interface to send it on.
+    pub iface: IfaceId,
+    /// `None`: to every neighbour on the link (multicast ff02::1:6 on a LAN,
+    /// the peer on a tunnel). `Some`: unicast to that neighbour.
+    pub dst: Option<IpAddr>,
+    /// The Babel packet (header and body), at most the interface budget.
+    pub bytes: Vec<u8>,
+}
+
+/// Something the caller must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The set of selected routes changed: publish [`Engine::fib`] (its
+    /// generation is given).
+    FibChanged(u64),
+    /// Our seqno changed (in answer to a seqno request): persist it with
+    /// the router-id, so that a restart does not go back in time.
+    SeqnoChanged(u16),
+}
+
+/// One Babel router. See the crate docs for the call order.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    router_id: RouterId,
+    seqno: u16,
+    /// Origin of RFC 9616 timestamps, with a random offset so that the
+    /// 2^32 wrap is exercised in every long run rather than never.
+    epoch: Instant,
+    ts_offset: u32,
+    rng: StdRng,
+    interfaces: BTreeMap<IfaceId, Interface>,
+    neighbours: NeighbourTable,
+    sources: SourceTable,
+    routes: RouteTable,
+    xroutes: XrouteTable,
+    resend: ResendTable,
+    output: Output,
+    packed: VecDeque<Transmit>,
+    /// Prefixes whose better route is held back by hysteresis.
+    reselect: BTreeSet<IpNet>,
+    reselect_at: Option<Instant>,
+    events: VecDeque<Event>,
+    fib_generation: u64,
+    fib_dirty: bool,
+    counters: Counters,
+    timeout: Option<Instant>,
+}
+
+impl Engine {
+    /// A router with no interface yet. `seqno` is the one persisted with
+    /// `router_id` (random on first start); the engine reports every change
+    /// with [`Event::SeqnoChanged`].
+    pub fn new(
+        config: Config,
+        router_id: RouterId,
+        seqno: u16,
+        now: Instant,
+    ) -> Result<Self, EngineError> {
+        if router_id.0 == [0; 8] || router_id.0 == [0xFF; 8] {
+            return Err(EngineError::InvalidRouterId(router_id.0));
+        }
+        let seed = u64::from_be_bytes(router_id.0) ^ u64::from(seqno).rotate_left(48);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let ts_offset = rand::RngExt::random(&mut rng);
+        let sources = SourceTable::new(config.source_gc);
+        let mut engine = Engine {
+            config,
+            router_id,
+            seqno,
+            epoch: now,
+            ts_offset,
+            rng,
+            interfaces: BTreeMap::new(),
+            neighbours: NeighbourTable::default(),
+            sources,
+            routes: RouteTable::default(),
+            xroutes: XrouteTable::default(),
+            resend: ResendTable::default(),
+            output: Output::default(),
+            packed: VecDeque::new(),
+            reselect: BTreeSet::new(),
+            reselect_at: None,
+            events: VecDeque::new(),
+            fib_generation: 0,
+            fib_dirty: false,
+            counters: Counters::default(),
+            timeout: None,
+        };
+        engine.finish();
+        Ok(engine)
+    }
+
+    /// Our router-id.
+    pub fn router_id(&self) -> RouterId {
+        self.router_id
+    }
+
+    /// Our current seqno.
+    pub fn seqno(&self) -> u16 {
+        self.seqno
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Brings up an interface. A Hello, and a wildcard Route Request go out
+    /// at once (RFC 8966 §3.8.2.1: a new interface asks for a full dump),
+    /// so a tunnel is usable one round trip after it opens.
+    pub fn add_interface(
+        &mut self,
+        id: IfaceId,
+        kind: InterfaceKind,
+        budget: usize,
+        now: Instant,
+    ) -> Result<(), EngineError> {
+        if self.interfaces.contains_key(&id) {
+            return Err(EngineError::DuplicateInterface(id));
+        }
+        check_budget(budget)?;
+        let seqno = rand::RngExt::random(&mut self.rng);
+        let mut iface = Interface::new(kind, budget, seqno, now);
+        iface.update_due = now + self.jitter(self.config.update_interval);
+        self.interfaces.insert(id, iface);
+        self.send_hello(id, now);
+        self.send_route_request(id, None, None, now);
+        // Our prefixes right away: the neighbour's wildcard request may have
+        // been sent before this side of the tunnel existed.
+        self.schedule_full_dump(id, now + self.config.triggered_delay);
+        self.finish();
+        Ok(())
+    }
+
+    /// Changes the packet budget of an interface (a tunnel's datagram size
+    /// limit moves with path MTU discovery).
+    pub fn set_interface_budget(&mut self, id: IfaceId, budget: usize) -> Result<(), EngineError> {
+        check_budget(budget)?;
+        let iface = self
+            .interfaces
+            .get_mut(&id)
+            .ok_or(EngineError::UnknownInterface(id))?;
+        iface.budget = budget;
+        Ok(())
+    }
+
+    /// The interface is gone (the QUIC connection closed): its neighbours
+    /// are flushed, every route through them is withdrawn, alternatives are
+    /// selected and announced at once, without waiting for any timer. The
+    /// id may be reused by a later [`add_interface`](Self::add_interface).
+    pub fn interface_down(&mut self, id: IfaceId, now: Instant) -> Result<(), EngineError> {
+        if !self.interfaces.contains_key(&id) {
+            return Err(EngineError::UnknownInterface(id));
+        }
+        for n in self.neighbours.ids_on(id) {
+            self.flush_neighbour(n, now);
+        }
+        self.interfaces.remove(&id);
+        self.output.drop_interface(id);
+        self.packed.retain(|t| t.iface != id);
+        self.finish();
+        Ok(())
+    }
+
+    /// Originates `prefix` with `metric` (usually 0), announced at once.
+    pub fn add_xroute(
+        &mut self,
+        prefix: IpNet,
+        metric: u16,
+        now: Instant,
+    ) -> Result<(), EngineError> {
+        if metric == INFINITY {
+            return Err(EngineError::InfiniteMetric(metric));
+        }
+        let prefix = prefix.trunc();
+        let old = self.xroutes.insert(prefix, metric);
+        if old != Some(metric) {
+            // Learned routes to our own prefix are never selected.
+            self.reselect_prefix(prefix, now);
+            self.resend.cancel_update(&prefix);
+            self.schedule_update(prefix, true, None, now);
+        }
+        self.finish();
+        Ok(())
+    }
+
+    /// Stops originating `prefix`: a retraction goes out urgently and is
+    /// resent; a learned route to it may now be selected.
+    pub fn remove_xroute(&mut self, prefix: IpNet, now: Instant) {
+        let prefix = prefix.trunc();
+        if self.xroutes.remove(&prefix).is_some() {
+            self.reselect_prefix(prefix, now);
+            self.schedule_urgent_with_resend(prefix, now);
+        }
+        self.finish();
+    }
+
+    /// Retracts everything we announce on every interface (call before a
+    /// clean shutdown, then drain [`poll_transmit`](Self::poll_transmit)):
+    /// neighbours switch away at once instead of waiting for expiry.
+    pub fn retract_all(&mut self, now: Instant) {
+        let prefixes: Vec<IpNet> = self.xroutes.iter().map(|(p, _)| p).collect();
+        for p in prefixes {
+            self.xroutes.remove(&p);
+            self.reselect_prefix(p, now);
+            self.schedule_update(p, true, None, now);
+        }
+        for (id, _) in self.interfaces.clone() {
+            let b = self.output.buffer((id, None), now);
+            b.messages
+                .push(crate::wire::Message::Update(crate::wire::UpdateRepr {
+                    prefix: None,
+                    interval: self.config.update_interval,
+                    seqno: self.seqno,
+                    metric: INFINITY,
+                    router_id: None,
+                    next_hop: None,
+                }));
+        }
+        self.finish();
+    }
+
+    /// Returns the next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) must be
+    /// called, or `poll_transmit` has something to flush.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timeout
+    }
+
+    /// Bookkeeping after every input: FIB event, next deadline.
+    fn finish(&mut self) {
+        if self.fib_dirty {
+            self.fib_dirty = false;
+            self.fib_generation += 1;
+            self.events.retain(|e| !matches!(e, Event::FibChanged(_)));
+            self.events
+                .push_back(Event::FibChanged(self.fib_generation));
+        }
+        self.timeout = self.next_deadline();
+    }
+
+    /// A duration uniformly in [0.75 d, d]: periodic timers never exceed
+    /// the interval they announce, and routers do not synchronise.
+    fn jitter(&mut self, d: std::time::Duration) -> std::time::Duration {
+        let f: f64 = rand::RngExt::random_range(&mut self.rng, 0.75..=1.0);
+        d.mul_f64(f)
+    }
+
+    /// Our RFC 9616 clock: microseconds since construction plus a random
+    /// offset, modulo 2^32. Never 0, which babeld reads as "no timestamp".
+    fn timestamp(&self, now: Instant) -> u32 {
+        let us = now.saturating_duration_since(self.epoch).as_micros();
+        let t = (us as u32).wrapping_add(self.ts_offset);
+        t.max(1)
+    }
+}
+
+fn check_budget(budget: usize) -> Result<(), EngineError> {
+    if budget < MIN_BUDGET {
+        return Err(EngineError::BudgetTooSmall {
+            budget,
+            min: MIN_BUDGET,
+        });
+    }
+    Ok(())
+}
