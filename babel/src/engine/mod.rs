@@ -355,3 +355,6 @@ fn check_budget(budget: usize) -> Result<(), EngineError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
