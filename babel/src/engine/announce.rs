@@ -41,6 +41,9 @@ impl Engine {
             self.reselect.remove(&prefix);
         }
         self.selection_changed(prefix, sel, now);
+        if sel.new.is_none() && !self.xroutes.contains(&prefix) {
+            self.check_starvation(prefix, sel.old, now);
+        }
         self.routes.prune(&prefix);
     }
 
@@ -66,15 +69,24 @@ impl Engine {
                 // A retraction may be the only way the neighbours learn about
                 // a blackhole: urgent, and resent.
                 self.schedule_urgent_with_resend(prefix, now);
-                self.request_after_loss(prefix, o, now);
+                // The seqno request follows from check_starvation.
+                let _ = o;
             }
-            (None, Some(_)) => self.schedule_update(prefix, false, None, now),
+            (None, Some(n)) => {
+                let answers = self.resend.answers_forwarded(prefix, n.router_id, n.seqno);
+                self.schedule_update(prefix, answers, None, now);
+            }
             (Some(o), Some(n)) => {
                 let diff = o.metric.abs_diff(n.metric);
                 if o.router_id != n.router_id {
                     // Switching sources can cause transient loops elsewhere.
                     self.schedule_urgent_with_resend(prefix, now);
                 } else if n.metric > o.metric && diff >= self.config.major_worsening {
+                    self.schedule_update(prefix, true, None, now);
+                } else if self.resend.answers_forwarded(prefix, n.router_id, n.seqno) {
+                    // A request we forwarded is answered: relay it at once,
+                    // everywhere (duplicates from other neighbours were
+                    // suppressed and wait for the same answer).
                     self.schedule_update(prefix, true, None, now);
                 } else if n.metric < o.metric && diff < self.config.minor_improvement {
                     // Might be a fluctuation; announcing it would lower the
@@ -92,10 +104,14 @@ impl Engine {
         }
     }
 
-    /// No feasible route is left (RFC 8966 §3.8.2.1): ask for a newer seqno,
-    /// to the neighbour of the best unfeasible route if there is one
-    /// (starvation, a MUST), else to everyone.
-    fn request_after_loss(&mut self, prefix: IpNet, old: Selected, now: Instant) {
+    /// No feasible route is selected (RFC 8966 §3.8.2.1): if unfeasible
+    /// routes remain (starvation, a MUST), ask the neighbour of the best of
+    /// them for its source's next seqno; if nothing remains but we just lost
+    /// a route, ask everyone for the lost source's next seqno. Runs on every
+    /// reselection without a result, so a request whose target went away is
+    /// replaced by one to the next candidate; an identical active request is
+    /// not repeated.
+    fn check_starvation(&mut self, prefix: IpNet, old: Option<Selected>, now: Instant) {
         let unfeasible = self.routes.get(&prefix).and_then(|e| {
             e.routes
                 .iter()
@@ -103,14 +119,24 @@ impl Engine {
                 .min_by_key(|r| (r.metric, r.neighbour))
                 .map(|r| (r.neighbour, r.router_id, r.seqno))
         });
-        let (target, rid, seqno) = match unfeasible {
-            Some((n, rid, s)) => (RequestTarget::Neighbour(n), rid, s),
-            None => (RequestTarget::Everyone, old.router_id, old.seqno),
+        let (target, rid, seqno) = match (unfeasible, old) {
+            (Some((n, rid, s)), _) => (RequestTarget::Neighbour(n), rid, s),
+            (None, Some(o)) if o.metric < INFINITY => {
+                (RequestTarget::Everyone, o.router_id, o.seqno)
+            }
+            (None, _) => return,
         };
         let want = match self.sources.get(prefix, rid, now) {
             Some(fd) => fd.seqno.wrapping_add(1),
             None => seqno.wrapping_add(1),
         };
+        if let Some(p) = self.resend.request(prefix, rid)
+            && p.is_active()
+            && seqno_ge(p.seqno, want)
+            && (p.target == target || target == RequestTarget::Everyone)
+        {
+            return;
+        }
         let hops = self.config.request_hop_count;
         self.send_seqno_request(prefix, rid, want, target, hops, None, now);
     }
@@ -174,6 +200,7 @@ impl Engine {
         if let Some(p) = existing
             && requester.is_none()
             && p.is_active()
+            && p.target == target
             && seqno_ge(p.seqno, seqno)
         {
             return;

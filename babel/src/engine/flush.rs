@@ -17,7 +17,8 @@ use super::neighbour::STAMP_MAX_AGE;
 use super::output::{Buffer, Outgoing};
 use super::{Engine, IfaceId, Transmit};
 use crate::wire::{
-    HelloRepr, INFINITY, IhuRepr, IhuTimestamp, Message, PacketBuilder, RouterId, UpdateRepr,
+    BuildError, HelloRepr, INFINITY, IhuRepr, IhuTimestamp, Message, PacketBuilder, RouterId,
+    UpdateRepr,
 };
 
 impl Engine {
@@ -150,17 +151,21 @@ impl Engine {
             .get(&iface)
             .is_some_and(|i| i.params(&self.config).split_horizon);
         let (rid, seqno, metric) = if let Some(m) = self.xroutes.get(&prefix) {
+            self.resend.satisfy(prefix, self.router_id, self.seqno);
             (self.router_id, self.seqno, m)
         } else if let Some(r) = self
             .routes
             .selected(&prefix)
             .filter(|r| r.metric < INFINITY)
         {
+            let (rid, seqno, metric) = (r.router_id, r.seqno, r.metric);
             let via = self.neighbours.get(r.neighbour).map(|n| n.iface);
+            // Answered once we announce it (even where split horizon
+            // keeps this copy from going out).
+            self.resend.satisfy(prefix, rid, seqno);
             if split_horizon && via == Some(iface) {
                 return None;
             }
-            let (rid, seqno, metric) = (r.router_id, r.seqno, r.metric);
             self.sources.update_on_send(prefix, rid, seqno, metric, now);
             (rid, seqno, metric)
         } else {
@@ -186,27 +191,31 @@ impl Engine {
         };
         let mut packets: Vec<Vec<u8>> = Vec::new();
         let mut builder = PacketBuilder::new(budget);
-        let mut has_hello = false;
         for msg in out.messages {
-            let needs_hello = matches!(&msg, Message::Ihu(i) if i.timestamp.is_some());
-            let is_hello = matches!(msg, Message::Hello(_));
-            for attempt in 0..2 {
-                if needs_hello && !has_hello && out.dst.is_none() {
-                    let hello = self.unscheduled_hello(out.iface, now);
-                    if builder.push(&hello).is_ok() {
-                        has_hello = true;
+            // Bounded: at worst a new packet, a Hello, then the message.
+            let mut placed = false;
+            for _ in 0..4 {
+                match builder.push(&msg) {
+                    Ok(()) => {
+                        placed = true;
+                        break;
                     }
+                    Err(BuildError::IhuTimestampWithoutHello) => {
+                        let hello = self.unscheduled_hello(out.iface, now);
+                        if builder.push(&hello).is_err() && !builder.is_empty() {
+                            let full = std::mem::replace(&mut builder, PacketBuilder::new(budget));
+                            packets.push(full.finish());
+                        }
+                    }
+                    Err(BuildError::Full) if !builder.is_empty() => {
+                        let full = std::mem::replace(&mut builder, PacketBuilder::new(budget));
+                        packets.push(full.finish());
+                    }
+                    Err(_) => break,
                 }
-                if (!needs_hello || has_hello || out.dst.is_some()) && builder.push(&msg).is_ok() {
-                    has_hello |= is_hello;
-                    break;
-                }
-                if attempt == 1 || builder.is_empty() {
-                    self.counters.oversized_messages += 1;
-                    break;
-                }
-                packets.push(std::mem::replace(&mut builder, PacketBuilder::new(budget)).finish());
-                has_hello = false;
+            }
+            if !placed {
+                self.counters.oversized_messages += 1;
             }
         }
         if !builder.is_empty() {

@@ -277,17 +277,9 @@ impl Engine {
                 }
             }
         }
-        if u.metric < INFINITY {
-            for (_, req) in self.resend.satisfy(prefix, rid, u.seqno) {
-                if let Some((iface, _)) = req.requester {
-                    // Relay the answer to whoever asked, urgently.
-                    self.schedule_update(prefix, true, Some(iface), now);
-                }
-            }
-            if !feasible {
-                self.counters.unfeasible_updates += 1;
-                self.request_unfeasible(ctx.neighbour, prefix, rid, u.seqno, metric, false, now);
-            }
+        if u.metric < INFINITY && !feasible {
+            self.counters.unfeasible_updates += 1;
+            self.request_unfeasible(ctx.neighbour, prefix, rid, u.seqno, metric, false, now);
         }
         self.reselect_prefix(prefix, now);
     }

@@ -89,7 +89,10 @@ impl ResendTable {
     }
 
     /// Removes and returns the requests for `prefix` that an Update with
-    /// (`rid`, `seqno`) satisfies.
+    /// (`rid`, `seqno`) satisfies. Called when we announce such an Update
+    /// (babeld `satisfy_request` in `flushupdates`): a request is answered
+    /// once we tell our neighbours, not when we merely hear of a newer
+    /// seqno on a route we do not use.
     pub(crate) fn satisfy(
         &mut self,
         prefix: IpNet,
@@ -107,6 +110,16 @@ impl ResendTable {
         done.into_iter()
             .filter_map(|k| Some((k.1, self.requests.remove(&k)?)))
             .collect()
+    }
+
+    /// Whether announcing (`rid`, `seqno`) for `prefix` would answer a
+    /// request we forwarded for someone else.
+    pub(crate) fn answers_forwarded(&self, prefix: IpNet, rid: RouterId, seqno: u16) -> bool {
+        let lo = Bound::Included((prefix, RouterId([0; 8])));
+        let hi = Bound::Included((prefix, RouterId([0xFF; 8])));
+        self.requests
+            .range((lo, hi))
+            .any(|((_, r), e)| e.requester.is_some() && (*r != rid || seqno_ge(seqno, e.seqno)))
     }
 
     /// Forgets requests sent to or asked by a neighbour that went away.

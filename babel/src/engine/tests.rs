@@ -402,7 +402,7 @@ fn seqno_request_for_our_prefix_bumps_once() {
     t.tunnel(T1, "fe80::2");
     t.sent(ms(50));
     let req = seqno_request(pfx("fd00:aa::/64"), ME, 101, 5);
-    t.rx(T1, "fe80::2", &[req.clone()]);
+    t.rx(T1, "fe80::2", std::slice::from_ref(&req));
     t.rx(T1, "fe80::2", &[req]);
     assert_eq!(t.e.seqno(), 101);
     assert_eq!(t.e.counters().seqno_bumps, 1);
