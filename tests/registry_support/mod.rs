@@ -167,3 +167,54 @@ impl Node {
         TlsIdentity::node(&self.cert, &self.key)
     }
 }
+
+/// A `re6st registry run` child process, killed (SIGKILL) on drop.
+pub struct RegistryProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn re6st() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_re6st"))
+}
+
+/// Starts the binary's registry on a random loopback port and waits for
+/// its "listening on" line.
+pub fn spawn_registry(dir: &Path, extra: &[&str]) -> RegistryProcess {
+    use std::io::BufRead;
+    let mut child = re6st()
+        .args(["registry", "run", "--dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--hostname", "127.0.0.1"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning re6st registry run");
+    let out = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    RegistryProcess { child, url }
+}
+
+/// Runs the binary; returns (success, stdout, stderr).
+pub fn run(args: &[&str]) -> (bool, String, String) {
+    let out = re6st().args(args).output().expect("running re6st");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
