@@ -33,16 +33,38 @@ fn tokens_join_list_revoke() {
         .unwrap()
         .to_string();
 
-    let (ok, toks, _) = run(&["registry", "token", "--dir", s(&dir), "-n", "2", "--comment", "alice"]);
+    let (ok, toks, _) = run(&[
+        "registry",
+        "token",
+        "--dir",
+        s(&dir),
+        "-n",
+        "2",
+        "--comment",
+        "alice",
+    ]);
     assert!(ok);
     let toks: Vec<&str> = toks.lines().collect();
     assert_eq!(toks.len(), 2);
 
     // Pinned join.
     let n1 = tmp.path().join("n1");
-    let (ok, out, err) = run(&["join", "--registry", &reg.url, "--token", toks[0], "--ca-fingerprint", &fp, "--dir", s(&n1)]);
+    let (ok, out, err) = run(&[
+        "join",
+        "--registry",
+        &reg.url,
+        "--token",
+        toks[0],
+        "--ca-fingerprint",
+        &fp,
+        "--dir",
+        s(&n1),
+    ]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("enrolled") && out.contains("fd00:42::/64"), "{out}");
+    assert!(
+        out.contains("enrolled") && out.contains("fd00:42::/64"),
+        "{out}"
+    );
     assert!(!err.contains("warning"), "{err}");
     let st = StateDir::new(&n1);
     let id = st.load_identity().unwrap();
@@ -51,32 +73,67 @@ fn tokens_join_list_revoke() {
     let cfg = id.network.as_ref().unwrap().verify(&id.ca_key).unwrap();
     assert_eq!(cfg.registry_url, reg.url);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(st.path(files::KEY)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(st.path(files::KEY))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // Again on the enrolled directory: says so, does not renew (not due).
     let cert_before = st.read(files::CERT).unwrap();
     let (ok, out, err) = run(&["join", "--registry", &reg.url, "--dir", s(&n1)]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("already enrolled") && out.contains("not due"), "{out}");
+    assert!(
+        out.contains("already enrolled") && out.contains("not due"),
+        "{out}"
+    );
     assert_eq!(st.read(files::CERT).unwrap(), cert_before);
 
     // Wrong pin: refused, nothing enrolled.
     let n2 = tmp.path().join("n2");
     let wrong = format!("sha256:{}", "ab".repeat(32));
-    let (ok, _, err) = run(&["join", "--registry", &reg.url, "--token", toks[1], "--ca-fingerprint", &wrong, "--dir", s(&n2)]);
+    let (ok, _, err) = run(&[
+        "join",
+        "--registry",
+        &reg.url,
+        "--token",
+        toks[1],
+        "--ca-fingerprint",
+        &wrong,
+        "--dir",
+        s(&n2),
+    ]);
     assert!(!ok && err.contains("not the pinned"), "{err}");
     assert!(!n2.join(files::CERT).exists());
 
     // Reused token: refused with the registry's reason.
-    let (ok, _, err) = run(&["join", "--registry", &reg.url, "--token", toks[0], "--dir", s(&n2)]);
+    let (ok, _, err) = run(&[
+        "join",
+        "--registry",
+        &reg.url,
+        "--token",
+        toks[0],
+        "--dir",
+        s(&n2),
+    ]);
     assert!(!ok && err.contains("token already used"), "{err}");
     assert!(!n2.join(files::CERT).exists());
 
     // Unpinned join with the second token: works, with a warning.
-    let (ok, out, err) = run(&["join", "--registry", &reg.url, "--token", toks[1], "--dir", s(&n2)]);
+    let (ok, out, err) = run(&[
+        "join",
+        "--registry",
+        &reg.url,
+        "--token",
+        toks[1],
+        "--dir",
+        s(&n2),
+    ]);
     assert!(ok, "{out}{err}");
-    assert!(err.contains("warning: the CA was not pinned") && err.contains(&fp), "{err}");
+    assert!(
+        err.contains("warning: the CA was not pinned") && err.contains(&fp),
+        "{err}"
+    );
     let id2 = StateDir::new(&n2).load_identity().unwrap();
 
     let (ok, list, _) = run(&["registry", "list", "--dir", s(&dir), "--json"]);
@@ -86,12 +143,23 @@ fn tokens_join_list_revoke() {
     let (ok, toks_json, _) = run(&["registry", "tokens", "--dir", s(&dir), "--json"]);
     assert!(ok);
     let t: serde_json::Value = serde_json::from_str(&toks_json).unwrap();
-    assert!(t.as_array().unwrap().iter().all(|t| t["used_by"].is_string() && t["comment"] == "alice"));
+    assert!(
+        t.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["used_by"].is_string() && t["comment"] == "alice")
+    );
 
     // Revoke n1 by prefix, n2 by serial, while the server runs.
     let (ok, out, err) = run(&["registry", "revoke", "--dir", s(&dir), "fd00:42::/64"]);
     assert!(ok && out.contains("revoked fd00:42::/64"), "{out}{err}");
-    let (ok, _, _) = run(&["registry", "revoke", "--dir", s(&dir), &id2.cert.serial.to_string()]);
+    let (ok, _, _) = run(&[
+        "registry",
+        "revoke",
+        "--dir",
+        s(&dir),
+        &id2.cert.serial.to_string(),
+    ]);
     assert!(ok);
     let (ok, out, _) = run(&["registry", "revoke", "--dir", s(&dir), "fd00:42::/64"]);
     assert!(ok && out.contains("already revoked"), "{out}");
@@ -99,7 +167,10 @@ fn tokens_join_list_revoke() {
     assert!(!ok && err.contains("no live node"), "{err}");
 
     // The running server serves the new CRL.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let client = RegistryClient::new(&reg.url, &Trust::new(&id.ca_der, None), None).unwrap();
     let crl = Crl::from_pem(&rt.block_on(client.crl()).unwrap(), &id.ca_der).unwrap();
     assert!(crl.is_revoked(id.cert.serial) && crl.is_revoked(id2.cert.serial));
@@ -117,7 +188,19 @@ fn join_renews_when_due_and_settings_persist() {
     let dir = tmp.path().join("registry");
     let n = tmp.path().join("node");
     {
-        let reg = spawn_registry(&dir, &["--enrolment", "open", "--cert-lifetime", "1h", "--renew-window", "2h", "--tunnels", "4"]);
+        let reg = spawn_registry(
+            &dir,
+            &[
+                "--enrolment",
+                "open",
+                "--cert-lifetime",
+                "1h",
+                "--renew-window",
+                "2h",
+                "--tunnels",
+                "4",
+            ],
+        );
         let (ok, out, err) = run(&["join", "--registry", &reg.url, "--dir", s(&n)]);
         assert!(ok, "{out}{err}");
         let serial = StateDir::new(&n).load_identity().unwrap().cert.serial;
@@ -125,7 +208,10 @@ fn join_renews_when_due_and_settings_persist() {
         assert!(ok && out.contains("renewed"), "{out}{err}");
         let id = StateDir::new(&n).load_identity().unwrap();
         assert!(id.cert.serial > serial);
-        assert_eq!(id.network.unwrap().verify(&id.ca_key).unwrap().max_tunnels, 12);
+        assert_eq!(
+            id.network.unwrap().verify(&id.ca_key).unwrap().max_tunnels,
+            12
+        );
     }
     // Restart without options: open enrolment and k=4 are kept.
     let reg = spawn_registry(&dir, &[]);
@@ -138,6 +224,13 @@ fn join_renews_when_due_and_settings_persist() {
     // The URL changed (new port), so the configuration version went up.
     assert!(cfg.version >= 2, "{}", cfg.version);
     // A second server on the same directory is refused.
-    let (ok, _, err) = run(&["registry", "run", "--dir", s(&dir), "--listen", "127.0.0.1:0"]);
+    let (ok, _, err) = run(&[
+        "registry",
+        "run",
+        "--dir",
+        s(&dir),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert!(!ok && err.contains("another registry is running"), "{err}");
 }

@@ -23,7 +23,9 @@ async fn sigkill_during_enrolments_loses_nothing() {
     let dir = tmp.path().join("registry");
     let mut reg = spawn_registry(&dir, &["--enrolment", "open", "--network", "fd00:99::/48"]);
     let c = client(&reg.url).await;
-    let csrs: Vec<String> = (0..300).map(|_| make_csr(&NodeKey::generate().unwrap()).unwrap()).collect();
+    let csrs: Vec<String> = (0..300)
+        .map(|_| make_csr(&NodeKey::generate().unwrap()).unwrap())
+        .collect();
     let done = Arc::new(AtomicUsize::new(0));
     let sem = Arc::new(tokio::sync::Semaphore::new(32));
     let mut tasks = tokio::task::JoinSet::new();
@@ -31,7 +33,11 @@ async fn sigkill_during_enrolments_loses_nothing() {
         let (c, done, sem) = (c.clone(), done.clone(), sem.clone());
         tasks.spawn(async move {
             let _p = sem.acquire().await.unwrap();
-            let r = c.enrol(&csr, None).await.ok().map(|r| NodeCert::from_pem(&r.certificate).unwrap());
+            let r = c
+                .enrol(&csr, None)
+                .await
+                .ok()
+                .map(|r| NodeCert::from_pem(&r.certificate).unwrap());
             done.fetch_add(1, Ordering::SeqCst);
             r
         });
@@ -46,22 +52,40 @@ async fn sigkill_during_enrolments_loses_nothing() {
     while let Some(r) = tasks.join_next().await {
         received.extend(r.unwrap());
     }
-    assert!(received.len() >= 100 && received.len() < 300, "killed mid-way: {} received", received.len());
+    assert!(
+        received.len() >= 100 && received.len() < 300,
+        "killed mid-way: {} received",
+        received.len()
+    );
 
     // Restart on the same directory and enrol more.
     let reg = spawn_registry(&dir, &[]);
     let c = client(&reg.url).await;
     let mut after = vec![];
     for _ in 0..50 {
-        let r = c.enrol(&make_csr(&NodeKey::generate().unwrap()).unwrap(), None).await.unwrap();
+        let r = c
+            .enrol(&make_csr(&NodeKey::generate().unwrap()).unwrap(), None)
+            .await
+            .unwrap();
         after.push(NodeCert::from_pem(&r.certificate).unwrap());
     }
 
     // Every certificate a client received is in the store, as issued.
     let store = Store::open(&dir.join("registry.db")).unwrap();
-    let rows: HashMap<String, u64> = store.list_nodes(true).unwrap().into_iter().map(|r| (r.prefix, r.serial)).collect();
+    let rows: HashMap<String, u64> = store
+        .list_nodes(true)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.prefix, r.serial))
+        .collect();
     for c in &received {
-        assert_eq!(rows.get(&c.prefix.to_string()), Some(&c.serial), "lost {} (serial {})", c.prefix, c.serial);
+        assert_eq!(
+            rows.get(&c.prefix.to_string()),
+            Some(&c.serial),
+            "lost {} (serial {})",
+            c.prefix,
+            c.serial
+        );
     }
     // No prefix or serial was issued twice, before or after the crash.
     let mut prefixes = HashSet::new();

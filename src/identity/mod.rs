@@ -26,6 +26,7 @@ mod ca;
 mod cert;
 mod crl;
 mod csr;
+pub mod fuzzing;
 mod key;
 mod netconfig;
 mod signed;

@@ -1,0 +1,8 @@
+//! Registry/identity parsers: see `re6st::identity::fuzzing::signed_json`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    re6st::identity::fuzzing::signed_json(data);
+});
