@@ -2,7 +2,11 @@
 //!
 //! * [`wire`]: zero-copy views and plain `Repr` values for the packet format,
 //!   the stateful per-packet decoder and a byte-budgeted packet builder.
-//! * `engine` (to come): the sans-IO routing engine.
+//! * [`engine`]: the sans-IO routing engine ([`engine::Engine`]): neighbour,
+//!   source, route and request tables, route selection with hysteresis,
+//!   triggered and periodic updates, a FIB feed. Its module docs give the
+//!   call order and a runnable two-router example.
+//! * [`metric`]: seqno arithmetic, link cost and the RTT penalty.
 //!
 //! Nothing in this crate does I/O or reads a clock: bytes and time come in
 //! as arguments, bytes and deadlines go out as return values.

@@ -1,13 +1,68 @@
 //! The sans-IO Babel routing engine (RFC 8966 with RFC 9616 RTT costs).
 //!
-//! [`Engine`] owns the neighbour, source, route, exported-route and resend
-//! tables of one router. It never reads a clock and never touches a socket:
-//! the caller feeds it packets and time, and drains packets, deadlines and
-//! events, in the quinn-proto shape. See the crate documentation for the
-//! call order.
+//! [`Engine`] owns the tables of one router. It never reads a clock and
+//! never touches a socket: the caller feeds it packets and time and drains
+//! packets, deadlines and events, in the quinn-proto shape.
+//!
+//! # Call order
+//!
+//! * Setup: [`Engine::new`], [`Engine::add_xroute`] for our prefixes,
+//!   [`Engine::add_interface`] when a tunnel opens or a LAN comes up.
+//! * Inputs: [`Engine::handle_packet`] for every Babel packet received,
+//!   [`Engine::handle_timeout`] when [`Engine::poll_timeout`] is reached,
+//!   [`Engine::interface_down`] when a tunnel closes (routes through it are
+//!   withdrawn at once), [`Engine::set_interface_budget`] when a tunnel's
+//!   datagram limit moves, [`Engine::retract_all`] before a clean shutdown.
+//! * After every input, drain the outputs: [`Engine::poll_transmit`] until
+//!   `None` (send each packet on its interface: to the peer on a tunnel, to
+//!   ff02::1:6 port 6696 or the given neighbour on a LAN), then
+//!   [`Engine::poll_event`] until `None` (publish [`Engine::fib`] on
+//!   [`Event::FibChanged`], persist the seqno on [`Event::SeqnoChanged`]),
+//!   then sleep until [`Engine::poll_timeout`].
+//! * Queries at any time: [`Engine::fib`], [`Engine::routes`],
+//!   [`Engine::neighbours`], [`Engine::destinations_per_interface`],
+//!   [`Engine::counters`].
+//!
+//! Bad input from the network is counted in [`Counters`] and dropped; only
+//! caller mistakes return an [`EngineError`].
+//!
+//! # Example: two routers over one tunnel
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use re6st_babel::engine::{Config, Engine, IfaceId, InterfaceKind};
+//! use re6st_babel::wire::RouterId;
+//!
+//! let t0 = Instant::now();
+//! let mut a = Engine::new(Config::default(), RouterId([2, 0, 0, 0, 0, 0, 0, 1]), 1, t0).unwrap();
+//! let mut b = Engine::new(Config::default(), RouterId([2, 0, 0, 0, 0, 0, 0, 2]), 1, t0).unwrap();
+//! a.add_xroute("fd00:a::/64".parse().unwrap(), 0, t0).unwrap();
+//! b.add_xroute("fd00:b::/64".parse().unwrap(), 0, t0).unwrap();
+//! let tun = IfaceId(7); // the same id as the dataplane's next hop
+//! a.add_interface(tun, InterfaceKind::Tunnel, 1162, t0).unwrap();
+//! b.add_interface(tun, InterfaceKind::Tunnel, 1162, t0).unwrap();
+//! let (addr_a, addr_b) = ("fe80::a".parse().unwrap(), "fe80::b".parse().unwrap());
+//!
+//! // A tiny driver: a 1 ms clock tick, packets delivered at once.
+//! let mut now = t0;
+//! for _ in 0..1000 {
+//!     now += Duration::from_millis(1);
+//!     a.handle_timeout(now);
+//!     b.handle_timeout(now);
+//!     while let Some(t) = a.poll_transmit(now) {
+//!         b.handle_packet(t.iface, addr_a, &t.bytes, now);
+//!     }
+//!     while let Some(t) = b.poll_transmit(now) {
+//!         a.handle_packet(t.iface, addr_b, &t.bytes, now);
+//!     }
+//! }
+//! assert_eq!(a.fib()[0].prefix.to_string(), "fd00:b::/64");
+//! assert_eq!(a.fib()[0].iface, tun);
+//! assert_eq!(b.fib()[0].prefix.to_string(), "fd00:a::/64");
+//! ```
 //!
 //! One file per table (babeld's layout, without its global state):
-//! [`neighbour`](self) (Hello histories, IHU, RTT, link cost), `source`
+//! `neighbour` (Hello histories, IHU, RTT, link cost), `source`
 //! (feasibility distances), `route` (routes, selection, hysteresis),
 //! `xroute` (our prefixes), `resend` (pending seqno requests, update
 //! resends), `output` (per-destination buffers). `input` handles received

@@ -1,0 +1,575 @@
+//! Live interop with Debian's `babeld` (issue 4 proof, DESIGN.md §4).
+//!
+//! The test builds network namespaces joined by veth pairs (link-local
+//! addresses only, plus fd00::/8 prefixes routed to `lo`), runs real
+//! `babeld` in one of them with `enable-timestamps true`, and runs our
+//! engine in the others behind a plain std UDP socket on port 6696 (the
+//! engine does no I/O; the driver below is test code). Our driver runs in a
+//! child process (this test binary re-executed under `ip netns exec`), so no
+//! `setns` and no unsafe code are needed; it reports its tables as JSON in a
+//! file the test polls.
+//!
+//! Shown: each side installs the other's prefixes (babeld's in the kernel
+//! of its namespace, ours in the engine's table), RTT timestamps are
+//! exchanged (we hold an RTT for babeld, babeld one for us), and
+//! retractions propagate when either side stops; then a chain ours -
+//! babeld - ours.
+//!
+//! Needs root (CI is root); without it the test prints why and returns.
+//! Everything is removed by a Drop guard, on failure too.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use re6st_babel::engine::{Config, Engine, IfaceId, InterfaceKind};
+use re6st_babel::wire::RouterId;
+
+const GROUP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 6);
+
+// ---------------------------------------------------------------- the lab
+
+/// Namespaces, processes and files of one test; all removed on drop.
+struct Lab {
+    tag: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+}
+
+impl Lab {
+    fn new(name: &str) -> Lab {
+        let tag = format!("r6e{}{name}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("re6st-interop-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Lab {
+            tag,
+            dir,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    fn ns(&mut self, short: &str) -> String {
+        let name = format!("{}{short}", self.tag);
+        sh(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        ip(&name, &["link", "set", "lo", "up"]);
+        name
+    }
+
+    /// A veth pair between two namespaces with fixed link-local addresses
+    /// (no DAD, no EUI-64 address: the test knows every address).
+    fn veth(&self, a: &str, a_if: &str, a_ll: &str, b: &str, b_if: &str, b_ll: &str) {
+        let tmp_a = format!("{}t{a_if}", self.tag);
+        let tmp_b = format!("{}t{b_if}", self.tag);
+        sh(&[
+            "ip", "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
+        ]);
+        for (tmp, ns, ifname, ll) in [(&tmp_a, a, a_if, a_ll), (&tmp_b, b, b_if, b_ll)] {
+            sh(&["ip", "link", "set", tmp, "netns", ns]);
+            ip(ns, &["link", "set", tmp, "name", ifname]);
+            ip(ns, &["link", "set", ifname, "addrgenmode", "none"]);
+            ip(
+                ns,
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{ll}/64"),
+                    "dev",
+                    ifname,
+                    "nodad",
+                ],
+            );
+            ip(ns, &["link", "set", ifname, "up"]);
+        }
+    }
+
+    /// A kernel route for `prefix` (what babeld redistributes): on `lo`,
+    /// as the dummy module may be missing.
+    fn local_prefix(&self, ns: &str, prefix: &str) {
+        ip(
+            ns,
+            &["-6", "route", "add", prefix, "dev", "lo", "proto", "44"],
+        );
+    }
+
+    /// Starts babeld in `ns` on `ifaces`, announcing `prefix`.
+    fn babeld(&mut self, ns: &str, ifaces: &[&str], prefix: &str) -> PathBuf {
+        let sock = self.dir.join(format!("babeld-{ns}.sock"));
+        let mut args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            ns.into(),
+            "babeld".into(),
+            "-I".into(),
+            self.dir
+                .join(format!("babeld-{ns}.pid"))
+                .display()
+                .to_string(),
+            "-S".into(),
+            self.dir
+                .join(format!("babeld-{ns}.state"))
+                .display()
+                .to_string(),
+            "-g".into(),
+            sock.display().to_string(),
+            "-c".into(),
+            "/dev/null".into(),
+        ];
+        let conf = [
+            "default type tunnel hello-interval 1 update-interval 4 enable-timestamps true"
+                .to_string(),
+            format!("redistribute proto 44 ip {prefix} eq 64 allow"),
+            "redistribute local deny".to_string(),
+            "redistribute deny".to_string(),
+        ];
+        for c in conf {
+            args.push("-C".into());
+            args.push(c);
+        }
+        args.extend(ifaces.iter().map(|s| s.to_string()));
+        let log = fs::File::create(self.dir.join(format!("babeld-{ns}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(&args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning babeld");
+        self.children.push((format!("babeld-{ns}"), child));
+        sock
+    }
+
+    /// Starts our engine in `ns` on `ifname`, announcing `prefix`; returns
+    /// the state file it keeps up to date.
+    fn ours(&mut self, ns: &str, ifname: &str, ll: &str, prefix: &str, id: u8) -> Ours {
+        let state = self.dir.join(format!("ours-{ns}.json"));
+        let stop = self.dir.join(format!("ours-{ns}.stop"));
+        let exe = std::env::current_exe().unwrap();
+        let log = fs::File::create(self.dir.join(format!("ours-{ns}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(exe)
+            .args(["driver_process", "--exact", "--ignored", "--nocapture"])
+            .env("RE6ST_INTEROP_IFACE", ifname)
+            .env("RE6ST_INTEROP_LL", ll)
+            .env("RE6ST_INTEROP_PREFIX", prefix)
+            .env("RE6ST_INTEROP_ID", id.to_string())
+            .env("RE6ST_INTEROP_STATE", &state)
+            .env("RE6ST_INTEROP_STOP", &stop)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning our driver");
+        self.children.push((format!("ours-{ns}"), child));
+        Ours { state, stop }
+    }
+
+    /// Sends SIGTERM to a child (babeld then retracts its routes).
+    fn terminate(&mut self, name: &str) {
+        if let Some((_, c)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+        }
+    }
+
+    fn dump_logs(&self) {
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "log") {
+                    let text = fs::read_to_string(&p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    eprintln!("---- {} (last lines)", p.display());
+                    for l in tail.into_iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for (_, c) in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Ours {
+    state: PathBuf,
+    stop: PathBuf,
+}
+
+impl Ours {
+    fn state(&self) -> serde_json::Value {
+        fs::read(&self.state)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn has_route(&self, prefix: &str) -> bool {
+        self.state()["fib"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|e| e["prefix"] == prefix))
+    }
+
+    fn stop(&self) {
+        fs::write(&self.stop, b"stop").unwrap();
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip(ns: &str, args: &[&str]) {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend_from_slice(args);
+    sh(&v);
+}
+
+fn kernel_routes(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-6", "route", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// babeld's local interface: one `dump`.
+fn babeld_dump(sock: &Path) -> String {
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Banner up to "ok", then the dump up to "ok".
+    let _ = s.write_all(b"dump\n");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        if String::from_utf8_lossy(&out).matches("\nok\n").count() >= 2 {
+            break;
+        }
+    }
+    let _ = s.write_all(b"quit\n");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn wait_for(what: &str, max: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < max {
+        if f() {
+            println!("{what}: {:.2} s", t0.elapsed().as_secs_f64());
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {max:?} waiting for: {what}");
+}
+
+/// Root, iproute2 with netns, and babeld (installed with apt when missing).
+fn prerequisites() -> bool {
+    let uid = Command::new("id").arg("-u").output().ok();
+    if uid.is_none_or(|o| String::from_utf8_lossy(&o.stdout).trim() != "0") {
+        println!("SKIPPED interop_babeld: needs root to create network namespaces");
+        return false;
+    }
+    if Command::new("babeld").arg("-V").output().is_err() {
+        println!("interop_babeld: babeld missing, installing it with apt-get");
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "babeld"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "could not install babeld (scripts/install-deps lists it)"
+        );
+    }
+    true
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn ours_and_babeld_exchange_routes_rtt_and_retractions() {
+    if !prerequisites() {
+        return;
+    }
+    let mut lab = Lab::new("p");
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    lab.veth(&a, "va", "fe80::a", &b, "vb", "fe80::b");
+    lab.local_prefix(&b, "fd00:b::/64");
+    let ours = lab.ours(&a, "va", "fe80::a", "fd00:a::/64", 1);
+    let sock = lab.babeld(&b, &["vb"], "fd00:b::/64");
+
+    // Each side installs the other's prefix.
+    wait_for(
+        "babeld installed our fd00:a::/64",
+        Duration::from_secs(30),
+        || {
+            kernel_routes(&b)
+                .lines()
+                .any(|l| l.starts_with("fd00:a::/64 via fe80::a dev vb proto babel"))
+        },
+    );
+    wait_for(
+        "we selected babeld's fd00:b::/64",
+        Duration::from_secs(30),
+        || ours.has_route("fd00:b::/64"),
+    );
+    let st = ours.state();
+    let fib = st["fib"].as_array().unwrap();
+    let e = fib.iter().find(|e| e["prefix"] == "fd00:b::/64").unwrap();
+    assert_eq!(e["next_hop"], "fe80::b");
+
+    // RTT timestamps both ways: we hold an RTT for babeld, babeld for us.
+    wait_for(
+        "we have an RTT sample for babeld",
+        Duration::from_secs(20),
+        || {
+            ours.state()["neighbours"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["address"] == "fe80::b" && !n["rtt"].is_null())
+            })
+        },
+    );
+    wait_for("babeld has an RTT for us", Duration::from_secs(20), || {
+        babeld_dump(&sock)
+            .lines()
+            .any(|l| l.contains("neighbour") && l.contains("fe80::a") && l.contains(" rtt "))
+    });
+    let dump = babeld_dump(&sock);
+    println!(
+        "babeld sees us: {}",
+        dump.lines()
+            .find(|l| l.contains("neighbour") && l.contains("fe80::a"))
+            .unwrap_or("")
+    );
+    println!("we see babeld: {}", ours.state()["neighbours"]);
+
+    // babeld stops: its prefix is retracted from our table.
+    lab.terminate(&format!("babeld-{b}"));
+    wait_for(
+        "babeld's retraction reached us",
+        Duration::from_secs(10),
+        || !ours.has_route("fd00:b::/64"),
+    );
+
+    wait_for(
+        "babeld flushed its kernel routes",
+        Duration::from_secs(10),
+        || !kernel_routes(&b).contains("proto babel"),
+    );
+
+    // Restart babeld, then stop ours: our prefix leaves babeld's kernel table.
+    let _ = lab.babeld(&b, &["vb"], "fd00:b::/64");
+    wait_for(
+        "babeld (restarted) installed our prefix",
+        Duration::from_secs(30),
+        || kernel_routes(&b).contains("fd00:a::/64 via fe80::a"),
+    );
+    ours.stop();
+    wait_for(
+        "our retraction reached babeld",
+        Duration::from_secs(10),
+        || !kernel_routes(&b).contains("fd00:a::/64 via"),
+    );
+}
+
+#[test]
+fn chain_ours_babeld_ours() {
+    if !prerequisites() {
+        return;
+    }
+    let mut lab = Lab::new("c");
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    let c = lab.ns("c");
+    lab.veth(&a, "va", "fe80::a", &b, "vb1", "fe80::b1");
+    lab.veth(&c, "vc", "fe80::c", &b, "vb2", "fe80::b2");
+    lab.local_prefix(&b, "fd00:b::/64");
+    let oa = lab.ours(&a, "va", "fe80::a", "fd00:a::/64", 1);
+    let oc = lab.ours(&c, "vc", "fe80::c", "fd00:c::/64", 3);
+    let _sock = lab.babeld(&b, &["vb1", "vb2"], "fd00:b::/64");
+
+    wait_for(
+        "A reaches C's prefix through babeld",
+        Duration::from_secs(40),
+        || oa.has_route("fd00:c::/64"),
+    );
+    wait_for(
+        "C reaches A's prefix through babeld",
+        Duration::from_secs(40),
+        || oc.has_route("fd00:a::/64"),
+    );
+    let st = oa.state();
+    let r = st["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == "fd00:c::/64" && r["selected"] == true)
+        .cloned()
+        .unwrap();
+    // Two hops: babeld's metric for C's prefix (96 + RTT penalty) plus ours.
+    assert!(r["refmetric"].as_u64().unwrap() >= 96, "{r}");
+    assert!(
+        r["metric"].as_u64().unwrap() > r["refmetric"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert_eq!(r["neighbour"], "fe80::b1");
+    let routes_b = kernel_routes(&b);
+    assert!(
+        routes_b.contains("fd00:a::/64 via fe80::a dev vb1 proto babel"),
+        "{routes_b}"
+    );
+    assert!(
+        routes_b.contains("fd00:c::/64 via fe80::c dev vb2 proto babel"),
+        "{routes_b}"
+    );
+
+    // C stops: its retraction crosses babeld and reaches A.
+    oc.stop();
+    wait_for(
+        "C's retraction reached A through babeld",
+        Duration::from_secs(15),
+        || !oa.has_route("fd00:c::/64"),
+    );
+}
+
+// ---------------------------------------------------------------- the driver
+
+/// Not a test: the engine driver run by the tests above inside a namespace
+/// (a std UDP socket on port 6696, multicast ff02::1:6). Does nothing when
+/// run directly.
+#[test]
+#[ignore = "driver process for the interop tests, started by them"]
+fn driver_process() {
+    let Ok(ifname) = std::env::var("RE6ST_INTEROP_IFACE") else {
+        return;
+    };
+    let env = |k: &str| std::env::var(k).unwrap();
+    let ll: Ipv6Addr = env("RE6ST_INTEROP_LL").parse().unwrap();
+    let prefix = env("RE6ST_INTEROP_PREFIX").parse().unwrap();
+    let id: u8 = env("RE6ST_INTEROP_ID").parse().unwrap();
+    let state = PathBuf::from(env("RE6ST_INTEROP_STATE"));
+    let stop = PathBuf::from(env("RE6ST_INTEROP_STOP"));
+    let ifindex: u32 = fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    let sock = UdpSocket::bind("[::]:6696").unwrap();
+    sock.join_multicast_v6(&GROUP, ifindex).unwrap();
+    sock.set_multicast_loop_v6(false).unwrap();
+
+    let config = Config {
+        hello_interval: Duration::from_secs(1),
+        ihu_interval: Duration::from_secs(3),
+        update_interval: Duration::from_secs(4),
+        ..Config::default()
+    };
+    let t0 = Instant::now();
+    let mut e = Engine::new(config, RouterId([2, 0, 0, 0, 0, 0, 0xee, id]), 1, t0).unwrap();
+    e.add_xroute(prefix, 0, t0).unwrap();
+    let iface = IfaceId(ifindex);
+    e.add_interface(
+        iface,
+        InterfaceKind::Lan {
+            address: IpAddr::V6(ll),
+        },
+        1400,
+        t0,
+    )
+    .unwrap();
+
+    let send = |e: &mut Engine, now: Instant| {
+        while let Some(t) = e.poll_transmit(now) {
+            let dst = match t.dst {
+                Some(IpAddr::V6(a)) => a,
+                _ => GROUP,
+            };
+            let _ = sock.send_to(&t.bytes, SocketAddrV6::new(dst, 6696, 0, ifindex));
+        }
+        while e.poll_event().is_some() {}
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut last_state = t0;
+    loop {
+        let now = Instant::now();
+        if e.poll_timeout().is_some_and(|t| t <= now) {
+            e.handle_timeout(now);
+        }
+        send(&mut e, now);
+        if now - last_state > Duration::from_millis(200) {
+            last_state = now;
+            let doc = serde_json::json!({
+                "fib": e.fib(),
+                "routes": e.routes(now),
+                "neighbours": e.neighbours(),
+                "counters": e.counters(),
+            });
+            let tmp = state.with_extension("tmp");
+            fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+            fs::rename(&tmp, &state).unwrap();
+        }
+        if stop.exists() {
+            e.retract_all(now);
+            send(&mut e, now);
+            std::thread::sleep(Duration::from_millis(200));
+            println!("driver: stopped, counters {:?}", e.counters());
+            return;
+        }
+        let wait = e
+            .poll_timeout()
+            .map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(now)
+            })
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
+        sock.set_read_timeout(Some(wait)).unwrap();
+        if let Ok((n, SocketAddr::V6(from))) = sock.recv_from(&mut buf)
+            && *from.ip() != ll
+        {
+            e.handle_packet(iface, IpAddr::V6(*from.ip()), &buf[..n], Instant::now());
+        }
+    }
+}
