@@ -88,3 +88,166 @@ fn random_50_converges_and_survives_failures() {
     report("random(50, deg 4)", "3 routers + 2 links failure", t, &net);
     assert!(t.is_some(), "no reconvergence: {:?}", net.fib_sizes());
 }
+
+/// Two parallel two-hop paths from 0 to 3: 0-1-3 (links 0, 1) and 0-2-3
+/// (links 2, 3).
+fn diamond(seed: u64, config: re6st_babel::engine::Config) -> Net {
+    Net::new(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], seed, config)
+}
+
+#[test]
+fn routes_follow_low_latency() {
+    let mut net = diamond(5, Default::default());
+    // The path through 1 has 40 ms links (RTT 80 ms, penalty 61 per hop),
+    // the one through 2 has 4 ms links (penalty 0). Start with the slow
+    // path only, then open the fast one.
+    for l in [0, 1] {
+        net.shape(l, ms(40), ms(0), 0.0);
+    }
+    for l in [2, 3] {
+        net.shape(l, ms(4), ms(0), 0.0);
+        net.link_down(l, true);
+    }
+    net.run_until(secs(30), Net::converged).unwrap();
+    net.run_for(secs(30));
+    assert_eq!(net.next_hop(0, 3), Some(1));
+    for l in [2, 3] {
+        net.link_up(l);
+    }
+    let t = net.run_until(secs(120), |n| {
+        n.next_hop(0, 3) == Some(2) && n.next_hop(3, 0) == Some(2)
+    });
+    report(
+        "diamond",
+        "both ends moved to a new low-latency path",
+        t,
+        &net,
+    );
+    assert!(t.is_some());
+    let r = net.nodes[0]
+        .engine
+        .neighbours()
+        .into_iter()
+        .map(|n| (n.iface, n.rtt, n.rtt_penalty))
+        .collect::<Vec<_>>();
+    println!("node 0 neighbours (iface, rtt, penalty): {r:?}");
+    // The fast path gets slow (100 ms links, penalty 96): traffic moves back.
+    for l in [2, 3] {
+        net.shape(l, ms(100), ms(0), 0.0);
+    }
+    let t = net.run_until(secs(300), |n| {
+        n.next_hop(0, 3) == Some(1) && n.next_hop(3, 0) == Some(1)
+    });
+    report("diamond", "moved off the path that became slow", t, &net);
+    assert!(t.is_some());
+}
+
+/// How often node 0 changes its next hop to node 3 over `d` while both
+/// paths have the same mean delay and heavy jitter.
+fn flaps(config: re6st_babel::engine::Config, d: std::time::Duration) -> usize {
+    let mut net = diamond(6, config);
+    for l in 0..4 {
+        net.shape(l, ms(30), ms(30), 0.0);
+    }
+    net.run_until(secs(30), Net::converged).unwrap();
+    net.run_for(secs(30));
+    let end = net.now + d;
+    let mut last = net.next_hop(0, 3);
+    let mut changes = 0;
+    while net.now < end && net.step() {
+        let nh = net.next_hop(0, 3);
+        if nh != last {
+            changes += 1;
+            last = nh;
+        }
+    }
+    changes
+}
+
+#[test]
+fn rtt_jitter_does_not_make_routes_flap() {
+    let d = secs(600);
+    let with = flaps(Default::default(), d);
+    // The same network with hysteresis, smoothing and the announcement
+    // thresholds turned off: a plain minimum over noisy metrics.
+    let plain = re6st_babel::engine::Config {
+        hysteresis: 0,
+        smoothing_half_life: std::time::Duration::ZERO,
+        trivial_change: 0,
+        minor_improvement: 0,
+        ..Default::default()
+    };
+    let without = flaps(plain, d);
+    println!(
+        "next-hop changes in 10 min of ±15 ms jitter: {with} with hysteresis, {without} without"
+    );
+    assert!(with <= 2, "{with}");
+    assert!(
+        without > with * 3 + 3,
+        "the control run should flap: {without}"
+    );
+}
+
+#[test]
+fn lossy_links_still_converge() {
+    let mut net = Net::random(20, 3, 7);
+    for l in 0..net.links.len() {
+        net.shape(l, ms(20), ms(10), 0.1);
+    }
+    let t = net.run_until(secs(120), Net::converged);
+    report("random(20) 10% loss", "initial convergence", t, &net);
+    assert!(t.is_some());
+    net.run_for(secs(20));
+    net.node_down(3);
+    let t = net.run_until(secs(120), Net::converged);
+    report("random(20) 10% loss", "router failure", t, &net);
+    assert!(t.is_some());
+}
+
+#[test]
+fn restart_with_persisted_seqno_is_reachable_at_once() {
+    let mut net = Net::line(4, 8);
+    net.run_until(secs(30), Net::converged).unwrap();
+    net.run_for(secs(20));
+    let persisted = net.nodes[3].engine.seqno();
+    net.node_down(3);
+    net.run_until(secs(10), Net::converged).unwrap();
+    net.run_for(secs(5));
+    net.restart(3, persisted, Default::default(), false);
+    let t = net.run_until(secs(30), Net::converged);
+    report("line(4)", "restart with persisted seqno", t, &net);
+    assert!(t.is_some_and(|t| t < secs(2)), "{t:?}");
+}
+
+/// A router restarts with a seqno 100 behind the one its neighbours hold
+/// in their source tables: its announcements are unfeasible everywhere.
+fn restart_with_lost_seqno(silent: bool) -> Option<std::time::Duration> {
+    let mut net = Net::line(4, 9);
+    net.run_until(secs(30), Net::converged).unwrap();
+    net.run_for(secs(20));
+    let old = net.nodes[3].engine.seqno();
+    if silent {
+        net.crash(3);
+        net.run_for(secs(2));
+    } else {
+        net.node_down(3);
+        net.run_until(secs(10), Net::converged).unwrap();
+    }
+    net.restart(3, old.wrapping_sub(100), Default::default(), silent);
+    let t = net.run_until(secs(60), Net::converged);
+    assert!(crate::engine_net::seqno_ahead(
+        net.nodes[3].engine.seqno(),
+        old
+    ));
+    t
+}
+
+#[test]
+fn restart_with_lost_seqno_recovers() {
+    let t = restart_with_lost_seqno(true);
+    println!("line(4): silent restart with a seqno 100 behind: reachable again in {t:?}");
+    assert!(t.is_some_and(|t| t < secs(2)), "{t:?}");
+    let t = restart_with_lost_seqno(false);
+    println!("line(4): restart (neighbours notified) with a seqno 100 behind: {t:?}");
+    assert!(t.is_some_and(|t| t < secs(2)), "{t:?}");
+}

@@ -313,10 +313,15 @@ impl Engine {
         }
         let prefix = r.prefix.trunc();
         if self.xroutes.contains(&prefix) {
-            // Ours: bump our seqno once if asked for a newer one, then
-            // answer (RFC 8966 §3.8.1.2).
+            // Ours: bump our seqno if asked for a newer one, then answer
+            // (RFC 8966 §3.8.1.2). Asked for exactly the next one (the usual
+            // case) this is the RFC's +1. Asked for one further ahead, we
+            // jump to it: the requester's FD proves we announced its
+            // predecessor before we restarted and lost our seqno, and +1 per
+            // round trip (babeld even ignores requests 100 ahead) would keep
+            // our prefix unreachable for minutes.
             if r.router_id == self.router_id && seqno_gt(r.seqno, self.seqno) {
-                self.set_seqno(self.seqno.wrapping_add(1), now);
+                self.set_seqno(r.seqno, now);
             }
             self.schedule_update(prefix, true, Some(ctx.iface), now);
             return;

@@ -418,6 +418,15 @@ fn seqno_request_for_our_prefix_bumps_once() {
     );
     assert_eq!(t.e.seqno(), 101);
     assert_eq!(updates_for(&t.sent(ms(5)), pfx("fd00:aa::/64")).len(), 1);
+    // A request far ahead (we restarted and lost our seqno): jump to it at
+    // once rather than one step per round trip.
+    let far = seqno_request(pfx("fd00:aa::/64"), ME, 150, 5);
+    t.rx(T1, "fe80::2", &[far]);
+    assert_eq!(t.e.seqno(), 150);
+    // A request for another router-id never touches our seqno.
+    let other = seqno_request(pfx("fd00:aa::/64"), SRC, 9000, 5);
+    t.rx(T1, "fe80::2", &[other]);
+    assert_eq!(t.e.seqno(), 150);
 }
 
 #[test]

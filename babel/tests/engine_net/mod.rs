@@ -25,6 +25,11 @@ use re6st_babel::wire::RouterId;
 /// Budget of a tunnel datagram (quinn's default maximum at MTU 1200).
 pub const BUDGET: usize = 1162;
 
+/// `a` is newer than `b` modulo 2^16.
+pub fn seqno_ahead(a: u16, b: u16) -> bool {
+    re6st_babel::metric::seqno_gt(a, b)
+}
+
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -246,6 +251,72 @@ impl Net {
         self.links[l].up = true;
         self.attach(l);
         self.drain_all();
+    }
+
+    /// Sets a link's delay, jitter (uniform, added per packet) and loss.
+    pub fn shape(&mut self, l: usize, delay: Duration, jitter: Duration, loss: f64) {
+        let link = &mut self.links[l];
+        link.delay = delay;
+        link.jitter = jitter;
+        link.loss = loss;
+    }
+
+    /// A router restarts with the same router-id and `seqno` (what it
+    /// persisted, or less if it lost it); its tunnels reopen. `silent`: the
+    /// neighbours never noticed it was gone (their tunnel state is kept).
+    pub fn restart(&mut self, n: usize, seqno: u16, config: Config, silent: bool) {
+        let mut engine = Engine::new(config, router_id(n), seqno, self.now).unwrap();
+        engine.add_xroute(node_prefix(n), 0, self.now).unwrap();
+        self.nodes[n].engine = engine;
+        self.nodes[n].up = true;
+        self.nodes[n].fib.clear();
+        self.nodes[n].fib_gen = u64::MAX;
+        for l in 0..self.links.len() {
+            let link = &self.links[l];
+            let other = if link.a == n {
+                link.b
+            } else if link.b == n {
+                link.a
+            } else {
+                continue;
+            };
+            if !self.nodes[other].up {
+                continue;
+            }
+            if silent {
+                self.links[l].up = true;
+                self.nodes[n]
+                    .engine
+                    .add_interface(IfaceId(l as u32), InterfaceKind::Tunnel, BUDGET, self.now)
+                    .unwrap();
+            } else if !self.links[l].up {
+                self.link_up(l);
+            }
+        }
+        self.drain_all();
+    }
+
+    /// A router crashes without its neighbours noticing (its tunnels stay
+    /// "open" on their side and silently drop everything).
+    pub fn crash(&mut self, n: usize) {
+        self.nodes[n].up = false;
+        self.nodes[n].fib.clear();
+        for l in self.links.iter_mut() {
+            if l.a == n || l.b == n {
+                l.up = false;
+            }
+        }
+    }
+
+    /// The neighbour router `i` forwards to for router `j`'s prefix.
+    pub fn next_hop(&self, i: usize, j: usize) -> Option<usize> {
+        let p = self.nodes[j].prefix;
+        let e = self.nodes[i]
+            .engine
+            .fib()
+            .into_iter()
+            .find(|e| e.prefix == p)?;
+        Some(self.peer(i, e.iface))
     }
 
     /// A router dies: its tunnels close (its neighbours are told at once).
