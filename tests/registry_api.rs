@@ -537,3 +537,86 @@ async fn concurrent_enrolments_get_distinct_prefixes_and_serials() {
     assert_eq!((prefixes.len(), serials.len()), (200, 200));
     assert_eq!(r.counts().0, 200);
 }
+
+#[tokio::test]
+async fn expired_prefixes_are_released_after_the_grace_period() {
+    // Two /64s, 1-second certificates, 1 second of grace, sweeps every 100 ms.
+    let r = TestRegistry::start(&[
+        "--network",
+        "fd00:8::/63",
+        "--enrolment",
+        "open",
+        "--cert-lifetime",
+        "1s",
+        "--grace-period",
+        "1s",
+        "--sweep-every",
+        "100ms",
+    ])
+    .await;
+    let a = r.enrol(None).await;
+    let b = r.enrol(None).await;
+    let csr = || make_csr(&NodeKey::generate().unwrap()).unwrap();
+    assert_eq!(
+        api_code(r.anon().enrol(&csr(), None).await.unwrap_err()),
+        (409, ErrorCode::PrefixSpaceExhausted)
+    );
+    // An expired node may not bootstrap, but may still renew within the grace period
+    // (renewal keeps its prefix, so only the other one is released).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        api_code(r.client(&a).bootstrap(1).await.unwrap_err()),
+        (403, ErrorCode::CertificateExpired)
+    );
+    let renewed = r.client(&a).renew(None).await.unwrap();
+    assert!(renewed.renewed);
+    assert_eq!(
+        NodeCert::from_pem(&renewed.certificate).unwrap().prefix,
+        a.cert.prefix
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        match r.anon().enrol(&csr(), None).await {
+            Ok(resp) => break NodeCert::from_pem(&resp.certificate).unwrap(),
+            Err(e) => assert_eq!(api_code(e), (409, ErrorCode::PrefixSpaceExhausted)),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prefix never released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        c.prefix, b.cert.prefix,
+        "b's prefix was released and reused"
+    );
+    assert_eq!(
+        api_code(r.client(&b).renew(None).await.unwrap_err()),
+        (403, ErrorCode::UnknownCertificate)
+    );
+}
+
+#[test]
+fn https_certificate_is_renewed_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let reg = re6st::registry::core::Registry::open(
+        dir.path(),
+        None,
+        "https://127.0.0.1:1".into(),
+        |_| {},
+        now,
+    )
+    .unwrap();
+    let tls = re6st::registry::server::server_tls(&reg, &["127.0.0.1".into()], now).unwrap();
+    let first = tls.config();
+    assert!(
+        !tls.refresh_if_due(&reg, now + Duration::from_secs(59 * 86_400))
+            .unwrap()
+    );
+    assert!(
+        tls.refresh_if_due(&reg, now + Duration::from_secs(61 * 86_400))
+            .unwrap()
+    );
+    assert!(!std::sync::Arc::ptr_eq(&first, &tls.config()));
+}

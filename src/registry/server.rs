@@ -410,14 +410,61 @@ impl ClientCertVerifier for LenientClientVerifier {
     }
 }
 
+/// Lifetime of the registry's own HTTPS certificate...
+pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+/// ...which is replaced (without a restart) when it has less than this left.
+pub const SERVER_CERT_RENEW: Duration = Duration::from_secs(30 * 86_400);
+
+/// The registry's HTTPS identity: a CA-signed certificate for its host
+/// names, replaced before it expires.
+#[derive(Debug)]
+pub struct ServerTls {
+    hostnames: Vec<String>,
+    current: RwLock<(Arc<rustls::ServerConfig>, SystemTime)>,
+}
+
+impl ServerTls {
+    /// The TLS config for new connections.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Issues a new certificate if the current one expires within
+    /// [`SERVER_CERT_RENEW`].
+    pub fn refresh_if_due(&self, registry: &Registry, now: SystemTime) -> anyhow::Result<bool> {
+        let not_after = self.current.read().unwrap_or_else(|p| p.into_inner()).1;
+        if not_after > now + SERVER_CERT_RENEW {
+            return Ok(false);
+        }
+        let fresh = issue_server_config(registry, &self.hostnames, now)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        info!("registry HTTPS certificate renewed");
+        Ok(true)
+    }
+}
+
 /// Issues the registry's own HTTPS certificate (fresh key, CA-signed, valid
-/// as long as node certificates) for `hostnames` (DNS names or IPs) and
-/// builds the TLS server config.
+/// [`SERVER_CERT_LIFETIME`]) for `hostnames` (DNS names or IPs).
 pub fn server_tls(
     registry: &Registry,
     hostnames: &[String],
     now: SystemTime,
-) -> anyhow::Result<rustls::ServerConfig> {
+) -> anyhow::Result<ServerTls> {
+    Ok(ServerTls {
+        hostnames: hostnames.to_vec(),
+        current: RwLock::new(issue_server_config(registry, hostnames, now)?),
+    })
+}
+
+fn issue_server_config(
+    registry: &Registry,
+    hostnames: &[String],
+    now: SystemTime,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, SystemTime)> {
     let key = NodeKey::generate()?;
     let (mut dns, mut ips) = (vec![], vec![]);
     for h in hostnames {
@@ -430,7 +477,7 @@ pub fn server_tls(
     let p = IssueParams {
         serial,
         not_before: now - Duration::from_secs(300),
-        not_after: now + Duration::from_secs(registry.settings.cert_lifetime_secs),
+        not_after: now + SERVER_CERT_LIFETIME,
     };
     let spki = key.spki_der();
     let der = registry.ca.issue_server(&spki, &dns, &ips, p)?;
@@ -451,21 +498,22 @@ pub fn server_tls(
         .with_client_cert_verifier(verifier)
         .with_single_cert(me.chain, me.key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
+    Ok((Arc::new(cfg), p.not_after))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves. Expired and
-/// revoked prefixes are released every `sweep_every`.
+/// Serves the API on `listener` until `shutdown` resolves. Every
+/// `sweep_every`, expired and revoked prefixes are released and the HTTPS
+/// certificate is renewed if due.
 pub async fn serve(
     registry: Arc<Registry>,
     listener: TcpListener,
-    tls: rustls::ServerConfig,
+    tls: ServerTls,
     sweep_every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let tls = Arc::new(RwLock::new(Arc::new(tls)));
+    let tls = Arc::new(tls);
     let app = router(registry.clone());
-    let sweeper = tokio::spawn(sweep_loop(registry.clone(), sweep_every));
+    let sweeper = tokio::spawn(sweep_loop(registry.clone(), tls.clone(), sweep_every));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -475,7 +523,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let cfg = tls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let cfg = tls.config();
         tokio::spawn(connection(tcp, peer, cfg, app.clone()));
     }
     sweeper.abort();
@@ -518,8 +566,11 @@ async fn connection(
     }
 }
 
-async fn sweep_loop(registry: Arc<Registry>, every: Duration) {
+async fn sweep_loop(registry: Arc<Registry>, tls: Arc<ServerTls>, every: Duration) {
     loop {
+        if let Err(e) = tls.refresh_if_due(&registry, SystemTime::now()) {
+            warn!("renewing the HTTPS certificate: {e:#}");
+        }
         let grace = Duration::from_secs(registry.settings.grace_period_secs);
         let res = registry
             .with(move |_, i| {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use clap::Parser;
 use re6st::identity::tls::{TlsIdentity, Trust};
@@ -72,7 +72,7 @@ impl TestRegistry {
             registry.clone(),
             listener,
             tls,
-            Duration::from_secs(3600),
+            args.sweep_every,
             async {
                 let _ = rx.await;
             },
