@@ -150,6 +150,30 @@ fn tokens_join_list_revoke() {
             .all(|t| t["used_by"].is_string() && t["comment"] == "alice")
     );
 
+    // Delete an unused token; used ones stay.
+    let (ok, extra, _) = run(&["registry", "token", "--dir", s(&dir)]);
+    assert!(ok);
+    let (ok, _, _) = run(&[
+        "registry",
+        "token",
+        "--dir",
+        s(&dir),
+        "--delete",
+        extra.trim(),
+    ]);
+    assert!(ok);
+    let (ok, _, err) = run(&["registry", "token", "--dir", s(&dir), "--delete", toks[0]]);
+    assert!(!ok && err.contains("no unused token"), "{err}");
+    let (_, toks_json, _) = run(&["registry", "tokens", "--dir", s(&dir), "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&toks_json)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
     // Revoke n1 by prefix, n2 by serial, while the server runs.
     let (ok, out, err) = run(&["registry", "revoke", "--dir", s(&dir), "fd00:42::/64"]);
     assert!(ok && out.contains("revoked fd00:42::/64"), "{out}{err}");

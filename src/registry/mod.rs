@@ -37,7 +37,7 @@ pub enum RegistryCommand {
     /// CA (ECDSA P-256) and the database; later starts keep them. Options
     /// given are stored and stay in force on later starts.
     Run(RunArgs),
-    /// Make single-use enrolment tokens (printed one per line).
+    /// Make single-use enrolment tokens (printed one per line), or delete one.
     Token(TokenArgs),
     /// List enrolment tokens.
     Tokens(ListArgs),
@@ -207,6 +207,9 @@ pub struct TokenArgs {
     /// Free text kept with the tokens (who they are for).
     #[arg(long, default_value = "")]
     pub comment: String,
+    /// Delete this unused token instead of making new ones.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["count", "valid_for", "prefix_len", "comment"])]
+    pub delete: Option<String>,
 }
 
 /// Options of the listing commands.
@@ -319,6 +322,15 @@ fn open_existing(dir: &Path) -> anyhow::Result<(store::Store, crate::identity::C
 
 fn admin_token(a: &TokenArgs) -> anyhow::Result<()> {
     let (mut store, _, net) = open_existing(&a.dir.dir)?;
+    if let Some(t) = &a.delete {
+        if !store.delete_token(t)? {
+            anyhow::bail!(
+                "no unused token {t:?} (used tokens are kept as the record of who enrolled)"
+            );
+        }
+        println!("deleted token {t}");
+        return Ok(());
+    }
     if let Some(l) = a.prefix_len
         && (l <= net.prefix_len() || l > 127)
     {
