@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 
 use crate::identity::tls::{CaVerifier, TlsIdentity, Trust};
 use crate::identity::{Crl, Fingerprint, NodeCert, NodeKey, make_csr};
-use crate::registry::client::{RegistryClient, fetch_ca};
+use crate::registry::client::{ClientError, RegistryClient, fetch_ca};
 use crate::state_dir::{StateDir, files};
 
 /// Default node state directory.
@@ -168,10 +168,17 @@ async fn rejoin(sd: &StateDir, args: &JoinArgs) -> anyhow::Result<()> {
         &trust,
         Some(TlsIdentity::node(&id.cert, &id.key)),
     )?;
-    let renewed = client
-        .renew(None)
-        .await
-        .context("asking the registry to renew")?;
+    let renewed = match client.renew(None).await {
+        Ok(r) => r,
+        // Unreachable registry, still-valid certificate: nothing to do now.
+        Err(ClientError::Http(e)) if !id.cert.is_expired(SystemTime::now()) => {
+            eprintln!(
+                "warning: could not reach the registry to check for renewal ({e}); the certificate is still valid"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("asking the registry to renew"),
+    };
     if renewed.renewed {
         let cert = NodeCert::from_pem(&renewed.certificate)?;
         if cert.public_key != id.key.public_key()? || cert.prefix != id.cert.prefix {

@@ -201,6 +201,13 @@ fn tokens_join_list_revoke() {
     let (_, list, _) = run(&["registry", "list", "--dir", s(&dir)]);
     assert_eq!(list.matches("revoked").count(), 2, "{list}");
 
+    // An enrolled node whose registry is unreachable: says so, succeeds.
+    let (ok, out, err) = run(&["join", "--registry", "https://127.0.0.1:1", "--dir", s(&n2)]);
+    assert!(
+        ok && out.contains("already enrolled") && err.contains("could not reach"),
+        "{out}{err}"
+    );
+
     // A revoked node's join (renewal) fails and says why.
     let (ok, _, err) = run(&["join", "--registry", &reg.url, "--dir", s(&n1)]);
     assert!(!ok && err.contains("revoked"), "{err}");
