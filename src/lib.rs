@@ -8,6 +8,8 @@
 //!   the client nodes use.
 //! - [`join`]: `re6st join`.
 
+#![warn(missing_docs)]
+
 pub mod identity;
 pub mod join;
 pub mod registry;

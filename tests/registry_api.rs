@@ -620,3 +620,26 @@ fn https_certificate_is_renewed_before_it_expires() {
     );
     assert!(!std::sync::Arc::ptr_eq(&first, &tls.config()));
 }
+
+#[test]
+fn network_config_version_changes_only_with_parameters() {
+    use re6st::registry::core::Registry;
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let url = "https://r.example:8443".to_string();
+    let open = |f: fn(&mut re6st::registry::core::Settings)| {
+        Registry::open(dir.path(), None, url.clone(), f, now).unwrap()
+    };
+    let v1 = open(|_| {}).settings.network.version;
+    let again = open(|_| {});
+    assert_eq!(again.settings.network.version, v1);
+    let ca_key = again.ca.public_key().clone();
+    drop(again);
+    let r = open(|s| s.network.tunnels = 6);
+    assert_eq!(r.settings.network.version, v1 + 1);
+    let cfg = r.network_config.verify(&ca_key).unwrap();
+    assert_eq!((cfg.tunnels, cfg.version), (6, v1 + 1));
+    drop(r);
+    // Settings persist: a plain restart keeps k = 6.
+    assert_eq!(open(|_| {}).settings.network.tunnels, 6);
+}

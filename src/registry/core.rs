@@ -208,11 +208,14 @@ impl Registry {
             .map(|j| serde_json::from_str(&j))
             .transpose()
             .context("bad network configuration in the store")?;
+        let stored_signed = previous.clone();
         let previous = previous.map(|p| p.verify(ca.public_key())).transpose()?;
         let network_config = match previous {
             Some(p) if p.same_parameters(&settings.network) => {
-                settings.network = p.clone();
-                p.sign(&ca)?
+                settings.network = p;
+                // Unchanged: keep serving the stored signed copy.
+                stored_signed
+                    .ok_or_else(|| anyhow::anyhow!("unreachable: no stored configuration"))?
             }
             p => {
                 settings.network.version = p.map_or(1, |p| p.version + 1);

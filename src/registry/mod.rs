@@ -72,6 +72,7 @@ pub enum Enrolment {
 /// Options of `re6st registry run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
+    /// The registry directory.
     #[command(flatten)]
     pub dir: DirArgs,
     /// Address to listen on (HTTPS).
@@ -193,6 +194,7 @@ impl RunArgs {
 /// Options of `re6st registry token`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TokenArgs {
+    /// The registry directory.
     #[command(flatten)]
     pub dir: DirArgs,
     /// How many tokens.
@@ -215,6 +217,7 @@ pub struct TokenArgs {
 /// Options of the listing commands.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListArgs {
+    /// The registry directory.
     #[command(flatten)]
     pub dir: DirArgs,
     /// Print JSON.
@@ -228,6 +231,7 @@ pub struct ListArgs {
 /// Options of `re6st registry revoke`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RevokeArgs {
+    /// The registry directory.
     #[command(flatten)]
     pub dir: DirArgs,
     /// A node prefix (fd00:1:2:3::/64) or a certificate serial (decimal).
