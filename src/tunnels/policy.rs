@@ -1,0 +1,584 @@
+//! The tunnel policy: which tunnels a node opens, accepts, replaces and
+//! closes. It is sans-IO in the manner of quinn-proto: it does no I/O, reads
+//! no clock and owns no task. The node's async driver (`tunnels::driver`) and
+//! the simulator (`re6st sim`) run this same code, so the figures of
+//! `docs/results.md` are produced by what nodes run.
+//!
+//! # What it does (report §3.2, §4.5, §5.1; issue 7)
+//! - keeps `k` own (outgoing) tunnels to random peers of the peer DB;
+//! - accepts incoming tunnels while the node has fewer than `max_tunnels`
+//!   (3k) tunnels in total, and refuses the others with a [`Refusal`]; the
+//!   dialler then tries another peer;
+//! - never keeps two tunnels to the same node: when two nodes dial each other,
+//!   both keep the tunnel opened by the node with the smaller certificate
+//!   serial (the [`PeerId`] order);
+//! - backs off exponentially from peers that failed or refused;
+//! - every refresh period replaces one own tunnel, chosen by
+//!   [`Replacement`] (the report's: the one through which the fewest
+//!   destinations are routed, ties broken by the highest RTT);
+//! - removes a tunnel in two stages, [`Action::Drain`] (routes move away)
+//!   then [`Action::Close`], so that no packet in flight is lost; the
+//!   replacement is opened when the drain starts (make before break).
+//!
+//! # How to drive it
+//! 1. Create it with [`Policy::new`], then give it the peer DB with
+//!    [`Policy::handle_candidates`] (again whenever the DB changes).
+//! 2. Report events as they happen: [`Policy::handle_incoming`] (answer the
+//!    dialler with its result), [`Policy::handle_tunnel_up`],
+//!    [`Policy::handle_tunnel_failed`], [`Policy::handle_tunnel_closed`],
+//!    and the routing view: [`Policy::handle_routes`] (destinations routed
+//!    through each tunnel, from Babel's table) and [`Policy::handle_rtt`].
+//! 3. After any input, apply every [`Policy::poll_action`] until `None`.
+//! 4. Sleep until [`Policy::poll_timeout`], then call
+//!    [`Policy::handle_timeout`] and go to 3.
+//!
+//! Time is always the last parameter, `now`; randomness comes from the RNG
+//! the caller seeds, so a run is reproducible.
+
+mod backoff;
+mod config;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+use backoff::Backoff;
+pub use config::{ConfigError, PolicyConfig, Replacement};
+pub use types::{
+    Action, CloseReason, Direction, Failure, PeerId, PolicyStats, Refusal, TunnelId, TunnelInfo,
+    TunnelState,
+};
+
+/// One tunnel as the policy sees it.
+#[derive(Debug, Clone)]
+struct Tunnel<P> {
+    id: TunnelId,
+    peer: P,
+    direction: Direction,
+    state: TunnelState,
+    destinations: u32,
+    rtt: Option<Duration>,
+    /// When a draining tunnel is closed even if routes still use it.
+    drain_deadline: Option<Instant>,
+    /// A best-of-n candidate that is not one of the `k` yet.
+    probe: bool,
+}
+
+impl<P> Tunnel<P> {
+    /// One of the `k` own tunnels that keep the node connected.
+    fn is_active_own(&self) -> bool {
+        self.direction == Direction::Outgoing && self.state != TunnelState::Draining && !self.probe
+    }
+
+    fn info(&self) -> TunnelInfo<P>
+    where
+        P: Clone,
+    {
+        TunnelInfo {
+            id: self.id,
+            peer: self.peer.clone(),
+            direction: self.direction,
+            state: self.state,
+            destinations: self.destinations,
+            rtt: self.rtt,
+        }
+    }
+}
+
+/// The tunnel policy of one node. `P` names peers (see [`PeerId`]); `R` is
+/// the caller-seeded RNG.
+#[derive(Debug, Clone)]
+pub struct Policy<P: PeerId, R = StdRng> {
+    me: P,
+    config: PolicyConfig,
+    rng: R,
+    tunnels: Vec<Tunnel<P>>,
+    /// The peer DB: sorted, without `me`.
+    candidates: Vec<P>,
+    backoff: Backoff<P>,
+    actions: VecDeque<Action<P>>,
+    next_id: u64,
+    next_refresh: Instant,
+    /// Set while best-of-n probes are out.
+    probe_deadline: Option<Instant>,
+    /// The latest `now` seen, for `poll_timeout`.
+    now: Instant,
+    stats: PolicyStats,
+}
+
+impl<P: PeerId, R: rand::Rng> Policy<P, R> {
+    /// A policy for node `me`. The first refresh is one period after `now`.
+    pub fn new(me: P, config: PolicyConfig, rng: R, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Policy {
+            me,
+            backoff: Backoff::new(config.backoff_min, config.backoff_max),
+            next_refresh: now + config.refresh,
+            config,
+            rng,
+            tunnels: Vec::new(),
+            candidates: Vec::new(),
+            actions: VecDeque::new(),
+            next_id: 0,
+            probe_deadline: None,
+            now,
+            stats: PolicyStats::default(),
+        })
+    }
+
+    // ----- getters -----
+
+    /// This node.
+    pub fn me(&self) -> &P {
+        &self.me
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &PolicyStats {
+        &self.stats
+    }
+
+    /// Every tunnel the policy knows, in every state.
+    pub fn tunnels(&self) -> impl Iterator<Item = TunnelInfo<P>> + '_ {
+        self.tunnels.iter().map(Tunnel::info)
+    }
+
+    /// One tunnel.
+    pub fn tunnel(&self, id: TunnelId) -> Option<TunnelInfo<P>> {
+        self.tunnels.iter().find(|t| t.id == id).map(Tunnel::info)
+    }
+
+    /// Number of tunnels in every state and direction (the arity that the
+    /// maximum applies to).
+    pub fn tunnel_count(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// Number of own tunnels that count toward `k` (opening or up, not
+    /// draining, not probes).
+    pub fn own_count(&self) -> usize {
+        self.tunnels.iter().filter(|t| t.is_active_own()).count()
+    }
+
+    // ----- inputs -----
+
+    /// The peers this node may dial: the peer DB, whole. Replaces the
+    /// previous set. `me` and repeats are ignored.
+    pub fn handle_candidates(&mut self, peers: impl IntoIterator<Item = P>, now: Instant) {
+        self.now = now;
+        let mut peers: Vec<P> = peers.into_iter().filter(|p| *p != self.me).collect();
+        peers.sort();
+        peers.dedup();
+        self.candidates = peers;
+        let candidates = &self.candidates;
+        self.backoff.retain(|p| candidates.binary_search(p).is_ok());
+        self.fill(now);
+    }
+
+    /// `peer` dials this node. Returns the id of the accepted tunnel, or why
+    /// it is refused (the driver tells the dialler the reason). An accepted
+    /// tunnel is up at once.
+    pub fn handle_incoming(&mut self, peer: P, now: Instant) -> Result<TunnelId, Refusal> {
+        self.now = now;
+        if peer == self.me {
+            self.stats.refused_duplicate += 1;
+            return Err(Refusal::Loopback);
+        }
+        if let Some(i) = self.index_of_peer(&peer) {
+            let existing = &self.tunnels[i];
+            match existing.direction {
+                // The peer dials again while we hold its previous tunnel: it
+                // has lost that one (restart, new address); keep the new one.
+                Direction::Incoming => {
+                    let old = self.tunnels.swap_remove(i);
+                    self.close(old.id, CloseReason::Superseded);
+                }
+                Direction::Outgoing => {
+                    if existing.state == TunnelState::Draining || self.me < peer {
+                        // Ours survives (or we are leaving this peer anyway).
+                        self.stats.refused_duplicate += 1;
+                        return Err(Refusal::Duplicate);
+                    }
+                    // The peer has the smaller serial: its tunnel survives.
+                    let old = self.tunnels.swap_remove(i);
+                    self.stats.duplicates_closed += 1;
+                    self.close(old.id, CloseReason::Duplicate);
+                    let id = self.accept(peer);
+                    if old.probe {
+                        self.resolve_probes(false, now);
+                    }
+                    self.fill(now);
+                    return Ok(id);
+                }
+            }
+        } else if self.tunnels.len() >= self.config.max_tunnels {
+            self.stats.refused_full += 1;
+            return Err(Refusal::Full {
+                tunnels: self.tunnels.len(),
+                max: self.config.max_tunnels,
+            });
+        }
+        Ok(self.accept(peer))
+    }
+
+    /// An own tunnel came up; `rtt` is the handshake's estimate if known.
+    pub fn handle_tunnel_up(&mut self, tunnel: TunnelId, rtt: Option<Duration>, now: Instant) {
+        self.now = now;
+        let Some(i) = self.index_of(tunnel) else {
+            return;
+        };
+        let t = &mut self.tunnels[i];
+        if t.direction != Direction::Outgoing || t.state != TunnelState::Opening {
+            return;
+        }
+        t.state = TunnelState::Up;
+        if rtt.is_some() {
+            t.rtt = rtt;
+        }
+        let (peer, probe) = (t.peer.clone(), t.probe);
+        self.backoff.succeeded(&peer);
+        if probe {
+            self.resolve_probes(false, now);
+        }
+    }
+
+    /// An own tunnel could not be opened. The peer is backed off and another
+    /// one is dialled.
+    pub fn handle_tunnel_failed(&mut self, tunnel: TunnelId, failure: Failure, now: Instant) {
+        self.now = now;
+        let Some(i) = self.index_of(tunnel) else {
+            return;
+        };
+        if self.tunnels[i].direction != Direction::Outgoing {
+            self.stats.unknown_tunnel += 1;
+            return;
+        }
+        let t = self.tunnels.swap_remove(i);
+        self.stats.failed += 1;
+        let delay = self.backoff.failed(&t.peer, now);
+        tracing::debug!(peer = ?t.peer, %failure, ?delay, "tunnel failed, backing off");
+        if t.probe {
+            self.resolve_probes(false, now);
+        }
+        self.fill(now);
+    }
+
+    /// A tunnel went down without the policy asking (peer closed, idle
+    /// timeout). A lost own tunnel is replaced at once (report §3.2).
+    pub fn handle_tunnel_closed(&mut self, tunnel: TunnelId, now: Instant) {
+        self.now = now;
+        let Some(i) = self.index_of(tunnel) else {
+            return;
+        };
+        let t = self.tunnels.swap_remove(i);
+        if t.state != TunnelState::Draining {
+            self.stats.lost += 1;
+        }
+        if t.probe {
+            self.resolve_probes(false, now);
+        }
+        self.fill(now);
+    }
+
+    /// The number of destinations routed through each tunnel, from the
+    /// routing table (Babel's selected routes per neighbour). Tunnels not
+    /// listed route none. A draining tunnel that routes none is closed.
+    pub fn handle_routes(&mut self, counts: impl IntoIterator<Item = (TunnelId, u32)>, now: Instant) {
+        self.now = now;
+        for t in &mut self.tunnels {
+            t.destinations = 0;
+        }
+        for (id, n) in counts {
+            if let Some(t) = self.find_mut(id) {
+                t.destinations = n;
+            }
+        }
+        let drained: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|t| t.state == TunnelState::Draining && t.destinations == 0)
+            .map(|t| t.id)
+            .collect();
+        for id in drained {
+            self.remove_and_close(id, CloseReason::Replaced);
+        }
+    }
+
+    /// The measured RTT of a tunnel (Babel's RTT extension or QUIC's).
+    pub fn handle_rtt(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) {
+        self.now = now;
+        if let Some(t) = self.find_mut(tunnel) {
+            t.rtt = Some(rtt);
+        }
+    }
+
+    /// Time passed: refresh, drain deadlines, probe deadline, back-off
+    /// expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        let overdue: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|t| t.drain_deadline.is_some_and(|d| d <= now))
+            .map(|t| t.id)
+            .collect();
+        for id in overdue {
+            self.remove_and_close(id, CloseReason::Replaced);
+        }
+        if self.probe_deadline.is_some_and(|d| d <= now) {
+            self.resolve_probes(true, now);
+        }
+        if now >= self.next_refresh {
+            // From `now`, not `+= refresh`: after a suspend, one refresh, not
+            // a burst of them.
+            self.next_refresh = now + self.config.refresh;
+            self.refresh(now);
+        }
+        self.fill(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next thing the driver must do.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action<P>> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Policy::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let refresh =
+            (self.config.replacement != Replacement::Never).then_some(self.next_refresh);
+        let drains = self.tunnels.iter().filter_map(|t| t.drain_deadline);
+        let backoff = if self.own_count() < self.config.outgoing {
+            self.backoff.next_release(self.now)
+        } else {
+            None
+        };
+        refresh
+            .into_iter()
+            .chain(drains)
+            .chain(self.probe_deadline)
+            .chain(backoff)
+            .min()
+    }
+
+    // ----- internals -----
+
+    fn index_of(&mut self, id: TunnelId) -> Option<usize> {
+        let i = self.tunnels.iter().position(|t| t.id == id);
+        if i.is_none() {
+            // A late event for a tunnel the policy closed is possible; count
+            // them so that a driver bug shows.
+            self.stats.unknown_tunnel += 1;
+            tracing::trace!(tunnel = %id, "event for an unknown tunnel");
+        }
+        i
+    }
+
+    fn find_mut(&mut self, id: TunnelId) -> Option<&mut Tunnel<P>> {
+        self.tunnels.iter_mut().find(|t| t.id == id)
+    }
+
+    fn index_of_peer(&self, peer: &P) -> Option<usize> {
+        self.tunnels.iter().position(|t| t.peer == *peer)
+    }
+
+    fn new_id(&mut self) -> TunnelId {
+        let id = TunnelId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    fn accept(&mut self, peer: P) -> TunnelId {
+        let id = self.new_id();
+        self.tunnels.push(Tunnel {
+            id,
+            peer,
+            direction: Direction::Incoming,
+            state: TunnelState::Up,
+            destinations: 0,
+            rtt: None,
+            drain_deadline: None,
+            probe: false,
+        });
+        self.stats.accepted += 1;
+        id
+    }
+
+    fn open(&mut self, peer: P, probe: bool) {
+        let id = self.new_id();
+        self.tunnels.push(Tunnel {
+            id,
+            peer: peer.clone(),
+            direction: Direction::Outgoing,
+            state: TunnelState::Opening,
+            destinations: 0,
+            rtt: None,
+            drain_deadline: None,
+            probe,
+        });
+        self.stats.opened += 1;
+        self.actions.push_back(Action::Open { tunnel: id, peer });
+    }
+
+    fn close(&mut self, tunnel: TunnelId, reason: CloseReason) {
+        self.actions.push_back(Action::Close { tunnel, reason });
+    }
+
+    fn remove_and_close(&mut self, id: TunnelId, reason: CloseReason) {
+        if let Some(i) = self.tunnels.iter().position(|t| t.id == id) {
+            self.tunnels.swap_remove(i);
+            self.close(id, reason);
+        }
+    }
+
+    /// Whether `peer` may be dialled now.
+    fn eligible(&self, peer: &P, now: Instant) -> bool {
+        !self.tunnels.iter().any(|t| t.peer == *peer) && !self.backoff.is_blocked(peer, now)
+    }
+
+    /// A uniformly random eligible candidate. Rejection sampling first (the
+    /// DB is usually much larger than the node's arity), then an exact
+    /// fallback over the eligible ones.
+    fn pick(&mut self, now: Instant) -> Option<P> {
+        if self.candidates.is_empty() {
+            return None;
+        }
+        for _ in 0..32 {
+            let i = self.rng.random_range(0..self.candidates.len());
+            if self.eligible(&self.candidates[i], now) {
+                return Some(self.candidates[i].clone());
+            }
+        }
+        let eligible: Vec<usize> = (0..self.candidates.len())
+            .filter(|&i| self.eligible(&self.candidates[i], now))
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        let i = eligible[self.rng.random_range(0..eligible.len())];
+        Some(self.candidates[i].clone())
+    }
+
+    /// Opens own tunnels until there are `k` (unless probes are out: their
+    /// outcome decides).
+    fn fill(&mut self, now: Instant) {
+        if self.probe_deadline.is_some() {
+            return;
+        }
+        let mut missing = self.config.outgoing.saturating_sub(self.own_count());
+        while missing > 0 {
+            let Some(peer) = self.pick(now) else { break };
+            self.open(peer, false);
+            missing -= 1;
+        }
+    }
+
+    /// The refresh of §3.2/§5.1: drain one own tunnel and replace it.
+    fn refresh(&mut self, now: Instant) {
+        if self.config.replacement == Replacement::Never
+            || self.probe_deadline.is_some()
+            || self.tunnels.iter().any(|t| t.state == TunnelState::Draining)
+        {
+            return;
+        }
+        let own: Vec<usize> = (0..self.tunnels.len())
+            .filter(|&i| self.tunnels[i].is_active_own() && self.tunnels[i].state == TunnelState::Up)
+            .collect();
+        // Only a node that has all its tunnels replaces one (re6stnet does
+        // the same): a node still filling up has nothing to optimise yet.
+        if own.is_empty() || own.len() < self.config.outgoing {
+            return;
+        }
+        let victim = match self.config.replacement {
+            Replacement::Random => own[self.rng.random_range(0..own.len())],
+            _ => self.least_used(&own),
+        };
+        let t = &mut self.tunnels[victim];
+        t.state = TunnelState::Draining;
+        t.drain_deadline = Some(now + self.config.drain_timeout);
+        self.stats.replaced += 1;
+        self.stats.replaced_destinations += u64::from(t.destinations);
+        let id = t.id;
+        self.actions.push_back(Action::Drain { tunnel: id });
+        if let Replacement::LeastUsedBestOf { probes } = self.config.replacement {
+            let mut opened = 0;
+            for _ in 0..probes {
+                let Some(peer) = self.pick(now) else { break };
+                self.open(peer, true);
+                opened += 1;
+            }
+            if opened > 0 {
+                self.probe_deadline = Some(now + self.config.probe_timeout);
+                return;
+            }
+        }
+        self.fill(now);
+    }
+
+    /// The own tunnel with the fewest destinations; ties: the highest RTT
+    /// (unknown counts as highest); remaining ties: a random one.
+    fn least_used(&mut self, own: &[usize]) -> usize {
+        let key = |t: &Tunnel<P>| (t.destinations, std::cmp::Reverse(t.rtt.unwrap_or(Duration::MAX)));
+        let best = own
+            .iter()
+            .map(|&i| key(&self.tunnels[i]))
+            .min()
+            .expect("own is not empty");
+        let ties: Vec<usize> = own
+            .iter()
+            .copied()
+            .filter(|&i| key(&self.tunnels[i]) == best)
+            .collect();
+        ties[self.rng.random_range(0..ties.len())]
+    }
+
+    /// Best-of-n: once no probe is still opening (or `force`, at the
+    /// deadline), keep the up probe with the lowest RTT and close the rest.
+    fn resolve_probes(&mut self, force: bool, now: Instant) {
+        if self.probe_deadline.is_none() {
+            return;
+        }
+        let pending = self
+            .tunnels
+            .iter()
+            .any(|t| t.probe && t.state == TunnelState::Opening);
+        if pending && !force {
+            return;
+        }
+        let winner = self
+            .tunnels
+            .iter()
+            .filter(|t| t.probe && t.state == TunnelState::Up)
+            .min_by_key(|t| (t.rtt.unwrap_or(Duration::MAX), t.id))
+            .map(|t| t.id);
+        let losers: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|t| t.probe && Some(t.id) != winner)
+            .map(|t| t.id)
+            .collect();
+        for id in losers {
+            self.remove_and_close(id, CloseReason::ProbeLost);
+        }
+        if let Some(id) = winner
+            && let Some(t) = self.find_mut(id)
+        {
+            t.probe = false;
+        }
+        self.probe_deadline = None;
+        self.fill(now);
+    }
+}

@@ -1,0 +1,137 @@
+//! Policy configuration: the network parameters that shape the overlay
+//! (`k`, the arity limit, the refresh period) and the timers of the policy.
+
+use std::time::Duration;
+
+/// How the tunnel replaced at each refresh is chosen, and what replaces it.
+///
+/// The report's rule (§5.1) is [`Replacement::LeastUsed`]. The others exist so
+/// that `re6st sim` can compare them on the same code the node runs; the
+/// measurements are in `docs/results.md` ("Beyond the report").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replacement {
+    /// Never replace a working tunnel: only failed or closed ones are
+    /// replaced. The network stays the random graph of §3.
+    Never,
+    /// §3.2: every refresh period replace a randomly chosen own tunnel.
+    Random,
+    /// §5.1 (the report's optimisation): replace the own tunnel through which
+    /// the fewest destinations are routed (ties: the highest RTT), by a tunnel
+    /// to a random peer.
+    LeastUsed,
+    /// As [`Replacement::LeastUsed`] for the victim, but the new peer is the
+    /// one with the lowest RTT among `probes` random peers: the policy opens
+    /// `probes` tunnels at once, keeps the fastest once they have all come up
+    /// (or failed, or `probe_timeout` passed) and closes the others before
+    /// they carry any route. Opening a QUIC connection measures its RTT, so
+    /// the node needs no other probe.
+    LeastUsedBestOf {
+        /// How many candidate tunnels are opened per refresh (at least 2).
+        probes: u8,
+    },
+}
+
+/// Parameters of [`super::Policy`]. `outgoing`, `max_tunnels` and `refresh`
+/// come from the network configuration signed by the registry; the rest are
+/// local timers with sane defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// `k`: how many tunnels this node opens itself (re6stnet's
+    /// `client_count`, default 10). 0 makes a node that only accepts.
+    pub outgoing: usize,
+    /// Maximum arity: tunnels in both directions together (default `3k`).
+    /// Incoming tunnels are refused once it is reached; own tunnels are
+    /// always kept at `outgoing`, so incoming ones are limited to
+    /// `max_tunnels - outgoing`.
+    pub max_tunnels: usize,
+    /// Refresh period (re6stnet's `tunnel_refresh`, default 300 s).
+    pub refresh: Duration,
+    /// How the refresh chooses what to replace.
+    pub replacement: Replacement,
+    /// First back-off after a peer failed or refused; it doubles at each
+    /// further failure up to `backoff_max`, and a working tunnel resets it.
+    pub backoff_min: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+    /// Longest time a draining tunnel waits for its routes to move away
+    /// before it is closed anyway (re6stnet waits at most 2 × 4 × hello).
+    pub drain_timeout: Duration,
+    /// With [`Replacement::LeastUsedBestOf`]: how long to wait for all
+    /// probes before choosing among those that are up.
+    pub probe_timeout: Duration,
+}
+
+impl PolicyConfig {
+    /// The network defaults with `k` own tunnels and a maximum arity of `3k`.
+    pub fn with_k(outgoing: usize) -> Self {
+        PolicyConfig {
+            outgoing,
+            max_tunnels: 3 * outgoing,
+            ..PolicyConfig::default()
+        }
+    }
+
+    /// Checks the invariants [`super::Policy::new`] relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_tunnels < self.outgoing {
+            return Err(ConfigError::MaxBelowOutgoing {
+                max_tunnels: self.max_tunnels,
+                outgoing: self.outgoing,
+            });
+        }
+        if self.refresh.is_zero() {
+            return Err(ConfigError::ZeroDuration("refresh"));
+        }
+        if self.backoff_min.is_zero() {
+            return Err(ConfigError::ZeroDuration("backoff_min"));
+        }
+        if self.backoff_max < self.backoff_min {
+            return Err(ConfigError::BackoffRange);
+        }
+        if let Replacement::LeastUsedBestOf { probes } = self.replacement
+            && probes < 2
+        {
+            return Err(ConfigError::TooFewProbes(probes));
+        }
+        Ok(())
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            outgoing: 10,
+            max_tunnels: 30,
+            refresh: Duration::from_secs(300),
+            replacement: Replacement::LeastUsed,
+            backoff_min: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+            drain_timeout: Duration::from_secs(120),
+            probe_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A [`PolicyConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The maximum arity must leave room for the node's own tunnels.
+    #[error("max_tunnels ({max_tunnels}) is below the number of own tunnels ({outgoing})")]
+    MaxBelowOutgoing {
+        /// The configured maximum arity.
+        max_tunnels: usize,
+        /// The configured `k`.
+        outgoing: usize,
+    },
+    /// A period that must be positive is zero.
+    #[error("{0} must not be zero")]
+    ZeroDuration(&'static str),
+    /// `backoff_max` is below `backoff_min`.
+    #[error("backoff_max is below backoff_min")]
+    BackoffRange,
+    /// Best-of-n replacement needs at least two probes to choose from.
+    #[error("LeastUsedBestOf needs at least 2 probes, got {0}")]
+    TooFewProbes(u8),
+}

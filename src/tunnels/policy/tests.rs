@@ -1,0 +1,381 @@
+//! The policy alone, with a fake clock: time is a base `Instant` plus what
+//! each test adds; nothing sleeps.
+
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+use super::*;
+
+type P = Policy<u32, Xoshiro256PlusPlus>;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn config(k: usize) -> PolicyConfig {
+    PolicyConfig {
+        refresh: secs(10),
+        backoff_min: secs(2),
+        backoff_max: secs(16),
+        drain_timeout: secs(5),
+        probe_timeout: secs(3),
+        ..PolicyConfig::with_k(k)
+    }
+}
+
+fn policy(me: u32, config: PolicyConfig, t0: Instant) -> P {
+    Policy::new(me, config, Xoshiro256PlusPlus::seed_from_u64(7), t0).expect("valid config")
+}
+
+fn actions(p: &mut P) -> Vec<Action<u32>> {
+    std::iter::from_fn(|| p.poll_action()).collect()
+}
+
+/// The `Open` actions, as (tunnel, peer).
+fn opens(actions: &[Action<u32>]) -> Vec<(TunnelId, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Open { tunnel, peer } => Some((*tunnel, *peer)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Brings every pending open up, with the RTT `rtt(peer)`.
+fn bring_up(p: &mut P, opened: &[(TunnelId, u32)], rtt: impl Fn(u32) -> u64, now: Instant) {
+    for &(t, peer) in opened {
+        p.handle_tunnel_up(t, Some(Duration::from_millis(rtt(peer))), now);
+    }
+}
+
+#[test]
+fn opens_k_distinct_random_peers_and_no_more() {
+    let t0 = Instant::now();
+    let mut p = policy(0, config(10), t0);
+    p.handle_candidates(0..100, t0);
+    let opened = opens(&actions(&mut p));
+    assert_eq!(opened.len(), 10);
+    let mut peers: Vec<u32> = opened.iter().map(|o| o.1).collect();
+    peers.sort();
+    peers.dedup();
+    assert_eq!(peers.len(), 10, "never two tunnels to one node");
+    assert!(!peers.contains(&0), "never to itself");
+    // A new DB does not open more once k are pending or up.
+    p.handle_candidates(0..200, t0);
+    assert!(actions(&mut p).is_empty());
+    bring_up(&mut p, &opened, |_| 10, t0);
+    assert_eq!(p.own_count(), 10);
+}
+
+#[test]
+fn few_candidates_open_what_exists() {
+    let t0 = Instant::now();
+    let mut p = policy(5, config(10), t0);
+    p.handle_candidates([5, 1, 2, 2, 3], t0);
+    let mut peers: Vec<u32> = opens(&actions(&mut p)).iter().map(|o| o.1).collect();
+    peers.sort();
+    assert_eq!(peers, vec![1, 2, 3]);
+}
+
+#[test]
+fn accepts_incoming_up_to_3k_then_refuses_with_reason() {
+    let t0 = Instant::now();
+    let mut p = policy(0, config(10), t0);
+    p.handle_candidates(1..=10, t0);
+    let opened = opens(&actions(&mut p));
+    bring_up(&mut p, &opened, |_| 10, t0);
+    // 10 own + 20 incoming = 30 = 3k.
+    for peer in 100..120 {
+        assert!(p.handle_incoming(peer, t0).is_ok(), "peer {peer}");
+    }
+    assert_eq!(p.tunnel_count(), 30);
+    assert_eq!(
+        p.handle_incoming(500, t0),
+        Err(Refusal::Full {
+            tunnels: 30,
+            max: 30
+        })
+    );
+    assert_eq!(p.handle_incoming(0, t0), Err(Refusal::Loopback));
+    assert_eq!(p.stats().refused_full, 1);
+    assert_eq!(p.tunnel_count(), 30);
+}
+
+#[test]
+fn refused_dialler_tries_another_peer_and_backs_off_exponentially() {
+    let t0 = Instant::now();
+    // A long refresh period, so that poll_timeout shows the back-off.
+    let mut p = policy(0, PolicyConfig { refresh: secs(1000), ..config(1) }, t0);
+    p.handle_candidates([1, 2], t0);
+    let (t, first) = opens(&actions(&mut p))[0];
+    let full = Failure::Refused(Refusal::Full { tunnels: 3, max: 3 });
+    p.handle_tunnel_failed(t, full, t0);
+    let (t, second) = opens(&actions(&mut p))[0];
+    assert_ne!(first, second, "the refusing peer is not dialled again at once");
+    // The other one fails too: nobody is eligible until a back-off ends.
+    p.handle_tunnel_failed(t, Failure::Unreachable, t0);
+    assert!(actions(&mut p).is_empty());
+    assert_eq!(p.poll_timeout(), Some(t0 + secs(2)), "back-off of 2 s");
+    // At expiry one of them is dialled again.
+    p.handle_timeout(t0 + secs(2));
+    let (t, again) = opens(&actions(&mut p))[0];
+    // Keep only `again` in the DB, so that each dial below is to it.
+    p.handle_candidates([again], t0 + secs(2));
+    assert!(actions(&mut p).is_empty());
+    // It fails again: its delay doubles to 4, then 8, 16, and stays at 16.
+    let mut now = t0 + secs(2);
+    let mut t = t;
+    for expected in [4, 8, 16, 16] {
+        p.handle_tunnel_failed(t, Failure::Unreachable, now);
+        assert_eq!(p.backoff.delay_of(&again), Some(secs(expected)));
+        assert!(actions(&mut p).is_empty(), "blocked until the back-off ends");
+        assert_eq!(p.poll_timeout(), Some(now + secs(expected)));
+        now += secs(expected);
+        p.handle_timeout(now);
+        let o = opens(&actions(&mut p));
+        assert_eq!(o.len(), 1);
+        t = o[0].0;
+    }
+    // Success resets the back-off.
+    p.handle_tunnel_up(t, None, now);
+    assert_eq!(p.backoff.delay_of(&again), None);
+    assert_eq!(p.stats().failed, 6);
+}
+
+/// Two policies dial each other at the same time: both keep the tunnel
+/// opened by the smaller serial, whatever the order of the messages.
+#[test]
+fn crossing_tunnels_keep_the_one_of_the_smaller_serial() {
+    for a_first in [true, false] {
+        let t0 = Instant::now();
+        let mut a = policy(3, config(1), t0);
+        let mut b = policy(8, config(1), t0);
+        a.handle_candidates([8], t0);
+        b.handle_candidates([3], t0);
+        let (ta, _) = opens(&actions(&mut a))[0];
+        let (tb, _) = opens(&actions(&mut b))[0];
+        // Each dial reaches the other side while its own dial is pending.
+        let (at_b, at_a) = if a_first {
+            let at_b = b.handle_incoming(3, t0);
+            (at_b, a.handle_incoming(8, t0))
+        } else {
+            let at_a = a.handle_incoming(8, t0);
+            (b.handle_incoming(3, t0), at_a)
+        };
+        // a (serial 3) wins: b accepts a's tunnel and cancels its own;
+        // a refuses b's.
+        assert_eq!(at_a, Err(Refusal::Duplicate));
+        let tb_in = at_b.expect("b accepts the smaller serial's tunnel");
+        assert!(actions(&mut b).contains(&Action::Close {
+            tunnel: tb,
+            reason: CloseReason::Duplicate
+        }));
+        a.handle_tunnel_up(ta, None, t0);
+        // b's dial comes back refused; b has nobody else to dial.
+        b.handle_tunnel_failed(tb, Failure::Refused(Refusal::Duplicate), t0);
+        assert!(opens(&actions(&mut b)).is_empty());
+        let a_view: Vec<_> = a.tunnels().collect();
+        let b_view: Vec<_> = b.tunnels().collect();
+        assert_eq!(a_view.len(), 1);
+        assert_eq!(b_view.len(), 1);
+        assert_eq!((a_view[0].peer, a_view[0].direction), (8, Direction::Outgoing));
+        assert_eq!((b_view[0].peer, b_view[0].direction), (3, Direction::Incoming));
+        assert_eq!(b_view[0].id, tb_in);
+    }
+}
+
+#[test]
+fn a_peer_dialling_again_supersedes_its_old_tunnel() {
+    let t0 = Instant::now();
+    let mut p = policy(0, PolicyConfig { max_tunnels: 3, ..config(0) }, t0);
+    let old = p.handle_incoming(4, t0).expect("accepted");
+    let new = p.handle_incoming(4, t0 + secs(1)).expect("accepted again");
+    assert_ne!(old, new);
+    assert_eq!(
+        actions(&mut p),
+        vec![Action::Close {
+            tunnel: old,
+            reason: CloseReason::Superseded
+        }]
+    );
+    assert_eq!(p.tunnel_count(), 1);
+}
+
+/// Sets up a node with own tunnels to 1..=k, all up, and the given route
+/// counts and RTTs (ms) per peer.
+fn optimising(k: u32, routes: &[u32], rtts: &[u64], replacement: Replacement) -> (P, Vec<(TunnelId, u32)>, Instant) {
+    let t0 = Instant::now();
+    let mut p = policy(0, PolicyConfig { replacement, ..config(k as usize) }, t0);
+    p.handle_candidates(1..=k, t0);
+    let mut opened = opens(&actions(&mut p));
+    opened.sort_by_key(|o| o.1);
+    bring_up(&mut p, &opened, |peer| rtts[peer as usize - 1], t0);
+    p.handle_routes(opened.iter().map(|&(t, peer)| (t, routes[peer as usize - 1])), t0);
+    // More peers in the DB for the replacements.
+    p.handle_candidates(1..=k + 50, t0);
+    assert!(actions(&mut p).is_empty());
+    (p, opened, t0)
+}
+
+#[test]
+fn refresh_drains_the_least_used_tunnel_ties_by_highest_rtt_then_closes_it() {
+    let (mut p, opened, t0) = optimising(4, &[7, 1, 1, 3], &[10, 20, 50, 5], Replacement::LeastUsed);
+    assert_eq!(p.poll_timeout(), Some(t0 + secs(10)));
+    p.handle_timeout(t0 + secs(9));
+    assert!(actions(&mut p).is_empty(), "not before the refresh period");
+    let now = t0 + secs(10);
+    p.handle_timeout(now);
+    let a = actions(&mut p);
+    let victim = opened[2].0; // peer 3: 1 destination, 50 ms
+    assert_eq!(a[0], Action::Drain { tunnel: victim });
+    // Make before break: the replacement is dialled as the drain starts.
+    let new = opens(&a);
+    assert_eq!(new.len(), 1);
+    assert!(new[0].1 > 4, "a new peer, not one we have");
+    assert_eq!(p.stats().replaced_destinations, 1);
+    // Staged: still open while a route uses it.
+    p.handle_routes([(victim, 1)], now + secs(1));
+    assert!(actions(&mut p).is_empty());
+    assert_eq!(p.tunnel(victim).map(|t| t.state), Some(TunnelState::Draining));
+    // Routes moved away: closed.
+    p.handle_routes([(opened[0].0, 8)], now + secs(2));
+    assert_eq!(
+        actions(&mut p),
+        vec![Action::Close {
+            tunnel: victim,
+            reason: CloseReason::Replaced
+        }]
+    );
+    assert!(p.tunnel(victim).is_none());
+}
+
+#[test]
+fn a_drain_that_never_ends_is_closed_at_its_deadline() {
+    let (mut p, opened, t0) = optimising(3, &[4, 0, 9], &[10, 10, 10], Replacement::LeastUsed);
+    let now = t0 + secs(10);
+    p.handle_timeout(now);
+    let victim = opened[1].0;
+    assert_eq!(actions(&mut p)[0], Action::Drain { tunnel: victim });
+    p.handle_routes([(victim, 2)], now);
+    assert_eq!(p.poll_timeout(), Some(now + secs(5)));
+    p.handle_timeout(now + secs(5));
+    assert!(actions(&mut p).contains(&Action::Close {
+        tunnel: victim,
+        reason: CloseReason::Replaced
+    }));
+}
+
+#[test]
+fn no_refresh_while_short_of_k_or_with_never() {
+    let (mut p, opened, t0) = optimising(3, &[1, 2, 3], &[1, 1, 1], Replacement::Never);
+    assert_eq!(p.poll_timeout(), None);
+    p.handle_timeout(t0 + secs(100));
+    assert!(actions(&mut p).is_empty());
+
+    let (mut p, opened2, t0) = optimising(3, &[1, 2, 3], &[1, 1, 1], Replacement::LeastUsed);
+    let _ = opened;
+    // One own tunnel is lost: it is replaced at once, and the refresh waits
+    // until the replacement is up.
+    p.handle_tunnel_closed(opened2[0].0, t0);
+    let new = opens(&actions(&mut p));
+    assert_eq!(new.len(), 1);
+    p.handle_timeout(t0 + secs(10));
+    assert!(actions(&mut p).is_empty());
+    p.handle_tunnel_up(new[0].0, None, t0 + secs(11));
+    p.handle_timeout(t0 + secs(20));
+    assert!(matches!(actions(&mut p)[0], Action::Drain { .. }));
+}
+
+#[test]
+fn best_of_keeps_the_fastest_probe() {
+    let (mut p, _opened, t0) =
+        optimising(3, &[5, 0, 5], &[10, 10, 10], Replacement::LeastUsedBestOf { probes: 3 });
+    let now = t0 + secs(10);
+    p.handle_timeout(now);
+    let a = actions(&mut p);
+    assert!(matches!(a[0], Action::Drain { .. }));
+    let probes = opens(&a);
+    assert_eq!(probes.len(), 3);
+    // The policy waits for all of them.
+    p.handle_tunnel_up(probes[0].0, Some(Duration::from_millis(80)), now);
+    p.handle_tunnel_up(probes[1].0, Some(Duration::from_millis(20)), now);
+    assert!(actions(&mut p).is_empty());
+    p.handle_tunnel_failed(probes[2].0, Failure::Unreachable, now);
+    assert_eq!(
+        actions(&mut p),
+        vec![Action::Close {
+            tunnel: probes[0].0,
+            reason: CloseReason::ProbeLost
+        }]
+    );
+    assert_eq!(p.own_count(), 3);
+    assert_eq!(p.tunnel(probes[1].0).map(|t| t.peer), Some(probes[1].1));
+}
+
+#[test]
+fn best_of_decides_at_the_probe_deadline() {
+    let (mut p, _opened, t0) =
+        optimising(2, &[5, 0], &[10, 10], Replacement::LeastUsedBestOf { probes: 2 });
+    let now = t0 + secs(10);
+    p.handle_timeout(now);
+    let probes = opens(&actions(&mut p));
+    p.handle_tunnel_up(probes[1].0, Some(Duration::from_millis(90)), now);
+    assert_eq!(p.poll_timeout(), Some(now + secs(3)));
+    p.handle_timeout(now + secs(3));
+    let a = actions(&mut p);
+    assert!(a.contains(&Action::Close {
+        tunnel: probes[0].0,
+        reason: CloseReason::ProbeLost
+    }));
+    assert!(p.tunnel(probes[1].0).is_some());
+}
+
+#[test]
+fn random_replacement_picks_among_own_tunnels_only() {
+    let (mut p, opened, t0) = optimising(3, &[9, 9, 9], &[1, 1, 1], Replacement::Random);
+    p.handle_incoming(99, t0).expect("accepted");
+    p.handle_timeout(t0 + secs(10));
+    let a = actions(&mut p);
+    let Action::Drain { tunnel } = a[0] else {
+        panic!("expected a drain, got {a:?}")
+    };
+    assert!(opened.iter().any(|o| o.0 == tunnel));
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let t0 = Instant::now();
+    let rng = || Xoshiro256PlusPlus::seed_from_u64(1);
+    let bad = PolicyConfig {
+        max_tunnels: 5,
+        ..PolicyConfig::with_k(10)
+    };
+    assert!(matches!(
+        Policy::new(0u32, bad, rng(), t0),
+        Err(ConfigError::MaxBelowOutgoing { .. })
+    ));
+    let bad = PolicyConfig {
+        replacement: Replacement::LeastUsedBestOf { probes: 1 },
+        ..PolicyConfig::default()
+    };
+    assert!(Policy::new(0u32, bad, rng(), t0).is_err());
+    let bad = PolicyConfig {
+        refresh: Duration::ZERO,
+        ..PolicyConfig::default()
+    };
+    assert!(Policy::new(0u32, bad, rng(), t0).is_err());
+}
+
+#[test]
+fn events_for_unknown_tunnels_are_ignored_and_counted() {
+    let t0 = Instant::now();
+    let mut p = policy(0, config(1), t0);
+    p.handle_tunnel_up(TunnelId(42), None, t0);
+    p.handle_tunnel_failed(TunnelId(43), Failure::Unreachable, t0);
+    p.handle_tunnel_closed(TunnelId(44), t0);
+    assert_eq!(p.stats().unknown_tunnel, 3);
+    assert_eq!(p.tunnel_count(), 0);
+}
