@@ -3,6 +3,9 @@
 
 pub mod policy;
 
+// Part of the API is for the node's driver (issue 7), which is not written
+// yet; the simulator uses the rest.
+#[allow(unused_imports)]
 pub use policy::{
     Action, CloseReason, ConfigError, Direction, Failure, PeerId, Policy, PolicyConfig,
     PolicyStats, Refusal, Replacement, TunnelId, TunnelInfo, TunnelState,

@@ -6,9 +6,10 @@
 //!
 //! # What it does (report §3.2, §4.5, §5.1; issue 7)
 //! - keeps `k` own (outgoing) tunnels to random peers of the peer DB;
-//! - accepts incoming tunnels while the node has fewer than `max_tunnels`
-//!   (3k) tunnels in total, and refuses the others with a [`Refusal`]; the
-//!   dialler then tries another peer;
+//! - accepts incoming tunnels while it has fewer than `max_tunnels - k`
+//!   (2k) of them, so that its arity stays at most `max_tunnels` (3k), and
+//!   refuses the others with a [`Refusal`]; the dialler then tries another
+//!   peer;
 //! - never keeps two tunnels to the same node: when two nodes dial each other,
 //!   both keep the tunnel opened by the node with the smaller certificate
 //!   serial (the [`PeerId`] order);
@@ -111,6 +112,9 @@ pub struct Policy<P: PeerId, R = StdRng> {
     stats: PolicyStats,
 }
 
+// Getters and inputs that only the node's driver (issue 7, not written yet)
+// calls are kept: they are the driver's API and are tested here.
+#[allow(dead_code)]
 impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     /// A policy for node `me`. The first refresh is one period after `now`.
     pub fn new(me: P, config: PolicyConfig, rng: R, now: Instant) -> Result<Self, ConfigError> {
@@ -164,6 +168,14 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         self.tunnels.len()
     }
 
+    /// Number of tunnels opened by peers.
+    pub fn incoming_count(&self) -> usize {
+        self.tunnels
+            .iter()
+            .filter(|t| t.direction == Direction::Incoming)
+            .count()
+    }
+
     /// Number of own tunnels that count toward `k` (opening or up, not
     /// draining, not probes).
     pub fn own_count(&self) -> usize {
@@ -201,7 +213,7 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
                 // has lost that one (restart, new address); keep the new one.
                 Direction::Incoming => {
                     let old = self.tunnels.swap_remove(i);
-                    self.close(old.id, CloseReason::Superseded);
+                    self.close(old, CloseReason::Superseded);
                 }
                 Direction::Outgoing => {
                     if existing.state == TunnelState::Draining || self.me < peer {
@@ -212,16 +224,20 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
                     // The peer has the smaller serial: its tunnel survives.
                     let old = self.tunnels.swap_remove(i);
                     self.stats.duplicates_closed += 1;
-                    self.close(old.id, CloseReason::Duplicate);
+                    let was_probe = old.probe;
+                    self.close(old, CloseReason::Duplicate);
                     let id = self.accept(peer);
-                    if old.probe {
+                    if was_probe {
                         self.resolve_probes(false, now);
                     }
                     self.fill(now);
                     return Ok(id);
                 }
             }
-        } else if self.tunnels.len() >= self.config.max_tunnels {
+        } else if self.incoming_count() >= self.config.max_tunnels - self.config.outgoing {
+            // Room is kept for the node's own `k` (the report's simulator
+            // does the same), so that arity never exceeds the maximum, even
+            // for a node that accepted tunnels before opening its own.
             self.stats.refused_full += 1;
             return Err(Refusal::Full {
                 tunnels: self.tunnels.len(),
@@ -293,7 +309,11 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     /// The number of destinations routed through each tunnel, from the
     /// routing table (Babel's selected routes per neighbour). Tunnels not
     /// listed route none. A draining tunnel that routes none is closed.
-    pub fn handle_routes(&mut self, counts: impl IntoIterator<Item = (TunnelId, u32)>, now: Instant) {
+    pub fn handle_routes(
+        &mut self,
+        counts: impl IntoIterator<Item = (TunnelId, u32)>,
+        now: Instant,
+    ) {
         self.now = now;
         for t in &mut self.tunnels {
             t.destinations = 0;
@@ -358,8 +378,7 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     /// When [`Policy::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let refresh =
-            (self.config.replacement != Replacement::Never).then_some(self.next_refresh);
+        let refresh = (self.config.replacement != Replacement::Never).then_some(self.next_refresh);
         let drains = self.tunnels.iter().filter_map(|t| t.drain_deadline);
         let backoff = if self.own_count() < self.config.outgoing {
             self.backoff.next_release(self.now)
@@ -433,14 +452,18 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         self.actions.push_back(Action::Open { tunnel: id, peer });
     }
 
-    fn close(&mut self, tunnel: TunnelId, reason: CloseReason) {
-        self.actions.push_back(Action::Close { tunnel, reason });
+    fn close(&mut self, tunnel: Tunnel<P>, reason: CloseReason) {
+        self.actions.push_back(Action::Close {
+            tunnel: tunnel.id,
+            peer: tunnel.peer,
+            reason,
+        });
     }
 
     fn remove_and_close(&mut self, id: TunnelId, reason: CloseReason) {
         if let Some(i) = self.tunnels.iter().position(|t| t.id == id) {
-            self.tunnels.swap_remove(i);
-            self.close(id, reason);
+            let t = self.tunnels.swap_remove(i);
+            self.close(t, reason);
         }
     }
 
@@ -490,12 +513,17 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     fn refresh(&mut self, now: Instant) {
         if self.config.replacement == Replacement::Never
             || self.probe_deadline.is_some()
-            || self.tunnels.iter().any(|t| t.state == TunnelState::Draining)
+            || self
+                .tunnels
+                .iter()
+                .any(|t| t.state == TunnelState::Draining)
         {
             return;
         }
         let own: Vec<usize> = (0..self.tunnels.len())
-            .filter(|&i| self.tunnels[i].is_active_own() && self.tunnels[i].state == TunnelState::Up)
+            .filter(|&i| {
+                self.tunnels[i].is_active_own() && self.tunnels[i].state == TunnelState::Up
+            })
             .collect();
         // Only a node that has all its tunnels replaces one (re6stnet does
         // the same): a node still filling up has nothing to optimise yet.
@@ -511,8 +539,8 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         t.drain_deadline = Some(now + self.config.drain_timeout);
         self.stats.replaced += 1;
         self.stats.replaced_destinations += u64::from(t.destinations);
-        let id = t.id;
-        self.actions.push_back(Action::Drain { tunnel: id });
+        let (id, peer) = (t.id, t.peer.clone());
+        self.actions.push_back(Action::Drain { tunnel: id, peer });
         if let Replacement::LeastUsedBestOf { probes } = self.config.replacement {
             let mut opened = 0;
             for _ in 0..probes {
@@ -531,7 +559,12 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     /// The own tunnel with the fewest destinations; ties: the highest RTT
     /// (unknown counts as highest); remaining ties: a random one.
     fn least_used(&mut self, own: &[usize]) -> usize {
-        let key = |t: &Tunnel<P>| (t.destinations, std::cmp::Reverse(t.rtt.unwrap_or(Duration::MAX)));
+        let key = |t: &Tunnel<P>| {
+            (
+                t.destinations,
+                std::cmp::Reverse(t.rtt.unwrap_or(Duration::MAX)),
+            )
+        };
         let best = own
             .iter()
             .map(|&i| key(&self.tunnels[i]))

@@ -41,9 +41,9 @@ pub struct PolicyConfig {
     /// `client_count`, default 10). 0 makes a node that only accepts.
     pub outgoing: usize,
     /// Maximum arity: tunnels in both directions together (default `3k`).
-    /// Incoming tunnels are refused once it is reached; own tunnels are
-    /// always kept at `outgoing`, so incoming ones are limited to
-    /// `max_tunnels - outgoing`.
+    /// Incoming tunnels are refused once there are `max_tunnels - outgoing`
+    /// of them, which keeps room for the node's own `k` (a refresh may
+    /// exceed the maximum by one while its drain runs).
     pub max_tunnels: usize,
     /// Refresh period (re6stnet's `tunnel_refresh`, default 300 s).
     pub refresh: Duration,

@@ -108,13 +108,23 @@ fn accepts_incoming_up_to_3k_then_refuses_with_reason() {
 fn refused_dialler_tries_another_peer_and_backs_off_exponentially() {
     let t0 = Instant::now();
     // A long refresh period, so that poll_timeout shows the back-off.
-    let mut p = policy(0, PolicyConfig { refresh: secs(1000), ..config(1) }, t0);
+    let mut p = policy(
+        0,
+        PolicyConfig {
+            refresh: secs(1000),
+            ..config(1)
+        },
+        t0,
+    );
     p.handle_candidates([1, 2], t0);
     let (t, first) = opens(&actions(&mut p))[0];
     let full = Failure::Refused(Refusal::Full { tunnels: 3, max: 3 });
     p.handle_tunnel_failed(t, full, t0);
     let (t, second) = opens(&actions(&mut p))[0];
-    assert_ne!(first, second, "the refusing peer is not dialled again at once");
+    assert_ne!(
+        first, second,
+        "the refusing peer is not dialled again at once"
+    );
     // The other one fails too: nobody is eligible until a back-off ends.
     p.handle_tunnel_failed(t, Failure::Unreachable, t0);
     assert!(actions(&mut p).is_empty());
@@ -131,7 +141,10 @@ fn refused_dialler_tries_another_peer_and_backs_off_exponentially() {
     for expected in [4, 8, 16, 16] {
         p.handle_tunnel_failed(t, Failure::Unreachable, now);
         assert_eq!(p.backoff.delay_of(&again), Some(secs(expected)));
-        assert!(actions(&mut p).is_empty(), "blocked until the back-off ends");
+        assert!(
+            actions(&mut p).is_empty(),
+            "blocked until the back-off ends"
+        );
         assert_eq!(p.poll_timeout(), Some(now + secs(expected)));
         now += secs(expected);
         p.handle_timeout(now);
@@ -171,6 +184,7 @@ fn crossing_tunnels_keep_the_one_of_the_smaller_serial() {
         let tb_in = at_b.expect("b accepts the smaller serial's tunnel");
         assert!(actions(&mut b).contains(&Action::Close {
             tunnel: tb,
+            peer: 3,
             reason: CloseReason::Duplicate
         }));
         a.handle_tunnel_up(ta, None, t0);
@@ -181,8 +195,14 @@ fn crossing_tunnels_keep_the_one_of_the_smaller_serial() {
         let b_view: Vec<_> = b.tunnels().collect();
         assert_eq!(a_view.len(), 1);
         assert_eq!(b_view.len(), 1);
-        assert_eq!((a_view[0].peer, a_view[0].direction), (8, Direction::Outgoing));
-        assert_eq!((b_view[0].peer, b_view[0].direction), (3, Direction::Incoming));
+        assert_eq!(
+            (a_view[0].peer, a_view[0].direction),
+            (8, Direction::Outgoing)
+        );
+        assert_eq!(
+            (b_view[0].peer, b_view[0].direction),
+            (3, Direction::Incoming)
+        );
         assert_eq!(b_view[0].id, tb_in);
     }
 }
@@ -190,7 +210,14 @@ fn crossing_tunnels_keep_the_one_of_the_smaller_serial() {
 #[test]
 fn a_peer_dialling_again_supersedes_its_old_tunnel() {
     let t0 = Instant::now();
-    let mut p = policy(0, PolicyConfig { max_tunnels: 3, ..config(0) }, t0);
+    let mut p = policy(
+        0,
+        PolicyConfig {
+            max_tunnels: 3,
+            ..config(0)
+        },
+        t0,
+    );
     let old = p.handle_incoming(4, t0).expect("accepted");
     let new = p.handle_incoming(4, t0 + secs(1)).expect("accepted again");
     assert_ne!(old, new);
@@ -198,6 +225,7 @@ fn a_peer_dialling_again_supersedes_its_old_tunnel() {
         actions(&mut p),
         vec![Action::Close {
             tunnel: old,
+            peer: 4,
             reason: CloseReason::Superseded
         }]
     );
@@ -206,14 +234,31 @@ fn a_peer_dialling_again_supersedes_its_old_tunnel() {
 
 /// Sets up a node with own tunnels to 1..=k, all up, and the given route
 /// counts and RTTs (ms) per peer.
-fn optimising(k: u32, routes: &[u32], rtts: &[u64], replacement: Replacement) -> (P, Vec<(TunnelId, u32)>, Instant) {
+fn optimising(
+    k: u32,
+    routes: &[u32],
+    rtts: &[u64],
+    replacement: Replacement,
+) -> (P, Vec<(TunnelId, u32)>, Instant) {
     let t0 = Instant::now();
-    let mut p = policy(0, PolicyConfig { replacement, ..config(k as usize) }, t0);
+    let mut p = policy(
+        0,
+        PolicyConfig {
+            replacement,
+            ..config(k as usize)
+        },
+        t0,
+    );
     p.handle_candidates(1..=k, t0);
     let mut opened = opens(&actions(&mut p));
     opened.sort_by_key(|o| o.1);
     bring_up(&mut p, &opened, |peer| rtts[peer as usize - 1], t0);
-    p.handle_routes(opened.iter().map(|&(t, peer)| (t, routes[peer as usize - 1])), t0);
+    p.handle_routes(
+        opened
+            .iter()
+            .map(|&(t, peer)| (t, routes[peer as usize - 1])),
+        t0,
+    );
     // More peers in the DB for the replacements.
     p.handle_candidates(1..=k + 50, t0);
     assert!(actions(&mut p).is_empty());
@@ -222,7 +267,8 @@ fn optimising(k: u32, routes: &[u32], rtts: &[u64], replacement: Replacement) ->
 
 #[test]
 fn refresh_drains_the_least_used_tunnel_ties_by_highest_rtt_then_closes_it() {
-    let (mut p, opened, t0) = optimising(4, &[7, 1, 1, 3], &[10, 20, 50, 5], Replacement::LeastUsed);
+    let (mut p, opened, t0) =
+        optimising(4, &[7, 1, 1, 3], &[10, 20, 50, 5], Replacement::LeastUsed);
     assert_eq!(p.poll_timeout(), Some(t0 + secs(10)));
     p.handle_timeout(t0 + secs(9));
     assert!(actions(&mut p).is_empty(), "not before the refresh period");
@@ -230,7 +276,13 @@ fn refresh_drains_the_least_used_tunnel_ties_by_highest_rtt_then_closes_it() {
     p.handle_timeout(now);
     let a = actions(&mut p);
     let victim = opened[2].0; // peer 3: 1 destination, 50 ms
-    assert_eq!(a[0], Action::Drain { tunnel: victim });
+    assert_eq!(
+        a[0],
+        Action::Drain {
+            tunnel: victim,
+            peer: 3
+        }
+    );
     // Make before break: the replacement is dialled as the drain starts.
     let new = opens(&a);
     assert_eq!(new.len(), 1);
@@ -239,13 +291,17 @@ fn refresh_drains_the_least_used_tunnel_ties_by_highest_rtt_then_closes_it() {
     // Staged: still open while a route uses it.
     p.handle_routes([(victim, 1)], now + secs(1));
     assert!(actions(&mut p).is_empty());
-    assert_eq!(p.tunnel(victim).map(|t| t.state), Some(TunnelState::Draining));
+    assert_eq!(
+        p.tunnel(victim).map(|t| t.state),
+        Some(TunnelState::Draining)
+    );
     // Routes moved away: closed.
     p.handle_routes([(opened[0].0, 8)], now + secs(2));
     assert_eq!(
         actions(&mut p),
         vec![Action::Close {
             tunnel: victim,
+            peer: 3,
             reason: CloseReason::Replaced
         }]
     );
@@ -258,12 +314,19 @@ fn a_drain_that_never_ends_is_closed_at_its_deadline() {
     let now = t0 + secs(10);
     p.handle_timeout(now);
     let victim = opened[1].0;
-    assert_eq!(actions(&mut p)[0], Action::Drain { tunnel: victim });
+    assert_eq!(
+        actions(&mut p)[0],
+        Action::Drain {
+            tunnel: victim,
+            peer: 2
+        }
+    );
     p.handle_routes([(victim, 2)], now);
     assert_eq!(p.poll_timeout(), Some(now + secs(5)));
     p.handle_timeout(now + secs(5));
     assert!(actions(&mut p).contains(&Action::Close {
         tunnel: victim,
+        peer: 2,
         reason: CloseReason::Replaced
     }));
 }
@@ -291,8 +354,12 @@ fn no_refresh_while_short_of_k_or_with_never() {
 
 #[test]
 fn best_of_keeps_the_fastest_probe() {
-    let (mut p, _opened, t0) =
-        optimising(3, &[5, 0, 5], &[10, 10, 10], Replacement::LeastUsedBestOf { probes: 3 });
+    let (mut p, _opened, t0) = optimising(
+        3,
+        &[5, 0, 5],
+        &[10, 10, 10],
+        Replacement::LeastUsedBestOf { probes: 3 },
+    );
     let now = t0 + secs(10);
     p.handle_timeout(now);
     let a = actions(&mut p);
@@ -308,6 +375,7 @@ fn best_of_keeps_the_fastest_probe() {
         actions(&mut p),
         vec![Action::Close {
             tunnel: probes[0].0,
+            peer: probes[0].1,
             reason: CloseReason::ProbeLost
         }]
     );
@@ -317,8 +385,12 @@ fn best_of_keeps_the_fastest_probe() {
 
 #[test]
 fn best_of_decides_at_the_probe_deadline() {
-    let (mut p, _opened, t0) =
-        optimising(2, &[5, 0], &[10, 10], Replacement::LeastUsedBestOf { probes: 2 });
+    let (mut p, _opened, t0) = optimising(
+        2,
+        &[5, 0],
+        &[10, 10],
+        Replacement::LeastUsedBestOf { probes: 2 },
+    );
     let now = t0 + secs(10);
     p.handle_timeout(now);
     let probes = opens(&actions(&mut p));
@@ -328,6 +400,7 @@ fn best_of_decides_at_the_probe_deadline() {
     let a = actions(&mut p);
     assert!(a.contains(&Action::Close {
         tunnel: probes[0].0,
+        peer: probes[0].1,
         reason: CloseReason::ProbeLost
     }));
     assert!(p.tunnel(probes[1].0).is_some());
@@ -339,7 +412,7 @@ fn random_replacement_picks_among_own_tunnels_only() {
     p.handle_incoming(99, t0).expect("accepted");
     p.handle_timeout(t0 + secs(10));
     let a = actions(&mut p);
-    let Action::Drain { tunnel } = a[0] else {
+    let Action::Drain { tunnel, .. } = a[0] else {
         panic!("expected a drain, got {a:?}")
     };
     assert!(opened.iter().any(|o| o.0 == tunnel));
@@ -378,4 +451,27 @@ fn events_for_unknown_tunnels_are_ignored_and_counted() {
     p.handle_tunnel_closed(TunnelId(44), t0);
     assert_eq!(p.stats().unknown_tunnel, 3);
     assert_eq!(p.tunnel_count(), 0);
+}
+
+#[test]
+fn a_node_that_accepted_before_opening_keeps_room_for_its_own() {
+    let t0 = Instant::now();
+    let mut p = policy(0, config(2), t0);
+    // 2k = 4 incoming are accepted before the node has any candidate.
+    for peer in 1..=4 {
+        assert!(p.handle_incoming(peer, t0).is_ok());
+    }
+    assert!(matches!(
+        p.handle_incoming(5, t0),
+        Err(Refusal::Full { .. })
+    ));
+    p.handle_candidates(1..=20, t0);
+    let own = opens(&actions(&mut p));
+    assert_eq!(own.len(), 2);
+    assert!(
+        own.iter().all(|o| o.1 > 4),
+        "not to the peers it already has"
+    );
+    bring_up(&mut p, &own, |_| 1, t0);
+    assert_eq!(p.tunnel_count(), 6, "arity 3k exactly");
 }

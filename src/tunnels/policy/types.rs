@@ -63,12 +63,16 @@ pub enum Action<P> {
     Drain {
         /// The tunnel to drain.
         tunnel: TunnelId,
+        /// The node at its other end.
+        peer: P,
     },
     /// Close `tunnel` now. The policy has already forgotten it: the driver
     /// need not report it closed.
     Close {
         /// The tunnel to close.
         tunnel: TunnelId,
+        /// The node at its other end.
+        peer: P,
         /// Why, for the logs and counters.
         reason: CloseReason,
     },
