@@ -28,7 +28,7 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 
-use super::address::{Ae, net_bytes, prefix_bytes};
+use super::address::{Ae, high_mask, prefix_bytes};
 use super::update::flags;
 use super::{
     HEADER_LEN, Header, HelloRepr, INFINITY, IhuRepr, MAX_PACKET_LEN, Message, NextHopRepr,
@@ -66,7 +66,8 @@ pub enum BuildError {
 /// What the receiver's parser state will be after the TLVs written so far.
 #[derive(Clone, Copy, Debug, Default)]
 struct State {
-    defaults: [Option<[u8; 16]>; 3],
+    /// The IPv6 default prefix (the only one babeld's encoder uses).
+    default_v6: Option<u128>,
     router_id: Option<RouterId>,
     next_hop_v4: Option<IpAddr>,
     next_hop_v6: Option<IpAddr>,
@@ -226,12 +227,22 @@ impl PacketBuilder {
             self.tlv(tlv.buffer_len(), |t| tlv.emit(t));
             return Ok(());
         };
-        let (bytes, plen) = net_bytes(&net);
+        let plen = net.prefix_len();
+        // The prefix as a masked 128-bit value (IPv4 in the top 32 bits):
+        // compared and stored in registers, not byte by byte.
+        let bits = match net {
+            ipnet::IpNet::V4(n) => u128::from(n.addr().to_bits()) << 96,
+            ipnet::IpNet::V6(n) => n.addr().to_bits(),
+        } & high_mask(u32::from(plen));
+        let bytes = bits.to_be_bytes();
         let ae = self.next_hop(net.addr(), u.next_hop)?;
         let mut flag_bits = 0;
         if u.router_id != self.state.router_id {
             let id = u.router_id;
-            if ae == Ae::Ipv6 && plen == 128 && id.is_some_and(|id| bytes[8..] == id.0) {
+            if ae == Ae::Ipv6
+                && plen == 128
+                && id.is_some_and(|id| bits as u64 == u64::from_be_bytes(id.0))
+            {
                 flag_bits |= flags::ROUTER_ID;
                 self.state.router_id = id;
             } else {
@@ -241,18 +252,15 @@ impl PacketBuilder {
         // IPv6 only, as babeld: IPv4 prefixes are at most 4 bytes anyway.
         let mut omitted = 0;
         if ae == Ae::Ipv6 {
-            let default = self.state.defaults[1];
+            let default = self.state.default_v6;
             if default.is_none() || plen >= 48 {
                 flag_bits |= flags::DEFAULT_PREFIX;
-                self.state.defaults[1] = Some(bytes);
+                self.state.default_v6 = Some(bits);
             }
+            // Leading whole bytes shared with the default, at most plen/8.
             omitted = default.map_or(0, |d| {
-                let whole = usize::from(plen / 8);
-                d.iter()
-                    .zip(&bytes)
-                    .take(whole)
-                    .take_while(|(a, b)| a == b)
-                    .count()
+                let shared = (d ^ bits).leading_zeros() / 8;
+                shared.min(u32::from(plen / 8)) as usize
             });
         }
         let tlv = UpdateTlv {

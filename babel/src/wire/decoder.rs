@@ -21,7 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::address::{Ae, mask, to_net};
+use super::address::{Ae, high_mask, place_bytes, to_net};
 use super::update::flags;
 use super::{
     AckRepr, AckRequestRepr, HEADER_LEN, Header, HelloRepr, INFINITY, IhuRepr, MAGIC, Message,
@@ -119,8 +119,8 @@ pub struct Decoded<'a> {
 /// The per-packet parser state.
 #[derive(Clone, Debug, Default)]
 struct State {
-    /// Default prefixes of AE 1, 2 and 4 (IPv4 in the first four bytes).
-    defaults: [Option<[u8; 16]>; 3],
+    /// Default prefixes of AE 1, 2 and 4 (IPv4 in the top 32 bits).
+    defaults: [Option<u128>; 3],
     router_id: Option<RouterId>,
     next_hop_v4: Option<Ipv4Addr>,
     next_hop_v6: Option<Ipv6Addr>,
@@ -224,13 +224,13 @@ impl State {
                 self.defaults[slot] = Some(bytes);
             }
             if u.flags & flags::ROUTER_ID != 0 {
-                let mut id = [0u8; 8];
-                if u.ae == Ae::Ipv6 {
-                    id.copy_from_slice(&bytes[8..16]);
+                // IPv6: the low 8 bytes; IPv4 (babeld): 4 zeros, the address.
+                let id = if u.ae == Ae::Ipv6 {
+                    bytes as u64
                 } else {
-                    id[4..].copy_from_slice(&bytes[..4]);
-                }
-                let id = RouterId(id);
+                    (bytes >> 96) as u64
+                };
+                let id = RouterId(id.to_be_bytes());
                 if !id.is_valid() {
                     self.router_id = None;
                     return Err(ParseError::BadRouterId(id.0));
@@ -251,7 +251,7 @@ impl State {
             _ => None,
         };
         Ok(UpdateRepr {
-            prefix: to_net(t, u.ae, bytes, u.plen)?,
+            prefix: to_net(u.ae, bytes, u.plen),
             interval: centis_to_duration(u.interval),
             seqno: u.seqno,
             metric: u.metric,
@@ -260,21 +260,21 @@ impl State {
         })
     }
 
-    /// The full prefix bytes of an Update: `omitted` bytes of the AE's
-    /// default prefix, then the transmitted ones, masked to plen.
-    fn resolve(&self, u: &UpdateTlv<'_>) -> Result<[u8; 16], ParseError> {
-        let mut bytes = [0u8; 16];
+    /// The full prefix of an Update: `omitted` bytes of the AE's default
+    /// prefix, then the transmitted ones, masked to plen.
+    fn resolve(&self, u: &UpdateTlv<'_>) -> Result<u128, ParseError> {
         let omitted = usize::from(u.omitted);
+        let mut bits = 0;
         if omitted > 0 {
             let default =
                 u.ae.default_slot()
                     .and_then(|slot| self.defaults[slot])
                     .ok_or(ParseError::NoDefaultPrefix { ae: u.ae.into() })?;
-            bytes[..omitted].copy_from_slice(&default[..omitted]);
+            // omitted ≤ 16 (checked against plen).
+            bits = default & high_mask(8 * u32::from(u.omitted));
         }
-        bytes[omitted..omitted + u.prefix.len()].copy_from_slice(u.prefix);
-        mask(&mut bytes, u.plen);
-        Ok(bytes)
+        bits |= place_bytes(u.prefix, omitted);
+        Ok(bits & high_mask(u32::from(u.plen)))
     }
 }
 
@@ -288,8 +288,13 @@ impl Iterator for Messages<'_> {
     type Item = Result<Message, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // The same walk as `Decoder::next`, without building `Decoded`s.
         loop {
-            match self.inner.next()?.result {
+            let result = match self.inner.tlvs.next()? {
+                Ok(tlv) => self.inner.state.apply(&tlv),
+                Err(err) => Err(err),
+            };
+            match result {
                 Ok(Element::Message(msg)) => return Some(Ok(msg)),
                 Ok(_) => continue,
                 Err(err) => return Some(Err(err)),

@@ -310,7 +310,11 @@ pub(crate) fn be32(bytes: &[u8]) -> u32 {
 
 /// A wire interval (centiseconds) as a [`Duration`].
 pub fn centis_to_duration(centis: u16) -> Duration {
-    Duration::from_millis(u64::from(centis) * 10)
+    // u16 arithmetic: cheaper than Duration::from_millis' u64 division.
+    Duration::new(
+        u64::from(centis / 100),
+        u32::from(centis % 100) * 10_000_000,
+    )
 }
 
 /// A [`Duration`] as a wire interval: rounded to the nearest centisecond,
@@ -319,7 +323,12 @@ pub fn duration_to_centis(d: Duration) -> u16 {
     if d.is_zero() {
         return 0;
     }
-    let centis = (d.as_nanos() + 5_000_000) / 10_000_000;
+    // No u128 division (Duration::as_nanos): seconds and a u32 remainder.
+    let secs = d.as_secs();
+    if secs > u64::from(u16::MAX) / 100 + 1 {
+        return u16::MAX;
+    }
+    let centis = secs * 100 + u64::from((d.subsec_nanos() + 5_000_000) / 10_000_000);
     u16::try_from(centis.max(1)).unwrap_or(u16::MAX)
 }
 

@@ -93,6 +93,7 @@ impl<'a> Iterator for SubTlvIter<'a> {
 /// Checks the sub-TLVs of a TLV: an overrun or an unknown mandatory one is
 /// an error (the TLV must be ignored). Returns the value of the first
 /// Timestamp sub-TLV, if any.
+#[inline]
 pub(crate) fn scan(tlv: TlvType, bytes: &[u8]) -> Result<Option<&[u8]>, ParseError> {
     let mut timestamp = None;
     for sub in SubTlvIter::new(tlv, bytes) {

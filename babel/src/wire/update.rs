@@ -167,6 +167,7 @@ const UPDATE_FIXED_LEN: usize = 10;
 impl<'a> UpdateTlv<'a> {
     /// Parses the fixed part and the transmitted prefix; returns the
     /// sub-TLV bytes unchecked.
+    #[inline]
     pub fn parse_fixed(tlv: &Tlv<&'a [u8]>) -> Result<(Self, &'a [u8]), ParseError> {
         let v = tlv.value_bytes();
         let t = TlvType::Update;
