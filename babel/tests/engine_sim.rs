@@ -251,3 +251,28 @@ fn restart_with_lost_seqno_recovers() {
     println!("line(4): restart (neighbours notified) with a seqno 100 behind: {t:?}");
     assert!(t.is_some_and(|t| t < secs(2)), "{t:?}");
 }
+
+#[test]
+fn lan_segment_with_a_gateway_to_tunnels() {
+    // Routers 0-4 share a LAN; router 4 also has tunnels 4-5-6.
+    let mut net = Net::new(7, &[(4, 5), (5, 6)], 12, Default::default());
+    net.add_lan(&[0, 1, 2, 3, 4]);
+    let t = net.run_until(secs(30), Net::converged);
+    report("LAN(5) + line(3)", "initial convergence", t, &net);
+    assert!(t.is_some(), "{:?}", net.broken());
+    assert_eq!(net.path(0, 6), vec![0, 4, 5, 6]);
+    assert_eq!(net.next_hop(1, 3), Some(3));
+    net.run_for(secs(20));
+    // A LAN router dies silently: its neighbours notice from missing
+    // Hellos (two of the last three), then retract its prefix.
+    net.crash(2);
+    let t = net.run_until(secs(60), Net::converged);
+    report("LAN(5) + line(3)", "silent LAN router failure", t, &net);
+    assert!(t.is_some_and(|t| t < secs(20)), "{t:?} {:?}", net.broken());
+    // The gateway dies: the tunnelled routers vanish for the LAN.
+    net.run_for(secs(20));
+    net.crash(4);
+    let t = net.run_until(secs(60), Net::converged);
+    report("LAN(5) + line(3)", "silent gateway failure", t, &net);
+    assert!(t.is_some_and(|t| t < secs(20)), "{t:?} {:?}", net.broken());
+}

@@ -122,3 +122,89 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// Checks the values the engine relies on: intervals that are not zero
+    /// (a zero Hello interval would make the timers spin) and fit the
+    /// 16-bit centisecond fields of the wire format, an RTT decay within
+    /// 1..=256, a non-zero hop count.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let wire_max = Duration::from_millis(655_350);
+        let min = Duration::from_millis(10);
+        for (d, what) in [
+            (self.hello_interval, "hello_interval must be 10 ms to 655 s"),
+            (self.ihu_interval, "ihu_interval must be 10 ms to 655 s"),
+            (
+                self.update_interval,
+                "update_interval must be 10 ms to 655 s",
+            ),
+        ] {
+            if d < min || d > wire_max {
+                return Err(what);
+            }
+        }
+        if self.resend_delay.is_zero() || self.reselect_interval.is_zero() {
+            return Err("resend_delay and reselect_interval must not be zero");
+        }
+        for p in [&self.tunnel, &self.lan] {
+            if !(1..=256).contains(&p.rtt.decay) {
+                return Err("rtt decay must be within 1..=256");
+            }
+            if p.rxcost == 0 || p.rxcost == crate::wire::INFINITY {
+                return Err("rxcost must be finite and non-zero");
+            }
+        }
+        if self.request_hop_count == 0 {
+            return Err("request_hop_count must not be zero");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_bad_values_are_refused() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let bad = [
+            Config {
+                hello_interval: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                update_interval: Duration::from_secs(1000),
+                ..Config::default()
+            },
+            Config {
+                resend_delay: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                request_hop_count: 0,
+                ..Config::default()
+            },
+            Config {
+                tunnel: LinkParams {
+                    rxcost: 0,
+                    ..Config::default().tunnel
+                },
+                ..Config::default()
+            },
+            Config {
+                lan: LinkParams {
+                    rtt: RttParams {
+                        decay: 0,
+                        ..RttParams::TUNNEL
+                    },
+                    ..Config::default().lan
+                },
+                ..Config::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+}

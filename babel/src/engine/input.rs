@@ -111,6 +111,11 @@ impl Engine {
         if let Some(n) = self.neighbours.find(iface, from) {
             return Some(n);
         }
+        if matches!(ifc.kind, super::InterfaceKind::Lan { address } if address == from) {
+            // Our own multicast looped back.
+            self.counters.own_packets += 1;
+            return None;
+        }
         let limit = if ifc.is_tunnel() {
             1
         } else {

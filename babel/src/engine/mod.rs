@@ -128,6 +128,9 @@ pub enum EngineError {
         /// [`MIN_BUDGET`].
         min: usize,
     },
+    /// A configuration value the engine cannot run with.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
     /// An exported route with an infinite metric.
     #[error("metric {0} is not finite")]
     InfiniteMetric(u16),
@@ -199,6 +202,7 @@ impl Engine {
         if router_id.0 == [0; 8] || router_id.0 == [0xFF; 8] {
             return Err(EngineError::InvalidRouterId(router_id.0));
         }
+        config.validate().map_err(EngineError::InvalidConfig)?;
         let seed = u64::from_be_bytes(router_id.0) ^ u64::from(seqno).rotate_left(48);
         let mut rng = StdRng::seed_from_u64(seed);
         let ts_offset = rand::RngExt::random(&mut rng);

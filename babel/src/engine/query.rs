@@ -87,6 +87,8 @@ pub struct Counters {
     pub bad_tlvs: u64,
     /// Packets for an interface we do not know.
     pub unknown_interface: u64,
+    /// Packets from our own address on a LAN (multicast loopback).
+    pub own_packets: u64,
     /// Packets from a new neighbour beyond the per-interface bound (on a
     /// tunnel, any second address).
     pub neighbour_limit: u64,

@@ -229,6 +229,10 @@ fn lan_needs_two_hellos_and_ignores_ihus_for_others() {
     assert_eq!(t.e.neighbours()[0].cost, INFINITY);
     t.rx(LAN, "fe80::2", &[hello(2, None)]);
     assert_eq!(t.e.neighbours()[0].cost, 96);
+    // Our own multicast looped back is not a neighbour.
+    t.rx(LAN, "fe80::1", &[hello(1, None)]);
+    assert_eq!(t.e.counters().own_packets, 1);
+    assert_eq!(t.e.neighbours().len(), 1);
     // ...and the IHUs we send carry the neighbour's address.
     let sent = t.sent(ms(5));
     assert!(
@@ -805,6 +809,14 @@ fn api_misuse_is_an_error() {
         Err(EngineError::BudgetTooSmall { .. })
     ));
     assert!(e.add_xroute(p1(), INFINITY, now).is_err());
+    let zero = Config {
+        hello_interval: Duration::ZERO,
+        ..Config::default()
+    };
+    assert!(matches!(
+        Engine::new(zero, ME, 0, now),
+        Err(EngineError::InvalidConfig(_))
+    ));
 }
 
 #[test]

@@ -77,14 +77,21 @@ pub struct Sent {
     pub at: Duration,
     pub node: usize,
     pub link: usize,
+    /// `None`: to every neighbour (multicast).
+    pub dst: Option<IpAddr>,
     pub bytes: Vec<u8>,
 }
+
+/// Interface ids of LAN segments start here (below are tunnel links).
+pub const LAN_BASE: u32 = 1000;
 
 pub struct Net {
     pub start: Instant,
     pub now: Instant,
     pub nodes: Vec<Node>,
     pub links: Vec<Link>,
+    /// LAN segments: their members (iface id `LAN_BASE + index`).
+    pub lans: Vec<Vec<usize>>,
     queue: BinaryHeap<Reverse<Delivery>>,
     rng: StdRng,
     seq: u64,
@@ -135,6 +142,7 @@ impl Net {
             now: start,
             nodes,
             links: Vec::new(),
+            lans: Vec::new(),
             queue: BinaryHeap::new(),
             rng,
             seq: 0,
@@ -209,6 +217,23 @@ impl Net {
         });
         self.attach(id);
         id
+    }
+
+    /// A LAN segment (multicast link, 1 ms delay) joining `members`.
+    pub fn add_lan(&mut self, members: &[usize]) -> IfaceId {
+        let iface = IfaceId(LAN_BASE + self.lans.len() as u32);
+        self.lans.push(members.to_vec());
+        for &n in members {
+            let kind = InterfaceKind::Lan {
+                address: node_addr(n),
+            };
+            self.nodes[n]
+                .engine
+                .add_interface(iface, kind, BUDGET, self.now)
+                .unwrap();
+        }
+        self.drain_all();
+        iface
     }
 
     fn attach(&mut self, l: usize) {
@@ -316,7 +341,7 @@ impl Net {
             .fib()
             .into_iter()
             .find(|e| e.prefix == p)?;
-        Some(self.peer(i, e.iface))
+        Some(self.peer(i, e.iface, e.next_hop))
     }
 
     /// A router dies: its tunnels close (its neighbours are told at once).
@@ -330,9 +355,20 @@ impl Net {
         self.nodes[n].fib.clear();
     }
 
-    fn peer(&self, node: usize, iface: IfaceId) -> usize {
+    /// The router behind a FIB entry: the other end of a tunnel, or the
+    /// LAN member with the next-hop address.
+    fn peer(&self, node: usize, iface: IfaceId, next_hop: IpAddr) -> usize {
+        if iface.0 >= LAN_BASE {
+            return (0..self.nodes.len())
+                .find(|j| node_addr(*j) == next_hop)
+                .unwrap();
+        }
         let l = &self.links[iface.0 as usize];
         if l.a == node { l.b } else { l.a }
+    }
+
+    fn iface_up(&self, iface: usize) -> bool {
+        iface >= LAN_BASE as usize || self.links[iface].up
     }
 
     /// Drains every node's transmits into the delivery queue.
@@ -349,11 +385,32 @@ impl Net {
         while let Some(t) = self.nodes[i].engine.poll_transmit(self.now) {
             let l = t.iface.0 as usize;
             self.packets += 1;
+            if t.iface.0 >= LAN_BASE {
+                let members = &self.lans[(t.iface.0 - LAN_BASE) as usize];
+                let to: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != i && t.dst.is_none_or(|d| d == node_addr(m)))
+                    .collect();
+                for m in to {
+                    self.seq += 1;
+                    self.queue.push(Reverse(Delivery {
+                        at: self.now + ms(1),
+                        seq: self.seq,
+                        to: m,
+                        link: l,
+                        from: i,
+                        bytes: t.bytes.clone(),
+                    }));
+                }
+                continue;
+            }
             if let Some(c) = self.capture.as_mut() {
                 c.push(Sent {
                     at: self.now - self.start,
                     node: i,
                     link: l,
+                    dst: t.dst,
                     bytes: t.bytes.clone(),
                 });
             }
@@ -396,7 +453,7 @@ impl Net {
         let mut touched = vec![false; self.nodes.len()];
         while self.queue.peek().is_some_and(|d| d.0.at <= self.now) {
             let Reverse(d) = self.queue.pop().unwrap();
-            if !self.links[d.link].up || !self.nodes[d.to].up {
+            if !self.iface_up(d.link) || !self.nodes[d.to].up {
                 continue;
             }
             let iface = IfaceId(d.link as u32);
@@ -481,7 +538,10 @@ impl Net {
             .engine
             .fib()
             .into_iter()
-            .map(|e| (e.prefix, (self.peer(i, e.iface), e.iface.0 as usize)))
+            .map(|e| {
+                let peer = self.peer(i, e.iface, e.next_hop);
+                (e.prefix, (peer, e.iface.0 as usize))
+            })
             .collect();
         self.nodes[i].fib = fib;
         // A new loop must go through a router whose FIB changed.
@@ -509,7 +569,7 @@ impl Net {
             let Some(&(next, link)) = self.nodes[cur].fib.get(&p) else {
                 return Ok(None);
             };
-            if !self.links[link].up {
+            if !self.iface_up(link) {
                 return Ok(None);
             }
             if path.contains(&next) {
@@ -527,14 +587,22 @@ impl Net {
         let mut stack = vec![from];
         seen[from] = true;
         while let Some(n) = stack.pop() {
-            for l in self.links.iter().filter(|l| l.up) {
-                let other = if l.a == n {
-                    l.b
+            let tunnels = self.links.iter().filter(|l| l.up).filter_map(|l| {
+                if l.a == n {
+                    Some(l.b)
                 } else if l.b == n {
-                    l.a
+                    Some(l.a)
                 } else {
-                    continue;
-                };
+                    None
+                }
+            });
+            let lans = self
+                .lans
+                .iter()
+                .filter(|m| m.contains(&n))
+                .flat_map(|m| m.iter().copied());
+            let others: Vec<usize> = tunnels.chain(lans).collect();
+            for other in others {
                 if self.nodes[other].up && !seen[other] {
                     seen[other] = true;
                     stack.push(other);
@@ -611,4 +679,67 @@ impl Net {
         }
         out
     }
+}
+
+/// A classic pcap (LINKTYPE_RAW) of captured packets, each in an IPv6/UDP
+/// header from the sender's address to ff02::1:6 (or its unicast
+/// destination), port 6696 both ways, with a correct UDP checksum.
+pub fn pcap(sent: &[Sent]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
+    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 6);
+    for p in sent {
+        let src = match node_addr(p.node) {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(_) => unreachable!(),
+        };
+        let dst = match p.dst {
+            Some(IpAddr::V6(a)) => a,
+            _ => group,
+        };
+        let udp_len = 8 + p.bytes.len();
+        let mut frame = Vec::with_capacity(40 + udp_len);
+        frame.extend_from_slice(&[0x60, 0, 0, 0]);
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[17, 1]);
+        frame.extend_from_slice(&src.octets());
+        frame.extend_from_slice(&dst.octets());
+        frame.extend_from_slice(&6696u16.to_be_bytes());
+        frame.extend_from_slice(&6696u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&p.bytes);
+        // UDP checksum over the IPv6 pseudo-header and the datagram.
+        let mut sum: u32 = 0;
+        let mut add = |b: &[u8]| {
+            for c in b.chunks(2) {
+                let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+                sum += u32::from(w);
+            }
+        };
+        add(&src.octets());
+        add(&dst.octets());
+        add(&(udp_len as u32).to_be_bytes());
+        add(&[0, 0, 0, 17]);
+        add(&frame[40..]);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let ck = match !(sum as u16) {
+            0 => 0xffff,
+            c => c,
+        };
+        frame[46..48].copy_from_slice(&ck.to_be_bytes());
+        out.extend_from_slice(&(p.at.as_secs() as u32).to_le_bytes());
+        out.extend_from_slice(&p.at.subsec_micros().to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    out
 }
