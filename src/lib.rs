@@ -7,6 +7,7 @@
 //! - [`registry`]: the registry server, its store, allocator, API types and
 //!   the client nodes use.
 //! - [`join`]: `re6st join`.
+//! - [`upnp`]: UPnP IGD port mapping (map, renew, remove).
 
 #![warn(missing_docs)]
 
@@ -14,3 +15,4 @@ pub mod identity;
 pub mod join;
 pub mod registry;
 pub mod state_dir;
+pub mod upnp;
