@@ -132,3 +132,47 @@ fn bad_files_are_clear_errors() {
     assert!(!ok);
     assert!(stderr.contains("not a pcap or pcapng file"), "{stderr}");
 }
+
+/// Modern babeld traffic (babel/tests/data/babeld-1.12.pcap): unicast
+/// Hellos, RTT timestamps, AE 4, and a source-specific Update we ignore.
+#[test]
+fn modern_babeld_capture() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("babel/tests/data/babeld-1.12.pcap");
+    let (ok, text, _) = dump(&[file.to_str().unwrap()]);
+    assert!(ok);
+    assert_eq!(text.lines().filter(|l| !l.starts_with('\t')).count(), 53);
+    assert!(text.contains("\tHello (Unicast) seqno "), "{text}");
+    assert!(text.contains(" (v4-via-v6)"), "{text}");
+    assert!(text.contains("Update/prefix fd00:77:5::/48 metric 0 seqno"));
+    assert!(text.contains("[malformed: update with unknown mandatory sub-TLV 128]"));
+    let (ok, json, _) = dump(&["--json", file.to_str().unwrap()]);
+    assert!(ok);
+    let packets: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tlvs: Vec<&serde_json::Value> = packets
+        .iter()
+        .flat_map(|p| p["tlvs"].as_array().unwrap())
+        .collect();
+    let ihu = tlvs
+        .iter()
+        .find(|t| t["type"] == "ihu" && !t["sub_tlvs"].is_null())
+        .unwrap();
+    assert_eq!(ihu["sub_tlvs"][0]["type"], "timestamp");
+    assert_eq!(
+        ihu["sub_tlvs"][0]["timestamps"].as_array().unwrap().len(),
+        2
+    );
+    assert!(ihu["address"].as_str().unwrap().starts_with("fe80::"));
+    let v4 = tlvs.iter().find(|t| t["ae"] == 4).unwrap();
+    assert_eq!(v4["prefix"], "198.18.77.1/32");
+    assert_eq!(v4["status"], "ok");
+    let ss = tlvs
+        .iter()
+        .find(|t| t["prefix"] == "fd00:77:5::/48")
+        .unwrap();
+    assert_eq!(ss["status"], "malformed");
+    assert_eq!(ss["sub_tlvs"][0]["mandatory"], true);
+    assert_eq!(ss["sub_tlvs"][0]["type"], "source-prefix");
+}

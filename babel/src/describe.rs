@@ -199,6 +199,7 @@ pub fn describe_tlv(d: &Decoded<'_>) -> TlvDescription {
         );
     };
     let mut out = describe_raw(&tlv);
+    out.prefix = out.prefix.take().or(d.prefix.map(|p| p.to_string()));
     match &d.result {
         Ok(Element::Message(Message::Update(u))) => {
             out.prefix = u.prefix.map(|p| p.to_string());

@@ -27,18 +27,23 @@ fn replay_babel_packet_corpus() {
     assert!(n >= 150, "only {n} corpus files");
 }
 
-/// Writes every UDP payload of the shared captures as a seed.
+/// Writes every UDP payload of the shared captures and of
+/// babel/tests/data/ as a seed.
 #[test]
-#[ignore = "regenerates fuzz/corpus/babel_packet from shared/data"]
+#[ignore = "regenerates fuzz/corpus/babel_packet from the captures"]
 fn regenerate_seeds() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = here
         .ancestors()
         .map(|a| a.join("shared/data/babel-pcaps"))
         .find(|p| p.is_dir())
         .expect("shared/data/babel-pcaps not found");
     let out = corpus();
     std::fs::create_dir_all(&out).unwrap();
-    for entry in std::fs::read_dir(dir).unwrap() {
+    let entries = std::fs::read_dir(shared)
+        .unwrap()
+        .chain(std::fs::read_dir(here.join("tests/data")).unwrap());
+    for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "pcap") {
             continue;

@@ -98,6 +98,7 @@ struct Counts {
     tlv_lines: usize,
     invalid: usize,
     identical: usize,
+    ignored_mandatory: usize,
 }
 
 fn check_capture(pcap: &Path, out: &Path, counts: &mut Counts) {
@@ -141,22 +142,36 @@ fn check_capture(pcap: &Path, out: &Path, counts: &mut Counts) {
             counts.tlv_lines += ours.len();
         } else {
             let ours = described.text_lines();
-            assert_eq!(ours.len(), record.lines.len(), "{ctx}: {ours:#?}");
+            // tcpdump before 4.99.4 does not know AE 4 (RFC 9229): it prints
+            // "Update (invalid)" and gives up on the rest of the packet.
+            let cut = record.lines.iter().position(|l| l == "Update (invalid)");
+            if cut.is_none() {
+                assert_eq!(ours.len(), record.lines.len(), "{ctx}: {ours:#?}");
+            }
             for (i, (a, b)) in ours.iter().zip(&record.lines).enumerate() {
+                if Some(i) == cut {
+                    assert!(a.contains("(v4-via-v6)"), "{ctx}, TLV {i}: ours `{a}`");
+                    break;
+                }
+                // tcpdump does not say which TLVs a router ignores; we do.
+                let a = a.split(" [malformed: ").next().unwrap_or(a);
                 // Field by field: the same words in the same order.
                 let aw: Vec<&str> = a.split_whitespace().collect();
                 let bw: Vec<&str> = b.split_whitespace().collect();
                 assert_eq!(aw, bw, "{ctx}, TLV {i}: ours `{a}`, tcpdump `{b}`");
+                counts.tlv_lines += 1;
             }
-            counts.tlv_lines += ours.len();
         }
         // Every TLV that tcpdump decoded is one we understood or skipped on
-        // purpose (the obsolete and MAC ones), never a malformed one.
+        // purpose (obsolete and MAC TLVs), or one with a mandatory sub-TLV
+        // we do not implement (source-specific routes, RFC 9079).
         for t in &described.tlvs {
+            let mandatory = t.sub_tlvs.iter().any(|s| s.mandatory);
             assert!(
-                t.error.is_none() || t.status == Some(Status::Skipped),
+                t.error.is_none() || t.status == Some(Status::Skipped) || mandatory,
                 "{ctx}: {t:?}"
             );
+            counts.ignored_mandatory += usize::from(mandatory);
         }
         // Re-encode what was parsed and parse it again: same messages.
         babel_packet(dgram.payload);
@@ -213,4 +228,24 @@ fn tcpdump_captures_match_tcpdump_decodes() {
     assert_eq!(counts.packets, 158, "{counts:?}");
     assert_eq!(counts.tlv_lines, 849, "{counts:?}");
     assert_eq!(counts.identical, 90, "{counts:?}");
+}
+
+/// babeld 1.12 between two namespaces (babel/tests/data/, made by
+/// make-babeld-capture.sh): RFC 8966 unicast Hellos, RTT timestamps,
+/// IHUs, wildcard requests and retractions, AE 4 and a source-specific
+/// route whose mandatory sub-TLV makes us ignore it.
+#[test]
+fn modern_babeld_capture_matches_tcpdump() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut counts = Counts::default();
+    check_capture(
+        &dir.join("babeld-1.12.pcap"),
+        &dir.join("babeld-1.12.out"),
+        &mut counts,
+    );
+    eprintln!("{counts:?}");
+    assert_eq!(counts.packets, 53, "{counts:?}");
+    assert_eq!(counts.tlv_lines, 111, "{counts:?}");
+    assert_eq!(counts.ignored_mandatory, 9, "{counts:?}");
+    assert_eq!(counts.identical, 44, "{counts:?}");
 }

@@ -114,6 +114,9 @@ pub struct Decoded<'a> {
     pub bytes: &'a [u8],
     /// Its meaning, or why it is ignored.
     pub result: Result<Element, ParseError>,
+    /// For an Update, the prefix it named once decompressed, even when the
+    /// Update is then ignored (an unknown mandatory sub-TLV, say).
+    pub prefix: Option<ipnet::IpNet>,
 }
 
 /// The per-packet parser state.
@@ -124,6 +127,8 @@ struct State {
     router_id: Option<RouterId>,
     next_hop_v4: Option<Ipv4Addr>,
     next_hop_v6: Option<Ipv6Addr>,
+    /// The prefix of the last Update decompressed (for [`Decoded::prefix`]).
+    last_prefix: Option<ipnet::IpNet>,
 }
 
 /// Walks a body TLV by TLV; see [`Packet::decode`].
@@ -139,17 +144,23 @@ impl<'a> Iterator for Decoder<'a> {
     fn next(&mut self) -> Option<Decoded<'a>> {
         let remaining = self.tlvs.remaining();
         match self.tlvs.next()? {
-            Ok(tlv) => Some(Decoded {
-                kind: tlv.kind(),
-                bytes: tlv.tlv_bytes(),
-                result: self.state.apply(&tlv),
-            }),
+            Ok(tlv) => {
+                self.state.last_prefix = None;
+                let result = self.state.apply(&tlv);
+                Some(Decoded {
+                    kind: tlv.kind(),
+                    bytes: tlv.tlv_bytes(),
+                    result,
+                    prefix: self.state.last_prefix.take(),
+                })
+            }
             Err(err) => Some(Decoded {
                 kind: remaining
                     .first()
                     .map_or(TlvType::Pad1, |&b| TlvType::from(b)),
                 bytes: remaining,
                 result: Err(err),
+                prefix: None,
             }),
         }
     }
@@ -238,6 +249,8 @@ impl State {
                 self.router_id = Some(id);
             }
         }
+        let prefix = to_net(u.ae, bytes, u.plen);
+        self.last_prefix = prefix;
         if u.interval == 0 {
             return Err(ParseError::ZeroInterval(t));
         }
@@ -251,7 +264,7 @@ impl State {
             _ => None,
         };
         Ok(UpdateRepr {
-            prefix: to_net(u.ae, bytes, u.plen),
+            prefix,
             interval: centis_to_duration(u.interval),
             seqno: u.seqno,
             metric: u.metric,
