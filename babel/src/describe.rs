@@ -649,7 +649,7 @@ mod tests {
         let lines = d.text_lines();
         assert_eq!(
             lines[0],
-            "Update/prefix ? metric 96 seqno 7 interval 16.00s \
+            "Update/prefix fd00::/16 metric 96 seqno 7 interval 16.00s \
              [malformed: finite update without a router-id]"
         );
         assert_eq!(d.tlvs[1].status, Some(Status::Fatal));
