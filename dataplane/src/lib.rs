@@ -120,6 +120,8 @@ pub mod fib;
 pub mod forward;
 pub mod fragment;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod icmp;
 pub mod nexthop;
 pub mod packet;
