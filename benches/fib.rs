@@ -25,7 +25,7 @@ impl Rng {
     }
 }
 
-pub fn table(n: usize, rng: &mut Rng) -> Vec<(Ipv6Net, Route)> {
+fn table(n: usize, rng: &mut Rng) -> Vec<(Ipv6Net, Route)> {
     let mut routes = vec![("::/0".parse().unwrap(), Route::Via(NextHopId(0)))];
     while routes.len() < n {
         let bits = (0xfd00u128 << 112) | (u128::from(rng.next()) << 48);
@@ -36,7 +36,7 @@ pub fn table(n: usize, rng: &mut Rng) -> Vec<(Ipv6Net, Route)> {
     routes
 }
 
-pub fn probes(routes: &[(Ipv6Net, Route)], rng: &mut Rng) -> Vec<Ipv6Addr> {
+fn probes(routes: &[(Ipv6Net, Route)], rng: &mut Rng) -> Vec<Ipv6Addr> {
     (0..4096)
         .map(|_| {
             let (net, _) = routes[(rng.next() as usize) % routes.len()];
