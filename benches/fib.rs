@@ -29,7 +29,7 @@ fn table(n: usize, rng: &mut Rng) -> Vec<(Ipv6Net, Route)> {
     let mut routes = vec![("::/0".parse().unwrap(), Route::Via(NextHopId(0)))];
     while routes.len() < n {
         let bits = (0xfd00u128 << 112) | (u128::from(rng.next()) << 48);
-        let len = if rng.next() % 4 == 0 { 48 } else { 64 };
+        let len = if rng.next().is_multiple_of(4) { 48 } else { 64 };
         let net = Ipv6Net::new(Ipv6Addr::from(bits), len).unwrap().trunc();
         routes.push((net, Route::Via(NextHopId((rng.next() % 30) as u32))));
     }
@@ -41,7 +41,7 @@ fn probes(routes: &[(Ipv6Net, Route)], rng: &mut Rng) -> Vec<Ipv6Addr> {
         .map(|_| {
             let (net, _) = routes[(rng.next() as usize) % routes.len()];
             let host = u128::from(rng.next()) | (u128::from(rng.next()) << 64);
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 Ipv6Addr::from((0xfd00u128 << 112) | (host >> 16))
             } else {
                 let mask = u128::MAX
