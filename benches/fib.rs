@@ -14,16 +14,8 @@ use ipnet::Ipv6Net;
 use re6st_dataplane::fib::{Fib, Route, SharedFib};
 use re6st_dataplane::nexthop::NextHopId;
 
-/// xorshift64*: deterministic, dependency-free input generation.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+mod dataplane_util;
+use dataplane_util::Rng;
 
 fn table(n: usize, rng: &mut Rng) -> Vec<(Ipv6Net, Route)> {
     let mut routes = vec![("::/0".parse().unwrap(), Route::Via(NextHopId(0)))];

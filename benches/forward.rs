@@ -18,15 +18,8 @@ use re6st_dataplane::forward::{Action, ForwardConfig, Forwarder, Ingress};
 use re6st_dataplane::icmp::MAX_ERROR_LEN;
 use re6st_dataplane::nexthop::NextHopId;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+mod dataplane_util;
+use dataplane_util::Rng;
 
 fn packet(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> Vec<u8> {
     let mut p = vec![0u8; len];

@@ -28,21 +28,7 @@ fn config() -> ForwardConfig {
     }
 }
 
-fn packet(src: &str, dst: &str, hop_limit: u8, next_header: u8, payload: &[u8]) -> Vec<u8> {
-    let repr = Ipv6Repr {
-        src_addr: src.parse().unwrap(),
-        dst_addr: dst.parse().unwrap(),
-        next_header,
-        payload_len: payload.len() as u16,
-        hop_limit,
-        traffic_class: 0,
-        flow_label: 0,
-    };
-    let mut buf = vec![0u8; ipv6::HEADER_LEN + payload.len()];
-    repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
-    buf[ipv6::HEADER_LEN..].copy_from_slice(payload);
-    buf
-}
+use crate::packet::test_packet as packet;
 
 fn udp(src: &str, dst: &str, hop_limit: u8, len: usize) -> Vec<u8> {
     packet(src, dst, hop_limit, 17, &vec![0x5a; len])
@@ -114,22 +100,13 @@ fn hop_limit_expiry_answers_time_exceeded_through_the_source_route() {
             run(Ingress::Tunnel(NextHopId(3)), &invoking),
             Verdict::Icmp(IcmpError::HopLimitExceeded)
         );
-        let mut fwd = Forwarder::new(config());
-        let mut pkt = invoking.clone();
-        let mut icmp = [0u8; MAX_ERROR_LEN];
-        let action = fwd.handle_packet(
-            &fib(),
-            Ingress::Tunnel(NextHopId(3)),
-            &mut pkt,
-            &mut icmp,
-            Instant::now(),
-        );
-        let Action::NextHop(NextHopId(3), reply) = action else {
-            panic!("error not routed back to nh3: {action:?}");
+        let (out, stats) = handle(Ingress::Tunnel(NextHopId(3)), &invoking);
+        let Out::NextHop(NextHopId(3), reply) = out else {
+            panic!("error not routed back to nh3: {out:?}");
         };
-        assert_error(reply, "fd00:3::1", 3, 0, 0, &invoking);
-        assert_eq!(fwd.stats().dropped_hop_limit, 1);
-        assert_eq!(fwd.stats().icmp_sent, 1);
+        assert_error(&reply, "fd00:3::1", 3, 0, 0, &invoking);
+        assert_eq!(stats.dropped_hop_limit, 1);
+        assert_eq!(stats.icmp_sent, 1);
     }
     // Two hops left: forwarded with one.
     let mut pkt = udp("fd00:3::1", "fd00:2::5", 2, 100);
@@ -140,15 +117,34 @@ fn hop_limit_expiry_answers_time_exceeded_through_the_source_route() {
     assert_eq!(pkt[7], 1);
 }
 
-fn from_tun(invoking: &[u8]) -> (Vec<u8>, ForwardStats) {
+/// An [`Action`] with owned bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Out {
+    Tun(Vec<u8>),
+    NextHop(NextHopId, Vec<u8>),
+    Drop,
+}
+
+/// Runs a fresh forwarder on a copy of `packet`; returns the action and
+/// the counters.
+fn handle(ingress: Ingress, packet: &[u8]) -> (Out, ForwardStats) {
     let mut fwd = Forwarder::new(config());
-    let mut pkt = invoking.to_vec();
+    let mut pkt = packet.to_vec();
     let mut icmp = [0u8; MAX_ERROR_LEN];
-    let action = fwd.handle_packet(&fib(), Ingress::Tun, &mut pkt, &mut icmp, Instant::now());
-    let Action::Tun(reply) = action else {
-        panic!("expected an error to the TUN: {action:?}");
+    let out = match fwd.handle_packet(&fib(), ingress, &mut pkt, &mut icmp, Instant::now()) {
+        Action::Tun(b) => Out::Tun(b.to_vec()),
+        Action::NextHop(id, b) => Out::NextHop(id, b.to_vec()),
+        Action::Drop => Out::Drop,
     };
-    (reply.to_vec(), fwd.stats().clone())
+    (out, fwd.stats().clone())
+}
+
+fn from_tun(invoking: &[u8]) -> (Vec<u8>, ForwardStats) {
+    let (out, stats) = handle(Ingress::Tun, invoking);
+    let Out::Tun(reply) = out else {
+        panic!("expected an error to the TUN: {out:?}");
+    };
+    (reply, stats)
 }
 
 #[test]
@@ -293,39 +289,22 @@ fn errors_are_rate_limited() {
 #[test]
 fn undeliverable_error_is_counted() {
     // From a tunnel, source without a route: the error cannot go anywhere.
-    let mut fwd = Forwarder::new(config());
-    let mut pkt = udp("2001:db8::7", "fd00:2::5", 1, 8);
-    let mut icmp = [0u8; MAX_ERROR_LEN];
-    let action = fwd.handle_packet(
-        &fib(),
-        Ingress::Tunnel(NextHopId(3)),
-        &mut pkt,
-        &mut icmp,
-        Instant::now(),
-    );
-    assert_eq!(action, Action::Drop);
-    assert_eq!(fwd.stats().icmp_undeliverable, 1);
+    let pkt = udp("2001:db8::7", "fd00:2::5", 1, 8);
+    let (out, stats) = handle(Ingress::Tunnel(NextHopId(3)), &pkt);
+    assert_eq!(out, Out::Drop);
+    assert_eq!(stats.icmp_undeliverable, 1);
 }
 
 #[test]
 fn error_for_local_source_from_tunnel_is_delivered() {
     // Our own kernel's packet came back with an expired hop limit (a loop):
     // the Time Exceeded goes to the TUN.
-    let mut fwd = Forwarder::new(config());
     let invoking = udp("fd00:1::5", "fd00:2::5", 1, 8);
-    let mut pkt = invoking.clone();
-    let mut icmp = [0u8; MAX_ERROR_LEN];
-    let action = fwd.handle_packet(
-        &fib(),
-        Ingress::Tunnel(NextHopId(3)),
-        &mut pkt,
-        &mut icmp,
-        Instant::now(),
-    );
-    let Action::Tun(reply) = action else {
-        panic!("{action:?}");
+    let (out, _) = handle(Ingress::Tunnel(NextHopId(3)), &invoking);
+    let Out::Tun(reply) = out else {
+        panic!("{out:?}");
     };
-    assert_error(reply, "fd00:1::5", 3, 0, 0, &invoking);
+    assert_error(&reply, "fd00:1::5", 3, 0, 0, &invoking);
 }
 
 #[test]

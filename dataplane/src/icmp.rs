@@ -140,21 +140,8 @@ mod tests {
 
     const SOURCE: &str = "fd00:ff::1";
 
-    /// An IPv6 packet fd00:1::1 -> fd00:2::1 with `next_header` and `payload`.
-    pub(crate) fn packet(src: &str, dst: &str, next_header: u8, payload: &[u8]) -> Vec<u8> {
-        let repr = Ipv6Repr {
-            src_addr: src.parse().unwrap(),
-            dst_addr: dst.parse().unwrap(),
-            next_header,
-            payload_len: payload.len() as u16,
-            hop_limit: 64,
-            traffic_class: 0,
-            flow_label: 0,
-        };
-        let mut buf = vec![0u8; ipv6::HEADER_LEN + payload.len()];
-        repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
-        buf[ipv6::HEADER_LEN..].copy_from_slice(payload);
-        buf
+    fn packet(src: &str, dst: &str, next_header: u8, payload: &[u8]) -> Vec<u8> {
+        crate::packet::test_packet(src, dst, 64, next_header, payload)
     }
 
     fn udp(len: usize) -> Vec<u8> {

@@ -108,25 +108,37 @@ pub fn upper_layer(packet: &ipv6::Ipv6Packet<&[u8]>) -> UpperLayer {
     UpperLayer::Unknown
 }
 
+/// Builds test packets (used by the unit tests of several modules).
+#[cfg(test)]
+pub(crate) fn test_packet(
+    src: &str,
+    dst: &str,
+    hop_limit: u8,
+    next_header: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let repr = ipv6::Ipv6Repr {
+        src_addr: src.parse().unwrap(),
+        dst_addr: dst.parse().unwrap(),
+        next_header,
+        payload_len: payload.len() as u16,
+        hop_limit,
+        traffic_class: 0,
+        flow_label: 0,
+    };
+    let mut buf = vec![0u8; ipv6::HEADER_LEN + payload.len()];
+    repr.emit(&mut ipv6::Ipv6Packet::new_unchecked(&mut buf[..]));
+    buf[ipv6::HEADER_LEN..].copy_from_slice(payload);
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipv6::{Ipv6Packet, Ipv6Repr};
+    use ipv6::Ipv6Packet;
 
     fn packet(next_header: u8, payload: &[u8]) -> Vec<u8> {
-        let repr = Ipv6Repr {
-            src_addr: "fd00::1".parse().unwrap(),
-            dst_addr: "fd00::2".parse().unwrap(),
-            next_header,
-            payload_len: payload.len() as u16,
-            hop_limit: 64,
-            traffic_class: 0,
-            flow_label: 0,
-        };
-        let mut buf = vec![0u8; ipv6::HEADER_LEN + payload.len()];
-        repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
-        buf[ipv6::HEADER_LEN..].copy_from_slice(payload);
-        buf
+        test_packet("fd00::1", "fd00::2", 64, next_header, payload)
     }
 
     fn walk(buf: &[u8]) -> UpperLayer {
