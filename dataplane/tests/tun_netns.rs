@@ -352,8 +352,10 @@ fn tcp_through_two_tuns_with_offload() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // The server needs a moment to listen: retry while it refuses.
-    let mut client = None;
+    // The server needs a moment to listen: retry while the client cannot
+    // connect (iperf3 3.12 -J exits 0 even then; the JSON has the error).
+    let mut received = None;
+    let mut last = String::new();
     for _ in 0..50 {
         let out = a.exec_output(&[
             "iperf3",
@@ -365,24 +367,21 @@ fn tcp_through_two_tuns_with_offload() {
             "--connect-timeout",
             "1000",
         ]);
-        if out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("refused") {
-            client = Some(out);
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        received = last
+            .split("\"sum_received\"")
+            .nth(1)
+            .and_then(|s| s.split("\"bits_per_second\":").nth(1))
+            .and_then(|s| s.split([',', '}']).next())
+            .and_then(|s| s.trim().parse::<f64>().ok());
+        if received.is_some() || !last.contains("unable to connect") {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = server.kill();
     let _ = server.wait();
-    let client = client.expect("iperf3 server never listened");
-    let json = String::from_utf8_lossy(&client.stdout);
-    assert!(client.status.success(), "iperf3 failed:\n{json}");
-    let received = json
-        .split("\"sum_received\"")
-        .nth(1)
-        .and_then(|s| s.split("\"bits_per_second\":").nth(1))
-        .and_then(|s| s.split([',', '}']).next())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no sum_received in:\n{json}"));
+    let received = received.unwrap_or_else(|| panic!("iperf3 failed:\n{last}"));
     eprintln!(
         "TCP through the dataplane bridge: {:.2} Gbit/s",
         received / 1e9
