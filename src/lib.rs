@@ -13,6 +13,10 @@
 
 pub mod identity;
 pub mod join;
+pub mod peers;
 pub mod registry;
 pub mod state_dir;
+#[cfg(test)]
+mod test_pki;
+pub mod transport;
 pub mod upnp;

@@ -1,0 +1,9 @@
+//! Tunnel control stream: split frames, parse, re-emit, compare
+//! (see `re6st::transport::control::fuzz`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    re6st::transport::control::fuzz(data);
+});

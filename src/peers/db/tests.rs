@@ -1,0 +1,196 @@
+use std::time::Duration;
+
+use super::*;
+use crate::identity::{PeerAnnouncement, unix_secs};
+use crate::test_pki::Pki;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn mem_db(pki: &Pki, capacity: usize) -> PeerDb {
+    let (me, _) = pki.node(100);
+    PeerDb::open(
+        None,
+        me.prefix,
+        PeerDbConfig {
+            capacity,
+            max_age: 24 * HOUR,
+        },
+        &pki.verifier(None),
+        pki.now,
+    )
+    .unwrap()
+}
+
+#[test]
+fn newer_replaces_older_and_nothing_else_does() {
+    let pki = Pki::new();
+    let v = pki.verifier(None);
+    let mut db = mem_db(&pki, 10);
+    let (c, k) = pki.node(2);
+    let old = pki.announce(&c, &k, "192.0.2.1:1", HOUR);
+    let new = pki.announce(&c, &k, "192.0.2.2:2", Duration::ZERO);
+    assert_eq!(db.insert(&old, &v, pki.now).unwrap(), Inserted::New);
+    assert_eq!(db.insert(&old, &v, pki.now).unwrap(), Inserted::Unchanged);
+    assert_eq!(db.insert(&new, &v, pki.now).unwrap(), Inserted::Updated);
+    assert_eq!(db.insert(&old, &v, pki.now).unwrap(), Inserted::Unchanged);
+    let e = db.get(&c.prefix).unwrap();
+    assert_eq!(e.addresses, vec!["192.0.2.2:2".parse().unwrap()]);
+    assert_eq!(e.serial, 2);
+    assert_eq!(
+        (
+            db.stats().inserted,
+            db.stats().updated,
+            db.stats().unchanged
+        ),
+        (1, 1, 2)
+    );
+}
+
+#[test]
+fn forged_revoked_stale_and_own_announcements_are_refused_and_counted() {
+    let pki = Pki::new();
+    let v = pki.verifier(None);
+    let mut db = mem_db(&pki, 10);
+    let (c2, k2) = pki.node(2);
+    let (c3, _) = pki.node(3);
+
+    // Tampered payload: the signature no longer matches.
+    let mut bad = pki.announce(&c2, &k2, "192.0.2.1:1", Duration::ZERO);
+    bad.payload = bad.payload.replace("192.0.2.1", "192.0.2.9");
+    assert!(matches!(
+        db.insert(&bad, &v, pki.now),
+        Err(PeerDbError::Rejected(IdentityError::BadSignature { .. }))
+    ));
+
+    // Node 2 signs an announcement for node 3's prefix with its own cert.
+    let payload = serde_json::to_string(&PeerAnnouncement {
+        prefix: c3.prefix,
+        addresses: vec!["192.0.2.1:1".parse().unwrap()],
+        timestamp: unix_secs(pki.now),
+    })
+    .unwrap();
+    let good = pki.announce(&c2, &k2, "192.0.2.1:1", Duration::ZERO);
+    let signature = crate::test_pki::sign_raw(&payload, &k2);
+    let lie = SignedAnnouncement {
+        payload,
+        signature,
+        certificate: good.certificate.clone(),
+    };
+    assert!(matches!(
+        db.insert(&lie, &v, pki.now),
+        Err(PeerDbError::Rejected(IdentityError::PrefixMismatch { .. }))
+    ));
+
+    // Too old.
+    let stale = pki.announce(&c2, &k2, "192.0.2.1:1", 25 * HOUR);
+    assert!(db.insert(&stale, &v, pki.now).is_err());
+
+    // Revoked signer.
+    let crl = pki.crl(1, &[2]);
+    assert!(
+        db.insert(&good, &pki.verifier(Some(&crl)), pki.now)
+            .is_err()
+    );
+
+    // Another network's CA.
+    let other = Pki::new();
+    let (c9, k9) = other.node(9);
+    let foreign = other.announce(&c9, &k9, "192.0.2.1:1", Duration::ZERO);
+    assert!(db.insert(&foreign, &v, pki.now).is_err());
+
+    // Our own announcement, relayed back to us.
+    let (me, _) = pki.node(100);
+    let mut own_db = PeerDb::open(None, c2.prefix, PeerDbConfig::default(), &v, pki.now).unwrap();
+    assert!(matches!(
+        own_db.insert(&good, &v, pki.now),
+        Err(PeerDbError::Own)
+    ));
+    assert_eq!(own_db.stats().rejected_own, 1);
+    assert_ne!(me.prefix, c2.prefix);
+
+    let s = db.stats();
+    assert_eq!(
+        (
+            s.rejected_invalid,
+            s.rejected_prefix,
+            s.rejected_stale,
+            s.rejected_revoked,
+            s.rejected_certificate
+        ),
+        (1, 1, 1, 1, 1),
+        "{s:?}"
+    );
+    assert!(db.is_empty());
+    // And the good one still goes in.
+    assert_eq!(db.insert(&good, &v, pki.now).unwrap(), Inserted::New);
+}
+
+#[test]
+fn bounded_by_evicting_the_oldest() {
+    let pki = Pki::new();
+    let v = pki.verifier(None);
+    let mut db = mem_db(&pki, 3);
+    for (serial, age) in [(2, 5), (3, 1), (4, 9), (5, 2)] {
+        let (c, k) = pki.node(serial);
+        let a = pki.announce(&c, &k, "192.0.2.1:1", Duration::from_secs(age * 60));
+        assert_eq!(db.insert(&a, &v, pki.now).unwrap(), Inserted::New);
+    }
+    assert_eq!(db.len(), 3);
+    assert_eq!(db.stats().evicted, 1);
+    let serials: Vec<u64> = db.iter().map(|e| e.serial).collect();
+    assert!(
+        !serials.contains(&4),
+        "the oldest (9 min) went: {serials:?}"
+    );
+}
+
+#[test]
+fn persists_and_reverifies_on_open_and_after_a_crl() {
+    let pki = Pki::new();
+    let v = pki.verifier(None);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE);
+    let (me, _) = pki.node(100);
+    let cfg = PeerDbConfig::default();
+    {
+        let mut db = PeerDb::open(Some(&path), me.prefix, cfg, &v, pki.now).unwrap();
+        for serial in [2, 3, 4] {
+            let (c, k) = pki.node(serial);
+            db.insert(
+                &pki.announce(&c, &k, "192.0.2.1:1", Duration::ZERO),
+                &v,
+                pki.now,
+            )
+            .unwrap();
+        }
+    }
+    // Tamper with one row behind the DB's back.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE peer SET payload = replace(payload, '192.0.2.1', '192.0.2.66') WHERE rowid = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let mut db = PeerDb::open(Some(&path), me.prefix, cfg, &v, pki.now).unwrap();
+    assert_eq!(db.len(), 2);
+    assert_eq!(db.stats().purged, 1);
+    // Revoke one of the two left: purge drops it, in memory and on disk.
+    let left: Vec<u64> = db.iter().map(|e| e.serial).collect();
+    let crl = pki.crl(1, &[left[0]]);
+    let dropped = db.purge(&pki.verifier(Some(&crl)), pki.now).unwrap();
+    assert_eq!(dropped.len(), 1);
+    drop(db);
+    let db = PeerDb::open(Some(&path), me.prefix, cfg, &v, pki.now).unwrap();
+    assert_eq!(db.len(), 1);
+    // Everything is stale two days later (max age 3 days by default: no).
+    let later = PeerDb::open(
+        Some(&path),
+        me.prefix,
+        cfg,
+        &v,
+        pki.now + Duration::from_secs(2 * 86_400),
+    );
+    // The certificates expire after an hour: nothing survives.
+    assert_eq!(later.unwrap().len(), 0);
+}

@@ -1,0 +1,537 @@
+//! The QUIC transport: one quinn endpoint per node, on one UDP socket, that
+//! both dials and accepts tunnels (crates-notes §2).
+//!
+//! - **Mutual TLS** with the network CA and the current CRL (ring, TLS 1.3
+//!   only; [`crate::identity::tls`]). The dialler names the peer by its
+//!   overlay address (`ServerName::IpAddress`), so webpki checks the
+//!   certificate's IP SAN: the peer is the owner of that address. The
+//!   acceptor reads the dialler's node certificate (prefix from the CN,
+//!   address from the SAN, serial). A revoked, expired or foreign
+//!   certificate fails the handshake; the reason is logged and counted.
+//! - **Datagrams** carry IPv6 and Babel packets and our small control
+//!   frames (the dataplane's [`re6st_dataplane::frame`] demux);
+//!   `initial_mtu(1452)` makes a 1280-byte packet fit from the first
+//!   datagram, and MTU discovery stays on.
+//! - **Liveness**: keep-alives and a short idle timeout, so a dead peer is
+//!   noticed within seconds and the node can take the link down in Babel.
+//! - **CRL updates** ([`Transport::set_crl`]) rebuild both TLS configs; the
+//!   caller closes the tunnels to revoked nodes.
+//! - [`control`]: the reliable control stream of each tunnel.
+
+pub mod control;
+pub mod socket;
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::CertificateDer;
+use serde::Serialize;
+
+use crate::identity::tls::{TlsIdentity, Trust};
+use crate::identity::{Crl, IdentityError, NodeCert, NodeKey};
+use socket::{FaultSwitch, SwitchedSocket};
+
+/// ALPN of the tunnel protocol; a peer speaking anything else is refused.
+pub const ALPN: &[u8] = b"re6st/1";
+
+/// Transport knobs. The defaults suit real networks; tests shorten the
+/// timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// QUIC PING interval on idle tunnels.
+    pub keep_alive: Duration,
+    /// A tunnel that hears nothing for this long is dead (the effective
+    /// value is the smaller of both sides').
+    pub idle_timeout: Duration,
+    /// A dial that has not completed the handshake after this is abandoned.
+    pub handshake_timeout: Duration,
+    /// Initial UDP payload size: 1452 fits a 1500-byte IPv6 underlay and
+    /// gives 1414-byte datagrams, so a 1280-byte packet always fits.
+    pub initial_mtu: u16,
+    /// Upper bound of MTU discovery (UDP payload).
+    pub mtu_upper_bound: u16,
+    /// Bytes of datagrams quinn queues for sending before it drops the
+    /// oldest.
+    pub datagram_send_buffer: usize,
+    /// Bytes of received datagrams quinn buffers before the node reads them.
+    pub datagram_receive_buffer: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(4),
+            handshake_timeout: Duration::from_secs(5),
+            initial_mtu: 1452,
+            mtu_upper_bound: 1452,
+            datagram_send_buffer: 2 << 20,
+            datagram_receive_buffer: 4 << 20,
+        }
+    }
+}
+
+/// Why the transport could not start or reconfigure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Binding the UDP socket failed.
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A transport parameter is out of range.
+    #[error("invalid transport setting: {0}")]
+    Config(String),
+}
+
+/// Why a dial failed. The policy backs the peer off in every case but a
+/// refusal, whose reason the dialler reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// None of the peer's addresses can be used from our socket.
+    #[error("no usable address among {0:?}")]
+    NoUsableAddress(Vec<SocketAddr>),
+    /// quinn refused to start the connection.
+    #[error("connecting: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake failed or the connection was closed.
+    #[error("handshake: {0}")]
+    Handshake(#[from] quinn::ConnectionError),
+    /// No answer within the handshake timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The peer's certificate is not the one expected.
+    #[error("wrong peer: {0}")]
+    BadPeer(String),
+}
+
+/// Counters of the transport (handshakes and their failures).
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    dials: AtomicU64,
+    dials_failed: AtomicU64,
+    accepted_handshakes: AtomicU64,
+    refused_handshakes: AtomicU64,
+    refused_revoked: AtomicU64,
+    refused_bad_peer: AtomicU64,
+}
+
+/// A snapshot of [`TransportCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TransportStats {
+    /// Outgoing handshakes started.
+    pub dials: u64,
+    /// Outgoing handshakes that failed (any reason).
+    pub dials_failed: u64,
+    /// Incoming handshakes completed with a valid node certificate.
+    pub accepted_handshakes: u64,
+    /// Incoming handshakes that failed (TLS, timeout, bad certificate).
+    pub refused_handshakes: u64,
+    /// Handshakes (either way) refused because a certificate is revoked.
+    pub refused_revoked: u64,
+    /// Handshakes refused because the certificate is not a node's or not
+    /// the expected node's.
+    pub refused_bad_peer: u64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What can change at run time: the CRL (and so the TLS configs) and our
+/// own certificate (renewal).
+struct Tls {
+    me: NodeCert,
+    identity: TlsIdentity,
+    crl: Option<Crl>,
+    client: quinn::ClientConfig,
+}
+
+/// The node's QUIC endpoint. Cheap to share (`Arc`).
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    ca_der: Vec<u8>,
+    tls: ArcSwap<Tls>,
+    quic: Arc<quinn::TransportConfig>,
+    config: TransportConfig,
+    counters: TransportCounters,
+    switch: Option<Arc<FaultSwitch>>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection whose handshake completed, with the peer's certificate.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The QUIC connection.
+    pub conn: quinn::Connection,
+    /// The peer's node certificate (checked against the CA and our CRL).
+    pub peer: NodeCert,
+}
+
+impl Transport {
+    /// Binds `addr` and starts the endpoint (server and client). With
+    /// `switch`, the socket can be cut off by tests.
+    pub fn bind(
+        addr: SocketAddr,
+        cert: NodeCert,
+        key: &NodeKey,
+        ca_der: &[u8],
+        crl: Option<Crl>,
+        config: TransportConfig,
+        switch: Option<Arc<FaultSwitch>>,
+    ) -> Result<Self, TransportError> {
+        let quic = Arc::new(quic_transport(&config)?);
+        let identity = TlsIdentity::node(&cert, key);
+        let trust = Trust::new(ca_der, crl.as_ref());
+        let server = server_config(&trust, identity.clone(), &quic)?;
+        let client = client_config(&trust, identity.clone(), &quic)?;
+        let std_socket =
+            socket::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let inner = runtime
+            .wrap_udp_socket(std_socket)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        let sock: Arc<dyn quinn::AsyncUdpSocket> = match &switch {
+            Some(s) => Arc::new(SwitchedSocket::new(inner, s.clone())),
+            None => inner,
+        };
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            sock,
+            runtime,
+        )
+        .map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(Self {
+            endpoint,
+            ca_der: ca_der.to_vec(),
+            tls: ArcSwap::from_pointee(Tls {
+                me: cert,
+                identity,
+                crl,
+                client,
+            }),
+            quic,
+            config,
+            counters: TransportCounters::default(),
+            switch,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Our current certificate.
+    pub fn me(&self) -> NodeCert {
+        self.tls.load().me.clone()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// The fault switch, when the transport was built with one.
+    pub fn fault_switch(&self) -> Option<&Arc<FaultSwitch>> {
+        self.switch.as_ref()
+    }
+
+    /// The CRL in force.
+    pub fn crl(&self) -> Option<Crl> {
+        self.tls.load().crl.clone()
+    }
+
+    /// Number of the CRL in force (0: none).
+    pub fn crl_number(&self) -> u64 {
+        self.tls.load().crl.as_ref().map_or(0, |c| c.number)
+    }
+
+    /// Whether `serial` is on the CRL in force.
+    pub fn is_revoked(&self, serial: u64) -> bool {
+        self.tls
+            .load()
+            .crl
+            .as_ref()
+            .is_some_and(|c| c.is_revoked(serial))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TransportStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportStats {
+            dials: get(&c.dials),
+            dials_failed: get(&c.dials_failed),
+            accepted_handshakes: get(&c.accepted_handshakes),
+            refused_handshakes: get(&c.refused_handshakes),
+            refused_revoked: get(&c.refused_revoked),
+            refused_bad_peer: get(&c.refused_bad_peer),
+        }
+    }
+
+    /// Adopts `crl` if it is newer than the one in force (by CRL number):
+    /// new handshakes apply it at once. Returns whether it changed; the
+    /// caller then closes tunnels to revoked nodes. The CRL must already
+    /// be checked against the CA ([`Crl::from_der`] does).
+    pub fn set_crl(&self, crl: Crl) -> Result<bool, TransportError> {
+        let cur = self.tls.load_full();
+        if cur.crl.as_ref().is_some_and(|c| c.number >= crl.number) {
+            return Ok(false);
+        }
+        let trust = Trust::new(&self.ca_der, Some(&crl));
+        self.endpoint.set_server_config(Some(server_config(
+            &trust,
+            cur.identity.clone(),
+            &self.quic,
+        )?));
+        let client = client_config(&trust, cur.identity.clone(), &self.quic)?;
+        self.tls.store(Arc::new(Tls {
+            me: cur.me.clone(),
+            identity: cur.identity.clone(),
+            crl: Some(crl),
+            client,
+        }));
+        Ok(true)
+    }
+
+    /// Uses a renewed certificate (same prefix) for new handshakes.
+    pub fn set_identity(&self, cert: NodeCert, key: &NodeKey) -> Result<(), TransportError> {
+        let cur = self.tls.load_full();
+        let identity = TlsIdentity::node(&cert, key);
+        let trust = Trust::new(&self.ca_der, cur.crl.as_ref());
+        self.endpoint
+            .set_server_config(Some(server_config(&trust, identity.clone(), &self.quic)?));
+        let client = client_config(&trust, identity.clone(), &self.quic)?;
+        self.tls.store(Arc::new(Tls {
+            me: cert,
+            identity,
+            crl: cur.crl.clone(),
+            client,
+        }));
+        Ok(())
+    }
+
+    /// Dials the node that owns `prefix`'s address, trying `addrs` in
+    /// order, and checks that the certificate is that node's.
+    pub async fn dial(
+        &self,
+        addrs: &[SocketAddr],
+        address: Ipv6Addr,
+    ) -> Result<Connected, DialError> {
+        bump(&self.counters.dials);
+        let result = self.dial_inner(addrs, address).await;
+        if let Err(e) = &result {
+            bump(&self.counters.dials_failed);
+            self.count_failure(e);
+        }
+        result
+    }
+
+    async fn dial_inner(
+        &self,
+        addrs: &[SocketAddr],
+        address: Ipv6Addr,
+    ) -> Result<Connected, DialError> {
+        let local_v6 = self.local_addr().is_ok_and(|a| a.is_ipv6());
+        let dual = self
+            .local_addr()
+            .is_ok_and(|a| a.is_ipv6() && a.ip().is_unspecified());
+        let mut last = None;
+        for addr in addrs {
+            // An IPv4 socket cannot reach IPv6 peers; an IPv6 socket reaches
+            // IPv4 peers only when dual-stack.
+            let usable = if local_v6 {
+                addr.is_ipv6() || dual
+            } else {
+                addr.is_ipv4()
+            };
+            if !usable {
+                continue;
+            }
+            match self.dial_one(*addr, address).await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::debug!(%addr, peer = %address, error = %e, "dial failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DialError::NoUsableAddress(addrs.to_vec())))
+    }
+
+    async fn dial_one(&self, addr: SocketAddr, address: Ipv6Addr) -> Result<Connected, DialError> {
+        let client = self.tls.load().client.clone();
+        let connecting = self
+            .endpoint
+            .connect_with(client, addr, &address.to_string())?;
+        let conn = tokio::time::timeout(self.config.handshake_timeout, connecting)
+            .await
+            .map_err(|_| DialError::Timeout(self.config.handshake_timeout))??;
+        let peer = match self.peer_cert(&conn) {
+            Ok(p) if p.address == address => p,
+            Ok(p) => {
+                let why = format!("expected {address}, got {} ({})", p.address, p.prefix);
+                conn.close(control::close::BAD_PEER.into(), why.as_bytes());
+                return Err(DialError::BadPeer(why));
+            }
+            Err(why) => {
+                conn.close(control::close::BAD_PEER.into(), why.as_bytes());
+                return Err(DialError::BadPeer(why));
+            }
+        };
+        Ok(Connected { conn, peer })
+    }
+
+    fn count_failure(&self, e: &DialError) {
+        let text = e.to_string();
+        if text.contains("evoked") {
+            bump(&self.counters.refused_revoked);
+        } else if matches!(e, DialError::BadPeer(_)) {
+            bump(&self.counters.refused_bad_peer);
+        }
+    }
+
+    /// The next incoming connection attempt; `None` once the endpoint is
+    /// closed.
+    pub async fn accept(&self) -> Option<quinn::Incoming> {
+        self.endpoint.accept().await
+    }
+
+    /// Completes an incoming handshake and checks the peer's certificate.
+    /// Failures are logged with their reason and counted.
+    pub async fn handshake(&self, incoming: quinn::Incoming) -> Option<Connected> {
+        let from = incoming.remote_address();
+        let result = async {
+            let connecting = incoming.accept().map_err(|e| e.to_string())?;
+            let conn = tokio::time::timeout(self.config.handshake_timeout, connecting)
+                .await
+                .map_err(|_| "handshake timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            match self.peer_cert(&conn) {
+                Ok(peer) => Ok(Connected { conn, peer }),
+                Err(why) => {
+                    conn.close(control::close::BAD_PEER.into(), why.as_bytes());
+                    bump(&self.counters.refused_bad_peer);
+                    Err(why)
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(c) => {
+                bump(&self.counters.accepted_handshakes);
+                Some(c)
+            }
+            Err(why) => {
+                bump(&self.counters.refused_handshakes);
+                if why.contains("evoked") {
+                    bump(&self.counters.refused_revoked);
+                }
+                tracing::info!(%from, reason = %why, "refused an incoming tunnel");
+                None
+            }
+        }
+    }
+
+    /// The peer's node certificate, re-checked against the CRL in force
+    /// (it may have changed during the handshake).
+    fn peer_cert(&self, conn: &quinn::Connection) -> Result<NodeCert, String> {
+        let certs = conn
+            .peer_identity()
+            .and_then(|a| a.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .ok_or_else(|| "no peer certificate".to_string())?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| "empty certificate chain".to_string())?;
+        let cert = NodeCert::from_der(leaf).map_err(|e| e.to_string())?;
+        if self.is_revoked(cert.serial) {
+            return Err(format!("certificate serial {} is revoked", cert.serial));
+        }
+        Ok(cert)
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        self.endpoint.close(code.into(), reason);
+    }
+
+    /// Waits until every connection is closed (after [`Transport::close`]).
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+fn quic_transport(c: &TransportConfig) -> Result<quinn::TransportConfig, TransportError> {
+    let mut t = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(c.idle_timeout)
+        .map_err(|_| TransportError::Config(format!("idle timeout {:?}", c.idle_timeout)))?;
+    if c.initial_mtu < 1200 || c.mtu_upper_bound < c.initial_mtu {
+        return Err(TransportError::Config(format!(
+            "MTU: initial {} must be at least 1200 and at most the upper bound {}",
+            c.initial_mtu, c.mtu_upper_bound
+        )));
+    }
+    let mut mtud = quinn::MtuDiscoveryConfig::default();
+    mtud.upper_bound(c.mtu_upper_bound);
+    t.keep_alive_interval(Some(c.keep_alive))
+        .max_idle_timeout(Some(idle))
+        .initial_mtu(c.initial_mtu)
+        .mtu_discovery_config(Some(mtud))
+        .datagram_send_buffer_size(c.datagram_send_buffer)
+        .datagram_receive_buffer_size(Some(c.datagram_receive_buffer))
+        // One control stream per tunnel (and room for a newer protocol).
+        .max_concurrent_bidi_streams(4u32.into())
+        .max_concurrent_uni_streams(0u32.into());
+    Ok(t)
+}
+
+fn server_config(
+    trust: &Trust,
+    me: TlsIdentity,
+    quic: &Arc<quinn::TransportConfig>,
+) -> Result<quinn::ServerConfig, IdentityError> {
+    let mut tls = trust.server_config(me)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| IdentityError::Internal(format!("QUIC server config: {e}")))?;
+    let mut s = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    s.transport_config(quic.clone());
+    Ok(s)
+}
+
+fn client_config(
+    trust: &Trust,
+    me: TlsIdentity,
+    quic: &Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig, IdentityError> {
+    let mut tls = trust.client_config(Some(me))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| IdentityError::Internal(format!("QUIC client config: {e}")))?;
+    let mut c = quinn::ClientConfig::new(Arc::new(crypto));
+    c.transport_config(quic.clone());
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests;
