@@ -13,10 +13,12 @@
 
 pub mod identity;
 pub mod join;
+pub mod node;
 pub mod peers;
 pub mod registry;
 pub mod state_dir;
 #[cfg(test)]
 mod test_pki;
 pub mod transport;
+pub mod tunnels;
 pub mod upnp;

@@ -5,15 +5,17 @@ use clap::Parser;
 
 // The registry, join and identity live in the library (src/lib.rs) so the
 // node and the integration tests reuse them.
-use re6st::{join, registry};
+use re6st::{join, node, registry};
+// The tunnel policy and driver live in the library too (the node and the
+// simulator share them); `crate::tunnels` keeps naming them here.
+#[allow(unused_imports)]
+use re6st::tunnels;
 
 mod babel_dump;
 mod cli;
 mod control;
 mod demo;
-mod node;
 mod sim;
-mod tunnels;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

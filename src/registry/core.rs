@@ -94,6 +94,9 @@ pub struct Registry {
     /// The signed network configuration served to nodes.
     pub network_config: SignedNetworkConfig,
     inner: Mutex<Inner>,
+    /// Bootstrap requests answered since start (how much nodes rely on the
+    /// registry to find peers; peer exchange should keep it low).
+    pub bootstrap_requests: std::sync::atomic::AtomicU64,
     _lock: Option<std::fs::File>,
 }
 
@@ -233,6 +236,7 @@ impl Registry {
             settings,
             network_config,
             inner: Mutex::new(Inner { store, alloc }),
+            bootstrap_requests: std::sync::atomic::AtomicU64::new(0),
             _lock: Some(lock),
         })
     }

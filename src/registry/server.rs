@@ -331,6 +331,8 @@ async fn bootstrap(
     Extension(cert): Extension<ClientCert>,
     q: Result<Query<api::BootstrapQuery>, QueryRejection>,
 ) -> ApiResult<api::BootstrapResponse> {
+    r.bootstrap_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let node = client_node(&r, &cert, false).await?;
     let Query(q) = q.map_err(|e| bad(ErrorCode::BadRequest, e.body_text()))?;
     if q.n == 0 || q.n > api::MAX_BOOTSTRAP {

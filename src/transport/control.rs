@@ -312,6 +312,9 @@ pub enum StreamError {
     /// Writing failed.
     #[error("control stream: {0}")]
     Write(#[from] quinn::WriteError),
+    /// Opening or accepting the stream failed.
+    #[error("control stream: {0}")]
+    Connection(#[from] quinn::ConnectionError),
 }
 
 /// Reads one frame from `recv` into `buf` (reused) and parses it. `Ok(None)`

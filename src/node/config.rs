@@ -1,0 +1,143 @@
+//! Node settings. The network-wide parameters (k, the arity limit, the
+//! refresh period, Babel timers) come from the CA-signed network
+//! configuration; everything here is local.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use re6st_babel::engine::Config as BabelConfig;
+
+use super::path::Host;
+use crate::identity::NetworkConfig;
+use crate::peers::{ExchangeConfig, PeerDbConfig};
+use crate::transport::TransportConfig;
+use crate::transport::socket::FaultSwitch;
+use crate::tunnels::driver::DriverConfig;
+use crate::tunnels::policy::{PolicyConfig, Replacement};
+
+/// Default UDP port of the QUIC endpoint.
+pub const DEFAULT_PORT: u16 = 4326;
+
+/// Where packets for this node's prefix go.
+#[derive(Clone)]
+pub enum HostConfig {
+    /// An in-process channel pair standing in for a TUN device (tests,
+    /// userspace demos): [`super::NodeHandle::take_sink`].
+    Sink {
+        /// Packets buffered each way before new ones are dropped.
+        capacity: usize,
+    },
+    /// The caller's device: the node calls [`Host::deliver`] for packets to
+    /// the host and the caller feeds packets from the host to
+    /// [`super::NodeHandle::packet_path`] (issue 8 plugs the TUN here).
+    External(Arc<dyn Host>),
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostConfig::Sink { capacity } => write!(f, "Sink({capacity})"),
+            HostConfig::External(_) => f.write_str("External"),
+        }
+    }
+}
+
+/// Local node settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// UDP address of the QUIC endpoint. `[::]:port` is dual-stack.
+    pub listen: SocketAddr,
+    /// Addresses announced to peers. Empty: the listen address when it is
+    /// specific, otherwise the addresses peers report seeing us from.
+    pub advertise: Vec<SocketAddr>,
+    /// State directory for the peer DB, CRL updates, renewed certificates
+    /// and the Babel seqno. `None`: nothing is persisted (tests).
+    pub state_dir: Option<PathBuf>,
+    /// Registry URL; `None`: the one in the network configuration. An
+    /// empty string runs without a registry.
+    pub registry_url: Option<String>,
+    /// QUIC timers and sizes.
+    pub transport: TransportConfig,
+    /// Peer DB limits.
+    pub peer_db: PeerDbConfig,
+    /// Peer-exchange schedule.
+    pub exchange: ExchangeConfig,
+    /// Tunnel driver timers.
+    pub driver: DriverConfig,
+    /// First back-off of a peer that failed (doubles up to `backoff_max`).
+    pub backoff_min: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+    /// A draining tunnel is closed after this even if routes still use it.
+    pub drain_timeout: Duration,
+    /// Period of the registry round (announce, CRL, configuration,
+    /// renewal): twice a day.
+    pub registry_interval: Duration,
+    /// First delay before asking the registry again for peers when the DB
+    /// is still too small (doubles up to an hour).
+    pub bootstrap_retry: Duration,
+    /// How many peers to ask the registry for (at most 64).
+    pub bootstrap_peers: u32,
+    /// Overlay MTU: larger packets get ICMPv6 Packet Too Big.
+    pub mtu: u16,
+    /// The local side of the packet path.
+    pub host: HostConfig,
+    /// A switch that can cut the node's socket (tests of crashes).
+    pub fault_switch: Option<Arc<FaultSwitch>>,
+    /// Seed of the node's random choices (`None`: from the OS).
+    pub seed: Option<u64>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0u16; 8], DEFAULT_PORT)),
+            advertise: Vec::new(),
+            state_dir: None,
+            registry_url: None,
+            transport: TransportConfig::default(),
+            peer_db: PeerDbConfig::default(),
+            exchange: ExchangeConfig::default(),
+            driver: DriverConfig::default(),
+            backoff_min: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+            drain_timeout: Duration::from_secs(120),
+            registry_interval: Duration::from_secs(12 * 3600),
+            bootstrap_retry: Duration::from_secs(30),
+            bootstrap_peers: crate::registry::api::MAX_BOOTSTRAP,
+            mtu: 1400,
+            host: HostConfig::Sink { capacity: 4096 },
+            fault_switch: None,
+            seed: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The tunnel policy for `net`.
+    pub fn policy(&self, net: &NetworkConfig) -> PolicyConfig {
+        PolicyConfig {
+            outgoing: usize::from(net.tunnels),
+            max_tunnels: usize::from(net.max_tunnels),
+            refresh: net.tunnel_refresh(),
+            replacement: Replacement::LeastUsed,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            drain_timeout: self.drain_timeout,
+            ..PolicyConfig::default()
+        }
+    }
+
+    /// The Babel engine's configuration for `net`.
+    pub fn babel(&self, net: &NetworkConfig) -> BabelConfig {
+        let ms = Duration::from_millis;
+        BabelConfig {
+            hello_interval: ms(net.babel_hello_ms),
+            ihu_interval: ms(net.babel_ihu_ms),
+            update_interval: ms(net.babel_update_ms),
+            ..BabelConfig::default()
+        }
+    }
+}

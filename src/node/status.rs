@@ -1,0 +1,136 @@
+//! What a running node reports about itself: the types the control socket
+//! (issue 8) serves as JSON and the CLI prints as tables.
+
+use std::net::{Ipv6Addr, SocketAddr};
+
+use ipnet::Ipv6Net;
+use serde::Serialize;
+
+use super::link::LinkStats;
+use super::path::PathStats;
+use crate::peers::{ExchangeStats, PeerDbStats};
+use crate::transport::TransportStats;
+use crate::tunnels::driver::DriverStats;
+use crate::tunnels::policy::PolicyStats;
+
+/// The whole status of a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Overlay address.
+    pub address: Ipv6Addr,
+    /// Node prefix.
+    pub prefix: Ipv6Net,
+    /// Certificate serial.
+    pub serial: u64,
+    /// Network prefix.
+    pub network: Ipv6Net,
+    /// Bound UDP address.
+    pub listen: Option<SocketAddr>,
+    /// Addresses announced to peers.
+    pub advertised: Vec<SocketAddr>,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Number of the CRL in force.
+    pub crl_number: u64,
+    /// Tunnels (up and draining).
+    pub tunnels: Vec<TunnelStatus>,
+    /// Selected routes.
+    pub routes: usize,
+    /// Peer DB entries.
+    pub peer_db: usize,
+    /// Registry reachability.
+    pub registry: RegistryStatus,
+    /// Tunnel policy counters.
+    pub policy: PolicyCounters,
+    /// Tunnel driver counters.
+    pub driver: DriverStats,
+    /// Handshake counters.
+    pub transport: TransportStats,
+    /// Packet path counters.
+    pub path: PathStats,
+    /// Peer-exchange counters.
+    pub exchange: ExchangeStats,
+    /// Peer DB counters.
+    pub peers: PeerDbStats,
+    /// Babel input counters.
+    pub babel: re6st_babel::engine::Counters,
+}
+
+/// One tunnel.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelStatus {
+    /// Tunnel id (never reused while the node runs).
+    pub id: u64,
+    /// The peer's prefix.
+    pub peer_prefix: Ipv6Net,
+    /// The peer's certificate serial.
+    pub peer_serial: u64,
+    /// The peer's UDP address.
+    pub peer_udp: SocketAddr,
+    /// `outgoing` (ours, one of k) or `incoming`.
+    pub direction: &'static str,
+    /// `up` or `draining`.
+    pub state: &'static str,
+    /// Babel interface / next-hop id.
+    pub iface: Option<u32>,
+    /// QUIC's smoothed RTT, milliseconds.
+    pub rtt_ms: f64,
+    /// The RTT the policy ranks tunnels by (Babel's when measured).
+    pub babel_rtt_ms: Option<f64>,
+    /// Seconds since it came up.
+    pub age_secs: u64,
+    /// Destinations routed through it.
+    pub destinations: usize,
+    /// Largest datagram it carries now.
+    pub max_datagram_size: Option<usize>,
+    /// Traffic.
+    pub link: LinkStats,
+}
+
+/// Registry reachability.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegistryStatus {
+    /// The URL (none: running without a registry).
+    pub url: Option<String>,
+    /// Last successful exchange (UNIX seconds).
+    pub last_ok: Option<u64>,
+    /// Last error, if the last exchange failed.
+    pub last_error: Option<String>,
+    /// Bootstrap answers received.
+    pub bootstraps: u64,
+    /// Failed exchanges.
+    pub failures: u64,
+}
+
+/// [`PolicyStats`], serialisable.
+#[derive(Debug, Clone, Default, Serialize)]
+#[allow(missing_docs)] // the policy's field docs apply
+pub struct PolicyCounters {
+    pub opened: u64,
+    pub accepted: u64,
+    pub refused_full: u64,
+    pub refused_duplicate: u64,
+    pub failed: u64,
+    pub lost: u64,
+    pub replaced: u64,
+    pub replaced_destinations: u64,
+    pub duplicates_closed: u64,
+    pub unknown_tunnel: u64,
+}
+
+impl From<&PolicyStats> for PolicyCounters {
+    fn from(s: &PolicyStats) -> Self {
+        Self {
+            opened: s.opened,
+            accepted: s.accepted,
+            refused_full: s.refused_full,
+            refused_duplicate: s.refused_duplicate,
+            failed: s.failed,
+            lost: s.lost,
+            replaced: s.replaced,
+            replaced_destinations: s.replaced_destinations,
+            duplicates_closed: s.duplicates_closed,
+            unknown_tunnel: s.unknown_tunnel,
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The tunnel driver: what the node adds around the sans-IO [`Policy`].
+//!
+//! It turns the policy's actions into node [`Command`]s and the node's
+//! events into policy inputs, and owns the two things the policy does not
+//! know about:
+//!
+//! - **Interface ids.** Each tunnel that carries traffic gets a small
+//!   [`IfaceId`], used both as its Babel interface and as the dataplane's
+//!   next-hop id. A freed id is reused only after a quarantine, so a FIB
+//!   snapshot that still names it can never send into a newer tunnel.
+//! - **The staged removal.** [`Action::Drain`] becomes
+//!   [`Command::Withdraw`]: Babel takes the interface down (routes through
+//!   it are withdrawn and alternatives selected at once) and the peer is
+//!   told to do the same, but the QUIC connection stays open. Once no
+//!   destination is routed through it, the policy asks to close it; the
+//!   driver waits `linger` more (packets already in flight and queued in
+//!   the peer still arrive and are forwarded) and only then emits
+//!   [`Command::Close`].
+//!
+//! It is sans-IO like the policy: the node's router task feeds it events
+//! and `now`, applies the commands, and calls
+//! [`Driver::handle_timeout`] at [`Driver::poll_timeout`].
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv6Net;
+use rand::rngs::StdRng;
+use re6st_babel::engine::IfaceId;
+
+use super::policy::{
+    Action, CloseReason, ConfigError, Direction, Failure, Policy, PolicyConfig, Refusal, TunnelId,
+};
+use crate::transport::control::close;
+
+/// A node as the tunnel policy sees it.
+///
+/// Equality is by prefix: a node is its prefix, and its certificate serial
+/// changes when it renews. The order is by serial first, which is the
+/// duplicate rule of the report (§3.2: both ends keep the tunnel opened by
+/// the node with the smaller serial); both ends compare the serials of the
+/// certificates they just saw in the TLS handshake, so they agree. Within
+/// one collection a prefix appears once (the peer DB and the policy's
+/// tunnel list are keyed by it), which keeps this order total there.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerKey {
+    /// Certificate serial.
+    pub serial: u64,
+    /// Node prefix.
+    pub prefix: Ipv6Net,
+}
+
+impl PartialEq for PeerKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix
+    }
+}
+
+impl Eq for PeerKey {}
+
+impl PartialOrd for PeerKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PeerKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if self.prefix == other.prefix {
+            Ordering::Equal
+        } else {
+            (self.serial, self.prefix).cmp(&(other.serial, other.prefix))
+        }
+    }
+}
+
+impl std::fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (serial {})", self.prefix, self.serial)
+    }
+}
+
+/// Driver timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// How long a withdrawn tunnel stays open before it is closed.
+    pub linger: Duration,
+    /// How long a freed interface id is not reused.
+    pub quarantine: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(1),
+            quarantine: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the node must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Dial `peer` for `tunnel`, then report [`Driver::handle_dialled`].
+    Dial {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Whom.
+        peer: PeerKey,
+    },
+    /// Give up dialling `tunnel` (a connection that comes up anyway is
+    /// discarded by [`Driver::handle_dialled`]).
+    CancelDial {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// Withdraw routes through `tunnel`: its Babel interface goes down
+    /// (alternatives are selected at once) but the next hop and the
+    /// connection stay, for packets in flight. With `notify_peer`, send the
+    /// peer a drain message so it does the same. Then report the routes
+    /// ([`Driver::handle_routes`]) even if the FIB did not change.
+    Withdraw {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Its interface.
+        iface: IfaceId,
+        /// Tell the peer.
+        notify_peer: bool,
+    },
+    /// The tunnel is gone: remove the next hop `iface` (and take it down in
+    /// Babel if `babel_down`); close the QUIC connection with `close`'s
+    /// code and reason (`None`: it is closed already).
+    Close {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Its interface, if it was up.
+        iface: Option<IfaceId>,
+        /// The Babel interface is still up.
+        babel_down: bool,
+        /// Close code and reason.
+        close: Option<(u32, &'static str)>,
+    },
+}
+
+/// What became of a dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialled {
+    /// The tunnel is up on this interface.
+    Up(IfaceId),
+    /// The policy no longer wants it: close the connection (code DONE).
+    Discard,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    peer: PeerKey,
+    direction: Direction,
+    /// Set once the tunnel is up, until it is closed (the next hop stays
+    /// while it lingers, for packets routed by an older FIB snapshot).
+    iface: Option<IfaceId>,
+    /// Its routes were withdrawn (Babel interface down).
+    withdrawn: bool,
+    /// Opening (outgoing, not up yet).
+    opening: bool,
+}
+
+/// Counters of the driver.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DriverStats {
+    /// Tunnels withdrawn before closing (ours or the peer's request).
+    pub withdrawn: u64,
+    /// Tunnels closed after their linger period.
+    pub lingered: u64,
+    /// Dials whose connection arrived after the policy dropped them.
+    pub discarded_dials: u64,
+    /// Refresh replacements (drains of own tunnels).
+    pub replacements: u64,
+    /// Replacements whose victim routed the fewest destinations of the
+    /// node's own tunnels at that moment (a run-time check of report §5.1:
+    /// it should equal `replacements`).
+    pub replacements_least_used: u64,
+    /// Destinations routed through the replaced tunnels when they were
+    /// chosen (divide by `replacements`; the report found 1.85 against 75
+    /// on average per tunnel).
+    pub replaced_destinations: u64,
+}
+
+/// The tunnel driver of one node.
+#[derive(Debug)]
+pub struct Driver {
+    policy: Policy<PeerKey, StdRng>,
+    config: DriverConfig,
+    entries: BTreeMap<TunnelId, Entry>,
+    by_iface: BTreeMap<IfaceId, TunnelId>,
+    /// Freed ids and when they may be reused.
+    quarantined: VecDeque<(Instant, IfaceId)>,
+    free: Vec<IfaceId>,
+    next_iface: u32,
+    lingering: Vec<(Instant, TunnelId)>,
+    commands: VecDeque<Command>,
+    stats: DriverStats,
+}
+
+impl Driver {
+    /// A driver for node `me`.
+    pub fn new(
+        me: PeerKey,
+        policy: PolicyConfig,
+        rng: StdRng,
+        config: DriverConfig,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            policy: Policy::new(me, policy, rng, now)?,
+            config,
+            entries: BTreeMap::new(),
+            by_iface: BTreeMap::new(),
+            quarantined: VecDeque::new(),
+            free: Vec::new(),
+            next_iface: 0,
+            lingering: Vec::new(),
+            commands: VecDeque::new(),
+            stats: DriverStats::default(),
+        })
+    }
+
+    /// The policy (read-only: tunnels, stats).
+    pub fn policy(&self) -> &Policy<PeerKey, StdRng> {
+        &self.policy
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DriverStats {
+        &self.stats
+    }
+
+    /// The tunnel on `iface`.
+    pub fn tunnel_of(&self, iface: IfaceId) -> Option<TunnelId> {
+        self.by_iface.get(&iface).copied()
+    }
+
+    /// The interface of `tunnel`, if it is up (also while withdrawn).
+    pub fn iface_of(&self, tunnel: TunnelId) -> Option<IfaceId> {
+        self.entries.get(&tunnel).and_then(|e| e.iface)
+    }
+
+    /// Whether routes through `tunnel` were withdrawn (it is closing).
+    pub fn is_withdrawn(&self, tunnel: TunnelId) -> bool {
+        self.entries.get(&tunnel).is_some_and(|e| e.withdrawn)
+    }
+
+    /// The peer of `tunnel`.
+    pub fn peer_of(&self, tunnel: TunnelId) -> Option<PeerKey> {
+        self.entries.get(&tunnel).map(|e| e.peer)
+    }
+
+    // ----- inputs -----
+
+    /// The peer DB changed.
+    pub fn handle_candidates(&mut self, peers: impl IntoIterator<Item = PeerKey>, now: Instant) {
+        self.policy.handle_candidates(peers, now);
+        self.drain_actions(now);
+    }
+
+    /// `peer` dialled us and finished the handshake. Accepted tunnels are
+    /// up at once, on the returned interface.
+    pub fn handle_incoming(
+        &mut self,
+        peer: PeerKey,
+        now: Instant,
+    ) -> Result<(TunnelId, IfaceId), Refusal> {
+        let r = self.policy.handle_incoming(peer, now);
+        // The policy may close an older tunnel of the same peer first.
+        self.drain_actions(now);
+        let tunnel = r?;
+        let iface = self.alloc_iface(now);
+        self.entries.insert(
+            tunnel,
+            Entry {
+                peer,
+                direction: Direction::Incoming,
+                iface: Some(iface),
+                withdrawn: false,
+                opening: false,
+            },
+        );
+        self.by_iface.insert(iface, tunnel);
+        Ok((tunnel, iface))
+    }
+
+    /// A dial finished: `Ok` with the peer's handshake RTT, or why not.
+    pub fn handle_dialled(
+        &mut self,
+        tunnel: TunnelId,
+        result: Result<Option<Duration>, Failure>,
+        now: Instant,
+    ) -> Dialled {
+        let opening = self.entries.get(&tunnel).is_some_and(|e| e.opening);
+        match result {
+            Ok(_) if !opening => {
+                self.stats.discarded_dials += 1;
+                Dialled::Discard
+            }
+            Ok(rtt) => {
+                self.policy.handle_tunnel_up(tunnel, rtt, now);
+                let iface = self.alloc_iface(now);
+                if let Some(e) = self.entries.get_mut(&tunnel) {
+                    e.opening = false;
+                    e.iface = Some(iface);
+                }
+                self.by_iface.insert(iface, tunnel);
+                self.drain_actions(now);
+                Dialled::Up(iface)
+            }
+            Err(failure) => {
+                if opening {
+                    self.entries.remove(&tunnel);
+                    self.policy.handle_tunnel_failed(tunnel, failure, now);
+                    self.drain_actions(now);
+                }
+                Dialled::Discard
+            }
+        }
+    }
+
+    /// The connection of `tunnel` ended without us asking (peer closed,
+    /// idle timeout, peer revoked).
+    pub fn handle_closed(&mut self, tunnel: TunnelId, now: Instant) {
+        if self.remove(tunnel, None, now) {
+            self.policy.handle_tunnel_closed(tunnel, now);
+            self.drain_actions(now);
+        }
+    }
+
+    /// The node itself must drop `tunnel` now (its peer was revoked, or it
+    /// broke the protocol): closed with `code`.
+    pub fn close(&mut self, tunnel: TunnelId, code: u32, reason: &'static str, now: Instant) {
+        if self.remove(tunnel, Some((code, reason)), now) {
+            self.policy.handle_tunnel_closed(tunnel, now);
+            self.drain_actions(now);
+        }
+    }
+
+    /// Forgets `tunnel` and emits its `Close`; `false` if it was unknown.
+    fn remove(
+        &mut self,
+        tunnel: TunnelId,
+        close: Option<(u32, &'static str)>,
+        now: Instant,
+    ) -> bool {
+        let Some(e) = self.entries.remove(&tunnel) else {
+            return false;
+        };
+        self.lingering.retain(|(_, t)| *t != tunnel);
+        if e.opening {
+            self.commands.push_back(Command::CancelDial { tunnel });
+            return true;
+        }
+        if let Some(i) = e.iface {
+            self.free_iface(i, now);
+        }
+        self.commands.push_back(Command::Close {
+            tunnel,
+            iface: e.iface,
+            babel_down: e.iface.is_some() && !e.withdrawn,
+            close,
+        });
+        true
+    }
+
+    /// The peer is draining `tunnel` (its refresh replaced it): withdraw
+    /// our routes through it too; the peer closes it soon.
+    pub fn handle_peer_drain(&mut self, tunnel: TunnelId) {
+        self.withdraw(tunnel, false);
+    }
+
+    fn withdraw(&mut self, tunnel: TunnelId, notify_peer: bool) {
+        let Some(e) = self.entries.get_mut(&tunnel) else {
+            return;
+        };
+        if let (Some(iface), false) = (e.iface, e.withdrawn) {
+            e.withdrawn = true;
+            self.stats.withdrawn += 1;
+            self.commands.push_back(Command::Withdraw {
+                tunnel,
+                iface,
+                notify_peer,
+            });
+        }
+    }
+
+    /// Destinations routed through each interface (Babel's
+    /// `destinations_per_interface`).
+    pub fn handle_routes(&mut self, counts: &BTreeMap<IfaceId, usize>, now: Instant) {
+        let mapped: Vec<(TunnelId, u32)> = counts
+            .iter()
+            .filter_map(|(i, n)| {
+                let t = self.by_iface.get(i)?;
+                let withdrawn = self.entries.get(t).is_none_or(|e| e.withdrawn);
+                (!withdrawn).then(|| (*t, u32::try_from(*n).unwrap_or(u32::MAX)))
+            })
+            .collect();
+        self.policy.handle_routes(mapped, now);
+        self.drain_actions(now);
+    }
+
+    /// The RTT measured on `iface`.
+    pub fn handle_rtt(&mut self, iface: IfaceId, rtt: Duration, now: Instant) {
+        if let Some(t) = self.by_iface.get(&iface).copied() {
+            self.policy.handle_rtt(t, rtt, now);
+        }
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TunnelId> = self
+            .lingering
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, t)| *t)
+            .collect();
+        self.lingering.retain(|(at, _)| *at > now);
+        for tunnel in due {
+            if self.remove(
+                tunnel,
+                Some((close::REPLACED, "replaced by the tunnel refresh")),
+                now,
+            ) {
+                self.stats.lingered += 1;
+            }
+        }
+        self.policy.handle_timeout(now);
+        self.drain_actions(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next command.
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Driver::handle_timeout`] is due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.lingering
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(self.policy.poll_timeout())
+            .min()
+    }
+
+    // ----- internals -----
+
+    fn drain_actions(&mut self, now: Instant) {
+        while let Some(a) = self.policy.poll_action() {
+            match a {
+                Action::Open { tunnel, peer } => {
+                    self.entries.insert(
+                        tunnel,
+                        Entry {
+                            peer,
+                            direction: Direction::Outgoing,
+                            iface: None,
+                            withdrawn: false,
+                            opening: true,
+                        },
+                    );
+                    self.commands.push_back(Command::Dial { tunnel, peer });
+                }
+                Action::Drain { tunnel, .. } => {
+                    self.check_victim(tunnel);
+                    self.withdraw(tunnel, true);
+                }
+                Action::Close { tunnel, reason, .. } => self.close_action(tunnel, reason, now),
+            }
+        }
+    }
+
+    /// Records whether the tunnel chosen for replacement was the least
+    /// used of the node's own tunnels.
+    fn check_victim(&mut self, victim: TunnelId) {
+        let own: Vec<_> = self
+            .policy
+            .tunnels()
+            .filter(|t| t.direction == Direction::Outgoing)
+            .filter(|t| t.id == victim || t.state == super::policy::TunnelState::Up)
+            .collect();
+        let Some(v) = own.iter().find(|t| t.id == victim) else {
+            return;
+        };
+        let min = own.iter().map(|t| t.destinations).min();
+        self.stats.replacements += 1;
+        self.stats.replaced_destinations += u64::from(v.destinations);
+        if Some(v.destinations) == min {
+            self.stats.replacements_least_used += 1;
+        }
+    }
+
+    fn close_action(&mut self, tunnel: TunnelId, reason: CloseReason, now: Instant) {
+        let Some(e) = self.entries.get(&tunnel) else {
+            return;
+        };
+        if e.withdrawn && e.direction == Direction::Outgoing {
+            // Let packets in flight arrive first.
+            if !self.lingering.iter().any(|(_, t)| *t == tunnel) {
+                self.lingering.push((now + self.config.linger, tunnel));
+            }
+            return;
+        }
+        let why = match reason {
+            CloseReason::Replaced => "replaced by the tunnel refresh",
+            CloseReason::Duplicate => "duplicate tunnel (the smaller serial's is kept)",
+            CloseReason::Superseded => "superseded by a newer tunnel from the same node",
+            CloseReason::ProbeLost => "probe tunnel not kept",
+        };
+        self.remove(tunnel, Some((close::DONE, why)), now);
+    }
+
+    fn alloc_iface(&mut self, now: Instant) -> IfaceId {
+        while let Some(&(at, id)) = self.quarantined.front() {
+            if at > now {
+                break;
+            }
+            self.quarantined.pop_front();
+            self.free.push(id);
+        }
+        // Lowest free id first: keeps the next-hop table small.
+        self.free.sort_by(|a, b| b.cmp(a));
+        if let Some(id) = self.free.pop() {
+            return id;
+        }
+        let id = IfaceId(self.next_iface);
+        self.next_iface += 1;
+        id
+    }
+
+    fn free_iface(&mut self, id: IfaceId, now: Instant) {
+        self.by_iface.remove(&id);
+        self.quarantined
+            .push_back((now + self.config.quarantine, id));
+    }
+}
+
+#[cfg(test)]
+mod tests;

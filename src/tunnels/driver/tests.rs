@@ -1,0 +1,286 @@
+//! The driver with a fake clock: what the node adds to the policy
+//! (interface ids, staged removal with linger, late dial results).
+
+use rand::SeedableRng;
+
+use super::*;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn key(serial: u64) -> PeerKey {
+    PeerKey {
+        serial,
+        prefix: format!("fd00:1:0:{serial:x}::/64").parse().unwrap(),
+    }
+}
+
+fn driver(me: u64, k: usize, t0: Instant) -> Driver {
+    let policy = PolicyConfig {
+        refresh: secs(10),
+        backoff_min: secs(2),
+        backoff_max: secs(8),
+        drain_timeout: secs(5),
+        // k = 0 is a node that only accepts: give it room anyway.
+        max_tunnels: 3 * k.max(1),
+        ..PolicyConfig::with_k(k)
+    };
+    Driver::new(
+        key(me),
+        policy,
+        StdRng::seed_from_u64(3),
+        DriverConfig {
+            linger: Duration::from_millis(500),
+            quarantine: secs(3),
+        },
+        t0,
+    )
+    .unwrap()
+}
+
+fn commands(d: &mut Driver) -> Vec<Command> {
+    std::iter::from_fn(|| d.poll_command()).collect()
+}
+
+fn dials(cmds: &[Command]) -> Vec<(TunnelId, PeerKey)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Dial { tunnel, peer } => Some((*tunnel, *peer)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn peer_keys_are_nodes_ordered_by_serial() {
+    let a = key(5);
+    let renewed = PeerKey {
+        serial: 40,
+        prefix: a.prefix,
+    };
+    assert_eq!(a, renewed, "a renewed certificate is the same node");
+    assert_eq!(a.cmp(&renewed), Ordering::Equal);
+    let b = PeerKey {
+        serial: 7,
+        prefix: "fd00::/64".parse().unwrap(),
+    };
+    assert!(a < b, "serial first, whatever the prefixes");
+}
+
+#[test]
+fn refresh_withdraws_the_least_used_then_closes_after_linger() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 3, t0);
+    d.handle_candidates((2..10).map(key), t0);
+    let opened = dials(&commands(&mut d));
+    assert_eq!(opened.len(), 3);
+    let mut ifaces = vec![];
+    for (t, _) in &opened {
+        match d.handle_dialled(*t, Ok(Some(Duration::from_millis(20))), t0) {
+            Dialled::Up(i) => ifaces.push(i),
+            Dialled::Discard => panic!("discarded"),
+        }
+    }
+    assert_eq!(ifaces, vec![IfaceId(0), IfaceId(1), IfaceId(2)]);
+    // Babel routes 5, 1 and 9 destinations through them.
+    let counts = BTreeMap::from([(ifaces[0], 5), (ifaces[1], 1), (ifaces[2], 9)]);
+    d.handle_routes(&counts, t0);
+    assert!(commands(&mut d).is_empty());
+
+    let t1 = d.poll_timeout().unwrap();
+    assert_eq!(t1, t0 + secs(10), "the refresh period");
+    d.handle_timeout(t1);
+    let cmds = commands(&mut d);
+    assert!(
+        cmds.contains(&Command::Withdraw {
+            tunnel: opened[1].0,
+            iface: ifaces[1],
+            notify_peer: true
+        }),
+        "{cmds:?}"
+    );
+    assert_eq!(dials(&cmds).len(), 1, "make before break: {cmds:?}");
+    assert!(d.is_withdrawn(opened[1].0));
+
+    // Routes moved away: the policy wants it closed, the driver lingers.
+    let counts = BTreeMap::from([(ifaces[0], 6), (ifaces[2], 9)]);
+    d.handle_routes(&counts, t1);
+    assert!(commands(&mut d).is_empty());
+    let t2 = d.poll_timeout().unwrap();
+    assert_eq!(t2, t1 + Duration::from_millis(500));
+    d.handle_timeout(t2 - Duration::from_millis(1));
+    assert!(commands(&mut d).is_empty());
+    d.handle_timeout(t2);
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::Close {
+            tunnel: opened[1].0,
+            iface: Some(ifaces[1]),
+            babel_down: false,
+            close: Some((close::REPLACED, "replaced by the tunnel refresh")),
+        }]
+    );
+    assert_eq!(d.stats().withdrawn, 1);
+    assert_eq!(d.stats().lingered, 1);
+    assert_eq!(
+        (
+            d.stats().replacements,
+            d.stats().replacements_least_used,
+            d.stats().replaced_destinations
+        ),
+        (1, 1, 1)
+    );
+    // A late close report of the closed tunnel is ignored.
+    d.handle_closed(opened[1].0, t2);
+    assert!(commands(&mut d).is_empty());
+}
+
+#[test]
+fn a_dial_that_lost_the_duplicate_rule_is_discarded() {
+    let t0 = Instant::now();
+    let mut d = driver(5, 1, t0);
+    d.handle_candidates([key(3)], t0);
+    let opened = dials(&commands(&mut d));
+    assert_eq!(opened.len(), 1);
+    // Node 3 (smaller serial) dials us at the same time: its tunnel wins.
+    let (t_in, iface) = d.handle_incoming(key(3), t0).unwrap();
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::CancelDial {
+            tunnel: opened[0].0
+        }]
+    );
+    assert_eq!(d.tunnel_of(iface), Some(t_in));
+    // Our connection completes anyway: discard it.
+    assert_eq!(
+        d.handle_dialled(opened[0].0, Ok(None), t0),
+        Dialled::Discard
+    );
+    assert_eq!(d.stats().discarded_dials, 1);
+    // And a larger serial dialling us while we hold its tunnel is refused.
+    let mut d = driver(2, 1, t0);
+    d.handle_candidates([key(3)], t0);
+    let opened = dials(&commands(&mut d));
+    assert_eq!(d.handle_incoming(key(3), t0), Err(Refusal::Duplicate));
+    assert!(matches!(
+        d.handle_dialled(opened[0].0, Ok(None), t0),
+        Dialled::Up(_)
+    ));
+}
+
+#[test]
+fn failures_back_off_and_full_nodes_refuse() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 1, t0);
+    d.handle_candidates([key(2)], t0);
+    let opened = dials(&commands(&mut d));
+    let full = Refusal::Full { tunnels: 3, max: 3 };
+    d.handle_dialled(opened[0].0, Err(Failure::Refused(full)), t0);
+    assert!(commands(&mut d).is_empty(), "backed off");
+    let retry = d.poll_timeout().unwrap();
+    assert!(retry <= t0 + secs(2));
+    d.handle_timeout(retry);
+    assert_eq!(dials(&commands(&mut d)).len(), 1);
+
+    // Max arity 3 (k = 1): the fourth incoming tunnel is refused.
+    let mut d = driver(1, 1, t0);
+    for s in 10..12 {
+        d.handle_incoming(key(s), t0).unwrap();
+    }
+    d.handle_candidates([key(2)], t0);
+    let _ = commands(&mut d);
+    assert!(matches!(
+        d.handle_incoming(key(13), t0),
+        Err(Refusal::Full { tunnels: 3, max: 3 })
+    ));
+}
+
+#[test]
+fn interface_ids_are_quarantined_before_reuse() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 0, t0);
+    let (ta, ia) = d.handle_incoming(key(2), t0).unwrap();
+    let (_, ib) = d.handle_incoming(key(3), t0).unwrap();
+    assert_eq!((ia, ib), (IfaceId(0), IfaceId(1)));
+    d.handle_closed(ta, t0);
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::Close {
+            tunnel: ta,
+            iface: Some(ia),
+            babel_down: true,
+            close: None
+        }]
+    );
+    let (_, ic) = d.handle_incoming(key(4), t0 + secs(1)).unwrap();
+    assert_eq!(ic, IfaceId(2), "0 is still quarantined");
+    let (_, id) = d.handle_incoming(key(5), t0 + secs(4)).unwrap();
+    assert_eq!(id, IfaceId(0), "reused after the quarantine");
+}
+
+#[test]
+fn a_peer_drain_withdraws_here_and_its_close_ends_it() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 0, t0);
+    let (t, i) = d.handle_incoming(key(2), t0).unwrap();
+    d.handle_peer_drain(t);
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::Withdraw {
+            tunnel: t,
+            iface: i,
+            notify_peer: false
+        }]
+    );
+    // Its routes are gone: a routes report does not close it here (the
+    // dialler closes it after its linger).
+    d.handle_routes(&BTreeMap::new(), t0);
+    assert!(commands(&mut d).is_empty());
+    d.handle_closed(t, t0 + secs(1));
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::Close {
+            tunnel: t,
+            iface: Some(i),
+            babel_down: false,
+            close: None
+        }]
+    );
+    assert_eq!(d.policy().tunnel_count(), 0);
+}
+
+#[test]
+fn a_lost_tunnel_is_replaced_at_once() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 2, t0);
+    d.handle_candidates((2..6).map(key), t0);
+    let opened = dials(&commands(&mut d));
+    for (t, _) in &opened {
+        d.handle_dialled(*t, Ok(None), t0);
+    }
+    let _ = commands(&mut d);
+    d.handle_closed(opened[0].0, t0);
+    let cmds = commands(&mut d);
+    assert!(matches!(
+        cmds[0],
+        Command::Close {
+            iface: Some(_),
+            babel_down: true,
+            close: None,
+            ..
+        }
+    ));
+    assert_eq!(dials(&cmds).len(), 1, "{cmds:?}");
+    // The node drops a revoked peer: closed with its code, and replaced.
+    d.close(opened[1].0, close::REVOKED, "revoked", t0);
+    let cmds = commands(&mut d);
+    assert!(matches!(
+        cmds[0],
+        Command::Close {
+            close: Some((close::REVOKED, _)),
+            ..
+        }
+    ));
+    assert_eq!(dials(&cmds).len(), 1);
+}
