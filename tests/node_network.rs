@@ -7,27 +7,251 @@
 mod node_support;
 mod registry_support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use node_support::{Net, own_tunnels, registry_args, up_tunnels};
+use node_support::{Net, fast_config, own_tunnels, registry_args, up_tunnels};
+use re6st::node::NodeConfig;
+
+fn arity_ok(k: u16, s: &re6st::node::NodeStatus) -> bool {
+    let (k, up) = (usize::from(k), up_tunnels(s));
+    up >= k && up <= 3 * k && own_tunnels(s) == k
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_overlay_reaches_every_node() {
-    let k = 2;
+async fn twenty_nodes_reach_each_other_learn_peers_by_exchange_and_outlive_the_registry() {
+    let k = 3;
+    let n = 20;
     let mut net = Net::new(k, &registry_args(k, "1h")).await;
-    net.add_nodes(5).await;
+    // Only 3 peers from the registry each: the rest must come by exchange.
+    net.config = Box::new(|seed| NodeConfig {
+        bootstrap_peers: 3,
+        ..fast_config(seed)
+    });
+    let t0 = Instant::now();
+    net.add_nodes(n).await;
     let took = net
-        .all_pairs_reach(1, Duration::from_secs(20))
+        .wait_for("k..3k tunnels on every node", Duration::from_secs(30), |st| {
+            st.len() == n && st.values().all(|s| arity_ok(k, s))
+        })
+        .await;
+    println!("{n} nodes, k={k}: every node has k own and at most 3k tunnels {took:?} after the last start ({:?} in all)", t0.elapsed());
+    let took = net
+        .all_pairs_reach(1_000, Duration::from_secs(30))
         .await
         .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
-    println!("5 nodes, k={k}: every pair reachable after {took:?}");
+    println!("every ordered pair ({} probes) reachable after {took:?}", n * (n - 1));
+
+    // Peer exchange: the DBs grow past the 3 bootstrap peers while the
+    // registry answers no more bootstrap requests.
+    net.wait_for("bootstrap done", Duration::from_secs(20), |st| {
+        st.values().all(|s| s.peer_db >= usize::from(k))
+    })
+    .await;
+    let b0 = net.bootstraps();
+    let before: Vec<usize> = net.statuses().await.values().map(|s| s.peer_db).collect();
+    let took = net
+        .wait_for("peer DBs filled by exchange", Duration::from_secs(60), |st| {
+            st.values().all(|s| s.peer_db >= 12)
+        })
+        .await;
     let st = net.statuses().await;
-    for (i, s) in &st {
-        let up = up_tunnels(s);
-        assert!(
-            up >= usize::from(k) && up <= 3 * usize::from(k),
-            "n{i}: {up} tunnels"
-        );
+    let after: Vec<usize> = st.values().map(|s| s.peer_db).collect();
+    let received: u64 = st.values().map(|s| s.exchange.received).sum();
+    assert_eq!(net.bootstraps(), b0, "no bootstrap while the DBs grew");
+    println!(
+        "peer DB sizes {before:?} -> {after:?} in {took:?} by exchange alone ({received} announcements received; registry bootstraps stayed at {b0})"
+    );
+
+    // The registry stops: the network goes on, and a node restarted from
+    // its state directory finds its way back from its peer DB.
+    let reg = net.registry.take().unwrap();
+    let _dir = reg.stop().await;
+    let (enrolled, state) = net.kill(7);
+    net.wait_for("the dead node's tunnels gone", Duration::from_secs(10), |st| {
+        st.values().all(|s| s.tunnels.iter().all(|t| t.peer_prefix != enrolled.cert.prefix))
+    })
+    .await;
+    let restarted = net.start(7, enrolled, state).await;
+    net.nodes[7] = Some(restarted);
+    let took = net
+        .all_pairs_reach(2_000, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs without the registry: {m:?}"));
+    let st = net.statuses().await;
+    let n7 = &st[&7];
+    assert!(n7.peer_db >= 12, "the restarted node kept its peer DB");
+    assert!(n7.registry.last_error.is_some(), "the registry is down");
+    assert_eq!(n7.registry.bootstraps, 0);
+    println!(
+        "registry stopped, node 7 restarted from its peer DB ({} peers): every pair reachable again after {took:?}",
+        n7.peer_db
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_with_the_real_k_of_10() {
+    let k = 10;
+    let n = 20;
+    let mut net = Net::new(k, &registry_args(k, "1h")).await;
+    let t0 = Instant::now();
+    net.add_nodes(n).await;
+    // 20 nodes wanting 10 tunnels each make a full mesh: a node whose
+    // peers all dialled it first cannot open its own (never two tunnels to
+    // one node), so only the arity bounds are checked here.
+    let took = net
+        .wait_for("10..30 tunnels on every node", Duration::from_secs(40), |st| {
+            st.len() == n
+                && st.values().all(|s| {
+                    let up = up_tunnels(s);
+                    up >= usize::from(k) && up <= 3 * usize::from(k) && own_tunnels(s) <= usize::from(k)
+                })
+        })
+        .await;
+    let arity: Vec<usize> = net.statuses().await.values().map(up_tunnels).collect();
+    println!("{n} nodes, k={k}: arities {arity:?}, {took:?} after the last start ({:?} in all)", t0.elapsed());
+    let took = net
+        .all_pairs_reach(1, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    println!("every ordered pair reachable after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_replaces_the_least_used_tunnel_without_losing_packets() {
+    let k = 3;
+    let n = 10;
+    let mut net = Net::new(k, &registry_args(k, "2s")).await;
+    net.add_nodes(n).await;
+    net.wait_for("k own tunnels", Duration::from_secs(30), |st| {
+        st.len() == n && st.values().all(|s| own_tunnels(s) == usize::from(k))
+    })
+    .await;
+    net.all_pairs_reach(1, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    let before = net.statuses().await;
+    // A steady stream between two nodes while tunnels are replaced.
+    let (a, b) = (0, n - 1);
+    let sent = 1200u32;
+    for seq in 0..sent {
+        net.probe(a, b, 10_000 + seq);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = net.statuses().await;
+    let lost = (0..sent).filter(|s| !net.got(a, b, 10_000 + s)).count();
+    let replaced: u64 = st.values().map(|s| s.driver.replacements).sum();
+    let least: u64 = st.values().map(|s| s.driver.replacements_least_used).sum();
+    let victim_dests: u64 = st.values().map(|s| s.driver.replaced_destinations).sum();
+    let lingered: u64 = st.values().map(|s| s.driver.lingered).sum();
+    let avg_dests = {
+        let t: Vec<usize> = st
+            .values()
+            .flat_map(|s| s.tunnels.iter().map(|t| t.destinations))
+            .collect();
+        t.iter().sum::<usize>() as f64 / t.len().max(1) as f64
+    };
+    println!(
+        "{replaced} replacements in {:.1} s over {n} nodes, {least} of the least used tunnel; \
+         {:.2} destinations per replaced tunnel vs {avg_dests:.2} per tunnel; \
+         {lingered} closed after withdraw+linger; stream {a}->{b}: {lost} of {sent} packets lost",
+        sent as f64 / 100.0,
+        victim_dests as f64 / replaced.max(1) as f64
+    );
+    assert!(replaced >= n as u64, "every node refreshes every 2 s");
+    assert_eq!(least, replaced, "the victim is always the least used");
+    assert!(lingered >= replaced / 2, "drained tunnels are closed after they linger");
+    // Replaced tunnels are gone and were replaced by new ones.
+    let changed = st
+        .iter()
+        .filter(|(i, s)| {
+            let old: Vec<u64> = before[i].tunnels.iter().map(|t| t.id).collect();
+            s.tunnels.iter().any(|t| !old.contains(&t.id))
+        })
+        .count();
+    assert_eq!(changed, n, "every node has new tunnels");
+    for s in st.values() {
         assert!(own_tunnels(s) <= usize::from(k));
     }
+    assert!(
+        lost <= sent as usize / 100,
+        "staged removal loses (almost) nothing: {lost} lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_reroutes_traffic_within_two_seconds() {
+    let k = 3;
+    let n = 12;
+    let mut net = Net::new(k, &registry_args(k, "1h")).await;
+    net.add_nodes(n).await;
+    net.wait_for("k..3k tunnels", Duration::from_secs(30), |st| {
+        st.len() == n && st.values().all(|s| arity_ok(k, s))
+    })
+    .await;
+    net.all_pairs_reach(1, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    // A pair whose route crosses a third node.
+    let mut found = None;
+    'search: for s in 0..n {
+        for d in 0..n {
+            if s == d {
+                continue;
+            }
+            let dst = net.node(d).handle.address();
+            if let Some(hop) = net.node(s).handle.next_hop(dst).await
+                && hop != net.node(d).handle.prefix()
+                && let Some(x) = (0..n).find(|x| net.node(*x).handle.prefix() == hop)
+            {
+                found = Some((s, d, x));
+                break 'search;
+            }
+        }
+    }
+    let (s, d, x) = found.expect("some route crosses an intermediate node");
+    async fn stream(net: &Net, s: usize, d: usize, from: u32) {
+        for seq in from..from + 400 {
+            net.probe(s, d, seq);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    stream(&net, s, d, 100_000).await;
+    let before = net.node(d).received.lock().unwrap().len();
+    assert!(before > 300, "the stream flows before the kill");
+    let killed_at = Instant::now();
+    net.kill(x);
+    stream(&net, s, d, 200_000).await;
+    stream(&net, s, d, 300_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let arrivals: Vec<Instant> = net
+        .node(d)
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|((a, b, _), _)| (*a as usize, *b as usize) == (s, d))
+        .map(|(_, t)| *t)
+        .collect();
+    // The interruption: the longest silence in the stream around the kill.
+    let mut around: Vec<Instant> = arrivals
+        .iter()
+        .copied()
+        .filter(|t| *t + Duration::from_millis(100) > killed_at)
+        .collect();
+    around.sort();
+    let interruption = around
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .expect("traffic resumed after the kill");
+    let after = arrivals.iter().filter(|t| **t > killed_at).count();
+    println!(
+        "stream n{s} -> n{d} through n{x}: n{x} killed (no goodbye); traffic interrupted for {interruption:?}, {after} of 800 later packets arrived"
+    );
+    assert!(
+        interruption < Duration::from_secs(2),
+        "rerouted in {interruption:?}"
+    );
+    assert!(after > 600, "the stream goes on after the reroute");
 }

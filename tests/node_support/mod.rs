@@ -83,10 +83,27 @@ pub fn fast_config(seed: u64) -> NodeConfig {
     }
 }
 
-/// A node's enrolment, kept to restart it.
+/// A node's enrolment and first documents, kept to restart it even when
+/// the registry is down.
+#[derive(Clone)]
 pub struct Enrolled {
     pub cert: NodeCert,
     pub key_pem: String,
+    pub crl_pem: String,
+    pub network: re6st::identity::SignedNetworkConfig,
+}
+
+impl Enrolled {
+    pub fn identity(&self, ca_der: &[u8]) -> NodeIdentity {
+        NodeIdentity {
+            key: NodeKey::from_pem(&self.key_pem).unwrap(),
+            cert: self.cert.clone(),
+            ca_der: ca_der.to_vec(),
+            ca_key: re6st::identity::ca_public_key(ca_der).unwrap(),
+            crl: Some(Crl::from_pem(&self.crl_pem, ca_der).unwrap()),
+            network: Some(self.network.clone()),
+        }
+    }
 }
 
 /// What a probe packet carries: (from node, to node, sequence number).
@@ -191,6 +208,8 @@ impl Net {
             let enrolled = Enrolled {
                 key_pem: node.key.to_pem(),
                 cert: node.cert,
+                crl_pem: r.anon().crl().await.unwrap(),
+                network: r.anon().network().await.unwrap(),
             };
             let state = tempfile::tempdir().unwrap();
             let i = self.nodes.len();
@@ -199,21 +218,9 @@ impl Net {
         }
     }
 
-    async fn identity(&self, e: &Enrolled) -> NodeIdentity {
-        let crl_pem = self.registry().anon().crl().await.unwrap();
-        let network = self.registry().anon().network().await.unwrap();
-        NodeIdentity {
-            key: NodeKey::from_pem(&e.key_pem).unwrap(),
-            cert: e.cert.clone(),
-            ca_der: self.ca_der.clone(),
-            ca_key: re6st::identity::ca_public_key(&self.ca_der).unwrap(),
-            crl: Some(Crl::from_pem(&crl_pem, &self.ca_der).unwrap()),
-            network: Some(network),
-        }
-    }
-
-    async fn start(&self, i: usize, enrolled: Enrolled, state: tempfile::TempDir) -> TestNode {
-        let id = self.identity(&enrolled).await;
+    /// Starts node `i` (again) from its enrolment and state directory.
+    pub async fn start(&self, i: usize, enrolled: Enrolled, state: tempfile::TempDir) -> TestNode {
+        let id = enrolled.identity(&self.ca_der);
         let mut config = (self.config)(i as u64);
         config.state_dir = Some(state.path().to_path_buf());
         self.start_with(i, enrolled, state, id, config).await
@@ -369,18 +376,20 @@ impl Net {
         }
     }
 
-    /// Stops node `i` dead (no goodbye on the wire).
-    pub fn kill(&mut self, i: usize) -> Enrolled {
+    /// Stops node `i` dead (no goodbye on the wire); returns what it
+    /// takes to start it again.
+    pub fn kill(&mut self, i: usize) -> (Enrolled, tempfile::TempDir) {
         let n = self.nodes[i].take().expect("running");
         let TestNode {
             handle,
             enrolled,
             reader,
+            state,
             ..
         } = n;
         handle.kill();
         reader.abort();
-        enrolled
+        (enrolled, state)
     }
 }
 
