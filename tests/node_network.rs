@@ -30,16 +30,24 @@ async fn twenty_nodes_reach_each_other_learn_peers_by_exchange_and_outlive_the_r
     let t0 = Instant::now();
     net.add_nodes(n).await;
     let took = net
-        .wait_for("k..3k tunnels on every node", Duration::from_secs(30), |st| {
-            st.len() == n && st.values().all(|s| arity_ok(k, s))
-        })
+        .wait_for(
+            "k..3k tunnels on every node",
+            Duration::from_secs(30),
+            |st| st.len() == n && st.values().all(|s| arity_ok(k, s)),
+        )
         .await;
-    println!("{n} nodes, k={k}: every node has k own and at most 3k tunnels {took:?} after the last start ({:?} in all)", t0.elapsed());
+    println!(
+        "{n} nodes, k={k}: every node has k own and at most 3k tunnels {took:?} after the last start ({:?} in all)",
+        t0.elapsed()
+    );
     let took = net
         .all_pairs_reach(1_000, Duration::from_secs(30))
         .await
         .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
-    println!("every ordered pair ({} probes) reachable after {took:?}", n * (n - 1));
+    println!(
+        "every ordered pair ({} probes) reachable after {took:?}",
+        n * (n - 1)
+    );
 
     // Peer exchange: the DBs grow past the 3 bootstrap peers while the
     // registry answers no more bootstrap requests.
@@ -50,9 +58,11 @@ async fn twenty_nodes_reach_each_other_learn_peers_by_exchange_and_outlive_the_r
     let b0 = net.bootstraps();
     let before: Vec<usize> = net.statuses().await.values().map(|s| s.peer_db).collect();
     let took = net
-        .wait_for("peer DBs filled by exchange", Duration::from_secs(60), |st| {
-            st.values().all(|s| s.peer_db >= 12)
-        })
+        .wait_for(
+            "peer DBs filled by exchange",
+            Duration::from_secs(60),
+            |st| st.values().all(|s| s.peer_db >= 12),
+        )
         .await;
     let st = net.statuses().await;
     let after: Vec<usize> = st.values().map(|s| s.peer_db).collect();
@@ -67,9 +77,17 @@ async fn twenty_nodes_reach_each_other_learn_peers_by_exchange_and_outlive_the_r
     let reg = net.registry.take().unwrap();
     let _dir = reg.stop().await;
     let (enrolled, state) = net.kill(7);
-    net.wait_for("the dead node's tunnels gone", Duration::from_secs(10), |st| {
-        st.values().all(|s| s.tunnels.iter().all(|t| t.peer_prefix != enrolled.cert.prefix))
-    })
+    net.wait_for(
+        "the dead node's tunnels gone",
+        Duration::from_secs(10),
+        |st| {
+            st.values().all(|s| {
+                s.tunnels
+                    .iter()
+                    .all(|t| t.peer_prefix != enrolled.cert.prefix)
+            })
+        },
+    )
     .await;
     let restarted = net.start(7, enrolled, state).await;
     net.nodes[7] = Some(restarted);
@@ -99,16 +117,25 @@ async fn twenty_nodes_with_the_real_k_of_10() {
     // peers all dialled it first cannot open its own (never two tunnels to
     // one node), so only the arity bounds are checked here.
     let took = net
-        .wait_for("10..30 tunnels on every node", Duration::from_secs(40), |st| {
-            st.len() == n
-                && st.values().all(|s| {
-                    let up = up_tunnels(s);
-                    up >= usize::from(k) && up <= 3 * usize::from(k) && own_tunnels(s) <= usize::from(k)
-                })
-        })
+        .wait_for(
+            "10..30 tunnels on every node",
+            Duration::from_secs(40),
+            |st| {
+                st.len() == n
+                    && st.values().all(|s| {
+                        let up = up_tunnels(s);
+                        up >= usize::from(k)
+                            && up <= 3 * usize::from(k)
+                            && own_tunnels(s) <= usize::from(k)
+                    })
+            },
+        )
         .await;
     let arity: Vec<usize> = net.statuses().await.values().map(up_tunnels).collect();
-    println!("{n} nodes, k={k}: arities {arity:?}, {took:?} after the last start ({:?} in all)", t0.elapsed());
+    println!(
+        "{n} nodes, k={k}: arities {arity:?}, {took:?} after the last start ({:?} in all)",
+        t0.elapsed()
+    );
     let took = net
         .all_pairs_reach(1, Duration::from_secs(30))
         .await
@@ -160,7 +187,10 @@ async fn the_refresh_replaces_the_least_used_tunnel_without_losing_packets() {
     );
     assert!(replaced >= n as u64, "every node refreshes every 2 s");
     assert_eq!(least, replaced, "the victim is always the least used");
-    assert!(lingered >= replaced / 2, "drained tunnels are closed after they linger");
+    assert!(
+        lingered >= replaced / 2,
+        "drained tunnels are closed after they linger"
+    );
     // Replaced tunnels are gone and were replaced by new ones.
     let changed = st
         .iter()

@@ -4,8 +4,7 @@
 pub mod driver;
 pub mod policy;
 
-// Part of the API is for the node's driver (issue 7), which is not written
-// yet; the simulator uses the rest.
+// The node's driver uses part of this API, the simulator the rest.
 #[allow(unused_imports)]
 pub use policy::{
     Action, CloseReason, ConfigError, Direction, Failure, PeerId, Policy, PolicyConfig,
