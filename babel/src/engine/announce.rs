@@ -37,7 +37,7 @@ impl Engine {
             if self.reselect_at.is_none() {
                 self.reselect_at = Some(now + self.config.reselect_interval);
             }
-        } else {
+        } else if !self.reselect.is_empty() {
             self.reselect.remove(&prefix);
         }
         self.selection_changed(prefix, sel, now);

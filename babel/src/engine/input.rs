@@ -237,10 +237,9 @@ impl Engine {
             .sources
             .is_feasible(prefix, rid, u.seqno, u.metric, now);
         let half_life = self.config.smoothing_half_life;
-        let selected_n = self.routes.get(&prefix).and_then(|e| e.selected);
-        let existing = self
-            .routes
-            .get(&prefix)
+        let entry = self.routes.get(&prefix);
+        let selected_n = entry.and_then(|e| e.selected);
+        let existing = entry
             .and_then(|e| e.find(ctx.neighbour))
             .map(|r| (r.router_id, r.metric));
         match existing {
@@ -268,6 +267,7 @@ impl Engine {
                     return;
                 }
                 let route_gc = self.config.route_gc;
+                let mut deadline = None;
                 if let Some(r) = self
                     .routes
                     .get_mut(&prefix)
@@ -279,7 +279,9 @@ impl Engine {
                     r.next_hop = next_hop;
                     r.set_metric(metric, half_life, now);
                     set_timers(r, interval, route_gc, now);
+                    deadline = r.next_deadline();
                 }
+                self.routes.note_deadline(deadline);
             }
         }
         if u.metric < INFINITY && !feasible {

@@ -96,7 +96,7 @@ impl Route {
         self.metric = metric;
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         [self.expires, self.request_at, self.flush_at]
             .into_iter()
             .flatten()
@@ -171,6 +171,11 @@ pub(crate) struct Selection {
 pub(crate) struct RouteTable {
     prefixes: BTreeMap<IpNet, PrefixRoutes>,
     len: usize,
+    /// A lower bound of the earliest route timer: a timer set earlier lowers
+    /// it, a timer moved later or removed leaves it (an early wake-up is
+    /// harmless), and `expire` recomputes it exactly. Keeps `poll_timeout`
+    /// from scanning every route after every packet.
+    deadline: Option<Instant>,
 }
 
 impl RouteTable {
@@ -195,8 +200,16 @@ impl RouteTable {
     }
 
     pub(crate) fn insert(&mut self, prefix: IpNet, route: Route) {
+        self.note_deadline(route.next_deadline());
         self.prefixes.entry(prefix).or_default().routes.push(route);
         self.len += 1;
+    }
+
+    /// Lowers the deadline bound to `t` (after a route's timers were set).
+    pub(crate) fn note_deadline(&mut self, t: Option<Instant>) {
+        if let Some(t) = t {
+            self.deadline = Some(self.deadline.map_or(t, |d| d.min(t)));
+        }
     }
 
     /// Removes every route through `n`; returns the prefixes touched.
@@ -268,32 +281,20 @@ impl RouteTable {
             };
         };
         let old = e.last;
+        let view = sources.view(prefix);
         let usable = |r: &Route| {
-            r.metric < INFINITY
-                && sources.is_feasible(*prefix, r.router_id, r.seqno, r.refmetric, now)
+            r.metric < INFINITY && view.is_feasible(r.router_id, r.seqno, r.refmetric, now)
         };
         let current = e.selected().filter(|r| usable(r));
         // Lowest metric; among equals the current route, then the lowest
-        // smoothed metric, then the lowest neighbour id (determinism).
-        let rank = |r: &Route, s: f64| {
-            (
-                r.metric,
-                u8::from(Some(r.neighbour) != e.selected),
-                s,
-                r.neighbour.0,
-            )
-        };
-        let mut best: Option<(&Route, f64)> = None;
-        for r in e.routes.iter().filter(|r| usable(r)) {
-            let s = r.smoothed(params.half_life, now);
-            if best.is_none_or(|(b, bs)| {
-                rank(r, s)
-                    .partial_cmp(&rank(b, bs))
-                    .is_some_and(|o| o.is_lt())
-            }) {
-                best = Some((r, s));
-            }
-        }
+        // neighbour id (determinism). Smoothed metrics are only computed for
+        // the two routes hysteresis compares.
+        let best = e
+            .routes
+            .iter()
+            .filter(|r| usable(r))
+            .min_by_key(|r| (r.metric, Some(r.neighbour) != e.selected, r.neighbour))
+            .map(|r| (r, r.smoothed(params.half_life, now)));
         let mut held_back = false;
         let chosen = match (current, best) {
             (_, None) => None,
@@ -356,6 +357,9 @@ impl RouteTable {
                 touched.push(*p);
             }
         }
+        if !touched.is_empty() {
+            self.note_deadline(Some(now + route_gc));
+        }
         touched
     }
 
@@ -384,25 +388,30 @@ impl RouteTable {
                 }
             }
             let before = e.routes.len();
-            e.routes.retain(|r| {
-                !(r.flush_at.is_some_and(|t| t <= now) && Some(r.neighbour) != selected)
-            });
+            e.routes.retain(|r| r.flush_at.is_none_or(|t| t > now));
             if e.routes.len() != before {
                 self.len -= before - e.routes.len();
                 touched = true;
+                if e.selected.is_some_and(|n| e.find(n).is_none()) {
+                    // Reselection then announces the loss (from `last`).
+                    e.selected = None;
+                }
             }
             if touched {
                 out.touched.push(*p);
             }
         }
-    }
-
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.prefixes
+        self.deadline = self
+            .prefixes
             .values()
             .flat_map(|e| e.routes.iter())
             .filter_map(Route::next_deadline)
-            .min()
+            .min();
+    }
+
+    /// No later than the earliest route timer (possibly earlier).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 

@@ -6,7 +6,7 @@
 //! Babel loop-free at all times, even while updates are in flight.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -41,27 +41,67 @@ pub(crate) fn feasible(fd: Option<(u16, u16)>, seqno: u16, metric: u16) -> bool 
     }
 }
 
-/// FDs by (prefix, router-id).
+/// FDs by prefix, then router-id (a prefix rarely has more than one
+/// source, so the inner list is scanned). Ordered maps rather than hashes:
+/// keys come from the network and must not be able to degrade lookups.
 #[derive(Debug)]
 pub(crate) struct SourceTable {
-    entries: HashMap<(IpNet, RouterId), Source>,
+    entries: BTreeMap<IpNet, Vec<(RouterId, Source)>>,
     gc: Duration,
+    /// A lower bound of the next GC deadline (refreshes only move entries'
+    /// deadlines later, so it stays a bound until `expire` recomputes it).
+    deadline: Option<Instant>,
+}
+
+/// The FDs of one prefix, for checking several routes at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SourceView<'a> {
+    sources: &'a [(RouterId, Source)],
+    gc: Duration,
+}
+
+impl SourceView<'_> {
+    /// The live FD for `rid`; an entry older than the GC time counts as
+    /// absent even before the timer removes it.
+    pub(crate) fn get(&self, rid: RouterId, now: Instant) -> Option<&Source> {
+        self.sources
+            .iter()
+            .find(|(r, _)| *r == rid)
+            .map(|(_, s)| s)
+            .filter(|s| now.saturating_duration_since(s.refreshed) < self.gc)
+    }
+
+    pub(crate) fn is_feasible(&self, rid: RouterId, seqno: u16, metric: u16, now: Instant) -> bool {
+        let fd = self.get(rid, now).map(|s| (s.seqno, s.metric));
+        feasible(fd, seqno, metric)
+    }
 }
 
 impl SourceTable {
     pub(crate) fn new(gc: Duration) -> Self {
         SourceTable {
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             gc,
+            deadline: None,
         }
     }
 
-    /// The live FD for (prefix, router-id); an entry older than the GC time
-    /// counts as absent even before the timer removes it.
+    /// The FDs of `prefix`.
+    pub(crate) fn view(&self, prefix: &IpNet) -> SourceView<'_> {
+        SourceView {
+            sources: self.entries.get(prefix).map_or(&[], Vec::as_slice),
+            gc: self.gc,
+        }
+    }
+
     pub(crate) fn get(&self, prefix: IpNet, rid: RouterId, now: Instant) -> Option<&Source> {
+        let gc = self.gc;
         self.entries
-            .get(&(prefix, rid))
-            .filter(|s| now.saturating_duration_since(s.refreshed) < self.gc)
+            .get(&prefix)?
+            .iter()
+            .find(|(r, _)| *r == rid)
+            .map(|(_, s)| s)
+            .filter(|s| now.saturating_duration_since(s.refreshed) < gc)
     }
 
     pub(crate) fn is_feasible(
@@ -72,8 +112,7 @@ impl SourceTable {
         metric: u16,
         now: Instant,
     ) -> bool {
-        let fd = self.get(prefix, rid, now).map(|s| (s.seqno, s.metric));
-        feasible(fd, seqno, metric)
+        self.view(&prefix).is_feasible(rid, seqno, metric, now)
     }
 
     /// Records that we announced (seqno, metric) for (prefix, router-id)
@@ -91,11 +130,20 @@ impl SourceTable {
             return;
         }
         let gc = self.gc;
-        let e = self.entries.entry((prefix, rid)).or_insert(Source {
-            seqno,
-            metric,
-            refreshed: now,
-        });
+        let list = self.entries.entry(prefix).or_default();
+        let Some((_, e)) = list.iter_mut().find(|(r, _)| *r == rid) else {
+            list.push((
+                rid,
+                Source {
+                    seqno,
+                    metric,
+                    refreshed: now,
+                },
+            ));
+            let t = now + gc;
+            self.deadline = Some(self.deadline.map_or(t, |d| d.min(t)));
+            return;
+        };
         let stale = now.saturating_duration_since(e.refreshed) >= gc;
         let better = match seqno_cmp(seqno, e.seqno) {
             Some(Ordering::Greater) => true,
@@ -112,17 +160,26 @@ impl SourceTable {
     /// Drops entries not refreshed for the GC time.
     pub(crate) fn expire(&mut self, now: Instant) {
         let gc = self.gc;
-        self.entries
-            .retain(|_, s| now.saturating_duration_since(s.refreshed) < gc);
+        let mut deadline: Option<Instant> = None;
+        self.entries.retain(|_, list| {
+            list.retain(|(_, s)| now.saturating_duration_since(s.refreshed) < gc);
+            for (_, s) in list.iter() {
+                let t = s.refreshed + gc;
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+            !list.is_empty()
+        });
+        self.deadline = deadline;
     }
 
+    /// No later than the next GC deadline (possibly earlier).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.entries.values().map(|s| s.refreshed + self.gc).min()
+        self.deadline
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.values().map(Vec::len).sum()
     }
 }
 
@@ -186,6 +243,8 @@ mod tests {
         assert!(s.is_feasible(p(), RID, 6, 899, t0));
         // Refreshing keeps it alive past the first GC deadline.
         s.update_on_send(p(), RID, 6, 1000, t0 + Duration::from_secs(100));
+        // The deadline is a lower bound until a GC pass recomputes it.
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(180)));
         s.expire(t0 + Duration::from_secs(200));
         assert_eq!(s.len(), 1);
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(280)));

@@ -86,6 +86,16 @@ impl T {
         }
     }
 
+    /// Tunnels T1, T2, ... (ids 1..=n), each with a neighbour fe80::2,
+    /// fe80::3, ... that has sent Hello + IHU.
+    fn tunnels(n: u32) -> T {
+        let mut t = T::new();
+        for i in 1..=n {
+            t.tunnel(IfaceId(i), &format!("fe80::{}", i + 1));
+        }
+        t
+    }
+
     /// A tunnel with a neighbour that has sent Hello + IHU.
     fn tunnel(&mut self, id: IfaceId, peer: &str) {
         self.e
@@ -186,8 +196,7 @@ fn interface_up_sends_hello_and_wildcard_request_at_once() {
 
 #[test]
 fn tunnel_is_usable_after_one_hello_and_ihu() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
+    let mut t = T::tunnels(1);
     let n = &t.e.neighbours()[0];
     assert_eq!((n.rxcost, n.txcost, n.cost), (96, 96, 96));
     // The new neighbour got an IHU and a wildcard request right away.
@@ -288,8 +297,7 @@ fn rtt_from_timestamps_sets_the_penalty() {
 
 #[test]
 fn bogus_rtt_samples_are_rejected() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
+    let mut t = T::tunnels(1);
     let now_ts = t.e.timestamp(t.now);
     // Origin in our future: local wait "negative".
     let bad = Message::Ihu(IhuRepr {
@@ -308,8 +316,7 @@ fn bogus_rtt_samples_are_rejected() {
 
 #[test]
 fn learned_route_is_selected_and_fed_to_the_fib() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
+    let mut t = T::tunnels(1);
     let _ = t.e.poll_event();
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     let r = t.selected(p1()).unwrap();
@@ -331,9 +338,7 @@ fn learned_route_is_selected_and_fed_to_the_fib() {
 
 #[test]
 fn fd_is_set_when_sending_and_blocks_worse_routes() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     let sent = t.sent(ms(50));
     // Announced on T2 only (split horizon on tunnels), with metric 196.
@@ -357,9 +362,7 @@ fn fd_is_set_when_sending_and_blocks_worse_routes() {
 
 #[test]
 fn unfeasible_update_unselects_a_route_from_another_source() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     // Announce SRC2 once so that we hold an FD for it.
     t.rx(T2, "fe80::3", &[update(p1(), SRC2, 3, 50)]);
     t.sent(ms(50));
@@ -375,9 +378,7 @@ fn unfeasible_update_unselects_a_route_from_another_source() {
 
 #[test]
 fn unfeasible_update_from_the_same_source_is_ignored_and_asks_for_a_seqno() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.sent(ms(50)); // FD (7, 196)
     // The metric grows (RTT went up upstream): unfeasible, same source.
@@ -435,9 +436,7 @@ fn seqno_request_for_our_prefix_bumps_once() {
 
 #[test]
 fn seqno_request_is_forwarded_with_hop_minus_one_never_to_the_requester() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.sent(ms(50));
     // From T2 (not our next hop): forwarded to T1 with hop 9.
@@ -463,9 +462,7 @@ fn seqno_request_is_forwarded_with_hop_minus_one_never_to_the_requester() {
 
 #[test]
 fn seqno_request_answered_when_we_can_and_hop_count_rules() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.sent(ms(50));
     // Our seqno is already >= the requested one: answered with an update.
@@ -491,10 +488,7 @@ fn seqno_request_answered_when_we_can_and_hop_count_rules() {
 
 #[test]
 fn forwarded_request_prefers_a_feasible_successor() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
-    t.tunnel(IfaceId(3), "fe80::4");
+    let mut t = T::tunnels(3);
     // Selected via T1 (the requester); T2 has a feasible worse route; T3 a
     // better but unfeasible one (older seqno): the request goes to T2.
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
@@ -508,9 +502,7 @@ fn forwarded_request_prefers_a_feasible_successor() {
 
 #[test]
 fn forwarded_request_answer_is_relayed_to_the_requester() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 150)]);
     t.sent(ms(50));
     t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
@@ -529,9 +521,7 @@ fn forwarded_request_answer_is_relayed_to_the_requester() {
 
 #[test]
 fn starvation_sends_a_seqno_request_to_the_unfeasible_route() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 500)]);
     t.sent(ms(50)); // FD (7, 196): the route via T2 is unfeasible
@@ -590,9 +580,7 @@ fn route_request_answers() {
 
 #[test]
 fn router_id_switch_is_urgent_and_resent() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.sent(ms(50));
     t.rx(T1, "fe80::2", &[update(p1(), SRC2, 1, 100)]);
@@ -608,9 +596,7 @@ fn router_id_switch_is_urgent_and_resent() {
 
 #[test]
 fn triggered_updates_are_coalesced() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.sent(ms(50));
     for m in [100, 90, 80] {
         t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, m)]);
@@ -623,8 +609,7 @@ fn triggered_updates_are_coalesced() {
 
 #[test]
 fn routes_expire_after_3_5_intervals_with_a_request_before() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
+    let mut t = T::tunnels(1);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.sent(ms(50));
     // Keep the neighbour alive with Hellos/IHUs but send no more updates.
@@ -652,10 +637,7 @@ fn routes_expire_after_3_5_intervals_with_a_request_before() {
 
 #[test]
 fn interface_down_retracts_and_switches_without_timers() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
-    t.tunnel(IfaceId(3), "fe80::4");
+    let mut t = T::tunnels(3);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 150)]);
     t.rx(T1, "fe80::2", &[update(pfx("fd00:2::/64"), SRC2, 1, 100)]);
@@ -675,8 +657,7 @@ fn interface_down_retracts_and_switches_without_timers() {
 
 #[test]
 fn dead_neighbour_is_flushed_by_missed_hellos() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
+    let mut t = T::tunnels(1);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     // The tunnel stays up but the peer is silent: after 3 missed Hellos
     // the link cost is infinite and the route is gone.
@@ -688,8 +669,7 @@ fn dead_neighbour_is_flushed_by_missed_hellos() {
 
 #[test]
 fn bad_input_is_counted_and_dropped() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
+    let mut t = T::tunnels(1);
     t.rx(
         T1,
         "fe80::2",
@@ -735,8 +715,7 @@ fn bad_input_is_counted_and_dropped() {
 
 #[test]
 fn wildcard_retraction_drops_all_routes_of_the_neighbour() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
+    let mut t = T::tunnels(1);
     t.rx(
         T1,
         "fe80::2",
@@ -821,13 +800,48 @@ fn api_misuse_is_an_error() {
 
 #[test]
 fn source_entries_are_garbage_collected() {
-    let mut t = T::new();
-    t.tunnel(T1, "fe80::2");
-    t.tunnel(T2, "fe80::3");
+    let mut t = T::tunnels(2);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.sent(ms(50));
     assert!(t.e.sources.get(p1(), SRC, t.now).is_some());
     t.e.interface_down(T1, t.now).unwrap();
     t.sent(secs(181));
     assert!(t.e.sources.get(p1(), SRC, t.now).is_none());
+}
+
+#[test]
+fn packets_respect_the_interface_budget() {
+    let mut t = T::tunnels(2);
+    let ups: Vec<Message> = (0..60)
+        .map(|i| update(pfx(&format!("fd00:9:{i:x}::/64")), SRC, 7, 100))
+        .collect();
+    t.rx(T1, "fe80::2", &ups);
+    t.sent(ms(50));
+    t.e.set_interface_budget(T2, 200).unwrap();
+    t.rx(
+        T2,
+        "fe80::3",
+        &[Message::RouteRequest(RouteRequestRepr { prefix: None })],
+    );
+    t.now += ms(20);
+    let mut seen = 0;
+    let mut packets = 0;
+    while let Some(tx) = t.e.poll_transmit(t.now) {
+        if tx.iface != T2 {
+            continue;
+        }
+        packets += 1;
+        assert!(tx.bytes.len() <= 200, "{} bytes", tx.bytes.len());
+        let p = crate::wire::parse_packet(&tx.bytes).unwrap();
+        seen += p
+            .messages()
+            .filter(|m| matches!(m, Ok(Message::Update(u)) if u.metric == 196))
+            .count();
+    }
+    assert_eq!(
+        seen, 60,
+        "every route in the dump, split over {packets} packets"
+    );
+    assert!(packets >= 5);
+    assert_eq!(t.e.counters().oversized_messages, 0);
 }

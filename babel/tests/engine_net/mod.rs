@@ -438,14 +438,7 @@ impl Net {
 
     /// Advances to the next event. Returns false when nothing is left.
     pub fn step(&mut self) -> bool {
-        let next_delivery = self.queue.peek().map(|d| d.0.at);
-        let next_timer = self
-            .nodes
-            .iter()
-            .filter(|n| n.up)
-            .filter_map(|n| n.engine.poll_timeout())
-            .min();
-        let Some(t) = [next_delivery, next_timer].into_iter().flatten().min() else {
+        let Some(t) = self.next_event() else {
             return false;
         };
         self.now = self.now.max(t);
