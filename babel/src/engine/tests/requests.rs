@@ -1,0 +1,184 @@
+//! Requests: route requests, seqno requests (answering, bumping,
+//! forwarding, duplicates), starvation.
+
+use super::*;
+use crate::engine::*;
+use crate::wire::{Message, RouteRequestRepr};
+
+#[test]
+fn seqno_request_for_our_prefix_bumps_once() {
+    let mut t = T::new();
+    t.e.add_xroute(pfx("fd00:aa::/64"), 0, t.now).unwrap();
+    t.tunnel(T1, "fe80::2");
+    t.sent(ms(50));
+    let req = seqno_request(pfx("fd00:aa::/64"), ME, 101, 5);
+    t.rx(T1, "fe80::2", std::slice::from_ref(&req));
+    t.rx(T1, "fe80::2", &[req]);
+    assert_eq!(t.e.seqno(), 101);
+    assert_eq!(t.e.counters().seqno_bumps, 1);
+    let events: Vec<_> = std::iter::from_fn(|| t.e.poll_event()).collect();
+    assert!(events.contains(&Event::SeqnoChanged(101)));
+    let ups = updates_for(&t.sent(ms(5)), pfx("fd00:aa::/64"));
+    assert_eq!(ups.last().map(|u| u.1.seqno), Some(101));
+    // A request for an older seqno only gets an update.
+    t.rx(
+        T1,
+        "fe80::2",
+        &[seqno_request(pfx("fd00:aa::/64"), ME, 90, 5)],
+    );
+    assert_eq!(t.e.seqno(), 101);
+    assert_eq!(updates_for(&t.sent(ms(5)), pfx("fd00:aa::/64")).len(), 1);
+    // A request far ahead (we restarted and lost our seqno): jump to it at
+    // once rather than one step per round trip.
+    let far = seqno_request(pfx("fd00:aa::/64"), ME, 150, 5);
+    t.rx(T1, "fe80::2", &[far]);
+    assert_eq!(t.e.seqno(), 150);
+    // A request for another router-id never touches our seqno.
+    let other = seqno_request(pfx("fd00:aa::/64"), SRC, 9000, 5);
+    t.rx(T1, "fe80::2", &[other]);
+    assert_eq!(t.e.seqno(), 150);
+}
+
+#[test]
+fn seqno_request_is_forwarded_with_hop_minus_one_never_to_the_requester() {
+    let mut t = T::tunnels(2);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.sent(ms(50));
+    // From T2 (not our next hop): forwarded to T1 with hop 9.
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC, 8, 10)]);
+    let reqs = seqno_requests(&t.sent(ms(5)));
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        (reqs[0].0, reqs[0].2.hop_count, reqs[0].2.seqno),
+        (T1, 9, 8)
+    );
+    // A duplicate is suppressed while pending.
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC, 8, 10)]);
+    assert!(seqno_requests(&t.sent(ms(5))).is_empty());
+    assert_eq!(t.e.counters().duplicate_requests, 1);
+    // From T1 itself (our only route's next hop): nowhere to forward.
+    let mut u = T::new();
+    u.tunnel(T1, "fe80::2");
+    u.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    u.sent(ms(50));
+    u.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
+    assert!(seqno_requests(&u.sent(ms(5))).is_empty());
+}
+
+#[test]
+fn seqno_request_answered_when_we_can_and_hop_count_rules() {
+    let mut t = T::tunnels(2);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.sent(ms(50));
+    // Our seqno is already >= the requested one: answered with an update.
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC, 7, 10)]);
+    let sent = t.sent(ms(5));
+    assert!(seqno_requests(&sent).is_empty());
+    assert_eq!(
+        updates_for(&sent, p1())
+            .iter()
+            .map(|u| u.0)
+            .collect::<Vec<_>>(),
+        vec![T2]
+    );
+    // Another router-id is an answer too.
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC2, 50, 10)]);
+    assert_eq!(updates_for(&t.sent(ms(5)), p1()).len(), 1);
+    // Hop count 1: not forwarded; hop count 0: dropped and counted.
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC, 8, 1)]);
+    assert!(seqno_requests(&t.sent(ms(5))).is_empty());
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC, 8, 0)]);
+    assert_eq!(t.e.counters().bad_requests, 1);
+}
+
+#[test]
+fn forwarded_request_prefers_a_feasible_successor() {
+    let mut t = T::tunnels(3);
+    // Selected via T1 (the requester); T2 has a feasible worse route; T3 a
+    // better but unfeasible one (older seqno): the request goes to T2.
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 150)]);
+    t.sent(ms(50));
+    t.rx(IfaceId(3), "fe80::4", &[update(p1(), SRC, 6, 20)]);
+    t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
+    let reqs = seqno_requests(&t.sent(ms(5)));
+    assert_eq!(reqs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![T2]);
+}
+
+#[test]
+fn forwarded_request_answer_is_relayed_to_the_requester() {
+    let mut t = T::tunnels(2);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 150)]);
+    t.sent(ms(50));
+    t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
+    let reqs = seqno_requests(&t.sent(ms(5)));
+    assert_eq!(
+        reqs.iter()
+            .map(|r| (r.0, r.2.hop_count))
+            .collect::<Vec<_>>(),
+        vec![(T2, 9)]
+    );
+    // The answer arrives through T2: relayed urgently to T1.
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 8, 150)]);
+    let ups = updates_for(&t.sent(ms(3)), p1());
+    assert!(ups.iter().any(|u| u.0 == T1 && u.1.seqno == 8), "{ups:?}");
+}
+
+#[test]
+fn starvation_sends_a_seqno_request_to_the_unfeasible_route() {
+    let mut t = T::tunnels(2);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 500)]);
+    t.sent(ms(50)); // FD (7, 196): the route via T2 is unfeasible
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, INFINITY)]);
+    assert!(t.selected(p1()).is_none());
+    let sent = t.sent(ms(5));
+    let reqs = seqno_requests(&sent);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        (reqs[0].0, reqs[0].2.seqno, reqs[0].2.router_id),
+        (T2, 8, SRC)
+    );
+    assert_eq!(reqs[0].2.hop_count, 127);
+    // The retraction went out at once.
+    assert!(
+        updates_for(&sent, p1())
+            .iter()
+            .all(|u| u.1.metric == INFINITY)
+    );
+    // Resent after 2 s, then 4 s.
+    assert_eq!(seqno_requests(&t.sent(secs(2))).len(), 1);
+    assert_eq!(seqno_requests(&t.sent(secs(4))).len(), 1);
+    // The answer makes the route feasible and selected.
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 8, 500)]);
+    assert_eq!(t.selected(p1()).map(|r| r.iface), Some(Some(T2)));
+    t.rx(T2, "fe80::3", &[hello(2, None), ihu(96)]);
+    let late = seqno_requests(&t.sent(secs(8)));
+    assert!(
+        late.is_empty(),
+        "request satisfied, no more resends: {late:?}"
+    );
+}
+
+#[test]
+fn route_request_answers() {
+    let mut t = T::new();
+    t.e.add_xroute(pfx("fd00:aa::/64"), 0, t.now).unwrap();
+    t.tunnel(T1, "fe80::2");
+    t.sent(ms(50));
+    // Specific request for something we do not have: a retraction.
+    let q = |p| Message::RouteRequest(RouteRequestRepr { prefix: Some(p) });
+    t.rx(T1, "fe80::2", &[q(pfx("fd00:bb::/64"))]);
+    let ups = updates_for(&t.sent(ms(20)), pfx("fd00:bb::/64"));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].1.metric, INFINITY);
+    // Wildcard: full dump and an IHU.
+    t.rx(
+        T1,
+        "fe80::2",
+        &[Message::RouteRequest(RouteRequestRepr { prefix: None })],
+    );
+    let sent = t.sent(ms(20));
+    assert_eq!(updates_for(&sent, pfx("fd00:aa::/64")).len(), 1);
+    assert!(sent.iter().any(|(_, _, m)| matches!(m, Message::Ihu(_))));
+}
