@@ -4,19 +4,13 @@
 //! Ack: `opaque u16 | sub-TLVs`. babeld never sends requests; we parse both
 //! so that the engine can answer.
 
-use super::subtlv;
 use super::{
     AckRepr, AckRequestRepr, ParseError, Tlv, TlvType, be16, centis_to_duration, duration_to_centis,
 };
+use super::{need, subtlv};
 
 fn check(tlv: TlvType, v: &[u8], min: usize) -> Result<(), ParseError> {
-    if v.len() < min {
-        return Err(ParseError::BadLength {
-            tlv,
-            len: v.len(),
-            min,
-        });
-    }
+    need(tlv, v, min)?;
     subtlv::scan(tlv, &v[min..]).map(|_| ())
 }
 

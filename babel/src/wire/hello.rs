@@ -5,7 +5,9 @@
 //! An interval of 0 marks an unscheduled Hello (it does not move timers).
 
 use super::subtlv::{self, emit_timestamp, timestamp_len};
-use super::{HelloRepr, ParseError, Tlv, TlvType, be16, centis_to_duration, duration_to_centis};
+use super::{
+    HelloRepr, ParseError, Tlv, TlvType, be16, centis_to_duration, duration_to_centis, need,
+};
 
 /// The U flag of a Hello.
 pub const UNICAST: u16 = 0x8000;
@@ -15,13 +17,7 @@ impl HelloRepr {
     /// Parses a Hello TLV (the caller checked its type).
     pub fn parse(tlv: &Tlv<&[u8]>) -> Result<Self, ParseError> {
         let v = tlv.value();
-        if v.len() < FIXED_LEN {
-            return Err(ParseError::BadLength {
-                tlv: TlvType::Hello,
-                len: v.len(),
-                min: FIXED_LEN,
-            });
-        }
+        need(TlvType::Hello, v, FIXED_LEN)?;
         let ts = subtlv::scan(TlvType::Hello, &v[FIXED_LEN..])?;
         Ok(HelloRepr {
             unicast: be16(&v[0..2]) & UNICAST != 0,

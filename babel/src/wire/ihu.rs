@@ -10,6 +10,7 @@ use super::address::{Ae, encode_address, read_address};
 use super::subtlv::{self, emit_timestamp, timestamp_len};
 use super::{
     IhuRepr, IhuTimestamp, ParseError, Tlv, TlvType, be16, centis_to_duration, duration_to_centis,
+    need,
 };
 
 const FIXED_LEN: usize = 6;
@@ -18,13 +19,7 @@ impl IhuRepr {
     /// Parses an IHU TLV (the caller checked its type).
     pub fn parse(tlv: &Tlv<&[u8]>) -> Result<Self, ParseError> {
         let v = tlv.value();
-        if v.len() < FIXED_LEN {
-            return Err(ParseError::BadLength {
-                tlv: TlvType::Ihu,
-                len: v.len(),
-                min: FIXED_LEN,
-            });
-        }
+        need(TlvType::Ihu, v, FIXED_LEN)?;
         let ae = Ae::from(v[0]);
         if ae == Ae::Ipv4ViaIpv6 {
             return Err(ParseError::BadAe {

@@ -298,6 +298,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
     }
 }
 
+/// `Err(BadLength)` unless a TLV value holds at least `min` bytes.
+#[inline]
+pub(crate) fn need(tlv: TlvType, value: &[u8], min: usize) -> Result<(), ParseError> {
+    if value.len() < min {
+        return Err(ParseError::BadLength {
+            tlv,
+            len: value.len(),
+            min,
+        });
+    }
+    Ok(())
+}
+
 /// Reads a big-endian u16 from the first two bytes (callers check lengths).
 pub(crate) fn be16(bytes: &[u8]) -> u16 {
     u16::from_be_bytes([bytes[0], bytes[1]])

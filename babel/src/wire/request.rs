@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use super::address::{Ae, net_bytes, prefix_bytes, read_prefix};
 use super::subtlv;
-use super::{ParseError, RouteRequestRepr, RouterId, SeqnoRequestRepr, Tlv, TlvType, be16};
+use super::{ParseError, RouteRequestRepr, RouterId, SeqnoRequestRepr, Tlv, TlvType, be16, need};
 
 /// The AE of a request prefix: 1 for IPv4, 2 for IPv6, 0 for none.
 fn prefix_ae(prefix: Option<&IpNet>) -> Ae {
@@ -27,13 +27,7 @@ impl RouteRequestRepr {
     pub fn parse(tlv: &Tlv<&[u8]>) -> Result<Self, ParseError> {
         let t = TlvType::RouteRequest;
         let v = tlv.value();
-        if v.len() < 2 {
-            return Err(ParseError::BadLength {
-                tlv: t,
-                len: v.len(),
-                min: 2,
-            });
-        }
+        need(t, v, 2)?;
         let (prefix, used) = read_prefix(t, v[0], v[1], &v[2..], 2)?;
         subtlv::scan(t, &v[2 + used..])?;
         Ok(RouteRequestRepr { prefix })
@@ -64,13 +58,7 @@ impl SeqnoRequestRepr {
     pub fn parse(tlv: &Tlv<&[u8]>) -> Result<Self, ParseError> {
         let t = TlvType::SeqnoRequest;
         let v = tlv.value();
-        if v.len() < SEQNO_FIXED_LEN {
-            return Err(ParseError::BadLength {
-                tlv: t,
-                len: v.len(),
-                min: SEQNO_FIXED_LEN,
-            });
-        }
+        need(t, v, SEQNO_FIXED_LEN)?;
         let (prefix, used) = read_prefix(t, v[0], v[1], &v[SEQNO_FIXED_LEN..], SEQNO_FIXED_LEN)?;
         let Some(prefix) = prefix else {
             return Err(ParseError::BadAe { tlv: t, ae: 0 });

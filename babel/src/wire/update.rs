@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use super::address::{Ae, encode_address, prefix_bytes, read_address};
 use super::subtlv;
-use super::{INFINITY, ParseError, RouterId, Tlv, TlvType, be16};
+use super::{INFINITY, ParseError, RouterId, Tlv, TlvType, be16, need};
 
 /// Update flags.
 pub mod flags {
@@ -38,13 +38,7 @@ impl RouterIdRepr {
     /// all-zeros or all-ones id is [`ParseError::BadRouterId`].
     pub fn parse_fixed<'a>(tlv: &Tlv<&'a [u8]>) -> Result<(Self, &'a [u8]), ParseError> {
         let v = tlv.value_bytes();
-        if v.len() < 10 {
-            return Err(ParseError::BadLength {
-                tlv: TlvType::RouterId,
-                len: v.len(),
-                min: 10,
-            });
-        }
+        need(TlvType::RouterId, v, 10)?;
         let mut id = [0u8; 8];
         id.copy_from_slice(&v[2..10]);
         let router_id = RouterId(id);
@@ -87,13 +81,7 @@ impl NextHopRepr {
     /// unchecked (the next hop takes effect even if they are bad).
     pub fn parse_fixed<'a>(tlv: &Tlv<&'a [u8]>) -> Result<(Self, &'a [u8]), ParseError> {
         let v = tlv.value_bytes();
-        if v.len() < 2 {
-            return Err(ParseError::BadLength {
-                tlv: TlvType::NextHop,
-                len: v.len(),
-                min: 2,
-            });
-        }
+        need(TlvType::NextHop, v, 2)?;
         let ae = Ae::from(v[0]);
         if matches!(ae, Ae::Wildcard | Ae::Ipv4ViaIpv6) {
             return Err(ParseError::BadAe {
@@ -171,13 +159,7 @@ impl<'a> UpdateTlv<'a> {
     pub fn parse_fixed(tlv: &Tlv<&'a [u8]>) -> Result<(Self, &'a [u8]), ParseError> {
         let v = tlv.value_bytes();
         let t = TlvType::Update;
-        if v.len() < UPDATE_FIXED_LEN {
-            return Err(ParseError::BadLength {
-                tlv: t,
-                len: v.len(),
-                min: UPDATE_FIXED_LEN,
-            });
-        }
+        need(t, v, UPDATE_FIXED_LEN)?;
         let (ae_code, flags, plen, omitted) = (v[0], v[1], v[2], v[3]);
         let ae = Ae::from(ae_code);
         let metric = be16(&v[8..10]);
