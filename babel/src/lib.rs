@@ -7,6 +7,9 @@
 //!   triggered and periodic updates, a FIB feed. Its module docs give the
 //!   call order and a runnable two-router example.
 //! * [`metric`]: seqno arithmetic, link cost and the RTT penalty.
+//! * [`describe`]: packets described for people (JSON and tcpdump-like
+//!   text), what `re6st babel-dump` prints; [`capture`]: UDP datagrams out
+//!   of pcap/pcapng captures; [`fuzzing`]: the fuzz targets' entry points.
 //!
 //! Nothing in this crate does I/O or reads a clock: bytes and time come in
 //! as arguments, bytes and deadlines go out as return values.

@@ -92,7 +92,8 @@ pub struct IhuRepr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UpdateRepr {
     /// The prefix; `None` is an AE 0 update, which retracts every route
-    /// learned from the sender (plen 0, metric infinite only).
+    /// learned from the sender (plen 0, metric infinite only). Bits past the
+    /// prefix length are zero when decoded and not sent when encoded.
     pub prefix: Option<IpNet>,
     /// Interval until the next scheduled update of this prefix.
     pub interval: Duration,
@@ -103,7 +104,10 @@ pub struct UpdateRepr {
     /// Router-id in force; required for finite updates.
     pub router_id: Option<RouterId>,
     /// Next hop in force for the prefix's address family; `None` means the
-    /// sender's source address.
+    /// sender's source address. An IPv4 prefix decoded from AE 1 without an
+    /// IPv4 Next Hop TLV also has `None` (babeld refuses such finite
+    /// updates; on a tunnel the sender is the next hop anyway). The builder
+    /// sends IPv4 prefixes as AE 4 (RFC 9229) unless the next hop is IPv4.
     pub next_hop: Option<IpAddr>,
 }
 

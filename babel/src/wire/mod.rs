@@ -27,6 +27,36 @@
 //! into a buffer of `buffer_len()` bytes never panics; nothing in this module
 //! panics on any input bytes (fuzzed, see `fuzz/`).
 //!
+//! ```
+//! use std::time::Duration;
+//! use re6st_babel::wire::*;
+//!
+//! // What the engine sends: a Hello and one Update, in one QUIC datagram.
+//! let mut packet = PacketBuilder::new(1162);
+//! packet.push(&Message::Hello(HelloRepr {
+//!     unicast: true,
+//!     seqno: 7,
+//!     interval: Duration::from_secs(4),
+//!     timestamp: Some(1_000_000),
+//! }))?;
+//! packet.push(&Message::Update(UpdateRepr {
+//!     prefix: Some("fd00:1:2:3::/64".parse()?),
+//!     interval: Duration::from_secs(16),
+//!     seqno: 42,
+//!     metric: 96,
+//!     router_id: Some(RouterId([1, 2, 3, 4, 5, 6, 7, 8])),
+//!     next_hop: None,
+//! }))?;
+//! let bytes = packet.finish();
+//!
+//! // What the receiver gets back: the same messages (the Router-Id TLV is
+//! // folded into the Update).
+//! let messages: Vec<Message> = parse_packet(&bytes)?.messages().collect::<Result<_, _>>()?;
+//! assert_eq!(messages.len(), 2);
+//! assert!(matches!(&messages[1], Message::Update(u) if u.seqno == 42));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Intervals are centiseconds on the wire and [`Duration`]s everywhere else.
 //! A `Duration` is rounded to the nearest centisecond, a non-zero one is at
 //! least 1 cs (zero means "unscheduled" for Hellos and is invalid elsewhere),
