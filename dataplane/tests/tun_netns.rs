@@ -421,8 +421,15 @@ fn helper() {
                 )
                 .unwrap()
             });
+            // Even root does not attach to (create) a missing device.
+            let missing = rt.block_on(async {
+                let source = TunSource::Attach {
+                    name: "re6st-none".into(),
+                };
+                error_name(Tun::open(source, true).unwrap_err())
+            });
             let offload = tun.offload();
-            serve(&rt, tun, format!("offload={offload}"));
+            serve(&rt, tun, format!("offload={offload} missing={missing}"));
         }
         "attach" => {
             let ids = identity();

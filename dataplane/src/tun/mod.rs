@@ -125,6 +125,11 @@ impl Tun {
 
     #[cfg(not(target_os = "macos"))]
     fn attach(name: String, offload: bool) -> Result<Tun, TunError> {
+        // As root, TUNSETIFF would silently create a new, unconfigured
+        // device: attaching means an existing one.
+        if !interface_exists(&name) {
+            return Err(TunError::NotFound { name });
+        }
         let build = |offload: bool| {
             let b = DeviceBuilder::new().name(&name).inherit_enable_state();
             with_offload(b, offload).build_async()
