@@ -28,6 +28,11 @@
 //! - [`forward::Action::Drop`]: nothing (counted in
 //!   [`forward::Forwarder::stats`]).
 //!
+//! Zero copy to QUIC: `handle_packet` works on `RecvBatch::packet_mut(i)`;
+//! for a `NextHop` action note the returned length, let the borrow end,
+//! then `RecvBatch::take(i)` (truncated to that length) is the packet as
+//! `Bytes` sliced from the receive buffer, ready for `send_datagram`.
+//!
 //! **Tunnels to TUN.** Per received datagram, [`frame::demux`]:
 //! - `Frame::Ipv6`: `handle_packet` with [`forward::Ingress::Tunnel`] (Hop
 //!   Limit is decremented for transit), then the same actions;
