@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv6Net;
 use re6st_dataplane::fib::{Fib, Route};
-use re6st_dataplane::forward::{Action, ForwardConfig, Forwarder, Ingress};
+use re6st_dataplane::forward::{Action, ForwardConfig, ForwardStats, Forwarder, Ingress};
 use re6st_dataplane::icmp::MAX_ERROR_LEN;
 use re6st_dataplane::nexthop::NextHopId;
 use re6st_dataplane::packet::icmpv6::{Icmpv6Packet, Icmpv6Repr};
 use re6st_dataplane::packet::ipv6::{self, Ipv6Packet, Ipv6Repr};
-use re6st_dataplane::tun::{CreateConfig, RecvBatch, SendBatch, Tun, TunError, TunSource};
+use re6st_dataplane::tun::{
+    CreateConfig, RecvBatch, SendBatch, Tun, TunError, TunOptions, TunSource,
+};
 
 const DEV: &str = "re6st-t0";
 const HOST: &str = "fd00:5::1"; // the kernel's address on the TUN
@@ -267,6 +269,7 @@ fn create_tun_and_answer_kernel_pings() {
     );
     check_pings(&ns);
     let report = ns.finish_helper(out);
+    assert!(report.contains("queues=2"), "{report}");
     assert!(report.contains("errors=0"), "{report}");
 }
 
@@ -410,26 +413,33 @@ fn helper() {
     match mode.as_str() {
         "create" => {
             let rt = runtime();
+            let options = TunOptions {
+                offload: true,
+                multi_queue: true,
+            };
             let tun = rt.block_on(async {
-                Tun::open(
-                    TunSource::Create(CreateConfig {
-                        name: DEV.into(),
-                        address: Some(format!("{HOST}/64").parse().unwrap()),
-                        mtu: 1400,
-                    }),
-                    true,
-                )
-                .unwrap()
+                let config = CreateConfig {
+                    name: DEV.into(),
+                    address: Some(format!("{HOST}/64").parse().unwrap()),
+                    mtu: 1400,
+                };
+                Tun::open(TunSource::Create(config), options).unwrap()
             });
+            let second = rt.block_on(async { tun.clone_queue() }).unwrap();
+            assert!(second.offload());
             // Even root does not attach to (create) a missing device.
             let missing = rt.block_on(async {
                 let source = TunSource::Attach {
                     name: "re6st-none".into(),
                 };
-                error_name(Tun::open(source, true).unwrap_err())
+                error_name(Tun::open(source, TunOptions::default()).unwrap_err())
             });
             let offload = tun.offload();
-            serve(&rt, tun, format!("offload={offload} missing={missing}"));
+            serve(
+                &rt,
+                vec![tun, second],
+                format!("offload={offload} missing={missing}"),
+            );
         }
         "attach" => {
             let ids = identity();
@@ -440,21 +450,26 @@ fn helper() {
                     address: None,
                     mtu: 1400,
                 };
-                error_name(Tun::open(TunSource::Create(config), true).unwrap_err())
+                error_name(Tun::open(TunSource::Create(config), TunOptions::default()).unwrap_err())
             });
             let missing = rt.block_on(async {
                 let source = TunSource::Attach {
                     name: "re6st-none".into(),
                 };
-                error_name(Tun::open(source, true).unwrap_err())
+                error_name(Tun::open(source, TunOptions::default()).unwrap_err())
             });
             let tun = rt
-                .block_on(async { Tun::open(TunSource::Attach { name: DEV.into() }, true) })
+                .block_on(async {
+                    Tun::open(
+                        TunSource::Attach { name: DEV.into() },
+                        TunOptions::default(),
+                    )
+                })
                 .unwrap_or_else(|e| panic!("attach failed: {e}"));
             let offload = tun.offload();
             serve(
                 &rt,
-                tun,
+                vec![tun],
                 format!("{ids} create={create} missing={missing} offload={offload}"),
             );
         }
@@ -497,10 +512,10 @@ fn helper() {
             // in this process uses it.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let tun = rt
-                .block_on(async { Tun::open(TunSource::Fd(owned), true) })
+                .block_on(async { Tun::open(TunSource::Fd(owned), TunOptions::default()) })
                 .unwrap_or_else(|e| panic!("adopting fd {fd} failed: {e}"));
             assert!(!tun.offload(), "adopted fds have no offload");
-            serve(&rt, tun, format!("{ids} adopted fd={fd}"));
+            serve(&rt, vec![tun], format!("{ids} adopted fd={fd}"));
         }
         "bridge" => {
             let other = std::env::var("RE6ST_TUN_OTHER_NS").unwrap();
@@ -511,7 +526,7 @@ fn helper() {
                     address: Some(net.parse().unwrap()),
                     mtu: 1400,
                 };
-                rt.block_on(async { Tun::open(TunSource::Create(config), true) })
+                rt.block_on(async { Tun::open(TunSource::Create(config), TunOptions::default()) })
                     .unwrap_or_else(|e| panic!("creating {name}: {e}"))
             };
             let a = open("re6st-a", "fd00:a::1/64");
@@ -557,60 +572,81 @@ fn identity() -> String {
 
 /// Runs the dataplane on `tun` until stdin closes: the forwarder decides,
 /// next hop 1 is a responder answering echo requests for PEER.
-fn serve(rt: &tokio::runtime::Runtime, tun: Tun, ready: String) {
+fn serve(rt: &tokio::runtime::Runtime, queues: Vec<Tun>, ready: String) {
     println!("READY {ready}");
     std::io::stdout().flush().unwrap();
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut sink);
-        let _ = stop_tx.send(());
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let _ = stop_tx.send(true);
     });
     let report = rt.block_on(async move {
-        let net = |s: &str| s.parse::<Ipv6Net>().unwrap();
-        let fib = Fib::from_routes([
-            (net(&format!("{PEER}/128")), Route::Via(NextHopId(1))),
-            (net("fd00:5::/64"), Route::Local),
-        ]);
-        let mut fwd = Forwarder::new(ForwardConfig {
-            mtu: OVERLAY_MTU,
-            ..ForwardConfig::new(ROUTER.parse().unwrap())
-        });
-        let mut rx = RecvBatch::new(usize::from(tun.mtu().unwrap_or(1400)), tun.offload());
-        let mut tx = SendBatch::new();
-        let mut icmp = [0u8; MAX_ERROR_LEN];
-        let (mut replies, mut errors) = (0u64, 0u64);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let n = tokio::select! {
-                _ = &mut stop_rx => break,
-                _ = tokio::time::sleep_until(deadline.into()) => break,
-                n = tun.recv_batch(&mut rx) => match n {
-                    Ok(n) => n,
-                    Err(e) => { eprintln!("recv: {e}"); errors += 1; continue; }
-                },
-            };
-            for i in 0..n {
-                let packet = rx.packet_mut(i);
-                match fwd.handle_packet(&fib, Ingress::Tun, packet, &mut icmp, Instant::now()) {
-                    Action::Tun(bytes) => tx.push(bytes),
-                    Action::NextHop(NextHopId(1), bytes) => {
-                        if let Some(reply) = echo_reply(bytes) {
-                            tx.push(&reply);
-                            replies += 1;
-                        }
-                    }
-                    Action::NextHop(..) | Action::Drop => {}
-                }
-            }
-            if let Err(e) = tun.send_batch(&mut tx).await {
-                eprintln!("send: {e}");
-                errors += 1;
-            }
+        let n = queues.len();
+        let tasks: Vec<_> = queues
+            .into_iter()
+            .map(|tun| tokio::spawn(serve_queue(tun, stop_rx.clone())))
+            .collect();
+        let (mut replies, mut errors, mut stats) = (Vec::new(), 0, ForwardStats::default());
+        for task in tasks {
+            let (r, e, s) = task.await.unwrap();
+            replies.push(r);
+            errors += e;
+            stats.merge(&s);
         }
-        format!("replies={replies} errors={errors} stats={:?}", fwd.stats())
+        let total: u64 = replies.iter().sum();
+        format!("queues={n} replies={total} per_queue={replies:?} errors={errors} stats={stats:?}")
     });
     println!("REPORT {report}");
+}
+
+/// One packet task: its own forwarder and buffers on one queue, as in a
+/// node. Returns (echo replies, I/O errors, counters).
+async fn serve_queue(
+    tun: Tun,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (u64, u64, ForwardStats) {
+    let net = |s: &str| s.parse::<Ipv6Net>().unwrap();
+    let fib = Fib::from_routes([
+        (net(&format!("{PEER}/128")), Route::Via(NextHopId(1))),
+        (net("fd00:5::/64"), Route::Local),
+    ]);
+    let mut fwd = Forwarder::new(ForwardConfig {
+        mtu: OVERLAY_MTU,
+        ..ForwardConfig::new(ROUTER.parse().unwrap())
+    });
+    let mut rx = RecvBatch::new(usize::from(tun.mtu().unwrap_or(1400)), tun.offload());
+    let mut tx = SendBatch::new();
+    let mut icmp = [0u8; MAX_ERROR_LEN];
+    let (mut replies, mut errors) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            _ = tokio::time::sleep_until(deadline.into()) => break,
+            n = tun.recv_batch(&mut rx) => match n {
+                Ok(n) => n,
+                Err(e) => { eprintln!("recv: {e}"); errors += 1; continue; }
+            },
+        };
+        for i in 0..n {
+            let packet = rx.packet_mut(i);
+            match fwd.handle_packet(&fib, Ingress::Tun, packet, &mut icmp, Instant::now()) {
+                Action::Tun(bytes) => tx.push(bytes),
+                Action::NextHop(NextHopId(1), bytes) => {
+                    if let Some(reply) = echo_reply(bytes) {
+                        tx.push(&reply);
+                        replies += 1;
+                    }
+                }
+                Action::NextHop(..) | Action::Drop => {}
+            }
+        }
+        if let Err(e) = tun.send_batch(&mut tx).await {
+            eprintln!("send: {e}");
+            errors += 1;
+        }
+    }
+    (replies, errors, fwd.stats().clone())
 }
 
 /// Moves this (single) thread into the named network namespace.

@@ -38,6 +38,7 @@ use tun_rs::DeviceBuilder;
 pub use af_header::{AF_HEADER_LEN, AfHeaderError, ipv6_header, strip as strip_af_header};
 pub use batch::{RecvBatch, SendBatch};
 pub use error::TunError;
+
 #[cfg(not(target_os = "macos"))]
 use error::interface_exists;
 use error::{Doing, classify};
@@ -60,6 +61,28 @@ pub enum TunSource {
     /// with `IFF_TUN | IFF_NO_PI` and without `IFF_VNET_HDR`; on macOS a utun
     /// control socket.
     Fd(OwnedFd),
+}
+
+/// How to open the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunOptions {
+    /// Ask for Linux GSO/GRO offload; used when the kernel accepts it,
+    /// silently left off otherwise (see [`Tun::offload`]).
+    pub offload: bool,
+    /// Open a multi-queue device (Linux), so that [`Tun::clone_queue`] can
+    /// give each packet task its own queue. When attaching, it must match
+    /// how the admin created the device (`ip tuntap add ... multi_queue`).
+    pub multi_queue: bool,
+}
+
+impl Default for TunOptions {
+    /// Offload on, single queue.
+    fn default() -> Self {
+        TunOptions {
+            offload: true,
+            multi_queue: false,
+        }
+    }
 }
 
 /// Settings of a device the node creates.
@@ -90,41 +113,39 @@ impl std::fmt::Debug for Tun {
 }
 
 impl Tun {
-    /// Opens the device. `offload` asks for Linux GSO/GRO offload; it is
-    /// used when the kernel accepts it and silently left off otherwise
-    /// (see [`Tun::offload`]).
-    pub fn open(source: TunSource, offload: bool) -> Result<Tun, TunError> {
+    /// Opens the device.
+    pub fn open(source: TunSource, options: TunOptions) -> Result<Tun, TunError> {
         match source {
-            TunSource::Create(config) => Self::create(config, offload),
-            TunSource::Attach { name } => Self::attach(name, offload),
+            TunSource::Create(config) => Self::create(config, options),
+            TunSource::Attach { name } => Self::attach(name, options),
             TunSource::Fd(fd) => Self::adopt(fd),
         }
     }
 
     #[cfg(not(target_os = "macos"))]
-    fn create(config: CreateConfig, offload: bool) -> Result<Tun, TunError> {
+    fn create(config: CreateConfig, options: TunOptions) -> Result<Tun, TunError> {
         let build = |offload: bool| {
             let mut b = DeviceBuilder::new().name(&config.name).mtu(config.mtu);
             if let Some(net) = config.address {
                 b = b.ipv6(net.addr(), net.prefix_len());
             }
-            with_offload(b, offload).build_async()
+            linux_options(b, offload, options.multi_queue).build_async()
         };
         let exists = interface_exists(&config.name);
-        let dev = open_with_fallback(offload, build)
+        let dev = open_with_fallback(options.offload, build)
             .map_err(|e| classify(Doing::Create, &config.name, exists, e))?;
         Ok(Self::wrap(dev, config.name))
     }
 
     #[cfg(target_os = "macos")]
-    fn create(config: CreateConfig, _offload: bool) -> Result<Tun, TunError> {
+    fn create(config: CreateConfig, _options: TunOptions) -> Result<Tun, TunError> {
         let dev =
             macos::create(&config).map_err(|e| classify(Doing::Create, &config.name, false, e))?;
         Ok(Self::wrap(dev, config.name))
     }
 
     #[cfg(not(target_os = "macos"))]
-    fn attach(name: String, offload: bool) -> Result<Tun, TunError> {
+    fn attach(name: String, options: TunOptions) -> Result<Tun, TunError> {
         // As root, TUNSETIFF would silently create a new, unconfigured
         // device: attaching means an existing one.
         if !interface_exists(&name) {
@@ -132,16 +153,16 @@ impl Tun {
         }
         let build = |offload: bool| {
             let b = DeviceBuilder::new().name(&name).inherit_enable_state();
-            with_offload(b, offload).build_async()
+            linux_options(b, offload, options.multi_queue).build_async()
         };
         let exists = interface_exists(&name);
-        let dev = open_with_fallback(offload, build)
+        let dev = open_with_fallback(options.offload, build)
             .map_err(|e| classify(Doing::Attach, &name, exists, e))?;
         Ok(Self::wrap(dev, name))
     }
 
     #[cfg(target_os = "macos")]
-    fn attach(_name: String, _offload: bool) -> Result<Tun, TunError> {
+    fn attach(_name: String, _options: TunOptions) -> Result<Tun, TunError> {
         Err(TunError::Unsupported(macos::NO_ATTACH))
     }
 
@@ -165,6 +186,23 @@ impl Tun {
         let offload = false;
         tracing::info!(tun = %name, offload, "TUN device open");
         Tun { dev, name, offload }
+    }
+
+    /// Opens another queue of a multi-queue device (opened with
+    /// [`TunOptions::multi_queue`]), with the same offload setting: one per
+    /// packet task, so that tasks on different cores never share a queue.
+    /// The kernel spreads flows over the queues.
+    #[cfg(target_os = "linux")]
+    pub fn clone_queue(&self) -> Result<Tun, TunError> {
+        let dev = self.dev.try_clone().map_err(|source| TunError::Io {
+            context: "opening another queue of the TUN device (it must be multi-queue)",
+            source,
+        })?;
+        Ok(Tun {
+            dev,
+            name: self.name.clone(),
+            offload: self.offload,
+        })
     }
 
     /// The device name.
@@ -237,12 +275,12 @@ impl Tun {
 }
 
 #[cfg(target_os = "linux")]
-fn with_offload(b: DeviceBuilder, offload: bool) -> DeviceBuilder {
-    b.offload(offload)
+fn linux_options(b: DeviceBuilder, offload: bool, multi_queue: bool) -> DeviceBuilder {
+    b.offload(offload).multi_queue(multi_queue)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn with_offload(b: DeviceBuilder, _offload: bool) -> DeviceBuilder {
+fn linux_options(b: DeviceBuilder, _offload: bool, _multi_queue: bool) -> DeviceBuilder {
     b
 }
 
