@@ -10,6 +10,15 @@ use tun_rs::AsyncDevice;
 /// of one 64 KiB GSO super-packet at MTU 1280.
 pub const BATCH_SIZE: usize = 128;
 
+/// Packets each receive buffer holds back to back before it needs a new
+/// allocation: [`RecvBatch::take`] splits a packet off the front and the
+/// next receive goes right after it, so the zero-copy path allocates once
+/// per this many packets, not per packet. Offload batches have many
+/// buffers, each mostly used for one packet per read; a single-packet
+/// batch reuses its one buffer for every read.
+const PACKETS_PER_BLOCK_OFFLOAD: usize = 4;
+const PACKETS_PER_BLOCK_SINGLE: usize = 64;
+
 /// Bytes reserved before each packet of a [`SendBatch`] for the virtio
 /// header that offload needs.
 #[cfg(target_os = "linux")]
@@ -34,7 +43,11 @@ impl RecvBatch {
     /// most 65535). With `offload`, room for a whole GSO super-packet.
     pub fn new(max_packet: usize, offload: bool) -> Self {
         let buf_len = max_packet.clamp(1280, super::MAX_PACKET_LEN);
-        let n = if offload { BATCH_SIZE } else { 1 };
+        let (n, per_block) = if offload {
+            (BATCH_SIZE, PACKETS_PER_BLOCK_OFFLOAD)
+        } else {
+            (1, PACKETS_PER_BLOCK_SINGLE)
+        };
         let original = if offload {
             vec![0; HEADROOM + super::MAX_PACKET_LEN]
         } else {
@@ -42,7 +55,13 @@ impl RecvBatch {
         };
         RecvBatch {
             original,
-            bufs: (0..n).map(|_| BytesMut::zeroed(buf_len)).collect(),
+            bufs: (0..n)
+                .map(|_| {
+                    let mut b = BytesMut::with_capacity(buf_len * per_block);
+                    b.resize(buf_len, 0);
+                    b
+                })
+                .collect(),
             sizes: vec![0; n],
             count: 0,
             buf_len,
@@ -188,6 +207,26 @@ impl SendBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taking_packets_does_not_allocate_per_packet() {
+        let mut r = RecvBatch::new(1400, false);
+        let start = r.bufs[0].as_ptr() as usize;
+        let mut taken = Vec::new();
+        for i in 0..PACKETS_PER_BLOCK_SINGLE - 1 {
+            r.refill();
+            // The next read lands right after the previous packet.
+            assert_eq!(r.bufs[0].as_ptr() as usize, start + i * 1000);
+            r.bufs[0][..1000].fill(i as u8);
+            r.sizes[0] = 1000;
+            r.count = 1;
+            taken.push(r.take(0));
+        }
+        // Every taken packet kept its bytes.
+        for (i, t) in taken.iter().enumerate() {
+            assert!(t.iter().all(|b| *b == i as u8));
+        }
+    }
 
     #[test]
     fn send_batch_reuses_buffers() {
