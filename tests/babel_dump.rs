@@ -176,3 +176,38 @@ fn modern_babeld_capture() {
     assert_eq!(ss["sub_tlvs"][0]["mandatory"], true);
     assert_eq!(ss["sub_tlvs"][0]["type"], "source-prefix");
 }
+
+/// The link types tcpdump writes for `-i lo` (Ethernet) and `-i any` (Linux
+/// cooked v1 and v2), over IPv6 and IPv4 (babel/tests/data, made by
+/// make-linktype-captures.sh): the same packets come out of each.
+#[test]
+fn ethernet_and_linux_cooked_captures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("babel/tests/data");
+    let mut tlv_lines = Vec::new();
+    for name in ["lo-ethernet.pcap", "any-sll.pcap", "any-sll2.pcap"] {
+        let (ok, text, _) = dump(&[dir.join(name).to_str().unwrap()]);
+        assert!(ok, "{name}");
+        let headers: Vec<&str> = text.lines().filter(|l| !l.starts_with('\t')).collect();
+        assert_eq!(headers.len(), 4, "{name}: {text}");
+        assert!(
+            headers[0].ends_with(" ::1.6696 > ::1.6696: babel 2 (14)"),
+            "{name}"
+        );
+        assert!(
+            headers[3].ends_with(" 127.0.0.1.6696 > 127.0.0.1.6696: babel 2 (40)"),
+            "{name}"
+        );
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with('\t'))
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            lines[2],
+            "\tUpdate/prefix fd00:77:b::1/128 metric 0 seqno 2540 interval 4.00s"
+        );
+        tlv_lines.push(lines);
+    }
+    assert_eq!(tlv_lines[0], tlv_lines[1]);
+    assert_eq!(tlv_lines[0], tlv_lines[2]);
+}
