@@ -29,9 +29,9 @@
 //!   [`forward::Forwarder::stats`]).
 //!
 //! Zero copy to QUIC: `handle_packet` works on `RecvBatch::packet_mut(i)`;
-//! for a `NextHop` action note the returned length, let the borrow end,
-//! then `RecvBatch::take(i)` (truncated to that length) is the packet as
-//! `Bytes` sliced from the receive buffer, ready for `send_datagram`.
+//! for a `NextHop` action, once the borrow ends, `RecvBatch::take(i)` is
+//! the same packet (trimmed to its IPv6 length) as `Bytes` sliced from the
+//! receive buffer, ready for `send_datagram`.
 //!
 //! **Tunnels to TUN.** Per received datagram, [`frame::demux`]:
 //! - `Frame::Ipv6`: `handle_packet` with [`forward::Ingress::Tunnel`] (Hop

@@ -6,6 +6,8 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use tun_rs::AsyncDevice;
 
+use crate::packet::ipv6::Ipv6Packet;
+
 /// Packets per batch: tun-rs's `IDEAL_BATCH_SIZE`, enough for the segments
 /// of one 64 KiB GSO super-packet at MTU 1280.
 pub const BATCH_SIZE: usize = 128;
@@ -87,14 +89,20 @@ impl RecvBatch {
         }
     }
 
-    /// Packet `i` as `Bytes` without a copy (for `send_datagram`); its
-    /// buffer is replaced on the next receive, reusing memory once the
-    /// `Bytes` are dropped.
+    /// Packet `i` as `Bytes` without a copy (for `send_datagram`),
+    /// trimmed to its IPv6 length when it is a valid IPv6 packet (as the
+    /// forwarder's actions are). The next receive goes right after it in
+    /// the same buffer.
     pub fn take(&mut self, i: usize) -> Bytes {
         match self.bufs.get_mut(i) {
             Some(b) if i < self.count => {
                 let size = std::mem::take(&mut self.sizes[i]);
-                b.split_to(size).freeze()
+                let mut bytes = b.split_to(size).freeze();
+                if let Ok(p) = Ipv6Packet::new_checked(&bytes[..]) {
+                    let len = p.total_len();
+                    bytes.truncate(len);
+                }
+                bytes
             }
             _ => Bytes::new(),
         }
@@ -256,6 +264,14 @@ mod tests {
         r.count = 2;
         r.packet_mut(1)[1] = 8;
         let taken = r.take(0);
+        // A valid IPv6 packet with trailing bytes is trimmed to its length.
+        let mut ip = vec![0u8; 50];
+        ip[0] = 0x60;
+        ip[5] = 2; // payload length 2: 42 bytes
+        r.bufs[2][..50].copy_from_slice(&ip);
+        r.sizes[2] = 50;
+        r.count = 3;
+        assert_eq!(r.take(2).len(), 42);
         assert_eq!(&taken[..], [0x60, 1, 2]);
         assert_eq!(r.packet_mut(0), [0u8; 0], "taken packets are gone");
         assert_eq!(r.take(0), Bytes::new());
