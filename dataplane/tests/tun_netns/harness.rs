@@ -161,12 +161,22 @@ impl Netns {
     }
 }
 
-/// Deletes namespaces left by test processes that were killed (a Drop
-/// guard does not run on SIGKILL): their names end with a dead pid.
+/// Deletes namespaces and temporary directories left by test processes
+/// that were killed (a Drop guard does not run on SIGKILL): their names end
+/// with a dead pid.
 fn remove_stale_namespaces() {
     let list = run(&["ip", "netns", "list"]);
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
+    let names = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect::<Vec<_>>();
+    let dirs = std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for name in names.iter().chain(&dirs) {
         let Some(pid) = name
             .strip_prefix("re6st-dp-")
             .and_then(|rest| rest.rsplit('-').next())
@@ -176,6 +186,7 @@ fn remove_stale_namespaces() {
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = run(&["ip", "netns", "del", name]);
+            let _ = std::fs::remove_dir_all(std::env::temp_dir().join(name));
         }
     }
 }
