@@ -47,14 +47,12 @@ pub fn disconnection(ctx: &mut Ctx) -> anyhow::Result<()> {
     )?;
     draw(
         &ctx.out.path("fig1_disconnection_bound.svg"),
-        &Chart {
-            title: "Figure 1: bound (4.1) on P(network disconnected)".into(),
-            x_label: "k (tunnels opened per node)".into(),
-            y_label: "log10 of the bound".into(),
-            log_x: false,
-            log_y: false,
+        &Chart::new(
+            "Figure 1: bound (4.1) on P(network disconnected)",
+            "k (tunnels opened per node)",
+            "log10 of the bound",
             series,
-        },
+        ),
     )?;
     let n = if ctx.quick { 1000 } else { 1_000_000 };
     for (n, k) in [(1000, 10), (n, 10), (1000, 3)] {

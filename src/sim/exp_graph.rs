@@ -14,6 +14,7 @@ use super::math;
 use super::output::{f, progress, sci_ln};
 use super::overlay::{Overlay, PeerDb};
 use super::plot::{Chart, Series, Style, draw};
+use super::routing::par_sum;
 use crate::tunnels::{PolicyConfig, Replacement};
 
 /// The random overlay of `n` nodes with `k` own tunnels each, as the
@@ -54,26 +55,15 @@ pub fn mean_distance(g: &Csr, sources: usize, seed: u64, threads: usize) -> (f64
         sample(&mut rng, n, sources).into_vec()
     };
     let parts = threads.clamp(1, src.len().max(1));
-    let totals: Vec<(u64, u64)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = src
-            .chunks(src.len().div_ceil(parts).max(1))
-            .map(|chunk| {
-                scope.spawn(move || {
-                    let mut dist = vec![0u32; n];
-                    let mut queue = VecDeque::with_capacity(n);
-                    chunk.iter().fold((0u64, 0u64), |acc, &s| {
-                        let (sum, reached) = g.bfs(s, &mut dist, &mut queue);
-                        (acc.0 + sum, acc.1 + reached)
-                    })
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("BFS thread panicked"))
-            .collect()
+    let jobs: Vec<&[usize]> = src.chunks(src.len().div_ceil(parts).max(1)).collect();
+    let (sum, reached) = par_sum(jobs, |chunk| {
+        let mut dist = vec![0u32; n];
+        let mut queue = VecDeque::with_capacity(n);
+        chunk.iter().fold((0u64, 0u64), |acc, &s| {
+            let (sum, reached) = g.bfs(s, &mut dist, &mut queue);
+            (acc.0 + sum, acc.1 + reached)
+        })
     });
-    let (sum, reached) = totals.iter().fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1));
     let pairs = src.len() as u64 * (n as u64 - 1);
     (
         sum as f64 / reached.max(1) as f64,
@@ -116,13 +106,11 @@ pub fn arity(ctx: &mut Ctx) -> anyhow::Result<()> {
     )?;
     draw(
         &ctx.out.path("arity.svg"),
-        &Chart {
-            title: format!("Arity distribution, n = {n}, k = {k} (max arity {max})"),
-            x_label: "arity".into(),
-            y_label: "share of nodes".into(),
-            log_x: false,
-            log_y: false,
-            series: vec![
+        &Chart::new(
+            format!("Arity distribution, n = {n}, k = {k} (max arity {max})"),
+            "arity",
+            "share of nodes",
+            vec![
                 Series::new(
                     format!("simulation ({runs} graphs)"),
                     sim_pts,
@@ -130,7 +118,7 @@ pub fn arity(ctx: &mut Ctx) -> anyhow::Result<()> {
                 ),
                 Series::new("formula (3.2)", f_pts, Style::Line),
             ],
-        },
+        ),
     )?;
     let share_f: f64 = (k + 2..=k + 22).map(formula).sum();
     let share_s = hist[k + 2..=(k + 22).min(max + 1)].iter().sum::<u64>() as f64 / total;
@@ -251,14 +239,13 @@ pub fn distance(ctx: &mut Ctx) -> anyhow::Result<()> {
     series.push(Series::new("Moore bound, degree 20", moore, Style::Line));
     draw(
         &ctx.out.path("fig2_distance.svg"),
-        &Chart {
-            title: "Figure 2: average distance (hops), simulation and heuristic".into(),
-            x_label: "n (nodes)".into(),
-            y_label: "average distance (hops)".into(),
-            log_x: true,
-            log_y: false,
+        &Chart::new(
+            "Figure 2: average distance (hops), simulation and heuristic",
+            "n (nodes)",
+            "average distance (hops)",
             series,
-        },
+        )
+        .log_x(),
     )?;
     for r in rows.iter().filter(|r| r[0] == "10") {
         let (sim, heur): (f64, f64) = (r[2].parse()?, r[3].parse()?);
@@ -327,24 +314,20 @@ pub fn fault(ctx: &mut Ctx) -> anyhow::Result<()> {
     )?;
     draw(
         &ctx.out.path("fig3_fault_bound.svg"),
-        &Chart {
-            title: format!("Figure 3: bound (4.20), n = {n}, k = {k}"),
-            x_label: "share of dead nodes".into(),
-            y_label: "log10 P(two nodes cannot reach each other)".into(),
-            log_x: false,
-            log_y: false,
-            series: vec![Series::new("bound (4.20)", b_pts, Style::LinePoints)],
-        },
+        &Chart::new(
+            format!("Figure 3: bound (4.20), n = {n}, k = {k}"),
+            "share of dead nodes",
+            "log10 P(two nodes cannot reach each other)",
+            vec![Series::new("bound (4.20)", b_pts, Style::LinePoints)],
+        ),
     )?;
     draw(
         &ctx.out.path("fig4_fault_simulation.svg"),
-        &Chart {
-            title: format!("Figure 4: simultaneous failures, n = {n}, k = {k}"),
-            x_label: "share of dead nodes".into(),
-            y_label: "share of unreachable pairs".into(),
-            log_x: false,
-            log_y: false,
-            series: vec![
+        &Chart::new(
+            format!("Figure 4: simultaneous failures, n = {n}, k = {k}"),
+            "share of dead nodes",
+            "share of unreachable pairs",
+            vec![
                 Series::new(
                     format!("simulation ({graphs}x{kills} runs)"),
                     s_pts,
@@ -352,7 +335,7 @@ pub fn fault(ctx: &mut Ctx) -> anyhow::Result<()> {
                 ),
                 Series::new("bound (4.20), capped at 1", b_lin, Style::Line),
             ],
-        },
+        ),
     )?;
     for &share in &[0.5, 0.8, 0.9] {
         let si = shares
@@ -439,14 +422,12 @@ pub fn k(ctx: &mut Ctx) -> anyhow::Result<()> {
     )?;
     draw(
         &ctx.out.path("fig5_distance_vs_k.svg"),
-        &Chart {
-            title: "Figure 5: average distance vs k".into(),
-            x_label: "k (tunnels opened per node)".into(),
-            y_label: "average distance (hops)".into(),
-            log_x: false,
-            log_y: false,
+        &Chart::new(
+            "Figure 5: average distance vs k",
+            "k (tunnels opened per node)",
+            "average distance (hops)",
             series,
-        },
+        ),
     )?;
     let n = ns[ns.len() - 1].to_string();
     let at = |k: &str| {

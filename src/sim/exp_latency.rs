@@ -109,16 +109,14 @@ pub fn latency(ctx: &mut Ctx) -> anyhow::Result<()> {
         let svg = format!("fig9_latency_{name}.svg");
         draw(
             &ctx.out.path(&svg),
-            &Chart {
-                title: format!(
+            &Chart::new(
+                format!(
                     "Figure 9: average latency over refresh iterations, {}",
                     m.name
                 ),
-                x_label: "refresh iteration".into(),
-                y_label: "average latency (ms)".into(),
-                log_x: false,
-                log_y: false,
-                series: vec![
+                "refresh iteration",
+                "average latency (ms)",
+                vec![
                     Series::new("least used replaced (report)", curve(&r), Style::Line),
                     Series::new(
                         "direct connections",
@@ -131,7 +129,7 @@ pub fn latency(ctx: &mut Ctx) -> anyhow::Result<()> {
                         Style::Line,
                     ),
                 ],
-            },
+            ),
         )?;
         let ds = format!("{} ({} nodes)", m.name, m.len());
         let synthetic = m.len() > 500;
@@ -242,14 +240,12 @@ pub fn dynamics(ctx: &mut Ctx) -> anyhow::Result<()> {
         let svg6 = format!("fig6_arity_{name}.svg");
         draw(
             &ctx.out.path(&svg6),
-            &Chart {
-                title: format!("Figure 6: arity distribution over iterations, {}", m.name),
-                x_label: "arity".into(),
-                y_label: "share of nodes".into(),
-                log_x: false,
-                log_y: false,
+            &Chart::new(
+                format!("Figure 6: arity distribution over iterations, {}", m.name),
+                "arity",
+                "share of nodes",
                 series,
-            },
+            ),
         )?;
         let h = &r.iterations[last].arity_hist;
         let total: u32 = h.iter().sum();
@@ -287,17 +283,15 @@ pub fn dynamics(ctx: &mut Ctx) -> anyhow::Result<()> {
         let clipped: Vec<(f64, f64)> = pts.into_iter().filter(|p| p.0 < 300.0).collect();
         draw(
             &ctx.out.path(&svg7),
-            &Chart {
-                title: format!("Figure 7: arity vs mean direct latency, {}", m.name),
-                x_label: "node's mean RTT to the others (ms; nodes above 300 not drawn)".into(),
-                y_label: "arity after optimisation".into(),
-                log_x: false,
-                log_y: false,
-                series: vec![
+            &Chart::new(
+                format!("Figure 7: arity vs mean direct latency, {}", m.name),
+                "node's mean RTT to the others (ms; nodes above 300 not drawn)",
+                "arity after optimisation",
+                vec![
                     Series::new("nodes", clipped, Style::Points),
                     Series::new("mean per decile", bins.clone(), Style::LinePoints),
                 ],
-            },
+            ),
         )?;
         ctx.row(
             "8 dynamics",
@@ -350,20 +344,18 @@ pub fn dynamics(ctx: &mut Ctx) -> anyhow::Result<()> {
         let svg8 = format!("fig8_arity_vs_reliability_{name}.svg");
         draw(
             &ctx.out.path(&svg8),
-            &Chart {
-                title: format!(
+            &Chart::new(
+                format!(
                     "Figure 8: arity vs restart probability per iteration, {}",
                     m.name
                 ),
-                x_label: "node's restart probability per iteration".into(),
-                y_label: "arity at the end".into(),
-                log_x: false,
-                log_y: false,
-                series: vec![
+                "node's restart probability per iteration",
+                "arity at the end",
+                vec![
                     Series::new("nodes", pts, Style::Points),
                     Series::new("mean per decile", bins.clone(), Style::LinePoints),
                 ],
-            },
+            ),
         )?;
         ctx.row(
             "8 dynamics",
@@ -453,14 +445,12 @@ pub fn fault_optimised(ctx: &mut Ctx) -> anyhow::Result<()> {
             .collect();
         draw(
             &ctx.out.path(&svg),
-            &Chart {
-                title: format!("Figure 10: simultaneous failures, {}", m.name),
-                x_label: "share of dead nodes".into(),
-                y_label: "share of unreachable pairs".into(),
-                log_x: false,
-                log_y: false,
+            &Chart::new(
+                format!("Figure 10: simultaneous failures, {}", m.name),
+                "share of dead nodes",
+                "share of unreachable pairs",
                 series,
-            },
+            ),
         )?;
         let at = |c: &Vec<(f64, f64)>, s: f64| {
             c.iter()
@@ -568,53 +558,47 @@ pub fn beyond(ctx: &mut Ctx) -> anyhow::Result<()> {
         let svg = format!("beyond_{name}.svg");
         draw(
             &ctx.out.path(&svg),
-            &Chart {
-                title: format!("Replacement strategies, stable network, {}", m.name),
-                x_label: "refresh iteration".into(),
-                y_label: "average latency (ms)".into(),
-                log_x: false,
-                log_y: false,
-                series: stable
+            &Chart::new(
+                format!("Replacement strategies, stable network, {}", m.name),
+                "refresh iteration",
+                "average latency (ms)",
+                stable
                     .iter()
                     .map(|(l, r)| Series::new(*l, curve(r), Style::Line))
                     .collect(),
-            },
+            ),
         )?;
         let svg_c = format!("beyond_churn_{name}.svg");
         draw(
             &ctx.out.path(&svg_c),
-            &Chart {
-                title: format!(
+            &Chart::new(
+                format!(
                     "Replacement strategies, churn 1/100 per iteration, {}",
                     m.name
                 ),
-                x_label: "refresh iteration".into(),
-                y_label: "average latency (ms)".into(),
-                log_x: false,
-                log_y: false,
-                series: churn
+                "refresh iteration",
+                "average latency (ms)",
+                churn
                     .iter()
                     .map(|(l, r)| Series::new(*l, curve(r), Style::Line))
                     .collect(),
-            },
+            ),
         )?;
         let svg_f = format!("beyond_fault_{name}.svg");
         draw(
             &ctx.out.path(&svg_f),
-            &Chart {
-                title: format!(
+            &Chart::new(
+                format!(
                     "Simultaneous failures of the networks each strategy builds, {}",
                     m.name
                 ),
-                x_label: "share of dead nodes".into(),
-                y_label: "share of unreachable pairs".into(),
-                log_x: false,
-                log_y: false,
-                series: faults
+                "share of dead nodes",
+                "share of unreachable pairs",
+                faults
                     .iter()
                     .map(|(l, p)| Series::new(l.clone(), p.clone(), Style::LinePoints))
                     .collect(),
-            },
+            ),
         )?;
         for row in &rows {
             ctx.row(

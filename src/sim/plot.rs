@@ -57,6 +57,33 @@ pub struct Chart {
     pub series: Vec<Series>,
 }
 
+impl Chart {
+    /// A chart with linear axes.
+    pub fn new(
+        title: impl Into<String>,
+        x_label: &str,
+        y_label: &str,
+        series: Vec<Series>,
+    ) -> Self {
+        Chart {
+            title: title.into(),
+            x_label: x_label.to_owned(),
+            y_label: y_label.to_owned(),
+            log_x: false,
+            log_y: false,
+            series,
+        }
+    }
+
+    /// The same with a log-scale x axis.
+    pub fn log_x(self) -> Self {
+        Chart {
+            log_x: true,
+            ..self
+        }
+    }
+}
+
 const COLOURS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),

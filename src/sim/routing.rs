@@ -200,6 +200,22 @@ fn dijkstra(g: &LatencyGraph, src: usize, s: &mut Scratch, routes: &mut [u32]) -
     (sum, reached)
 }
 
+/// Runs `work` on each job on its own thread and adds up the (sum, count)
+/// pairs they return.
+pub(super) fn par_sum<T: Send>(jobs: Vec<T>, work: impl Fn(T) -> (u64, u64) + Sync) -> (u64, u64) {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|job| scope.spawn(move || work(job)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1))
+    })
+}
+
 /// Splits `0..n` into `parts` contiguous ranges.
 fn chunks(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     let parts = parts.clamp(1, n.max(1));
@@ -228,35 +244,19 @@ pub fn converge(g: &LatencyGraph, threads: usize) -> Converged {
         rest = tail;
         start = end;
     }
-    let totals: Vec<(u64, u64)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .cloned()
-            .zip(slices)
-            .map(|(r, slice)| {
-                scope.spawn(move || {
-                    let mut s = Scratch::new(n);
-                    let base = g.csr.offset(r.start);
-                    let (mut sum, mut reached) = (0u64, 0u64);
-                    for v in r {
-                        let lo = g.csr.offset(v) - base;
-                        let hi = lo + g.csr.degree(v);
-                        let (a, b) = dijkstra(g, v, &mut s, &mut slice[lo..hi]);
-                        sum += a;
-                        reached += b;
-                    }
-                    (sum, reached)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("routing thread panicked"))
-            .collect()
+    let (sum, reached) = par_sum(ranges.into_iter().zip(slices).collect(), |(r, slice)| {
+        let mut s = Scratch::new(n);
+        let base = g.csr.offset(r.start);
+        let (mut sum, mut reached) = (0u64, 0u64);
+        for v in r {
+            let lo = g.csr.offset(v) - base;
+            let hi = lo + g.csr.degree(v);
+            let (a, b) = dijkstra(g, v, &mut s, &mut slice[lo..hi]);
+            sum += a;
+            reached += b;
+        }
+        (sum, reached)
     });
-    let (sum, reached) = totals
-        .iter()
-        .fold((0u64, 0u64), |acc, t| (acc.0 + t.0, acc.1 + t.1));
     let pairs = (n as u64) * (n as u64).saturating_sub(1);
     Converged {
         mean_ms: sum as f64 / reached.max(1) as f64 / 1000.0,
@@ -297,51 +297,37 @@ pub fn hop_routed_mean_ms(g: &LatencyGraph) -> f64 {
 /// Dijkstra on the complete graph from every node, on `threads` threads.
 pub fn full_mesh_mean_ms(m: &LatencyMatrix, threads: usize) -> f64 {
     let n = m.len();
-    let totals: Vec<(u64, u64)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks(n, threads)
-            .into_iter()
-            .map(|r| {
-                scope.spawn(move || {
-                    let mut dist = vec![u64::MAX; n];
-                    let mut done = vec![false; n];
-                    let mut heap = Heap::new(n);
-                    let (mut sum, mut reached) = (0u64, 0u64);
-                    for src in r {
-                        dist.fill(u64::MAX);
-                        done.fill(false);
-                        heap.clear();
-                        dist[src] = 0;
-                        heap.push_or_decrease(0, src as u32);
-                        while let Some((d, v)) = heap.pop() {
-                            let v = v as usize;
-                            done[v] = true;
-                            if v != src {
-                                sum += d;
-                                reached += 1;
-                            }
-                            for (w, &rtt) in m.row(v).iter().enumerate() {
-                                if rtt > 0 && !done[w] {
-                                    let nd = d + u64::from(rtt);
-                                    if nd < dist[w] {
-                                        dist[w] = nd;
-                                        heap.push_or_decrease(nd, w as u32);
-                                    }
-                                }
-                            }
+    let (sum, reached) = par_sum(chunks(n, threads), |r| {
+        let mut dist = vec![u64::MAX; n];
+        let mut done = vec![false; n];
+        let mut heap = Heap::new(n);
+        let (mut sum, mut reached) = (0u64, 0u64);
+        for src in r {
+            dist.fill(u64::MAX);
+            done.fill(false);
+            heap.clear();
+            dist[src] = 0;
+            heap.push_or_decrease(0, src as u32);
+            while let Some((d, v)) = heap.pop() {
+                let v = v as usize;
+                done[v] = true;
+                if v != src {
+                    sum += d;
+                    reached += 1;
+                }
+                for (w, &rtt) in m.row(v).iter().enumerate() {
+                    if rtt > 0 && !done[w] {
+                        let nd = d + u64::from(rtt);
+                        if nd < dist[w] {
+                            dist[w] = nd;
+                            heap.push_or_decrease(nd, w as u32);
                         }
                     }
-                    (sum, reached)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("APSP thread panicked"))
-            .collect()
+                }
+            }
+        }
+        (sum, reached)
     });
-    let (sum, reached) = totals
-        .iter()
-        .fold((0u64, 0u64), |acc, t| (acc.0 + t.0, acc.1 + t.1));
     sum as f64 / reached.max(1) as f64 / 1000.0
 }
 
