@@ -70,6 +70,22 @@ fn latency_experiments_run_on_the_real_data() {
 }
 
 #[test]
+fn all_only_runs_the_named_experiments_and_refuses_unknown_ones() {
+    let dir = std::env::temp_dir().join(format!("re6st-sim-all-{}", std::process::id()));
+    let table = sim(&["all", "--only", "arity,availability"], &dir);
+    assert!(table.contains("| 1 arity |") && table.contains("| 5 availability |"));
+    assert!(!table.contains("| 6 k |"));
+    let output = Command::new(env!("CARGO_BIN_EXE_re6st"))
+        .args(["sim", "all", "--only", "nope", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("re6st runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no experiment named \"nope\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_wrong_data_directory_is_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("re6st-sim-nodata-{}", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_re6st"))

@@ -65,7 +65,7 @@ pub struct SimArgs {
 }
 
 /// The experiments of issue 9, numbered as there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Experiment {
     /// 1. Arity distribution of the random graph (k=10, n=1000) vs (3.2).
     Arity,
@@ -91,12 +91,35 @@ pub enum Experiment {
     /// Beyond the report: replacement strategies side by side.
     Beyond,
     /// Everything above, in order.
-    All,
+    All(AllArgs),
+}
+
+/// Arguments of `re6st sim all`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct AllArgs {
+    /// Run only these experiments (comma-separated names), still sharing
+    /// the runs they have in common; e.g. to spread `all` over processes.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 impl Experiment {
+    /// The experiments `all` runs, in order.
+    const EACH: [Experiment; 10] = [
+        Experiment::Arity,
+        Experiment::Disconnection,
+        Experiment::Distance,
+        Experiment::Fault,
+        Experiment::Availability,
+        Experiment::K,
+        Experiment::Latency,
+        Experiment::Dynamics,
+        Experiment::FaultOptimised,
+        Experiment::Beyond,
+    ];
+
     /// The subcommand's name.
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Experiment::Arity => "arity",
             Experiment::Disconnection => "disconnection",
@@ -108,7 +131,7 @@ impl Experiment {
             Experiment::Dynamics => "dynamics",
             Experiment::FaultOptimised => "fault-optimised",
             Experiment::Beyond => "beyond",
-            Experiment::All => "all",
+            Experiment::All(_) => "all",
         }
     }
 }
@@ -228,24 +251,23 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         distances: Vec::new(),
     };
     let list: Vec<Experiment> = match args.experiment {
-        Experiment::All => vec![
-            Experiment::Arity,
-            Experiment::Disconnection,
-            Experiment::Distance,
-            Experiment::Fault,
-            Experiment::Availability,
-            Experiment::K,
-            Experiment::Latency,
-            Experiment::Dynamics,
-            Experiment::FaultOptimised,
-            Experiment::Beyond,
-        ],
+        Experiment::All(all) => {
+            for name in &all.only {
+                if !Experiment::EACH.iter().any(|e| e.name() == name) {
+                    anyhow::bail!("--only: no experiment named {name:?}");
+                }
+            }
+            Experiment::EACH
+                .into_iter()
+                .filter(|e| all.only.is_empty() || all.only.iter().any(|n| n == e.name()))
+                .collect()
+        }
         e => vec![e],
     };
     let start = Instant::now();
     for e in list {
         let t = Instant::now();
-        match e {
+        match &e {
             Experiment::Arity => exp_graph::arity(&mut ctx),
             Experiment::Disconnection => exp_bounds::disconnection(&mut ctx),
             Experiment::Distance => exp_graph::distance(&mut ctx),
@@ -256,7 +278,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             Experiment::Dynamics => exp_latency::dynamics(&mut ctx),
             Experiment::FaultOptimised => exp_latency::fault_optimised(&mut ctx),
             Experiment::Beyond => exp_latency::beyond(&mut ctx),
-            Experiment::All => unreachable!("expanded above"),
+            Experiment::All(_) => unreachable!("expanded above"),
         }
         .with_context(|| format!("experiment {}", e.name()))?;
         // Saved after each experiment, so a long run keeps what it did.
