@@ -7,10 +7,12 @@
 //! - [`registry`]: the registry server, its store, allocator, API types and
 //!   the client nodes use.
 //! - [`join`]: `re6st join`.
+//! - [`addresses`]: which UDP addresses a node announces (address discovery).
 //! - [`upnp`]: UPnP IGD port mapping (map, renew, remove).
 
 #![warn(missing_docs)]
 
+pub mod addresses;
 pub mod identity;
 pub mod join;
 pub mod node;
