@@ -8,6 +8,7 @@
 //!   the client nodes use.
 //! - [`join`]: `re6st join`.
 //! - [`addresses`]: which UDP addresses a node announces (address discovery).
+//! - [`lan`]: LAN discovery (signed multicast beacons, direct LAN links).
 //! - [`upnp`]: UPnP IGD port mapping (map, renew, remove).
 
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@
 pub mod addresses;
 pub mod identity;
 pub mod join;
+pub mod lan;
 pub mod node;
 pub mod peers;
 pub mod registry;

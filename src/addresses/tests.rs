@@ -116,12 +116,20 @@ fn non_routable_locals_are_not_announced() {
 fn routable_networks_admit_private_addresses() {
     let mut b = Addresses::new(
         AddressConfig {
-            routable: vec!["192.168.0.0/16".parse().unwrap(), "fd00:1::/64".parse().unwrap()],
+            routable: vec![
+                "192.168.0.0/16".parse().unwrap(),
+                "fd00:1::/64".parse().unwrap(),
+            ],
             ..AddressConfig::default()
         },
         sa("[::]:4326"),
     );
-    b.set_local([ip("192.168.1.5"), ip("10.0.0.1"), ip("fd00:1::5"), ip("fd00:2::5")]);
+    b.set_local([
+        ip("192.168.1.5"),
+        ip("10.0.0.1"),
+        ip("fd00:1::5"),
+        ip("fd00:2::5"),
+    ]);
     assert_eq!(
         b.announce(),
         vec![sa("[fd00:1::5]:4326"), sa("192.168.1.5:4326")]
@@ -219,7 +227,10 @@ fn any_ip() -> impl Strategy<Value = IpAddr> {
         any::<[u8; 4]>().prop_map(IpAddr::from),
         any::<[u8; 16]>().prop_map(IpAddr::from),
         // Bias toward the interesting prefixes.
-        (any::<u16>(), prop::sample::select(vec![0xfd12u16, 0xfe80, 0x2a01, 0xfd00]))
+        (
+            any::<u16>(),
+            prop::sample::select(vec![0xfd12u16, 0xfe80, 0x2a01, 0xfd00])
+        )
             .prop_map(|(x, p)| IpAddr::from([p, 0x3456, 0x789a, x, 0, 0, 0, 1])),
     ]
 }

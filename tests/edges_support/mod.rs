@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 pub mod igd;
+pub mod pki;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -65,6 +66,10 @@ impl Netns {
             children: Vec::new(),
         };
         ns.ip(&["link", "set", "lo", "up"]);
+        // No duplicate address detection: addresses (link-local ones too)
+        // are usable at once instead of after a second.
+        ns.sysctl("net.ipv6.conf.all.accept_dad=0");
+        ns.sysctl("net.ipv6.conf.default.accept_dad=0");
         ns
     }
 
@@ -211,6 +216,18 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ]);
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// A bridge `br0` in `switch` with one veth port per host, the host side
+/// named `eth0` (up, link-local address only).
+pub fn bridge(switch: &Netns, hosts: &[&Netns]) {
+    switch.ip(&["link", "add", "br0", "type", "bridge"]);
+    switch.ip(&["link", "set", "br0", "up"]);
+    for (i, h) in hosts.iter().enumerate() {
+        let port = format!("p{i}");
+        veth(switch, &port, h, "eth0");
+        switch.ip(&["link", "set", &port, "master", "br0"]);
+    }
 }
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.

@@ -1,0 +1,233 @@
+use std::net::SocketAddrV6;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::identity::tls::{CaVerifier, Trust};
+use crate::identity::{Ca, IssueParams, NodeCert, NodeKey};
+
+struct Pki {
+    ca: Ca,
+    now: SystemTime,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let now = SystemTime::now();
+        let ca = Ca::generate(
+            "fd00:77::/48".parse().unwrap(),
+            1,
+            now - Duration::from_secs(60),
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
+        Pki { ca, now }
+    }
+
+    fn node(&self, serial: u64) -> (NodeCert, NodeKey) {
+        let key = NodeKey::generate().unwrap();
+        let der = self
+            .ca
+            .issue_node(
+                &key.spki_der(),
+                format!("fd00:77:0:{serial:x}::/64").parse().unwrap(),
+                IssueParams {
+                    serial,
+                    not_before: self.now - Duration::from_secs(60),
+                    not_after: self.now + Duration::from_secs(3600),
+                },
+            )
+            .unwrap();
+        (NodeCert::from_der(&der).unwrap(), key)
+    }
+
+    fn verifier(&self, revoked: &[u64]) -> CaVerifier {
+        let crl = (!revoked.is_empty()).then(|| {
+            let entries: Vec<_> = revoked.iter().map(|s| (*s, self.now)).collect();
+            let der = self
+                .ca
+                .sign_crl(
+                    1,
+                    &entries,
+                    self.now - Duration::from_secs(10),
+                    self.now + Duration::from_secs(3600),
+                )
+                .unwrap();
+            crate::identity::Crl::from_der(&der, self.ca.cert_der()).unwrap()
+        });
+        CaVerifier::new(&Trust::new(self.ca.cert_der(), crl.as_ref())).unwrap()
+    }
+}
+
+fn ll(n: u16, scope: u32) -> SocketAddrV6 {
+    SocketAddrV6::new(format!("fe80::{n:x}").parse().unwrap(), 4327, 0, scope)
+}
+
+const INTERVAL: Duration = Duration::from_secs(10);
+
+fn drain(d: &mut Discovery) -> Vec<LanEvent> {
+    std::iter::from_fn(|| d.poll_event()).collect()
+}
+
+#[test]
+fn smaller_serial_dials_at_once_larger_waits() {
+    let pki = Pki::new();
+    let v = pki.verifier(&[]);
+    let (c5, k5) = pki.node(5);
+    let (c9, k9) = pki.node(9);
+    let t = Instant::now();
+    let cfg = DiscoveryConfig::with_interval(INTERVAL);
+    let mut small = Discovery::new(c5.prefix, 5, cfg);
+    let mut large = Discovery::new(c9.prefix, 9, cfg);
+    let b5 = BeaconRepr::sign(4326, pki.now, &c5, &k5).unwrap();
+    let b9 = BeaconRepr::sign(5000, pki.now, &c9, &k9).unwrap();
+
+    small.handle_beacon(ll(9, 3), &b9, &v, pki.now, t);
+    let ev = drain(&mut small);
+    let peer9 = LanPeer {
+        prefix: c9.prefix,
+        serial: 9,
+        address: c9.address,
+        addr: SocketAddrV6::new("fe80::9".parse().unwrap(), 5000, 0, 3),
+    };
+    assert_eq!(ev, vec![LanEvent::Found(peer9), LanEvent::Dial(peer9)]);
+
+    large.handle_beacon(ll(5, 4), &b5, &v, pki.now, t);
+    let ev = drain(&mut large);
+    assert!(matches!(ev[..], [LanEvent::Found(_)]), "{ev:?}");
+    // Heard again before the fallback: still no dial.
+    large.handle_beacon(ll(5, 4), &b5, &v, pki.now, t + INTERVAL);
+    large.handle_timeout(t + INTERVAL);
+    assert!(drain(&mut large).is_empty());
+    // The other side's link came up: no dial ever.
+    large.handle_link_up(&c5.prefix);
+    large.handle_beacon(ll(5, 4), &b5, &v, pki.now, t + 3 * INTERVAL);
+    large.handle_timeout(t + 3 * INTERVAL);
+    assert!(drain(&mut large).is_empty());
+    assert_eq!(large.stats().accepted, 1);
+    assert_eq!(
+        large.stats().repeated,
+        2,
+        "repeats skip the signature check"
+    );
+}
+
+#[test]
+fn larger_serial_dials_after_the_fallback() {
+    let pki = Pki::new();
+    let v = pki.verifier(&[]);
+    let (c5, k5) = pki.node(5);
+    let t = Instant::now();
+    let cfg = DiscoveryConfig::with_interval(INTERVAL);
+    let mut large = Discovery::new("fd00:77:0:9::/64".parse().unwrap(), 9, cfg);
+    let b5 = BeaconRepr::sign(4326, pki.now, &c5, &k5).unwrap();
+    large.handle_beacon(ll(5, 4), &b5, &v, pki.now, t);
+    drain(&mut large);
+    assert_eq!(large.poll_timeout(), Some(t + cfg.fallback));
+    for i in 1..=3 {
+        large.handle_beacon(ll(5, 4), &b5, &v, pki.now, t + INTERVAL * i);
+    }
+    large.handle_timeout(t + cfg.fallback);
+    assert!(matches!(drain(&mut large)[..], [LanEvent::Dial(_)]));
+}
+
+#[test]
+fn failed_dials_back_off_and_silence_forgets() {
+    let pki = Pki::new();
+    let v = pki.verifier(&[]);
+    let (c9, k9) = pki.node(9);
+    let t = Instant::now();
+    let cfg = DiscoveryConfig::with_interval(INTERVAL);
+    let mut d = Discovery::new("fd00:77:0:5::/64".parse().unwrap(), 5, cfg);
+    let b9 = BeaconRepr::sign(4326, pki.now, &c9, &k9).unwrap();
+    d.handle_beacon(ll(9, 3), &b9, &v, pki.now, t);
+    drain(&mut d);
+    d.handle_link_down(&c9.prefix, true, t);
+    assert_eq!(d.poll_timeout(), Some(t + 2 * INTERVAL));
+    d.handle_beacon(ll(9, 3), &b9, &v, pki.now, t + 2 * INTERVAL);
+    d.handle_timeout(t + 2 * INTERVAL);
+    assert!(matches!(drain(&mut d)[..], [LanEvent::Dial(_)]));
+    d.handle_link_down(&c9.prefix, true, t + 2 * INTERVAL);
+    // The second back-off (4 intervals) ends after the node is lost.
+    assert_eq!(d.poll_timeout(), Some(t + 2 * INTERVAL + cfg.lost_after));
+    // Not heard since t + 2 intervals: lost 3.5 intervals later.
+    d.handle_timeout(t + 2 * INTERVAL + cfg.lost_after);
+    assert_eq!(drain(&mut d), vec![LanEvent::Lost(c9.prefix)]);
+    assert!(!d.is_lan_peer(&c9.prefix));
+    assert_eq!(d.poll_timeout(), None);
+}
+
+#[test]
+fn refused_beacons_are_counted_and_ignored() {
+    let pki = Pki::new();
+    let (c9, k9) = pki.node(9);
+    let (c5, k5) = pki.node(5);
+    let t = Instant::now();
+    let mut d = Discovery::new(c5.prefix, 5, DiscoveryConfig::default());
+    let v = pki.verifier(&[]);
+    let good = BeaconRepr::sign(4326, pki.now, &c9, &k9).unwrap();
+
+    // Not link-local.
+    let ula = SocketAddrV6::new("fd00::9".parse().unwrap(), 4327, 0, 0);
+    d.handle_beacon(ula, &good, &v, pki.now, t);
+    // Our own.
+    let own = BeaconRepr::sign(4326, pki.now, &c5, &k5).unwrap();
+    d.handle_beacon(ll(5, 1), &own, &v, pki.now, t);
+    // Garbage.
+    d.handle_beacon(ll(1, 1), b"hello", &v, pki.now, t);
+    // Another network's CA.
+    let other = Pki::new();
+    let (co, ko) = other.node(9);
+    let foreign = BeaconRepr::sign(4326, pki.now, &co, &ko).unwrap();
+    d.handle_beacon(ll(2, 1), &foreign, &v, pki.now, t);
+    // Revoked.
+    d.handle_beacon(ll(3, 1), &good, &pki.verifier(&[9]), pki.now, t);
+    // Stale (replayed an hour later).
+    d.handle_beacon(
+        ll(4, 1),
+        &good,
+        &v,
+        pki.now + Duration::from_secs(3600) - Duration::from_secs(1),
+        t,
+    );
+    // Tampered: the port changed after signing.
+    let mut bad = good.clone();
+    bad[11] ^= 1;
+    d.handle_beacon(ll(6, 1), &bad, &v, pki.now, t);
+    // A second, different beacon from one sender within a second.
+    d.handle_beacon(ll(7, 1), &good, &v, pki.now, t);
+    let other_port = BeaconRepr::sign(4000, pki.now, &c9, &k9).unwrap();
+    d.handle_beacon(ll(7, 1), &other_port, &v, pki.now, t);
+
+    let s = d.stats();
+    assert_eq!(s.not_link_local, 1);
+    assert_eq!(s.own, 1);
+    assert_eq!(s.malformed, 1);
+    assert_eq!(s.bad_certificate, 2);
+    assert_eq!(s.stale, 1);
+    assert_eq!(s.bad_signature, 1);
+    assert_eq!(s.rate_limited, 1);
+    assert_eq!(s.accepted, 1);
+    assert_eq!(d.peers().count(), 1);
+}
+
+#[test]
+fn a_new_address_is_reported() {
+    let pki = Pki::new();
+    let v = pki.verifier(&[]);
+    let (c9, k9) = pki.node(9);
+    let t = Instant::now();
+    let mut d = Discovery::new(
+        "fd00:77:0:5::/64".parse().unwrap(),
+        5,
+        DiscoveryConfig::default(),
+    );
+    let b = BeaconRepr::sign(4326, pki.now, &c9, &k9).unwrap();
+    d.handle_beacon(ll(9, 3), &b, &v, pki.now, t);
+    drain(&mut d);
+    d.handle_beacon(ll(0x99, 3), &b, &v, pki.now, t + INTERVAL);
+    let ev = drain(&mut d);
+    assert!(
+        matches!(ev[..], [LanEvent::Found(p)] if p.addr.ip() == &"fe80::99".parse::<std::net::Ipv6Addr>().unwrap()),
+        "{ev:?}"
+    );
+}

@@ -1,0 +1,135 @@
+//! LAN discovery on a real link: hosts in namespaces on one bridge (root
+//! only, skipped otherwise) run the beacon service and must find each
+//! other at their link-local addresses; the smaller serial dials first.
+
+mod edges_support;
+
+use std::net::SocketAddrV6;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edges_support::pki::Pki;
+use edges_support::{Netns, NsRuntime, bridge, root_or_skip};
+use re6st::lan::{LanCmd, LanConfig, LanEvent, LanInterfaces, LanService};
+use tokio::sync::mpsc;
+
+/// The link-local address of `eth0` in `ns`.
+fn link_local(ns: &Netns) -> std::net::Ipv6Addr {
+    let out = ns.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]);
+    let a = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no link-local address: {out}"));
+    a.split('/').next().unwrap().parse().unwrap()
+}
+
+fn ifindex(ns: &Netns) -> u32 {
+    let out = ns.ip(&["-o", "link", "show", "dev", "eth0"]);
+    out.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn lan_beacons_find_neighbours() {
+    if !root_or_skip("lan_beacons_find_neighbours") {
+        return;
+    }
+    let switch = Netns::new("lan-sw");
+    let a = Netns::new("lan-a");
+    let b = Netns::new("lan-b");
+    let c = Netns::new("lan-c"); // same link, LAN discovery off
+    bridge(&switch, &[&a, &b, &c]);
+    let pki = Pki::new();
+    let verifier = Arc::new(pki.verifier());
+    let interval = Duration::from_millis(300);
+
+    let start = |ns: &Netns, serial: u64, port: u16, interfaces: LanInterfaces| {
+        let rt = NsRuntime::new(ns);
+        let (cert, key) = pki.node(serial);
+        let v = verifier.clone();
+        let (tx, rx) = mpsc::channel(16);
+        let svc = rt.run(async move {
+            LanService::spawn(
+                LanConfig {
+                    interfaces,
+                    interval,
+                    ..LanConfig::default()
+                },
+                cert,
+                Arc::new(key),
+                v,
+                port,
+                tx,
+            )
+            .expect("binding the beacon socket")
+        });
+        (rt, svc, rx)
+    };
+    let eth0 = || LanInterfaces::Named(vec!["eth0".into()]);
+    let (rt_a, svc_a, mut ev_a) = start(&a, 5, 4001, eth0());
+    let (rt_b, svc_b, mut ev_b) = start(&b, 9, 4002, LanInterfaces::All);
+    let (_rt_c, _svc_c, mut ev_c) = start(&c, 7, 4003, LanInterfaces::Off);
+
+    // A (smaller serial) finds B and dials it at once.
+    let want_b = SocketAddrV6::new(link_local(&b), 4002, 0, ifindex(&a));
+    let got = rt_a.run(async move {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(5), ev_a.recv()).await {
+                Ok(Some(e)) => got.push(e),
+                _ => break,
+            }
+        }
+        (got, ev_a)
+    });
+    let (got, mut ev_a) = got;
+    assert!(
+        matches!(&got[..], [LanEvent::Found(p), LanEvent::Dial(q)] if p == q && p.addr == want_b && p.serial == 9),
+        "{got:?} (want B at {want_b})"
+    );
+
+    // B finds A, but waits for A's link: no dial before the fallback
+    // (3 intervals); then it dials itself since no link was reported.
+    let want_a = SocketAddrV6::new(link_local(&a), 4001, 0, ifindex(&b));
+    // (The receiver comes back: dropping it stops the service.)
+    let (found, dial_after, _ev_b) = rt_b.run(async move {
+        let t0 = tokio::time::Instant::now();
+        let found = tokio::time::timeout(Duration::from_secs(5), ev_b.recv()).await;
+        let dial = tokio::time::timeout(Duration::from_secs(5), ev_b.recv()).await;
+        (found, dial.map(|d| (d, t0.elapsed())), ev_b)
+    });
+    assert!(
+        matches!(&found, Ok(Some(LanEvent::Found(p))) if p.addr == want_a && p.serial == 5),
+        "{found:?}"
+    );
+    let (dial, after) = dial_after.expect("B dials after the fallback");
+    assert!(matches!(dial, Some(LanEvent::Dial(p)) if p.addr == want_a));
+    assert!(
+        after >= interval * 2,
+        "B dialled after {after:?}, before the fallback"
+    );
+
+    // A link reported up stops further dials; status lists the neighbour.
+    let prefix_b = "fd00:77:0:9::/64".parse().unwrap();
+    let status = rt_a.run(async move {
+        svc_a.cmd.send(LanCmd::LinkUp(prefix_b)).await.unwrap();
+        tokio::time::sleep(interval * 4).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        svc_a.cmd.send(LanCmd::Status(tx)).await.unwrap();
+        let s = rx.await.unwrap();
+        let more = ev_a.try_recv().ok();
+        (s, more, svc_a)
+    });
+    let (status, more, _svc_a) = status;
+    assert_eq!(more, None, "no event once linked");
+    assert_eq!(status.interfaces, vec!["eth0".to_string()]);
+    assert_eq!(status.neighbours.len(), 1);
+    assert_eq!(status.neighbours[0].0, prefix_b);
+    assert!(status.neighbours[0].2, "linked");
+    assert!(status.stats.accepted >= 1 && status.stats.repeated >= 1);
+
+    // C, with discovery off, heard and sent nothing; nobody found C.
+    assert!(ev_c.try_recv().is_err());
+    drop(svc_b);
+    drop(rt_b);
+}
