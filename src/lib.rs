@@ -8,12 +8,14 @@
 //!   the client nodes use.
 //! - [`join`]: `re6st join`.
 //! - [`addresses`]: which UDP addresses a node announces (address discovery).
+//! - [`gateway`]: the gateway role (prefixes outside the overlay).
 //! - [`lan`]: LAN discovery (signed multicast beacons, direct LAN links).
 //! - [`upnp`]: UPnP IGD port mapping (map, renew, remove).
 
 #![warn(missing_docs)]
 
 pub mod addresses;
+pub mod gateway;
 pub mod identity;
 pub mod join;
 pub mod lan;
