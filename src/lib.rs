@@ -11,10 +11,12 @@
 //! - [`gateway`]: the gateway role (prefixes outside the overlay).
 //! - [`lan`]: LAN discovery (signed multicast beacons, direct LAN links).
 //! - [`upnp`]: UPnP IGD port mapping (map, renew, remove).
+//! - [`control`]: a running node's control socket, metrics and CLI.
 
 #![warn(missing_docs)]
 
 pub mod addresses;
+pub mod control;
 pub mod gateway;
 pub mod identity;
 pub mod join;

@@ -5,7 +5,7 @@ use clap::Parser;
 
 // The registry, join and identity live in the library (src/lib.rs) so the
 // node and the integration tests reuse them.
-use re6st::{join, node, registry};
+use re6st::{control, join, node, registry};
 // The tunnel policy and driver live in the library too (the node and the
 // simulator share them); `crate::tunnels` keeps naming them here.
 #[allow(unused_imports)]
@@ -13,7 +13,6 @@ use re6st::tunnels;
 
 mod babel_dump;
 mod cli;
-mod control;
 mod demo;
 mod sim;
 
@@ -40,8 +39,10 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -1,30 +1,17 @@
-//! The control socket of a running node and its command-line client.
+//! The control API of a running node: a Unix socket in its state directory
+//! (mode 0600) answering `re6st status/peers/tunnels/routes [--json]`, and
+//! optional Prometheus metrics on a loopback address.
+//!
+//! - [`api`]: the request and response types (the JSON), shared by both ends.
+//! - [`server`]: the node side (views of a [`crate::node::NodeHandle`]).
+//! - [`metrics`]: the Prometheus exposition and its HTTP listener.
+//! - [`table`]: the text views the CLI prints.
+//! - [`client`]: the CLI side.
 
-use std::path::PathBuf;
+pub mod api;
+pub mod client;
+pub mod metrics;
+pub mod server;
+pub mod table;
 
-/// What a control command asks a node for.
-#[derive(Debug, Clone, Copy)]
-pub enum Query {
-    Status,
-    Peers,
-    Tunnels,
-    Routes,
-}
-
-/// Arguments shared by `re6st status/peers/tunnels/routes`.
-#[derive(Debug, clap::Args)]
-pub struct ClientArgs {
-    /// State directory of the node to ask.
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn run(query: Query, args: ClientArgs) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the control client is not implemented yet ({query:?}, {})",
-        args.dir.display()
-    )
-}
+pub use client::{ClientArgs, Query, query, run};

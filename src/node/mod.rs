@@ -10,7 +10,8 @@
 //!   stream** reader and writer;
 //! - the **accept loop** (handshakes, then the router decides) and one
 //!   task per **dial**;
-//! - the **host side**: a packet sink in tests, the TUN with issue 8
+//! - the **host side**: a packet sink in tests, the TUN device
+//!   ([`tun_host`]) or a userspace ping responder ([`echo_host`])
 //!   ([`HostConfig`], [`NodeHandle::packet_path`]);
 //! - the **registry task** (bootstrap, announce, CRL, renewal).
 //!
@@ -26,11 +27,16 @@
 //! ```
 
 mod config;
+pub mod echo_host;
+pub mod kernel_route;
 mod link;
+pub mod options;
 mod path;
+mod program;
 mod registry;
 mod router;
 mod status;
+pub mod tun_host;
 mod tunnel;
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -55,13 +61,15 @@ use tokio::task::JoinHandle;
 
 pub use config::{DEFAULT_PORT, HostConfig, NodeConfig};
 pub use link::LinkStats;
+pub use options::{NodeArgs, NodeOptions};
 pub use path::{Host, PacketPath, PathStats};
+pub use program::run;
 pub use status::{NodeStatus, PolicyCounters, RegistryStatus, TunnelStatus};
 
 use crate::identity::NetworkConfig;
 use crate::identity::tls::{CaVerifier, Trust};
 use crate::peers::{Exchange, PeerDb, PeerEntry, db};
-use crate::state_dir::{NodeIdentity, StateDir};
+use crate::state_dir::NodeIdentity;
 use crate::transport::Transport;
 use crate::tunnels::driver::{Driver, PeerKey};
 use path::{PathCounters, PathShared, StatsBoard};
@@ -468,63 +476,4 @@ impl Drop for NodeHandle {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Arguments of `re6st node`.
-#[derive(Debug, clap::Args)]
-pub struct NodeArgs {
-    /// State directory written by `re6st join` (key, certificate, CA, CRL,
-    /// network configuration; the node adds its peer DB).
-    #[arg(long, env = "RE6ST_DIR", default_value = crate::join::DEFAULT_DIR)]
-    pub dir: PathBuf,
-    /// UDP address of the QUIC endpoint (`[::]:PORT` is dual-stack).
-    #[arg(long, default_value_t = SocketAddr::from(([0u16; 8], DEFAULT_PORT)))]
-    pub listen: SocketAddr,
-    /// Address to announce to peers (repeat for several); default: the
-    /// listen address if specific, else what peers see.
-    #[arg(long)]
-    pub advertise: Vec<SocketAddr>,
-    /// Registry URL (default: the one in the network configuration; an
-    /// empty string runs without a registry).
-    #[arg(long)]
-    pub registry: Option<String>,
-}
-
-/// Runs `re6st node` until SIGINT or SIGTERM. Without a TUN (issue 8 adds
-/// it) the node routes and forwards transit traffic only.
-pub fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let sd = StateDir::new(&args.dir);
-    let identity = sd.load_identity().with_context(|| {
-        format!(
-            "loading the node identity from {} (enrol first with `re6st join --registry URL --dir {0}`)",
-            args.dir.display()
-        )
-    })?;
-    let config = NodeConfig {
-        listen: args.listen,
-        advertise: args.advertise,
-        state_dir: Some(args.dir.clone()),
-        registry_url: args.registry,
-        host: HostConfig::External(Arc::new(NoHost::default())),
-        ..NodeConfig::default()
-    };
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    rt.block_on(async move {
-        let node = Node::start(config, identity).await?;
-        println!(
-            "re6st node {} ({}) listening on UDP {}",
-            node.address(),
-            node.prefix(),
-            node.local_addr()
-        );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        node.shutdown().await;
-        Ok(())
-    })
 }

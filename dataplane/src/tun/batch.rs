@@ -94,17 +94,25 @@ impl RecvBatch {
     /// forwarder's actions are). The next receive goes right after it in
     /// the same buffer.
     pub fn take(&mut self, i: usize) -> Bytes {
+        self.take_mut(i).freeze()
+    }
+
+    /// Packet `i` as a mutable buffer without a copy: the forwarder edits
+    /// it in place and freezes it for `send_datagram` (converting
+    /// [`RecvBatch::take`]'s `Bytes` back would copy, since the split-off
+    /// packet shares its block with the rest of the buffer).
+    pub fn take_mut(&mut self, i: usize) -> BytesMut {
         match self.bufs.get_mut(i) {
             Some(b) if i < self.count => {
                 let size = std::mem::take(&mut self.sizes[i]);
-                let mut bytes = b.split_to(size).freeze();
+                let mut bytes = b.split_to(size);
                 if let Ok(p) = Ipv6Packet::new_checked(&bytes[..]) {
                     let len = p.total_len();
                     bytes.truncate(len);
                 }
                 bytes
             }
-            _ => Bytes::new(),
+            _ => BytesMut::new(),
         }
     }
 

@@ -36,7 +36,7 @@ use tun_rs::AsyncDevice;
 use tun_rs::DeviceBuilder;
 
 pub use af_header::{AF_HEADER_LEN, AfHeaderError, ipv6_header, strip as strip_af_header};
-pub use batch::{RecvBatch, SendBatch};
+pub use batch::{BATCH_SIZE, RecvBatch, SendBatch};
 pub use error::TunError;
 
 #[cfg(not(target_os = "macos"))]

@@ -1,0 +1,382 @@
+//! Prometheus text exposition (format 0.0.4) of the control API's views,
+//! served on an optional loopback address (`--metrics 127.0.0.1:9470`).
+//!
+//! Everything comes from [`Status`] and [`TunnelInfo`], so the metrics and
+//! `re6st status --json` never disagree. Counter groups become
+//! `re6st_<group>_<counter>`; per-tunnel series carry `peer` (the peer's
+//! prefix) and `id` labels.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::api::{Status, TunnelInfo};
+use super::server::Source;
+
+/// The exposition of `status` and `tunnels`.
+pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
+    let mut m = Metrics::default();
+    m.gauge(
+        "re6st_info",
+        "The node's identity (value always 1).",
+        &[
+            ("address", status.address.to_string()),
+            ("prefix", status.prefix.to_string()),
+            ("network", status.network.to_string()),
+            ("host", status.host.mode.clone()),
+        ],
+        1.0,
+    );
+    m.gauge(
+        "re6st_uptime_seconds",
+        "Seconds since the node started.",
+        &[],
+        status.uptime_secs as f64,
+    );
+    m.gauge(
+        "re6st_crl_number",
+        "Number of the CRL in force.",
+        &[],
+        status.crl_number as f64,
+    );
+    for (state, n) in [
+        ("up", status.tunnels_up),
+        ("draining", status.tunnels_draining),
+    ] {
+        m.gauge(
+            "re6st_tunnels",
+            "Tunnels by state.",
+            &[("state", state.into())],
+            n as f64,
+        );
+    }
+    m.gauge(
+        "re6st_tunnels_outgoing",
+        "Tunnels this node opened (its k).",
+        &[],
+        status.tunnels_outgoing as f64,
+    );
+    m.gauge(
+        "re6st_routes",
+        "Selected routes.",
+        &[],
+        status.routes as f64,
+    );
+    m.gauge(
+        "re6st_peer_db_entries",
+        "Entries of the peer DB.",
+        &[],
+        status.peer_db as f64,
+    );
+    m.gauge(
+        "re6st_registry_reachable",
+        "1 if the last exchange with the registry succeeded.",
+        &[],
+        if status.registry.url.is_some() && status.registry.last_error.is_none() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    m.counter(
+        "re6st_registry_failures_total",
+        "Failed exchanges with the registry.",
+        &[],
+        status.registry.failures as f64,
+    );
+    // One family at a time (the format wants each family's samples
+    // together), one sample per tunnel.
+    type Get = fn(&TunnelInfo) -> Option<f64>;
+    let families: [(&str, &str, &str, Get); 8] = [
+        (
+            "re6st_tunnel_rtt_seconds",
+            "QUIC smoothed RTT of the tunnel.",
+            "gauge",
+            |t| Some(t.rtt_ms / 1000.0),
+        ),
+        (
+            "re6st_tunnel_babel_rtt_seconds",
+            "Babel's smoothed RTT of the tunnel.",
+            "gauge",
+            |t| t.babel_rtt_ms.map(|b| b / 1000.0),
+        ),
+        (
+            "re6st_tunnel_destinations",
+            "Destinations routed through the tunnel.",
+            "gauge",
+            |t| Some(t.destinations as f64),
+        ),
+        (
+            "re6st_tunnel_tx_packets_total",
+            "Datagrams sent on the tunnel.",
+            "counter",
+            |t| Some(t.tx_packets as f64),
+        ),
+        (
+            "re6st_tunnel_tx_bytes_total",
+            "Bytes sent on the tunnel.",
+            "counter",
+            |t| Some(t.tx_bytes as f64),
+        ),
+        (
+            "re6st_tunnel_tx_dropped_total",
+            "Datagrams the tunnel refused to send.",
+            "counter",
+            |t| Some(t.tx_dropped as f64),
+        ),
+        (
+            "re6st_tunnel_rx_packets_total",
+            "Datagrams received on the tunnel.",
+            "counter",
+            |t| Some(t.rx_packets as f64),
+        ),
+        (
+            "re6st_tunnel_rx_bytes_total",
+            "Bytes received on the tunnel.",
+            "counter",
+            |t| Some(t.rx_bytes as f64),
+        ),
+    ];
+    for (name, help, kind, get) in families {
+        for t in tunnels {
+            if let Some(v) = get(t) {
+                let labels = [
+                    ("peer", t.peer_prefix.to_string()),
+                    ("id", t.id.to_string()),
+                ];
+                m.family(name, help, kind);
+                m.sample(name, &labels, v);
+            }
+        }
+    }
+    for (group, counters) in &status.counters {
+        for (name, v) in counters {
+            let metric = format!("re6st_{}_{}", sanitize(group), sanitize(name));
+            m.untyped(&metric, &format!("{group} counter {name}."), *v as f64);
+        }
+    }
+    m.out
+}
+
+/// Builds the exposition, writing each metric family's HELP and TYPE once.
+#[derive(Default)]
+struct Metrics {
+    out: String,
+    last_family: String,
+}
+
+impl Metrics {
+    fn family(&mut self, name: &str, help: &str, kind: &str) {
+        if self.last_family != name {
+            let _ = writeln!(self.out, "# HELP {name} {help}");
+            let _ = writeln!(self.out, "# TYPE {name} {kind}");
+            self.last_family = name.to_string();
+        }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, String)], v: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(val));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {v}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, String)], v: f64) {
+        self.family(name, help, "gauge");
+        self.sample(name, labels, v);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, labels: &[(&str, String)], v: f64) {
+        self.family(name, help, "counter");
+        self.sample(name, labels, v);
+    }
+
+    fn untyped(&mut self, name: &str, help: &str, v: f64) {
+        self.family(name, help, "untyped");
+        self.sample(name, &[], v);
+    }
+}
+
+/// Label values: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Metric-name characters only (`[a-zA-Z0-9_]`).
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+async fn handler(State(source): State<Arc<Source>>) -> impl IntoResponse {
+    match source.metrics().await {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("{e:#}\n"),
+        ),
+    }
+}
+
+/// Binds the metrics listener. Only loopback addresses are accepted: the
+/// metrics name the node's peers and addresses, and the endpoint has no
+/// authentication (put a reverse proxy in front to export them).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "--metrics {addr}: the metrics endpoint has no authentication, so it only listens on a loopback address (127.0.0.1 or ::1)"
+    );
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics on {addr}"))
+}
+
+/// Serves `GET /metrics` until the task is aborted.
+pub async fn serve(listener: tokio::net::TcpListener, source: Arc<Source>) {
+    let app = axum::Router::new()
+        .route("/metrics", get(handler))
+        .with_state(source);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "metrics server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::control::api::{HostInfo, RegistryInfo};
+
+    fn status() -> Status {
+        Status {
+            address: "fd00:1:2:3::1".parse().unwrap(),
+            prefix: "fd00:1:2:3::/64".parse().unwrap(),
+            serial: 7,
+            network: "fd00:1:2::/48".parse().unwrap(),
+            listen: None,
+            advertised: vec![],
+            uptime_secs: 42,
+            crl_number: 1,
+            host: HostInfo {
+                mode: "created".into(),
+                device: Some("re6st0".into()),
+                offload: true,
+                mtu: 1400,
+                queues: 1,
+                route: "installed".into(),
+            },
+            tunnels_up: 2,
+            tunnels_draining: 1,
+            tunnels_outgoing: 2,
+            routes: 5,
+            peer_db: 9,
+            registry: RegistryInfo {
+                url: Some("https://r".into()),
+                last_ok: Some(1),
+                last_error: None,
+                failures: 3,
+            },
+            counters: [(
+                "path".to_string(),
+                BTreeMap::from([("forwarded".to_string(), 11u64)]),
+            )]
+            .into(),
+        }
+    }
+
+    fn tunnel(id: u64) -> TunnelInfo {
+        TunnelInfo {
+            id,
+            peer_prefix: "fd00:1:2:4::/64".parse().unwrap(),
+            peer_serial: 8,
+            peer_udp: "[fd00::2]:4326".parse().unwrap(),
+            direction: "outgoing".into(),
+            state: "up".into(),
+            iface: Some(1),
+            rtt_ms: 2.5,
+            babel_rtt_ms: Some(3.0),
+            age_secs: 10,
+            destinations: 4,
+            max_datagram_size: Some(1414),
+            tx_packets: 100,
+            tx_bytes: 140_000,
+            tx_dropped: 0,
+            rx_packets: 90,
+            rx_bytes: 120_000,
+        }
+    }
+
+    #[test]
+    fn exposition_has_each_family_once_and_all_samples() {
+        let text = render(&status(), &[tunnel(1), tunnel(2)]);
+        assert_eq!(text.matches("# TYPE re6st_tunnels gauge").count(), 1);
+        assert!(text.contains("re6st_tunnels{state=\"up\"} 2\n"));
+        assert!(text.contains("re6st_tunnels{state=\"draining\"} 1\n"));
+        // Each family once, its samples together.
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let mut unique = types.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(types.len(), unique.len(), "a family is declared twice");
+        let rx: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("re6st_tunnel_rx_bytes_total{"))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(rx.len(), 2);
+        assert_eq!(rx[1], rx[0] + 1, "samples of a family are adjacent");
+        assert!(
+            text.contains("re6st_tunnel_rtt_seconds{peer=\"fd00:1:2:4::/64\",id=\"2\"} 0.0025\n")
+        );
+        assert!(text.contains("re6st_path_forwarded 11\n"));
+        assert!(text.contains("re6st_registry_reachable 1\n"));
+        assert!(text.contains("re6st_registry_failures_total 3\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let bare = name.split('{').next().unwrap();
+            assert!(
+                bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(sanitize("a-b.c"), "a_b_c");
+    }
+
+    #[tokio::test]
+    async fn non_loopback_metrics_address_is_refused() {
+        let e = bind("0.0.0.0:0".parse().unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(bind("127.0.0.1:0".parse().unwrap()).await.is_ok());
+    }
+}

@@ -1,0 +1,311 @@
+//! Text views of the control API's types, for a terminal: what
+//! `re6st status/peers/tunnels/routes` print without `--json`.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use super::api::{PeerView, RouteView, Status, TunnelInfo};
+
+/// A table whose columns are as wide as their widest cell.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new(header: &[&str]) -> Self {
+        Self {
+            rows: vec![header.iter().map(|s| s.to_string()).collect()],
+        }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let width: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for r in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c + 1 == r.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<w$}  ", w = width[c]);
+                }
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// `1h02m`, `3m04s`, `12s`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// `912 B`, `1.5 kB`, `23.4 MB`, `1.2 GB` (powers of 1000).
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn ago(unix: u64) -> String {
+    let now = crate::identity::unix_secs(SystemTime::now());
+    format!("{} ago", duration(now.saturating_sub(unix)))
+}
+
+/// `re6st status`.
+pub fn status(s: &Status) -> String {
+    let mut t = Table::default();
+    let mut kv = |k: &str, v: String| t.row(vec![k.to_string(), v]);
+    kv(
+        "node",
+        format!("{}  prefix {}  serial {}", s.address, s.prefix, s.serial),
+    );
+    kv(
+        "network",
+        format!(
+            "{}  up {}  CRL #{}",
+            s.network,
+            duration(s.uptime_secs),
+            s.crl_number
+        ),
+    );
+    let adv: Vec<String> = s.advertised.iter().map(ToString::to_string).collect();
+    kv(
+        "udp",
+        format!(
+            "{}  advertised {}",
+            s.listen.map_or("-".into(), |l| l.to_string()),
+            if adv.is_empty() {
+                "(none yet)".into()
+            } else {
+                adv.join(" ")
+            }
+        ),
+    );
+    let h = &s.host;
+    kv(
+        "host",
+        match &h.device {
+            Some(d) => format!(
+                "TUN {d} ({}, offload {}, MTU {}, {} queue{}, network route {})",
+                h.mode,
+                if h.offload { "on" } else { "off" },
+                h.mtu,
+                h.queues,
+                if h.queues == 1 { "" } else { "s" },
+                h.route
+            ),
+            None => "no TUN (userspace: transit and ping only)".into(),
+        },
+    );
+    kv(
+        "tunnels",
+        format!(
+            "{} up ({} outgoing, {} incoming), {} draining",
+            s.tunnels_up,
+            s.tunnels_outgoing,
+            (s.tunnels_up + s.tunnels_draining).saturating_sub(s.tunnels_outgoing),
+            s.tunnels_draining
+        ),
+    );
+    kv(
+        "routes",
+        format!("{} destinations  peer DB {} entries", s.routes, s.peer_db),
+    );
+    let r = &s.registry;
+    kv(
+        "registry",
+        match (&r.url, &r.last_error, r.last_ok) {
+            (None, _, _) => "none (running without a registry)".into(),
+            (Some(u), Some(e), _) => format!("{u}  UNREACHABLE: {e} ({} failures)", r.failures),
+            (Some(u), None, Some(ok)) => format!("{u}  ok {}", ago(ok)),
+            (Some(u), None, None) => format!("{u}  not contacted yet"),
+        },
+    );
+    let c = |g: &str, n: &str| {
+        s.counters
+            .get(g)
+            .and_then(|m| m.get(n))
+            .copied()
+            .unwrap_or(0)
+    };
+    kv(
+        "packets",
+        format!(
+            "delivered {}  forwarded {}  dropped {}  ICMPv6 errors {}",
+            c("path", "delivered"),
+            c("path", "forwarded"),
+            c("path", "dropped"),
+            c("path", "icmp_sent")
+        ),
+    );
+    t.to_string()
+}
+
+/// `re6st tunnels`.
+pub fn tunnels(list: &[TunnelInfo]) -> String {
+    if list.is_empty() {
+        return "no tunnels\n".into();
+    }
+    let mut t = Table::new(&[
+        "ID",
+        "PEER",
+        "UDP",
+        "DIR",
+        "STATE",
+        "RTT",
+        "BABEL RTT",
+        "AGE",
+        "DEST",
+        "TX",
+        "RX",
+    ]);
+    for x in list {
+        t.row(vec![
+            x.id.to_string(),
+            x.peer_prefix.to_string(),
+            x.peer_udp.to_string(),
+            if x.direction == "outgoing" {
+                "out"
+            } else {
+                "in"
+            }
+            .into(),
+            x.state.clone(),
+            format!("{:.1} ms", x.rtt_ms),
+            x.babel_rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
+            duration(x.age_secs),
+            x.destinations.to_string(),
+            format!("{} pkts {}", x.tx_packets, bytes(x.tx_bytes)),
+            format!("{} pkts {}", x.rx_packets, bytes(x.rx_bytes)),
+        ]);
+    }
+    t.to_string()
+}
+
+/// `re6st routes`: selected routes, then the alternatives (marked `-`).
+pub fn routes(list: &[RouteView]) -> String {
+    if list.is_empty() {
+        return "no routes\n".into();
+    }
+    let mut t = Table::new(&["", "PREFIX", "METRIC", "NEXT HOP", "VIA PEER", "TUNNEL"]);
+    for r in list {
+        t.row(vec![
+            if r.selected { "*" } else { "-" }.into(),
+            r.prefix.to_string(),
+            if r.metric == u16::MAX {
+                "unreachable".into()
+            } else {
+                r.metric.to_string()
+            },
+            if r.local {
+                "local".into()
+            } else {
+                r.next_hop.map_or("-".into(), |a| a.to_string())
+            },
+            r.via.map_or("-".into(), |p| p.to_string()),
+            r.tunnel.map_or("-".into(), |x| x.to_string()),
+        ]);
+    }
+    t.to_string()
+}
+
+/// `re6st peers`.
+pub fn peers(list: &[PeerView]) -> String {
+    if list.is_empty() {
+        return "the peer DB is empty\n".into();
+    }
+    let mut t = Table::new(&["PREFIX", "SERIAL", "ANNOUNCED", "ADDRESSES"]);
+    for p in list {
+        let a: Vec<String> = p.addresses.iter().map(ToString::to_string).collect();
+        t.row(vec![
+            p.prefix.to_string(),
+            p.serial.to_string(),
+            ago(p.timestamp),
+            a.join(" "),
+        ]);
+    }
+    t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_to_the_widest_cell() {
+        let mut t = Table::new(&["A", "LONG HEADER", "C"]);
+        t.row(vec!["xyz".into(), "1".into(), "end".into()]);
+        assert_eq!(
+            t.to_string(),
+            "A    LONG HEADER  C\nxyz  1            end\n"
+        );
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(125), "2m05s");
+        assert_eq!(duration(3700), "1h01m");
+        assert_eq!(duration(90_000), "1d01h");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1500), "1.5 kB");
+        assert_eq!(bytes(2_340_000_000), "2.3 GB");
+    }
+
+    #[test]
+    fn routes_mark_selected_and_local() {
+        let r = |selected: bool, local: bool, metric: u16| RouteView {
+            prefix: "fd00:1::/64".parse().unwrap(),
+            metric,
+            next_hop: (!local).then(|| "fd00:2::1".parse().unwrap()),
+            via: (!local).then(|| "fd00:2::/64".parse().unwrap()),
+            tunnel: (!local).then_some(3),
+            selected,
+            local,
+            router_id: "00".into(),
+            seqno: 1,
+        };
+        let text = routes(&[r(true, true, 0), r(false, false, u16::MAX)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("*  fd00:1::/64  0 "), "{text}");
+        assert!(lines[1].contains("local"));
+        assert!(
+            lines[2].starts_with("-  fd00:1::/64  unreachable  fd00:2::1"),
+            "{text}"
+        );
+    }
+}

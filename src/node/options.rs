@@ -1,0 +1,339 @@
+//! The options of `re6st node`: one struct that is both the command-line
+//! flags (clap) and the TOML configuration file (serde), so that every
+//! option of the file is also a flag with the same name. A flag given on
+//! the command line wins over the file; the file wins over the defaults.
+//!
+//! ```toml
+//! # /var/lib/re6st/node/node.toml (read when present, or --config FILE)
+//! listen = "[::]:4326"
+//! advertise = ["[2001:db8::7]:4326"]
+//! tun = "re6st0"          # or tun-attach = "re6st0", or tun-fd = 3, or no-tun = true
+//! mtu = 1400
+//! metrics = "127.0.0.1:9470"
+//! idle-timeout = "4s"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer};
+
+use super::DEFAULT_PORT;
+use crate::identity::Fingerprint;
+
+/// Default TUN device name.
+pub const DEFAULT_TUN: &str = "re6st0";
+
+/// Default overlay MTU: the largest packet that fits one QUIC datagram on
+/// a 1500-byte underlay (1414 bytes with `initial_mtu` 1452).
+pub const DEFAULT_MTU: u16 = 1400;
+
+/// Name of the configuration file read from the state directory.
+pub const CONFIG_FILE: &str = "node.toml";
+
+/// Arguments of `re6st node`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// State directory written by `re6st join` (key, certificate, CA, CRL,
+    /// network configuration; the node adds its peer DB and its control
+    /// socket).
+    #[arg(long, env = "RE6ST_DIR", default_value = crate::join::DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// TOML file with the same options as the flags (default: DIR/node.toml
+    /// when it exists). Flags win over the file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The options.
+    #[command(flatten)]
+    pub options: NodeOptions,
+}
+
+/// The options shared by the flags and the file. `None`/empty/false means
+/// "not given here".
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeOptions {
+    /// Registry URL. When the state directory is not enrolled yet, the
+    /// node joins this registry first (as `re6st join` would); otherwise
+    /// it overrides the URL of the network configuration (an empty string
+    /// runs without a registry).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Enrolment token, for joining (see --registry).
+    #[arg(long, env = "RE6ST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// SHA-256 fingerprint of the network CA, checked when joining.
+    #[arg(long)]
+    #[serde(deserialize_with = "parsed")]
+    pub ca_fingerprint: Option<Fingerprint>,
+    /// UDP address of the QUIC endpoint; `[::]:PORT` is dual-stack
+    /// [default: [::]:4326].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address to announce to peers (repeat for several); default: the
+    /// listen address if specific, else what peers see.
+    #[arg(long)]
+    pub advertise: Vec<SocketAddr>,
+    /// Create the TUN device NAME (root or CAP_NET_ADMIN), give it the node
+    /// address and MTU, and route the network into it [default: re6st0].
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tun_attach", "tun_fd", "no_tun"])]
+    pub tun: Option<String>,
+    /// Attach to the existing TUN device NAME made by an admin with
+    /// `ip tuntap add dev NAME mode tun user USER` (no privilege needed).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tun_fd", "no_tun"])]
+    pub tun_attach: Option<String>,
+    /// Use the TUN file descriptor N inherited from the parent (a
+    /// container runtime or privileged helper opened it).
+    #[arg(long, value_name = "N", conflicts_with = "no_tun")]
+    pub tun_fd: Option<i32>,
+    /// No TUN device: the node routes and forwards for others and answers
+    /// pings to its address, but this host cannot use the overlay.
+    #[arg(long)]
+    pub no_tun: bool,
+    /// Overlay MTU of a created device; larger packets get ICMPv6 Packet
+    /// Too Big [default: 1400]. Attached devices keep the admin's MTU.
+    #[arg(long)]
+    pub mtu: Option<u16>,
+    /// Device queues read in parallel (multi-queue TUN; an attached device
+    /// must have been made with `multi_queue`) [default: 1].
+    #[arg(long)]
+    pub queues: Option<usize>,
+    /// Do not ask the kernel for TUN offload (GSO/GRO batches).
+    #[arg(long)]
+    pub no_offload: bool,
+    /// Do not install the kernel route to the network through the device
+    /// (the node still says whether it is there).
+    #[arg(long)]
+    pub no_route: bool,
+    /// Control socket path [default: DIR/control.sock].
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only),
+    /// e.g. 127.0.0.1:9470.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// QUIC keep-alive interval on idle tunnels [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
+    pub keep_alive: Option<Duration>,
+    /// A tunnel that hears nothing for this long is dead and its routes
+    /// move away [default: 4s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+}
+
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Where the node's TUN device comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunChoice {
+    /// Create it.
+    Create(String),
+    /// Attach to an existing one.
+    Attach(String),
+    /// Adopt an inherited descriptor.
+    Fd(i32),
+    /// No device.
+    None,
+}
+
+impl NodeOptions {
+    /// The file's options under the flags given.
+    pub fn merge(self, file: NodeOptions) -> NodeOptions {
+        // A TUN choice on the command line replaces the file's.
+        let flag_tun = self.tun.is_some() || self.tun_attach.is_some() || self.tun_fd.is_some();
+        let (tun, tun_attach, tun_fd, no_tun) = if flag_tun || self.no_tun {
+            (self.tun, self.tun_attach, self.tun_fd, self.no_tun)
+        } else {
+            (file.tun, file.tun_attach, file.tun_fd, file.no_tun)
+        };
+        NodeOptions {
+            registry: self.registry.or(file.registry),
+            token: self.token.or(file.token),
+            ca_fingerprint: self.ca_fingerprint.or(file.ca_fingerprint),
+            listen: self.listen.or(file.listen),
+            advertise: if self.advertise.is_empty() {
+                file.advertise
+            } else {
+                self.advertise
+            },
+            tun,
+            tun_attach,
+            tun_fd,
+            no_tun,
+            mtu: self.mtu.or(file.mtu),
+            queues: self.queues.or(file.queues),
+            no_offload: self.no_offload || file.no_offload,
+            no_route: self.no_route || file.no_route,
+            control: self.control.or(file.control),
+            metrics: self.metrics.or(file.metrics),
+            keep_alive: self.keep_alive.or(file.keep_alive),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+        }
+    }
+
+    /// Reads a configuration file.
+    pub fn from_file(path: &Path) -> anyhow::Result<NodeOptions> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The TUN device choice; an error if several were made (the file and
+    /// the flags are merged first).
+    pub fn tun_choice(&self) -> anyhow::Result<TunChoice> {
+        let given = [
+            self.tun.is_some(),
+            self.tun_attach.is_some(),
+            self.tun_fd.is_some(),
+            self.no_tun,
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            bail!("choose one of tun, tun-attach, tun-fd and no-tun");
+        }
+        Ok(if let Some(n) = &self.tun {
+            TunChoice::Create(n.clone())
+        } else if let Some(n) = &self.tun_attach {
+            TunChoice::Attach(n.clone())
+        } else if let Some(fd) = self.tun_fd {
+            TunChoice::Fd(fd)
+        } else if self.no_tun {
+            TunChoice::None
+        } else {
+            TunChoice::Create(DEFAULT_TUN.into())
+        })
+    }
+
+    /// The listen address.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or(SocketAddr::from(([0u16; 8], DEFAULT_PORT)))
+    }
+
+    /// Checks values the node would otherwise reject late.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(m) = self.mtu
+            && !(1280..=65535).contains(&m)
+        {
+            bail!("mtu {m}: IPv6 needs at least 1280");
+        }
+        if self.queues == Some(0) || self.queues.is_some_and(|q| q > 64) {
+            bail!("queues must be 1 to 64");
+        }
+        if let Some(fd) = self.tun_fd
+            && fd < 3
+        {
+            bail!("tun-fd {fd}: descriptors 0-2 are stdin, stdout and stderr");
+        }
+        if let (Some(k), Some(i)) = (self.keep_alive, self.idle_timeout)
+            && k >= i
+        {
+            bail!("keep-alive ({k:?}) must be shorter than idle-timeout ({i:?})");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+
+    fn flags(a: &[&str]) -> NodeOptions {
+        let mut argv = vec!["re6st-node"];
+        argv.extend_from_slice(a);
+        Wrap::try_parse_from(argv).unwrap().args.options
+    }
+
+    #[test]
+    fn every_file_key_is_a_flag_and_flags_win() {
+        let file: NodeOptions = toml::from_str(
+            r#"
+            registry = "https://r:8443"
+            listen = "[::]:5000"
+            advertise = ["[fd00::1]:5000"]
+            tun-attach = "ovl0"
+            mtu = 1280
+            queues = 2
+            no-offload = true
+            metrics = "127.0.0.1:9470"
+            keep-alive = "500ms"
+            idle-timeout = "2s"
+            ca-fingerprint = "00000000000000000000000000000000000000000000000000000000000000ff"
+            "#,
+        )
+        .unwrap();
+        let cli = flags(&["--listen", "[::]:6000", "--tun", "re6st9", "--mtu", "1400"]);
+        let m = cli.merge(file);
+        assert_eq!(m.listen(), "[::]:6000".parse().unwrap());
+        assert_eq!(m.tun_choice().unwrap(), TunChoice::Create("re6st9".into()));
+        assert_eq!(m.mtu, Some(1400));
+        assert_eq!(m.queues, Some(2));
+        assert!(m.no_offload);
+        assert_eq!(m.registry.as_deref(), Some("https://r:8443"));
+        assert_eq!(m.keep_alive, Some(Duration::from_millis(500)));
+        assert_eq!(m.advertise, vec!["[fd00::1]:5000".parse().unwrap()]);
+        assert!(m.ca_fingerprint.is_some());
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let d = flags(&[]).merge(NodeOptions::default());
+        assert_eq!(
+            d.tun_choice().unwrap(),
+            TunChoice::Create(DEFAULT_TUN.into())
+        );
+        assert_eq!(d.listen().port(), DEFAULT_PORT);
+        // Conflicting flags are refused by clap, conflicting file keys here.
+        let mut argv = vec!["x", "--tun", "a", "--no-tun"];
+        assert!(Wrap::try_parse_from(&argv).is_err());
+        argv = vec!["x", "--tun-attach", "a", "--tun-fd", "4"];
+        assert!(Wrap::try_parse_from(&argv).is_err());
+        let both: NodeOptions = toml::from_str("tun = \"a\"\nno-tun = true").unwrap();
+        assert!(both.tun_choice().is_err());
+        // A flag choice replaces the file's.
+        let m = flags(&["--no-tun"]).merge(both);
+        assert_eq!(m.tun_choice().unwrap(), TunChoice::None);
+        assert!(
+            toml::from_str::<NodeOptions>("tun-name = \"x\"").is_err(),
+            "unknown key"
+        );
+        assert!(toml::from_str::<NodeOptions>("idle-timeout = \"soon\"").is_err());
+        for bad in [
+            "mtu = 1000",
+            "queues = 0",
+            "tun-fd = 1",
+            "keep-alive = \"5s\"\nidle-timeout = \"1s\"",
+        ] {
+            let o: NodeOptions = toml::from_str(bad).unwrap();
+            assert!(o.validate().is_err(), "{bad}");
+        }
+    }
+}

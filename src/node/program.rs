@@ -1,0 +1,392 @@
+//! `re6st node`: the program around [`Node`]. It joins the registry if the
+//! state directory is not enrolled yet, opens the TUN device in one of its
+//! three modes (or none), routes the network into it, starts the node, the
+//! control socket and the metrics, and runs until SIGINT or SIGTERM; then
+//! Babel retracts the node's routes, the tunnels close cleanly, and the
+//! kernel route it installed is removed.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ipnet::Ipv6Net;
+use re6st_dataplane::tun::{CreateConfig, Tun, TunOptions, TunSource};
+
+use super::echo_host::{self, EchoHost, EchoQueue};
+use super::kernel_route;
+use super::options::{CONFIG_FILE, DEFAULT_MTU, NodeArgs, NodeOptions, TunChoice};
+use super::tun_host::{self, HostCounters, TunQueue, TunTasks};
+use super::{Host, HostConfig, Node, NodeConfig, NodeHandle};
+use crate::control::api::{HostInfo, SOCKET_FILE, counter_map};
+use crate::control::metrics;
+use crate::control::server::{ControlSocket, Source};
+use crate::identity::NodeCert;
+use crate::join::JoinArgs;
+use crate::state_dir::{NodeIdentity, StateDir, files};
+use crate::transport::TransportConfig;
+
+/// Runs `re6st node` until SIGINT or SIGTERM.
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let file = match args.config.clone().or_else(|| {
+        let p = args.dir.join(CONFIG_FILE);
+        p.exists().then_some(p)
+    }) {
+        Some(p) => {
+            tracing::info!(file = %p.display(), "reading the configuration file");
+            NodeOptions::from_file(&p)?
+        }
+        None => NodeOptions::default(),
+    };
+    let opts = args.options.clone().merge(file);
+    opts.validate()?;
+    let choice = opts.tun_choice()?;
+    enrol_if_needed(&args.dir, &opts)?;
+    let identity = StateDir::new(&args.dir).load_identity().with_context(|| {
+        format!(
+            "loading the node identity from {} (enrol first with `re6st join --registry URL --dir {0}`)",
+            args.dir.display()
+        )
+    })?;
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(serve(args.dir, opts, choice, identity))
+}
+
+/// Joins the registry when the directory holds no certificate yet, or
+/// says how to.
+fn enrol_if_needed(dir: &Path, opts: &NodeOptions) -> anyhow::Result<()> {
+    if StateDir::new(dir).has(files::CERT) {
+        return Ok(());
+    }
+    let Some(registry) = opts.registry.clone().filter(|r| !r.is_empty()) else {
+        bail!(
+            "{} is not enrolled in a network yet: run `re6st join --registry URL --dir {0}` \
+             (with --token TOKEN if the registry asks for one), or give `re6st node` \
+             --registry URL [--token TOKEN] to join on the way",
+            dir.display()
+        );
+    };
+    println!("{} is not enrolled yet: joining {registry}", dir.display());
+    crate::join::run(JoinArgs {
+        registry,
+        token: opts.token.clone(),
+        ca_fingerprint: opts.ca_fingerprint,
+        dir: dir.to_path_buf(),
+    })
+    .context("joining the registry")
+}
+
+/// The host side, opened but not started.
+enum HostSide {
+    Tun { queues: Vec<Tun>, queue: TunQueue },
+    Echo(EchoQueue),
+}
+
+/// What the host side needs to undo at the end.
+struct RouteGuard {
+    installed: Option<(Ipv6Net, String)>,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        if let Some((net, dev)) = self.installed.take() {
+            kernel_route::remove(net, &dev);
+        }
+    }
+}
+
+async fn serve(
+    dir: PathBuf,
+    opts: NodeOptions,
+    choice: TunChoice,
+    identity: NodeIdentity,
+) -> anyhow::Result<()> {
+    // The socket first: a second node on the same directory stops here.
+    let control_path = opts
+        .control
+        .clone()
+        .unwrap_or_else(|| dir.join(SOCKET_FILE));
+    let control = ControlSocket::bind(&control_path).await?;
+    let metrics_listener = match opts.metrics {
+        Some(a) => Some(metrics::bind(a).await?),
+        None => None,
+    };
+    let network = identity
+        .network
+        .as_ref()
+        .context("no network configuration in the state directory (run `re6st join` again)")?
+        .verify(&identity.ca_key)
+        .context("the network configuration does not verify against the CA")?
+        .network;
+    let cert = identity.cert.clone();
+    let counters = Arc::new(HostCounters::default());
+    let (host, mut info, side) = open_host(&choice, &opts, &cert, counters.clone())?;
+    let route = RouteGuard {
+        installed: route_network(&mut info, &opts, network),
+    };
+
+    let defaults = TransportConfig::default();
+    let config = NodeConfig {
+        listen: opts.listen(),
+        advertise: opts.advertise.clone(),
+        state_dir: Some(dir.clone()),
+        registry_url: opts.registry.clone(),
+        transport: TransportConfig {
+            keep_alive: opts.keep_alive.unwrap_or(defaults.keep_alive),
+            idle_timeout: opts.idle_timeout.unwrap_or(defaults.idle_timeout),
+            ..defaults
+        },
+        mtu: info.mtu,
+        host: HostConfig::External(host),
+        ..NodeConfig::default()
+    };
+    let node = Arc::new(Node::start(config, identity).await?);
+    let (mut tun_tasks, _echo) = match side {
+        HostSide::Tun { queues, queue } => (
+            Some(TunTasks::start(queues, node.packet_path(), info.mtu, queue)),
+            None,
+        ),
+        HostSide::Echo(queue) => (
+            None,
+            Some(EchoHost::start(
+                cert.address,
+                node.packet_path(),
+                queue,
+                counters.clone(),
+            )),
+        ),
+    };
+    let source = Arc::new(Source::new(node.clone(), info.clone(), move || {
+        counter_map(&counters.stats())
+    }));
+    let mut servers = vec![tokio::spawn(control.serve(source.clone()))];
+    banner(&node, &info, network, &control_path, &dir);
+    if let Some(l) = metrics_listener {
+        if let Ok(a) = l.local_addr() {
+            println!("  metrics: http://{a}/metrics");
+        }
+        servers.push(tokio::spawn(metrics::serve(l, source.clone())));
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let failure = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        e = async {
+            match tun_tasks.as_mut() {
+                Some(t) => t.failed().await,
+                None => std::future::pending().await,
+            }
+        } => Some(e),
+    };
+    tracing::info!("shutting down: retracting routes and closing tunnels");
+    for s in &servers {
+        s.abort();
+    }
+    for s in servers {
+        let _ = s.await;
+    }
+    drop(source);
+    shutdown(node).await;
+    if let Some(t) = tun_tasks {
+        t.stop().await;
+    }
+    drop(route);
+    match failure {
+        Some(e) => Err(anyhow::Error::new(e).context(format!(
+            "the TUN device {} failed (was it deleted?)",
+            info.device.as_deref().unwrap_or("?")
+        ))),
+        None => {
+            println!("re6st node stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Shuts the node down cleanly once the last control request let go of
+/// it (a request being answered holds a reference for a moment).
+async fn shutdown(mut node: Arc<NodeHandle>) {
+    for _ in 0..100 {
+        match Arc::try_unwrap(node) {
+            Ok(n) => return n.shutdown().await,
+            Err(n) => {
+                node = n;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    tracing::warn!("the node is still in use; stopping without a clean close");
+}
+
+fn open_host(
+    choice: &TunChoice,
+    opts: &NodeOptions,
+    cert: &NodeCert,
+    counters: Arc<HostCounters>,
+) -> anyhow::Result<(Arc<dyn Host>, HostInfo, HostSide)> {
+    let queues = opts.queues.unwrap_or(1);
+    let options = TunOptions {
+        offload: !opts.no_offload,
+        multi_queue: queues > 1,
+    };
+    let (mode, first) = match choice {
+        TunChoice::None => {
+            let (host, queue) = echo_host::channel(counters);
+            let info = HostInfo {
+                mode: "none".into(),
+                device: None,
+                offload: false,
+                mtu: opts.mtu.unwrap_or(DEFAULT_MTU),
+                queues: 0,
+                route: "none".into(),
+            };
+            return Ok((host, info, HostSide::Echo(queue)));
+        }
+        TunChoice::Create(name) => {
+            let address =
+                Ipv6Net::new(cert.address, cert.prefix.prefix_len()).context("the node address")?;
+            let config = CreateConfig {
+                name: name.clone(),
+                address: Some(address),
+                mtu: opts.mtu.unwrap_or(DEFAULT_MTU),
+            };
+            ("created", Tun::open(TunSource::Create(config), options)?)
+        }
+        TunChoice::Attach(name) => (
+            "attached",
+            Tun::open(TunSource::Attach { name: name.clone() }, options)?,
+        ),
+        TunChoice::Fd(fd) => {
+            // SAFETY: F_GETFD only reads the descriptor flags.
+            if unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
+                bail!(
+                    "--tun-fd {fd}: no such open descriptor (the parent must pass it without FD_CLOEXEC)"
+                );
+            }
+            // SAFETY: the descriptor is open and the operator hands it to
+            // us; nothing else in this process uses it, and from here the
+            // device owns and closes it.
+            let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
+            ("fd", Tun::open(TunSource::Fd(owned), options)?)
+        }
+    };
+    let name = first.name().to_string();
+    // A device we did not create keeps its admin's MTU.
+    let mtu = match choice {
+        TunChoice::Create(_) => opts.mtu.unwrap_or(DEFAULT_MTU),
+        _ => first
+            .mtu()
+            .with_context(|| format!("reading the MTU of {name}"))?,
+    };
+    if mode != "created" {
+        if opts.mtu.is_some_and(|m| m != mtu) {
+            tracing::warn!(
+                device = %name, mtu,
+                "--mtu only applies to a device the node creates; using the device's MTU"
+            );
+        }
+        if mtu > DEFAULT_MTU {
+            tracing::warn!(
+                device = %name, mtu,
+                "packets above {DEFAULT_MTU} bytes do not fit one QUIC datagram on a 1500-byte underlay and are fragmented; `ip link set {name} mtu {DEFAULT_MTU}` is faster"
+            );
+        }
+        if !kernel_route::has_address(cert.address, &name) {
+            let a = Ipv6Net::new(cert.address, cert.prefix.prefix_len())
+                .map(|a| kernel_route::address_command(a, &name))
+                .unwrap_or_default();
+            tracing::warn!(
+                device = %name,
+                "the device does not have the node address {}: this host cannot use the overlay until an admin runs `{a}`",
+                cert.address
+            );
+        }
+    }
+    let offload = first.offload();
+    let mut all = vec![first];
+    for _ in 1..queues {
+        all.push(clone_queue(&all[0])?);
+    }
+    let (host, queue) = tun_host::channel(counters);
+    let info = HostInfo {
+        mode: mode.into(),
+        device: Some(name),
+        offload,
+        mtu,
+        queues,
+        route: "missing".into(),
+    };
+    Ok((host, info, HostSide::Tun { queues: all, queue }))
+}
+
+#[cfg(target_os = "linux")]
+fn clone_queue(tun: &Tun) -> anyhow::Result<Tun> {
+    Ok(tun.clone_queue()?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn clone_queue(_tun: &Tun) -> anyhow::Result<Tun> {
+    bail!("several queues need a Linux multi-queue TUN device")
+}
+
+/// Makes sure the kernel routes the network into the device; returns what
+/// the node installed (to remove at the end).
+fn route_network(
+    info: &mut HostInfo,
+    opts: &NodeOptions,
+    network: Ipv6Net,
+) -> Option<(Ipv6Net, String)> {
+    let dev = info.device.clone()?;
+    if kernel_route::has_route(network, &dev) {
+        info.route = "present".into();
+        return None;
+    }
+    let cmd = kernel_route::route_command(network, &dev);
+    if opts.no_route {
+        tracing::warn!(
+            "no route to the overlay {network} through {dev} (--no-route): this host reaches no other node until an admin runs `{cmd}`"
+        );
+        return None;
+    }
+    match kernel_route::install(network, &dev) {
+        Ok(()) => {
+            info.route = "installed".into();
+            Some((network, dev))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot route the overlay {network} into {dev} ({e}): this host reaches no other node until an admin (root or CAP_NET_ADMIN) runs `{cmd}`"
+            );
+            None
+        }
+    }
+}
+
+fn banner(node: &NodeHandle, info: &HostInfo, network: Ipv6Net, control: &Path, dir: &Path) {
+    println!(
+        "re6st node {} (prefix {}) in network {network}",
+        node.address(),
+        node.prefix()
+    );
+    let host = match &info.device {
+        Some(d) => format!(
+            "TUN {d} ({}, MTU {}, offload {}), route {network} -> {d} {}",
+            info.mode,
+            info.mtu,
+            if info.offload { "on" } else { "off" },
+            info.route
+        ),
+        None => "no TUN: userspace mode (routes and forwards for others, answers pings)".into(),
+    };
+    println!("  QUIC on UDP {}; {host}", node.local_addr());
+    println!(
+        "  control socket {}: try `re6st status --dir {}`",
+        control.display(),
+        dir.display()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
