@@ -12,6 +12,8 @@
 //! - [`lan`]: LAN discovery (signed multicast beacons, direct LAN links).
 //! - [`upnp`]: UPnP IGD port mapping (map, renew, remove).
 //! - [`control`]: a running node's control socket, metrics and CLI.
+//! - [`lab`]: network namespaces and processes for the demo and the
+//!   real-network tests.
 
 #![warn(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod control;
 pub mod gateway;
 pub mod identity;
 pub mod join;
+pub mod lab;
 pub mod lan;
 pub mod node;
 pub mod peers;

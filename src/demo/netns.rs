@@ -1,0 +1,251 @@
+//! The demo as root: one namespace per node, joined by a bridge in a hub
+//! namespace that also runs the registry; every node a `re6st node`
+//! process with its own TUN device; pings by the system's `ping -6`.
+
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use re6st::control::api::{Request, Response, RouteView, SOCKET_FILE, Status, TunnelInfo};
+use re6st::lab::Lab;
+
+use super::{DemoArgs, DemoNode, Ping, step};
+
+/// The underlay: `fd00:de::/64` on the bridge, the hub at `::ff`.
+const HUB: &str = "fd00:de::ff";
+
+/// The running network.
+pub(crate) struct NetnsNet {
+    lab: Lab,
+    nodes: Vec<DemoNode>,
+    sockets: Vec<PathBuf>,
+}
+
+impl NetnsNet {
+    pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<Self> {
+        let n = usize::from(args.nodes);
+        let exe = std::env::current_exe().context("locating the re6st binary")?;
+        let exe = exe.to_str().context("binary path")?.to_string();
+        let mut lab = Lab::new("demo")?;
+        if args.keep {
+            lab.keep_dir();
+        }
+        let names: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
+        let addrs: Vec<String> = (1..=n).map(|i| format!("fd00:de::{i:x}/64")).collect();
+        let star: Vec<(&str, &str)> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        step(1, "underlay: namespaces joined by a bridge");
+        lab.star("hub", &format!("{HUB}/64"), &star)?;
+        println!(
+            "      hub namespace {} (bridge br0, {HUB}); node namespaces {}1 .. {n} ({} .. {})",
+            lab.ns("hub"),
+            lab.ns("node"),
+            addrs[0].trim_end_matches("/64"),
+            addrs[n - 1].trim_end_matches("/64"),
+        );
+
+        step(2, "registry, then the nodes (each joins, creates its TUN device and starts)");
+        let dir = lab.dir().to_path_buf();
+        let reg_dir = dir.join("registry");
+        let refresh = format!("{}s", args.refresh.as_secs().max(1));
+        let reg_args: Vec<String> = [
+            "registry",
+            "run",
+            "--dir",
+            reg_dir.to_str().context("path")?,
+            "--listen",
+            &format!("[{HUB}]:8443"),
+            "--hostname",
+            HUB,
+            "--enrolment",
+            "open",
+            "--tunnels",
+            &args.tunnels.to_string(),
+            "--tunnel-refresh",
+            &refresh,
+            "--babel-hello",
+            "1s",
+            "--babel-update",
+            "4s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let line = lab
+            .spawn(Some("hub"), "registry", &exe, &reg_args, |_| {})?
+            .wait_for_line("listening on", Duration::from_secs(30))?;
+        let url = format!("https://[{HUB}]:8443");
+        let fingerprint = line
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .context("no CA fingerprint in the registry's first line")?
+            .to_string();
+        let network = line
+            .split("(network ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("?");
+        println!(
+            "      registry {url} in the hub: network {network}, k = {} tunnels per node, refresh every {refresh}",
+            args.tunnels
+        );
+        let mut sockets = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let state = dir.join(name);
+            let a: Vec<String> = [
+                "node",
+                "--dir",
+                state.to_str().context("path")?,
+                "--registry",
+                &url,
+                "--ca-fingerprint",
+                &fingerprint,
+                "--listen",
+                "[::]:4326",
+                "--advertise",
+                &format!("[{}]:4326", addrs[i].trim_end_matches("/64")),
+                "--keep-alive",
+                "300ms",
+                "--idle-timeout",
+                "2s",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            lab.spawn(Some(name), name, &exe, &a, |c| {
+                c.env("RUST_LOG", "re6st=info");
+            })?;
+            sockets.push(state.join(SOCKET_FILE));
+        }
+        let mut nodes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let p = lab.proc(name).context("node process")?;
+            p.wait_for_line("control socket", Duration::from_secs(60))?;
+            let status = match query(&sockets[i], Request::Status).await? {
+                Response::Status(s) => s,
+                other => anyhow::bail!("unexpected answer {other:?}"),
+            };
+            println!(
+                "      {name}: {} on TUN re6st0 in {} (underlay {})",
+                status.address,
+                lab.ns(name),
+                addrs[i].trim_end_matches("/64")
+            );
+            nodes.push(DemoNode {
+                name: name.clone(),
+                address: status.address,
+                prefix: status.prefix,
+            });
+        }
+        Ok(Self {
+            lab,
+            nodes,
+            sockets,
+        })
+    }
+
+    pub(crate) fn nodes(&self) -> &[DemoNode] {
+        &self.nodes
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.lab.dir()
+    }
+
+    pub(crate) async fn status(&self, i: usize) -> anyhow::Result<Status> {
+        match query(&self.sockets[i], Request::Status).await? {
+            Response::Status(s) => Ok(*s),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    pub(crate) async fn tunnels(&self, i: usize) -> anyhow::Result<Vec<TunnelInfo>> {
+        match query(&self.sockets[i], Request::Tunnels).await? {
+            Response::Tunnels(t) => Ok(t),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    pub(crate) async fn routes(&self, i: usize) -> anyhow::Result<Vec<RouteView>> {
+        match query(&self.sockets[i], Request::Routes).await? {
+            Response::Routes(r) => Ok(r),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// `ping -6` in the node's namespace.
+    pub(crate) async fn ping(
+        &self,
+        from: usize,
+        to: Ipv6Addr,
+        count: u32,
+        interval: Duration,
+    ) -> Ping {
+        let ns = self.lab.ns(&self.nodes[from].name);
+        let out = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "ping", "-6", "-q", "-n", "-W", "2"])
+            .args(["-c", &count.to_string()])
+            .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
+            .arg(to.to_string())
+            .output()
+            .await;
+        match out {
+            Ok(o) => parse_ping(&String::from_utf8_lossy(&o.stdout), count),
+            Err(_) => Ping {
+                sent: count,
+                ..Ping::default()
+            },
+        }
+    }
+}
+
+async fn query(socket: &Path, req: Request) -> anyhow::Result<Response> {
+    re6st::control::query(socket, req).await
+}
+
+/// The summary of `ping -q`: "N packets transmitted, M received" and
+/// "rtt min/avg/max/mdev = a/b/c/d ms".
+pub(crate) fn parse_ping(out: &str, count: u32) -> Ping {
+    let mut p = Ping {
+        sent: count,
+        ..Ping::default()
+    };
+    for line in out.lines() {
+        if line.contains("packets transmitted") {
+            let nums: Vec<u32> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            if let [sent, received, ..] = nums[..] {
+                p.sent = sent;
+                p.received = received;
+            }
+        } else if let Some(stats) = line.split(" = ").nth(1)
+            && line.starts_with("rtt")
+        {
+            p.avg_ms = stats.split('/').nth(1).and_then(|s| s.parse().ok());
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summary() {
+        let out = "PING fd00::1 (fd00::1) 56 data bytes\n\n--- fd00::1 ping statistics ---\n\
+                   3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n\
+                   rtt min/avg/max/mdev = 0.410/0.520/0.630/0.110 ms\n";
+        let p = parse_ping(out, 3);
+        assert_eq!((p.sent, p.received), (3, 2));
+        assert_eq!(p.avg_ms, Some(0.52));
+        let lost = parse_ping("3 packets transmitted, 0 received, 100% packet loss\n", 3);
+        assert_eq!((lost.received, lost.avg_ms), (0, None));
+    }
+}
