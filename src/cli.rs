@@ -47,6 +47,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// The log level without `-v` or `RUST_LOG`: the demo prints its own
+    /// story and keeps the nodes' logs for warnings.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "warn",
+            _ => "info",
+        }
+    }
+
     /// Runs the chosen subcommand to completion.
     pub fn run(self) -> anyhow::Result<()> {
         match self {

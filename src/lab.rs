@@ -160,6 +160,43 @@ impl Drop for Proc {
     }
 }
 
+/// What `ping -q` says at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PingSummary {
+    /// Echo Requests sent.
+    pub sent: u32,
+    /// Replies received.
+    pub received: u32,
+    /// Average RTT of the replies, milliseconds.
+    pub avg_ms: Option<f64>,
+}
+
+/// Parses the summary of `ping`: "N packets transmitted, M received" and
+/// "rtt min/avg/max/mdev = a/b/c/d ms". `sent` defaults to `count`.
+pub fn parse_ping(out: &str, count: u32) -> PingSummary {
+    let mut p = PingSummary {
+        sent: count,
+        ..PingSummary::default()
+    };
+    for line in out.lines() {
+        if line.contains("packets transmitted") {
+            let nums: Vec<u32> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            if let [sent, received, ..] = nums[..] {
+                p.sent = sent;
+                p.received = received;
+            }
+        } else if let Some(stats) = line.split(" = ").nth(1)
+            && line.starts_with("rtt")
+        {
+            p.avg_ms = stats.split('/').nth(1).and_then(|s| s.parse().ok());
+        }
+    }
+    p
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -248,11 +285,11 @@ impl Lab {
     ) -> anyhow::Result<()> {
         let (na, nb) = (self.ns(a), self.ns(b));
         run(&[
-            "ip", "link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", b_if,
+            "ip", "link", "add", "name", a_if, "netns", &na, "type", "veth", "peer", "name", b_if,
             "netns", &nb,
         ])?;
         for (ns, dev, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
-            self.exec(ns, &["ip", "link", "set", dev, "up"])?;
+            self.exec(ns, &["ip", "link", "set", "dev", dev, "up"])?;
             if let Some(addr) = addr {
                 self.address(ns, dev, addr)?;
             }
@@ -274,7 +311,12 @@ impl Lab {
     /// A bridge `br0` in namespace `hub` (created if missing) with address
     /// `hub_addr`, and for each `(name, addr)` a namespace joined to it by
     /// a veth (`eth0` on the node's side).
-    pub fn star(&mut self, hub: &str, hub_addr: &str, nodes: &[(&str, &str)]) -> anyhow::Result<()> {
+    pub fn star(
+        &mut self,
+        hub: &str,
+        hub_addr: &str,
+        nodes: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         if !self.namespaces.contains(&self.ns(hub)) {
             self.add_ns(hub)?;
         }
@@ -287,7 +329,7 @@ impl Lab {
             }
             let port = format!("p{i}");
             self.veth((hub, &port, None), (name, "eth0", Some(addr)))?;
-            self.exec(hub, &["ip", "link", "set", &port, "master", "br0"])?;
+            self.exec(hub, &["ip", "link", "set", "dev", &port, "master", "br0"])?;
         }
         Ok(())
     }
@@ -351,6 +393,26 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `ping -6` from namespace `ns` to `dst`: `count` pings `interval`
+    /// apart, each waited for at most 2 s.
+    pub fn ping(&self, ns: &str, dst: &str, count: u32, interval: Duration) -> PingSummary {
+        let out = self
+            .command(ns, "ping")
+            .args(["-6", "-q", "-n", "-W", "2", "-c", &count.to_string()])
+            .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
+            .arg(dst)
+            .output();
+        match out {
+            Ok(o) => parse_ping(&String::from_utf8_lossy(&o.stdout), count),
+            Err(_) => PingSummary {
+                sent: count,
+                ..PingSummary::default()
+            },
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_all(Duration::from_secs(3));
@@ -361,5 +423,23 @@ impl Drop for Lab {
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summary() {
+        let out = "PING fd00::1 (fd00::1) 56 data bytes\n\n--- fd00::1 ping statistics ---\n\
+                   3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n\
+                   rtt min/avg/max/mdev = 0.410/0.520/0.630/0.110 ms\n";
+        let p = parse_ping(out, 3);
+        assert_eq!((p.sent, p.received), (3, 2));
+        assert_eq!(p.avg_ms, Some(0.52));
+        let lost = parse_ping("3 packets transmitted, 0 received, 100% packet loss\n", 3);
+        assert_eq!((lost.received, lost.avg_ms), (0, None));
+        assert_eq!(parse_ping("", 4).sent, 4);
     }
 }

@@ -18,7 +18,7 @@ mod sim;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.command.default_log_level());
     match cli.command.run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -31,10 +31,10 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level chosen by `-v`.
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, quiet: &'static str) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "info",
+        0 => quiet,
         1 => "debug",
         _ => "trace",
     };

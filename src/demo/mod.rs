@@ -54,12 +54,7 @@ pub(crate) struct DemoNode {
 }
 
 /// The result of pinging.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Ping {
-    sent: u32,
-    received: u32,
-    avg_ms: Option<f64>,
-}
+pub(crate) type Ping = re6st::lab::PingSummary;
 
 /// The two ways to run the demo network.
 enum Net {
@@ -151,7 +146,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     let nodes = net.nodes().to_vec();
 
-    step(3, "waiting until every node has a route to every other node");
+    step(
+        3,
+        "waiting until every node has a route to every other node",
+    );
     let t = Instant::now();
     converge(&net, Duration::from_secs(60)).await?;
     println!(
@@ -398,7 +396,9 @@ async fn watch_refresh(net: &Net, timeout: Duration) -> anyhow::Result<()> {
             .map_or_else(|| p.to_string(), |n| n.name.clone())
     };
     // Pings around the ring for the whole watch, 5 per second each.
-    let count = u32::try_from(timeout.as_millis() / 200).unwrap_or(50).max(10);
+    let count = u32::try_from(timeout.as_millis() / 200)
+        .unwrap_or(50)
+        .max(10);
     let pings = futures_join_all(
         (0..nodes.len())
             .map(|i| {
@@ -415,10 +415,14 @@ async fn watch_refresh(net: &Net, timeout: Duration) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let now = outgoing(net).await;
             for (i, (old, new)) in before.iter().zip(&now).enumerate() {
-                let gone: Vec<&(Ipv6Net, usize)> =
-                    old.iter().filter(|o| !new.iter().any(|x| x.0 == o.0)).collect();
-                let added: Vec<&(Ipv6Net, usize)> =
-                    new.iter().filter(|x| !old.iter().any(|o| o.0 == x.0)).collect();
+                let gone: Vec<&(Ipv6Net, usize)> = old
+                    .iter()
+                    .filter(|o| !new.iter().any(|x| x.0 == o.0))
+                    .collect();
+                let added: Vec<&(Ipv6Net, usize)> = new
+                    .iter()
+                    .filter(|x| !old.iter().any(|o| o.0 == x.0))
+                    .collect();
                 for (g, a) in gone.iter().zip(&added) {
                     seen += 1;
                     if seen > 8 {

@@ -48,7 +48,10 @@ impl NetnsNet {
             addrs[n - 1].trim_end_matches("/64"),
         );
 
-        step(2, "registry, then the nodes (each joins, creates its TUN device and starts)");
+        step(
+            2,
+            "registry, then the nodes (each joins, creates its TUN device and starts)",
+        );
         let dir = lab.dir().to_path_buf();
         let reg_dir = dir.join("registry");
         let refresh = format!("{}s", args.refresh.as_secs().max(1));
@@ -194,7 +197,7 @@ impl NetnsNet {
             .output()
             .await;
         match out {
-            Ok(o) => parse_ping(&String::from_utf8_lossy(&o.stdout), count),
+            Ok(o) => re6st::lab::parse_ping(&String::from_utf8_lossy(&o.stdout), count),
             Err(_) => Ping {
                 sent: count,
                 ..Ping::default()
@@ -205,47 +208,4 @@ impl NetnsNet {
 
 async fn query(socket: &Path, req: Request) -> anyhow::Result<Response> {
     re6st::control::query(socket, req).await
-}
-
-/// The summary of `ping -q`: "N packets transmitted, M received" and
-/// "rtt min/avg/max/mdev = a/b/c/d ms".
-pub(crate) fn parse_ping(out: &str, count: u32) -> Ping {
-    let mut p = Ping {
-        sent: count,
-        ..Ping::default()
-    };
-    for line in out.lines() {
-        if line.contains("packets transmitted") {
-            let nums: Vec<u32> = line
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            if let [sent, received, ..] = nums[..] {
-                p.sent = sent;
-                p.received = received;
-            }
-        } else if let Some(stats) = line.split(" = ").nth(1)
-            && line.starts_with("rtt")
-        {
-            p.avg_ms = stats.split('/').nth(1).and_then(|s| s.parse().ok());
-        }
-    }
-    p
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ping_summary() {
-        let out = "PING fd00::1 (fd00::1) 56 data bytes\n\n--- fd00::1 ping statistics ---\n\
-                   3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n\
-                   rtt min/avg/max/mdev = 0.410/0.520/0.630/0.110 ms\n";
-        let p = parse_ping(out, 3);
-        assert_eq!((p.sent, p.received), (3, 2));
-        assert_eq!(p.avg_ms, Some(0.52));
-        let lost = parse_ping("3 packets transmitted, 0 received, 100% packet loss\n", 3);
-        assert_eq!((lost.received, lost.avg_ms), (0, None));
-    }
 }

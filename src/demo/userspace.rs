@@ -16,8 +16,8 @@ use re6st::node::echo_host::{self, EchoHost};
 use re6st::node::options::DEFAULT_MTU;
 use re6st::node::tun_host::HostCounters;
 use re6st::node::{HostConfig, Node, NodeConfig};
-use re6st::registry::core::Registry;
 use re6st::registry::client::RegistryClient;
+use re6st::registry::core::Registry;
 use re6st::state_dir::NodeIdentity;
 use re6st::transport::TransportConfig;
 
@@ -62,7 +62,10 @@ impl UserNet {
     pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a working directory")?;
         step(1, "underlay: loopback (127.0.0.1), one UDP port per node");
-        step(2, "registry, then the nodes (each joins and starts, without a TUN device)");
+        step(
+            2,
+            "registry, then the nodes (each joins and starts, without a TUN device)",
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
         let now = SystemTime::now();

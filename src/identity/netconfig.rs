@@ -41,10 +41,27 @@ pub struct NetworkConfig {
     pub babel_ihu_ms: u64,
     /// Babel periodic update interval.
     pub babel_update_ms: u64,
+    /// Largest RTT penalty added to a tunnel's cost (babeld
+    /// `max-rtt-penalty`; 96 = one hop, as babeld `type tunnel`). Above one
+    /// hop, a low-latency path of more hops can beat a slow direct tunnel
+    /// (re6stnet uses 5000).
+    #[serde(default = "default_rtt_penalty")]
+    pub babel_rtt_max_penalty: u16,
+    /// RTT at which the penalty reaches its maximum (babeld `rtt-max`).
+    #[serde(default = "default_rtt_max_ms")]
+    pub babel_rtt_max_ms: u64,
     /// Nodes older than this protocol version must not join.
     pub min_protocol: u32,
     /// The registry's HTTPS URL.
     pub registry_url: String,
+}
+
+fn default_rtt_penalty() -> u16 {
+    96
+}
+
+fn default_rtt_max_ms() -> u64 {
+    120
 }
 
 impl NetworkConfig {
@@ -62,6 +79,8 @@ impl NetworkConfig {
             babel_hello_ms: 4_000,
             babel_ihu_ms: 12_000,
             babel_update_ms: 16_000,
+            babel_rtt_max_penalty: default_rtt_penalty(),
+            babel_rtt_max_ms: default_rtt_max_ms(),
             min_protocol: 1,
             registry_url,
         }
@@ -186,8 +205,11 @@ mod tests {
         let cfg = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), "https://r:1".into());
         assert_eq!(
             serde_json::to_string(&cfg).unwrap(),
-            r#"{"version":1,"issued_at":0,"network":"fd00:5::/48","node_prefix_len":64,"tunnels":10,"max_tunnels":30,"tunnel_refresh_secs":300,"babel_hello_ms":4000,"babel_ihu_ms":12000,"babel_update_ms":16000,"min_protocol":1,"registry_url":"https://r:1"}"#
+            r#"{"version":1,"issued_at":0,"network":"fd00:5::/48","node_prefix_len":64,"tunnels":10,"max_tunnels":30,"tunnel_refresh_secs":300,"babel_hello_ms":4000,"babel_ihu_ms":12000,"babel_update_ms":16000,"babel_rtt_max_penalty":96,"babel_rtt_max_ms":120,"min_protocol":1,"registry_url":"https://r:1"}"#
         );
+        // A configuration from before the RTT fields gets babeld's values.
+        let old = r#"{"version":1,"issued_at":0,"network":"fd00:5::/48","node_prefix_len":64,"tunnels":10,"max_tunnels":30,"tunnel_refresh_secs":300,"babel_hello_ms":4000,"babel_ihu_ms":12000,"babel_update_ms":16000,"min_protocol":1,"registry_url":"https://r:1"}"#;
+        assert_eq!(serde_json::from_str::<NetworkConfig>(old).unwrap(), cfg);
     }
 
     #[test]

@@ -133,11 +133,20 @@ impl NodeConfig {
     /// The Babel engine's configuration for `net`.
     pub fn babel(&self, net: &NetworkConfig) -> BabelConfig {
         let ms = Duration::from_millis;
+        let d = BabelConfig::default();
         BabelConfig {
             hello_interval: ms(net.babel_hello_ms),
             ihu_interval: ms(net.babel_ihu_ms),
             update_interval: ms(net.babel_update_ms),
-            ..BabelConfig::default()
+            tunnel: re6st_babel::engine::LinkParams {
+                rtt: re6st_babel::metric::RttParams {
+                    max_penalty: net.babel_rtt_max_penalty,
+                    max: ms(net.babel_rtt_max_ms).max(d.tunnel.rtt.min + ms(1)),
+                    ..d.tunnel.rtt
+                },
+                ..d.tunnel
+            },
+            ..d
         }
     }
 }

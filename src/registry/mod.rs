@@ -124,6 +124,13 @@ pub struct RunArgs {
     /// Babel update interval [stored default: 16s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub babel_update: Option<Duration>,
+    /// Largest RTT penalty of a tunnel, in metric units where a hop costs 96
+    /// [stored default: 96]; re6stnet uses 5000, so latency outweighs hops.
+    #[arg(long)]
+    pub babel_rtt_penalty: Option<u16>,
+    /// RTT at which the penalty is largest [stored default: 120ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub babel_rtt_max: Option<Duration>,
     /// Oldest node protocol version allowed [stored default: 1].
     #[arg(long)]
     pub min_protocol: Option<u32>,
@@ -172,6 +179,12 @@ impl RunArgs {
         }
         if let Some(v) = self.babel_update {
             s.network.babel_update_ms = ms(v).max(1);
+        }
+        if let Some(v) = self.babel_rtt_penalty {
+            s.network.babel_rtt_max_penalty = v;
+        }
+        if let Some(v) = self.babel_rtt_max {
+            s.network.babel_rtt_max_ms = ms(v).max(11);
         }
         if let Some(v) = self.min_protocol {
             s.network.min_protocol = v;

@@ -1,0 +1,269 @@
+//! Shared helpers of the real-network tests: `re6st registry` and
+//! `re6st node` processes (the binary under test) in network namespaces of
+//! a [`Lab`], real TUN devices, and queries of the nodes' control sockets.
+//!
+//! Everything the lab made (namespaces, processes) is removed when it is
+//! dropped, also when a test panics. Without root the tests print SKIPPED
+//! and return.
+#![allow(dead_code)]
+
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv6Net};
+use re6st::control::api::{Request, Response, RouteView, SOCKET_FILE, Status, TunnelInfo};
+use re6st::lab::Lab;
+
+/// The binary under test.
+pub fn exe() -> String {
+    env!("CARGO_BIN_EXE_re6st").to_string()
+}
+
+/// A lab, or `None` (with a message) when not root.
+pub fn lab_or_skip(test: &str, tag: &str) -> Option<Lab> {
+    if !re6st::lab::is_root() {
+        eprintln!("SKIPPED {test}: needs root for network namespaces and TUN devices");
+        return None;
+    }
+    Some(Lab::new(tag).expect("creating the lab"))
+}
+
+/// Starts `re6st registry run` in namespace `ns` listening on `listen`
+/// (certificate names `hostnames`), open enrolment, `k` tunnels, fast
+/// Babel timers, plus `extra`. Returns the CA fingerprint.
+pub fn start_registry(
+    lab: &mut Lab,
+    ns: &str,
+    listen: &str,
+    hostnames: &[&str],
+    k: u16,
+    extra: &[&str],
+) -> String {
+    let dir = lab.dir().join("registry");
+    let mut args: Vec<String> = vec![
+        "registry".into(),
+        "run".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--listen".into(),
+        listen.into(),
+        "--enrolment".into(),
+        "open".into(),
+        "--tunnels".into(),
+        k.to_string(),
+        "--babel-hello".into(),
+        "1s".into(),
+        "--babel-update".into(),
+        "4s".into(),
+    ];
+    for h in hostnames {
+        args.extend(["--hostname".into(), h.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let line = lab
+        .spawn(Some(ns), "registry", &exe(), &args, |_| {})
+        .unwrap()
+        .wait_for_line("listening on", Duration::from_secs(30))
+        .unwrap();
+    line.split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .expect("CA fingerprint in the registry's first line")
+        .to_string()
+}
+
+/// A running node process.
+#[derive(Debug, Clone)]
+pub struct TestNode {
+    /// Process name in the lab (also its namespace's name).
+    pub name: String,
+    /// Its state directory.
+    pub dir: PathBuf,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// Overlay address.
+    pub address: Ipv6Addr,
+    /// Node prefix.
+    pub prefix: Ipv6Net,
+}
+
+/// Fast timers for tests: dead tunnels are noticed within 2 s even on a
+/// loaded machine.
+pub const FAST: &[&str] = &["--keep-alive", "300ms", "--idle-timeout", "2s"];
+
+/// Starts `re6st node` in namespace `name` (joining `registry` on the
+/// way), announcing `advertise`, with `extra` flags; waits until it runs.
+/// `setup` can wrap the command (another user, an inherited fd).
+pub fn start_node_with(
+    lab: &mut Lab,
+    name: &str,
+    registry: &str,
+    fingerprint: &str,
+    advertise: &[&str],
+    extra: &[&str],
+    setup: impl FnOnce(&mut std::process::Command),
+) -> TestNode {
+    let dir = lab.dir().join(name);
+    let mut args: Vec<String> = vec![
+        "node".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--registry".into(),
+        registry.into(),
+        "--ca-fingerprint".into(),
+        fingerprint.into(),
+        "--listen".into(),
+        "[::]:4326".into(),
+    ];
+    for a in advertise {
+        args.extend(["--advertise".into(), a.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    lab.spawn(Some(name), name, &exe(), &args, |c| {
+        c.env("RUST_LOG", "re6st=info");
+        setup(c);
+    })
+    .unwrap()
+    .wait_for_line("control socket", Duration::from_secs(60))
+    .unwrap();
+    let socket = dir.join(SOCKET_FILE);
+    let s = status_at(&socket);
+    TestNode {
+        name: name.into(),
+        dir,
+        socket,
+        address: s.address,
+        prefix: s.prefix,
+    }
+}
+
+/// [`start_node_with`] without a wrapper.
+pub fn start_node(
+    lab: &mut Lab,
+    name: &str,
+    registry: &str,
+    fingerprint: &str,
+    advertise: &[&str],
+    extra: &[&str],
+) -> TestNode {
+    start_node_with(lab, name, registry, fingerprint, advertise, extra, |_| {})
+}
+
+/// Asks a node's control socket.
+pub fn query(socket: &std::path::Path, req: Request) -> anyhow::Result<Response> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(re6st::control::query(socket, req))
+}
+
+fn status_at(socket: &std::path::Path) -> Status {
+    match query(socket, Request::Status) {
+        Ok(Response::Status(s)) => *s,
+        other => panic!("status of {}: {other:?}", socket.display()),
+    }
+}
+
+impl TestNode {
+    /// Its status.
+    pub fn status(&self) -> Status {
+        status_at(&self.socket)
+    }
+
+    /// Its routes (empty if it does not answer).
+    pub fn routes(&self) -> Vec<RouteView> {
+        match query(&self.socket, Request::Routes) {
+            Ok(Response::Routes(r)) => r,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Its tunnels (empty if it does not answer).
+    pub fn tunnels(&self) -> Vec<TunnelInfo> {
+        match query(&self.socket, Request::Tunnels) {
+            Ok(Response::Tunnels(t)) => t,
+            _ => Vec::new(),
+        }
+    }
+
+    /// The selected route to `dst`'s prefix: the prefix of the peer it
+    /// goes through.
+    pub fn via(&self, dst: &TestNode) -> Option<Ipv6Net> {
+        self.routes()
+            .into_iter()
+            .find(|r| r.selected && r.metric != u16::MAX && r.prefix == IpNet::V6(dst.prefix))
+            .and_then(|r| r.via)
+    }
+
+    /// Whether it has an up tunnel to `other`.
+    pub fn has_tunnel_to(&self, other: &TestNode) -> bool {
+        self.tunnels()
+            .iter()
+            .any(|t| t.peer_prefix == other.prefix && t.state == "up")
+    }
+
+    /// A counter of its status (`group`, `name`).
+    pub fn counter(&self, group: &str, name: &str) -> u64 {
+        self.status()
+            .counters
+            .get(group)
+            .and_then(|g| g.get(name))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Polls `cond` every 200 ms until it holds; panics after `timeout`.
+/// Returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An `iperf3` TCP transfer of `secs` seconds from namespace `client` to
+/// `dst` (an `iperf3 -s` runs in namespace `server`); the bytes the server
+/// received and the rate in Gbit/s.
+pub fn iperf3(lab: &mut Lab, client: &str, server: &str, dst: Ipv6Addr, secs: u32) -> (u64, f64) {
+    let name = format!("iperf3-{server}");
+    if lab.proc(&name).is_none() {
+        lab.spawn(
+            Some(server),
+            &name,
+            "iperf3",
+            &["-s".into(), "-B".into(), "::".into()],
+            |_| {},
+        )
+        .unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let out = lab
+            .command(client, "iperf3")
+            .args(["-c", &dst.to_string(), "-t", &secs.to_string(), "-J"])
+            .output()
+            .expect("running iperf3");
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let sum = &json["end"]["sum_received"];
+        if let (Some(bytes), Some(bps)) = (sum["bytes"].as_u64(), sum["bits_per_second"].as_f64()) {
+            return (bytes, bps / 1e9);
+        }
+        // iperf3 3.12 -J exits 0 even when the server is not listening yet.
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "iperf3 to {dst} failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,116 @@
+//! Traffic through an intermediate node, on real kernels: three `re6st
+//! node` processes in namespaces `a`, `b`, `c` joined by veths in a line
+//! (a–b on fd00:ab::/64, b–c on fd00:bc::/64, and no forwarding in `b`'s
+//! kernel), so `a` and `c` cannot open a tunnel to each other and their
+//! traffic must cross node `b`. Each node has its own TUN device; the
+//! kernel's `ping -6` and an `iperf3` TCP transfer go between the overlay
+//! addresses of `a` and `c`.
+
+mod realnet_support;
+
+use std::time::Duration;
+
+use realnet_support::{FAST, iperf3, lab_or_skip, start_node, start_registry, wait_until};
+
+#[test]
+fn ping_and_tcp_cross_an_intermediate_node() {
+    let Some(mut lab) = lab_or_skip("ping_and_tcp_cross_an_intermediate_node", "transit") else {
+        return;
+    };
+    for ns in ["a", "b", "c"] {
+        lab.add_ns(ns).unwrap();
+    }
+    lab.veth(
+        ("a", "ab", Some("fd00:ab::1/64")),
+        ("b", "ba", Some("fd00:ab::2/64")),
+    )
+    .unwrap();
+    lab.veth(
+        ("b", "bc", Some("fd00:bc::2/64")),
+        ("c", "cb", Some("fd00:bc::3/64")),
+    )
+    .unwrap();
+    // The registry runs in b, reachable from both sides.
+    let fp = start_registry(
+        &mut lab,
+        "b",
+        "[::]:8443",
+        &["fd00:ab::2", "fd00:bc::2"],
+        2,
+        &[],
+    );
+    let b = start_node(
+        &mut lab,
+        "b",
+        "https://[fd00:ab::2]:8443",
+        &fp,
+        &["[fd00:ab::2]:4326", "[fd00:bc::2]:4326"],
+        FAST,
+    );
+    let a = start_node(
+        &mut lab,
+        "a",
+        "https://[fd00:ab::2]:8443",
+        &fp,
+        &["[fd00:ab::1]:4326"],
+        FAST,
+    );
+    let c = start_node(
+        &mut lab,
+        "c",
+        "https://[fd00:bc::2]:8443",
+        &fp,
+        &["[fd00:bc::3]:4326"],
+        FAST,
+    );
+
+    let took = wait_until("a routes to c through b", Duration::from_secs(90), || {
+        a.via(&c) == Some(b.prefix) && c.via(&a) == Some(b.prefix)
+    });
+    eprintln!("routes a <-> c through b after {took:?}");
+    assert!(!a.has_tunnel_to(&c) && !c.has_tunnel_to(&a));
+    let host = a.status().host;
+    assert_eq!(
+        (
+            host.mode.as_str(),
+            host.device.as_deref(),
+            host.route.as_str()
+        ),
+        ("created", Some("re6st0"), "installed")
+    );
+
+    // ping -6 through the overlay (a retry or two while the first packets
+    // find the routes on a loaded machine).
+    let dst = c.address.to_string();
+    let mut ping = lab.ping("a", &dst, 5, Duration::from_millis(200));
+    for _ in 0..5 {
+        if ping.received == ping.sent {
+            break;
+        }
+        ping = lab.ping("a", &dst, 5, Duration::from_millis(200));
+    }
+    eprintln!("ping a -> c: {ping:?}");
+    assert_eq!(ping.received, ping.sent, "{ping:?}");
+
+    // TCP through the overlay.
+    let forwarded_before = b.counter("path", "forwarded");
+    let (bytes, gbps) = iperf3(&mut lab, "a", "c", c.address, 2);
+    let forwarded = b.counter("path", "forwarded") - forwarded_before;
+    eprintln!(
+        "iperf3 a -> c through b: {bytes} bytes, {gbps:.3} Gbit/s; b forwarded {forwarded} packets"
+    );
+    assert!(bytes > 1_000_000, "only {bytes} bytes crossed");
+    // Every data segment crossed b (1400-byte packets at most).
+    assert!(
+        forwarded >= bytes / 1400,
+        "b forwarded {forwarded} packets for {bytes} bytes"
+    );
+    // The kernel in a saw TCP through its TUN device, and c's node wrote
+    // what it received to its TUN device.
+    let ta = a.counter("host", "rx_packets");
+    let tc = c.counter("host", "tx_packets");
+    assert!(
+        ta >= bytes / 1400 && tc >= bytes / 1400,
+        "a read {ta}, c wrote {tc}"
+    );
+}
