@@ -11,6 +11,13 @@
 //! - [`gateway`]: the gateway role (prefixes outside the overlay).
 //! - [`lan`]: LAN discovery (signed multicast beacons, direct LAN links).
 //! - [`upnp`]: UPnP IGD port mapping (map, renew, remove).
+//! - [`transport`]: the QUIC endpoint (mutual TLS, datagrams, control
+//!   stream) that carries every tunnel.
+//! - [`tunnels`]: the sans-IO tunnel policy (shared with `re6st sim`) and
+//!   the driver that applies it.
+//! - [`peers`]: the peer DB and peer exchange over the overlay.
+//! - [`node`]: `re6st node`, as a library [`node::Node`] that tests run
+//!   many of in one process.
 //! - [`control`]: a running node's control socket, metrics and CLI.
 //! - [`lab`]: network namespaces and processes for the demo and the
 //!   real-network tests.

@@ -1,0 +1,322 @@
+//! Faults a node must shrug off: a peer that sends garbage, a peer whose
+//! certificate is revoked, forged peer-exchange announcements. Each is
+//! refused or dropped and counted, and the network keeps working.
+
+mod node_support;
+mod registry_support;
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use bytes::Bytes;
+use node_support::{Net, fast_config, registry_args, up_tunnels};
+use re6st::identity::{
+    NodeCert, NodeKey, PeerAnnouncement, SignatureContext, SignedAnnouncement, unix_secs,
+};
+use re6st::peers::wire::{self, ExchangeMessage};
+use re6st::registry::store::RevokeTarget;
+use re6st::transport::control::{self, Control};
+use re6st::transport::{Connected, Transport};
+
+/// A node that is enrolled but runs no node: a raw transport in the test's
+/// hands.
+async fn rogue(net: &Net) -> (NodeCert, NodeKey, Transport) {
+    let r = net.registry().enrol(None).await;
+    let t = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        r.cert.clone(),
+        &r.key,
+        &net.ca_der,
+        None,
+        fast_config(99).transport,
+        None,
+    )
+    .unwrap();
+    (r.cert, r.key, t)
+}
+
+/// Dials `to` and completes the Open/Accept exchange.
+async fn open_tunnel(t: &Transport, net: &Net, to: usize) -> (Connected, quinn::SendStream) {
+    let n = &net.node(to).handle;
+    let c = t.dial(&[n.local_addr()], n.address()).await.unwrap();
+    let (mut send, mut recv) = c.conn.open_bi().await.unwrap();
+    control::write(
+        &mut send,
+        &Control::Open {
+            version: control::VERSION,
+            crl_number: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let reply = control::read(&mut recv, &mut buf).await.unwrap();
+    assert!(matches!(reply, Some(Control::Accept { .. })), "{reply:?}");
+    (c, send)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_garbage_is_counted_and_the_node_keeps_working() {
+    let k = 2;
+    let mut net = Net::new(k, &registry_args(k, "1h")).await;
+    net.add_nodes(4).await;
+    net.all_pairs_reach(1, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    let (_, _, t) = rogue(&net).await;
+    let (c, _send) = open_tunnel(&t, &net, 0).await;
+    let before = net.node(0).handle.status().await.unwrap();
+
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],                       // empty
+        vec![0, 1, 2, 3],             // reserved code 0
+        vec![0x60, 0, 0, 0, 0xff],    // truncated IPv6
+        vec![42, 2, 0, 200, 1, 2, 3], // Babel with a lying length
+        vec![42, 9, 0, 0],            // Babel version 9
+        vec![0x01, 0xff, 0xff, 0xff], // bad fragment header
+        vec![0x7f, 1, 2, 3],          // unknown control frame
+        vec![0x02, b'r', b'6', 1, 1], // peer exchange is not a datagram frame
+    ];
+    // And a few hundred random datagrams.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..400usize {
+        let len = 1 + (i * 37) % 1200;
+        let d: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        garbage.push(d);
+    }
+    for d in &garbage {
+        let _ = c.conn.send_datagram(Bytes::from(d.clone()));
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = net.node(0).handle.status().await.unwrap();
+    let (p0, p1) = (&before.path, &after.path);
+    println!(
+        "garbage: bad frames {}, unknown frames {}, malformed IPv6 {}, rejected fragments {}, bad Babel packets {}",
+        p1.bad_frames - p0.bad_frames,
+        p1.unknown_frames - p0.unknown_frames,
+        p1.dropped_malformed - p0.dropped_malformed,
+        p1.fragments_rejected - p0.fragments_rejected,
+        after.babel.bad_packets - before.babel.bad_packets
+    );
+    assert!(p1.bad_frames > p0.bad_frames, "empty and code-0 datagrams");
+    assert!(
+        p1.unknown_frames > p0.unknown_frames,
+        "unknown control codes"
+    );
+    assert!(p1.dropped_malformed > p0.dropped_malformed, "bad IPv6");
+    assert!(
+        p1.fragments_rejected > p0.fragments_rejected,
+        "bad fragments"
+    );
+    assert!(
+        after.babel.bad_packets > before.babel.bad_packets,
+        "bad Babel"
+    );
+    assert!(
+        c.conn.close_reason().is_none(),
+        "garbage datagrams are dropped, not fatal"
+    );
+
+    // Garbage on the control stream closes that tunnel (protocol error).
+    let (c2, mut send2) = open_tunnel(&t, &net, 1).await;
+    send2.write_all(&[0, 0, 0, 0]).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), c2.conn.closed())
+        .await
+        .expect("closed");
+    assert!(e.to_string().contains("bad control frame"), "{e}");
+
+    // The network is fine.
+    net.all_pairs_reach(2, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs after garbage: {m:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_cut_off_everywhere_and_the_crl_floods() {
+    let k = 2;
+    let n = 6;
+    let mut net = Net::new(k, &registry_args(k, "1h")).await;
+    net.add_nodes(n).await;
+    net.all_pairs_reach(1, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    let bad = n - 1;
+    let bad_prefix = net.node(bad).handle.prefix();
+    let number = net.registry().registry.with_sync(|r, i| {
+        i.store
+            .revoke(&r.ca, RevokeTarget::Prefix(bad_prefix), SystemTime::now())
+            .unwrap();
+        let der = i.store.crl(&r.ca, SystemTime::now()).unwrap();
+        re6st::identity::Crl::from_der(&der, r.ca.cert_der())
+            .unwrap()
+            .number
+    });
+    // Only node 0 asks the registry; the others learn the CRL from peers.
+    net.node(0).handle.refresh_registry().await;
+    let took = net
+        .wait_for(
+            "the CRL everywhere and no tunnel to the revoked node",
+            Duration::from_secs(15),
+            |st| {
+                st.iter().filter(|(i, _)| **i != bad).all(|(_, s)| {
+                    s.crl_number >= number
+                        && s.tunnels.iter().all(|t| t.peer_prefix != bad_prefix)
+                        && up_tunnels(s) >= 1
+                })
+            },
+        )
+        .await;
+    println!(
+        "revocation of {bad_prefix}: CRL {number} reached every node and its tunnels were closed in {took:?}"
+    );
+    // The revoked node keeps dialling: refused at the handshake, counted.
+    let refused = net
+        .wait_for(
+            "revoked handshakes refused",
+            Duration::from_secs(15),
+            |st| {
+                st.iter()
+                    .filter(|(i, _)| **i != bad)
+                    .map(|(_, s)| s.transport.refused_revoked)
+                    .sum::<u64>()
+                    > 0
+            },
+        )
+        .await;
+    println!("handshakes of the revoked node refused and counted ({refused:?} later)");
+    let st = net.statuses().await;
+    for (i, s) in st.iter().filter(|(i, _)| **i != bad) {
+        let peers = net.node(*i).handle.peers().await.unwrap();
+        assert!(
+            peers.iter().all(|p| p.prefix != bad_prefix),
+            "n{i} dropped it from its DB"
+        );
+        assert!(s.tunnels.iter().all(|t| t.peer_prefix != bad_prefix));
+    }
+    net.kill(bad);
+    net.all_pairs_reach(2, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs after the revocation: {m:?}"));
+}
+
+/// Signs any payload as a peer announcement.
+fn sign_raw(payload: &str, key: &NodeKey) -> String {
+    let m = SignatureContext::PeerAnnouncement.message(payload);
+    base64::engine::general_purpose::STANDARD.encode(key.sign(&m).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_announcements_are_dropped_and_counted() {
+    let k = 2;
+    let mut net = Net::new(k, &registry_args(k, "1h")).await;
+    // No exchange rounds of their own during the test: only ours.
+    net.config = Box::new(|seed| re6st::node::NodeConfig {
+        exchange: re6st::peers::ExchangeConfig {
+            first_round: Duration::from_secs(3600),
+            interval: Duration::from_secs(3600),
+            ..re6st::peers::ExchangeConfig::default()
+        },
+        ..fast_config(seed)
+    });
+    net.add_nodes(3).await;
+    net.all_pairs_reach(1, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    let (x_cert, x_key, _t) = rogue(&net).await;
+    let victim_prefix = net.node(2).handle.prefix();
+    let now = unix_secs(SystemTime::now());
+    let fake_addr: std::net::SocketAddr = "127.0.0.3:9".parse().unwrap();
+
+    // (1) a valid announcement of x, then (2) one with a tampered payload,
+    // (3) x's key and certificate announcing node 2's prefix.
+    let good = PeerAnnouncement {
+        prefix: x_cert.prefix,
+        // Loopback only: the node will try to dial it.
+        addresses: vec!["127.0.0.1:9".parse().unwrap()],
+        timestamp: now,
+    }
+    .sign(&x_cert, &x_key)
+    .unwrap();
+    let mut tampered = good.clone();
+    tampered.payload = tampered.payload.replace("127.0.0.1:9", "127.0.0.2:9");
+    let payload = serde_json::to_string(&PeerAnnouncement {
+        prefix: victim_prefix,
+        addresses: vec![fake_addr],
+        timestamp: now,
+    })
+    .unwrap();
+    let lie = SignedAnnouncement {
+        signature: sign_raw(&payload, &x_key),
+        payload,
+        certificate: good.certificate.clone(),
+    };
+    let (a, b) = (net.node(0), net.node(1));
+    let before = b.handle.status().await.unwrap();
+    for signed in [good, tampered, lie] {
+        let mut msg = Vec::new();
+        ExchangeMessage::Announce {
+            reply: false,
+            signed,
+        }
+        .emit(&mut msg)
+        .unwrap();
+        // From node 0's host side, through the overlay, to node 1.
+        a.send(wire::build_packet(
+            a.handle.address(),
+            b.handle.address(),
+            &msg,
+        ));
+    }
+    // And a packet on the exchange port with a broken UDP checksum.
+    let mut broken = wire::build_packet(a.handle.address(), b.handle.address(), b"r6\x01\x01");
+    let last = broken.len() - 1;
+    broken[last] ^= 0xff;
+    a.send(broken);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = b.handle.status().await.unwrap();
+    println!(
+        "forged announcements at n1: {} bad signature, {} prefix mismatch, {} stored; {} bad UDP",
+        after.peers.rejected_invalid - before.peers.rejected_invalid,
+        after.peers.rejected_prefix - before.peers.rejected_prefix,
+        after.peers.inserted - before.peers.inserted,
+        after.path.exchange_malformed - before.path.exchange_malformed,
+    );
+    assert_eq!(after.exchange.received - before.exchange.received, 3);
+    assert_eq!(
+        after.peers.rejected_invalid - before.peers.rejected_invalid,
+        1
+    );
+    assert_eq!(
+        after.peers.rejected_prefix - before.peers.rejected_prefix,
+        1
+    );
+    assert_eq!(
+        after.peers.inserted - before.peers.inserted,
+        1,
+        "the good one"
+    );
+    assert_eq!(
+        after.path.exchange_malformed - before.path.exchange_malformed,
+        1
+    );
+    let peers = b.handle.peers().await.unwrap();
+    assert!(peers.iter().any(|p| p.prefix == x_cert.prefix));
+    let forged: [std::net::SocketAddr; 2] = [fake_addr, "127.0.0.2:9".parse().unwrap()];
+    assert!(
+        peers
+            .iter()
+            .all(|p| p.addresses.iter().all(|a| !forged.contains(a))),
+        "no forged address was stored"
+    );
+    net.all_pairs_reach(2, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+}
