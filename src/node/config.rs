@@ -80,6 +80,10 @@ pub struct NodeConfig {
     pub bootstrap_retry: Duration,
     /// How many peers to ask the registry for (at most 64).
     pub bootstrap_peers: u32,
+    /// Announcements to put in the peer DB at start (verified like any
+    /// other): a DB "filled by hand" (report §3.3) for a node that cannot
+    /// reach the registry, static peers, benchmarks.
+    pub seed_peers: Vec<crate::identity::SignedAnnouncement>,
     /// Overlay MTU: larger packets get ICMPv6 Packet Too Big.
     pub mtu: u16,
     /// The local side of the packet path.
@@ -107,6 +111,7 @@ impl Default for NodeConfig {
             registry_interval: Duration::from_secs(12 * 3600),
             bootstrap_retry: Duration::from_secs(30),
             bootstrap_peers: crate::registry::api::MAX_BOOTSTRAP,
+            seed_peers: Vec::new(),
             mtu: 1400,
             host: HostConfig::Sink { capacity: 4096 },
             fault_switch: None,

@@ -64,7 +64,7 @@ pub use link::LinkStats;
 pub use options::{NodeArgs, NodeOptions};
 pub use path::{Host, PacketPath, PathStats};
 pub use program::run;
-pub use status::{NodeStatus, PolicyCounters, RegistryStatus, TunnelStatus};
+pub use status::{NodeStatus, RegistryStatus, TunnelStatus};
 
 use crate::identity::NetworkConfig;
 use crate::identity::tls::{CaVerifier, Trust};
@@ -271,6 +271,12 @@ impl Node {
             SystemTime::now(),
         )
         .context("opening the peer DB")?;
+        let mut db = db;
+        for signed in &config.seed_peers {
+            if let Err(e) = db.insert(signed, &verifier, SystemTime::now()) {
+                tracing::warn!(error = %e, "a seed peer was refused");
+            }
+        }
         let exchange = Exchange::new(config.exchange, StdRng::seed_from_u64(rng.random()), now);
         let key = Arc::new(identity.key);
 

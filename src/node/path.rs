@@ -49,6 +49,7 @@ pub(crate) struct PathCounters {
     pub(crate) exchange_malformed: AtomicU64,
     pub(crate) no_next_hop: AtomicU64,
     pub(crate) send_failed: AtomicU64,
+    pub(crate) rx_copies: AtomicU64,
 }
 
 /// A snapshot of the packet path's counters, all tasks together.
@@ -86,6 +87,9 @@ pub struct PathStats {
     pub no_next_hop: u64,
     /// Packets a tunnel refused (closed, too large).
     pub send_failed: u64,
+    /// Received datagrams that had to be copied to be forwarded (their
+    /// buffer was shared); the rest were forwarded in place.
+    pub rx_copies: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -198,6 +202,7 @@ impl PathShared {
             exchange_malformed: get(&c.exchange_malformed),
             no_next_hop: get(&c.no_next_hop),
             send_failed: get(&c.send_failed),
+            rx_copies: get(&c.rx_copies),
         }
     }
 }
@@ -271,9 +276,7 @@ impl PacketPath {
         let c = &self.shared.counters;
         match frame::demux(&datagram) {
             Ok(Frame::Ipv6(_)) => {
-                let packet = datagram
-                    .try_into_mut()
-                    .unwrap_or_else(|b| BytesMut::from(&b[..]));
+                let packet = self.make_mut(datagram);
                 self.route(Ingress::Tunnel(NextHopId(iface.0)), packet, now);
             }
             Ok(Frame::Babel(_)) => self.to_babel(iface, datagram),
@@ -285,9 +288,7 @@ impl PacketPath {
                 if let Ok(Some(whole)) = whole {
                     match frame::demux(&whole) {
                         Ok(Frame::Ipv6(_)) => {
-                            let packet = whole
-                                .try_into_mut()
-                                .unwrap_or_else(|b| BytesMut::from(&b[..]));
+                            let packet = self.make_mut(whole);
                             self.route(Ingress::Tunnel(NextHopId(iface.0)), packet, now);
                         }
                         Ok(Frame::Babel(_)) => self.to_babel(iface, whole),
@@ -306,6 +307,18 @@ impl PacketPath {
                 c.bad_frames.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The datagram as a mutable buffer (Hop Limit is decremented in
+    /// place): free when we hold the only reference, a copy otherwise.
+    fn make_mut(&self, datagram: Bytes) -> BytesMut {
+        datagram.try_into_mut().unwrap_or_else(|b| {
+            self.shared
+                .counters
+                .rx_copies
+                .fetch_add(1, Ordering::Relaxed);
+            BytesMut::from(&b[..])
+        })
     }
 
     fn to_babel(&self, iface: IfaceId, bytes: Bytes) {

@@ -677,17 +677,22 @@ impl Router {
                 return;
             }
         };
-        let verified = signed.verify(&self.verifier, SystemTime::now(), self.db.config().max_age);
-        if self.insert_announcement(&signed) {
+        let stored = self.db.insert(&signed, &self.verifier, SystemTime::now());
+        if matches!(stored, Ok(Inserted::New | Inserted::Updated)) {
             self.candidates_changed(now);
         }
-        // Answer only the owner of the announced prefix (no reflection).
-        if reply
-            && let Ok(v) = verified
-            && v.announcement.prefix.contains(&from)
-            && self.exchange.may_reply(now)
-        {
-            self.send_announcement(from, false, now);
+        if let Err(e) = &stored {
+            tracing::debug!(%from, error = %e, "announcement not stored");
+        }
+        // Answer only a verified announcement, and only to the owner of the
+        // announced prefix (no reflection towards a third party).
+        if reply && stored.is_ok() {
+            let prefix = serde_json::from_str::<PeerAnnouncement>(&signed.payload)
+                .map(|a| a.prefix)
+                .ok();
+            if prefix.is_some_and(|p| p.contains(&from)) && self.exchange.may_reply(now) {
+                self.send_announcement(from, false, now);
+            }
         }
     }
 
@@ -926,7 +931,7 @@ impl Router {
             routes: self.engine.fib().len(),
             peer_db: self.db.len(),
             registry: self.registry_status.clone(),
-            policy: self.driver.policy().stats().into(),
+            policy: self.driver.policy().stats().clone(),
             driver: self.driver.stats().clone(),
             transport: self.transport.stats(),
             path: self.shared.stats(),

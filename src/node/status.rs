@@ -41,7 +41,7 @@ pub struct NodeStatus {
     /// Registry reachability.
     pub registry: RegistryStatus,
     /// Tunnel policy counters.
-    pub policy: PolicyCounters,
+    pub policy: PolicyStats,
     /// Tunnel driver counters.
     pub driver: DriverStats,
     /// Handshake counters.
@@ -100,37 +100,4 @@ pub struct RegistryStatus {
     pub bootstraps: u64,
     /// Failed exchanges.
     pub failures: u64,
-}
-
-/// [`PolicyStats`], serialisable.
-#[derive(Debug, Clone, Default, Serialize)]
-#[allow(missing_docs)] // the policy's field docs apply
-pub struct PolicyCounters {
-    pub opened: u64,
-    pub accepted: u64,
-    pub refused_full: u64,
-    pub refused_duplicate: u64,
-    pub failed: u64,
-    pub lost: u64,
-    pub replaced: u64,
-    pub replaced_destinations: u64,
-    pub duplicates_closed: u64,
-    pub unknown_tunnel: u64,
-}
-
-impl From<&PolicyStats> for PolicyCounters {
-    fn from(s: &PolicyStats) -> Self {
-        Self {
-            opened: s.opened,
-            accepted: s.accepted,
-            refused_full: s.refused_full,
-            refused_duplicate: s.refused_duplicate,
-            failed: s.failed,
-            lost: s.lost,
-            replaced: s.replaced,
-            replaced_destinations: s.replaced_destinations,
-            duplicates_closed: s.duplicates_closed,
-            unknown_tunnel: s.unknown_tunnel,
-        }
-    }
 }

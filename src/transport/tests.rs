@@ -15,9 +15,9 @@ fn accept_one(t: Arc<Transport>) -> tokio::task::JoinHandle<Option<Connected>> {
     })
 }
 
-#[tokio::test]
-async fn mutual_tls_identifies_both_sides_and_carries_datagrams() {
-    let pki = Pki::new();
+/// Nodes 2 and 3, and a tunnel from 2 to 3 (dialler's and acceptor's
+/// ends).
+async fn pair(pki: &Pki) -> (Arc<Transport>, Arc<Transport>, Connected, Connected) {
     let a = Arc::new(pki.transport(2, None));
     let b = Arc::new(pki.transport(3, None));
     let acc = accept_one(b.clone());
@@ -25,8 +25,15 @@ async fn mutual_tls_identifies_both_sides_and_carries_datagrams() {
         .dial(&[b.local_addr().unwrap()], b.me().address)
         .await
         .unwrap();
-    assert_eq!(out.peer.serial, 3);
     let inc = acc.await.unwrap().expect("accepted");
+    (a, b, out, inc)
+}
+
+#[tokio::test]
+async fn mutual_tls_identifies_both_sides_and_carries_datagrams() {
+    let pki = Pki::new();
+    let (a, b, out, inc) = pair(&pki).await;
+    assert_eq!(out.peer.serial, 3);
     assert_eq!(inc.peer.serial, 2);
     assert_eq!(inc.peer.prefix, a.me().prefix);
     // 1414-byte datagrams from the first packet (initial MTU 1452).
@@ -102,14 +109,7 @@ async fn revoked_certificates_are_refused_both_ways_and_after_an_update() {
 #[tokio::test]
 async fn a_silent_peer_is_noticed_within_the_idle_timeout() {
     let pki = Pki::new();
-    let a = Arc::new(pki.transport(2, None));
-    let b = Arc::new(pki.transport(3, None));
-    let acc = accept_one(b.clone());
-    let out = a
-        .dial(&[b.local_addr().unwrap()], b.me().address)
-        .await
-        .unwrap();
-    let _inc = acc.await.unwrap().unwrap();
+    let (_a, b, out, _inc) = pair(&pki).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(out.conn.close_reason().is_none(), "keep-alives hold it up");
     let cut = std::time::Instant::now();

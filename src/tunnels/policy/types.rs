@@ -146,7 +146,7 @@ pub struct TunnelInfo<P> {
 }
 
 /// Counters, for the control API and the simulator.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PolicyStats {
     /// Tunnels the policy asked to open (probes included).
     pub opened: u64,

@@ -1,0 +1,329 @@
+//! Throughput of the node's packet path over QUIC on loopback, as a ratio
+//! to raw quinn datagrams measured in the same run (no TUN: packets enter
+//! through `NodeHandle::packet_path` and leave through a counting `Host`).
+//!
+//! `cargo bench --bench node_throughput` prints, for 1400-byte packets:
+//! - raw: one quinn connection, `send_datagram_wait` of one shared buffer;
+//! - 1 hop: node A's packet path -> tunnel -> node B's host side;
+//! - 2 hops: A -> X -> B, X forwarding between two tunnels.
+//!
+//! One process, two tokio worker threads, so sender, receiver (and relay)
+//! share the 2 cores: a lower bound for separate machines. Set
+//! `RE6ST_BENCH_SECS` to change the duration of each case (default 3).
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use ipnet::Ipv6Net;
+use re6st::identity::{
+    Ca, IssueParams, NetworkConfig, NodeCert, NodeKey, PeerAnnouncement, SignedAnnouncement,
+    unix_secs,
+};
+use re6st::node::{Host, HostConfig, Node, NodeConfig, NodeHandle};
+use re6st::state_dir::NodeIdentity;
+use re6st::transport::{Transport, TransportConfig};
+
+const PACKET: usize = 1400;
+
+struct Pki {
+    ca: Ca,
+    network: re6st::identity::SignedNetworkConfig,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let net: Ipv6Net = "fd00:be:ef::/48".parse().unwrap();
+        let now = SystemTime::now();
+        let ca = Ca::generate(net, 1, now, Duration::from_secs(86_400)).unwrap();
+        let mut cfg = NetworkConfig::defaults(net, String::new());
+        // One own tunnel each: the bench chooses the topology.
+        cfg.tunnels = 1;
+        cfg.max_tunnels = 3;
+        let network = cfg.sign(&ca).unwrap();
+        Self { ca, network }
+    }
+
+    fn node(&self, i: u16) -> (NodeCert, NodeKey, NodeIdentity) {
+        let key = NodeKey::generate().unwrap();
+        let prefix = format!("fd00:be:ef:{i:x}::/64").parse().unwrap();
+        let now = SystemTime::now();
+        let der = self
+            .ca
+            .issue_node(
+                &key.spki_der(),
+                prefix,
+                IssueParams {
+                    serial: u64::from(i) + 1,
+                    not_before: now - Duration::from_secs(60),
+                    not_after: now + Duration::from_secs(86_400),
+                },
+            )
+            .unwrap();
+        let cert = NodeCert::from_der(&der).unwrap();
+        let id = NodeIdentity {
+            key: NodeKey::from_pem(&key.to_pem()).unwrap(),
+            cert: cert.clone(),
+            ca_der: self.ca.cert_der().to_vec(),
+            ca_key: re6st::identity::ca_public_key(self.ca.cert_der()).unwrap(),
+            crl: None,
+            network: Some(self.network.clone()),
+        };
+        (cert, key, id)
+    }
+}
+
+#[derive(Default)]
+struct Counting {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Host for Counting {
+    fn deliver(&self, packet: Bytes) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
+    }
+}
+
+fn config(host: HostConfig, seed: Vec<SignedAnnouncement>) -> NodeConfig {
+    NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        registry_url: Some(String::new()),
+        host,
+        seed_peers: seed,
+        ..NodeConfig::default()
+    }
+}
+
+fn announce(cert: &NodeCert, key: &NodeKey, node: &NodeHandle) -> SignedAnnouncement {
+    PeerAnnouncement {
+        prefix: cert.prefix,
+        addresses: vec![node.local_addr()],
+        timestamp: unix_secs(SystemTime::now()),
+    }
+    .sign(cert, key)
+    .unwrap()
+}
+
+fn udp_packet(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    let mut p = vec![0u8; PACKET];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&((PACKET - 40) as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[40..42].copy_from_slice(&9u16.to_be_bytes());
+    p[42..44].copy_from_slice(&9u16.to_be_bytes());
+    p[44..46].copy_from_slice(&((PACKET - 40) as u16).to_be_bytes());
+    p
+}
+
+fn secs() -> Duration {
+    Duration::from_secs(
+        std::env::var("RE6ST_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3),
+    )
+}
+
+fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 * 8.0 / d.as_secs_f64() / 1e9
+}
+
+/// Raw quinn: the ceiling the overlay is compared with.
+async fn raw(pki: &Pki) -> f64 {
+    let (ca, cb) = (pki.node(1), pki.node(2));
+    let mk = |c: &(NodeCert, NodeKey, NodeIdentity)| {
+        Arc::new(
+            Transport::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                c.0.clone(),
+                &c.1,
+                pki.ca.cert_der(),
+                None,
+                TransportConfig::default(),
+                None,
+            )
+            .unwrap(),
+        )
+    };
+    let (a, b) = (mk(&ca), mk(&cb));
+    let b2 = b.clone();
+    let acc = tokio::spawn(async move {
+        let inc = b2.accept().await.unwrap();
+        b2.handshake(inc).await.unwrap()
+    });
+    let out = a
+        .dial(&[b.local_addr().unwrap()], cb.0.address)
+        .await
+        .unwrap();
+    let inc = acc.await.unwrap();
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let rx = tokio::spawn(async move {
+        while let Ok(d) = inc.conn.read_datagram().await {
+            g.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let buf = Bytes::from(vec![0x60u8; PACKET]);
+    let d = secs();
+    let t0 = Instant::now();
+    let start = got.load(Ordering::Relaxed);
+    while t0.elapsed() < d {
+        if out.conn.send_datagram_wait(buf.clone()).await.is_err() {
+            break;
+        }
+    }
+    let r = gbps(got.load(Ordering::Relaxed) - start, t0.elapsed());
+    rx.abort();
+    r
+}
+
+/// Sends through `path` to `dst` for the bench duration with at most
+/// `window` packets in flight (packets QUIC dropped are written off after
+/// 5 ms without progress), like a TCP sender over the overlay would.
+async fn flood(node: &NodeHandle, dst: Ipv6Addr, sink: &Counting) -> f64 {
+    let window: u64 = std::env::var("RE6ST_BENCH_WINDOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2048);
+    let mut path = node.packet_path();
+    let template = udp_packet(node.address(), dst);
+    let mut big = BytesMut::new();
+    let d = secs();
+    let t0 = Instant::now();
+    let start = sink.bytes.load(Ordering::Relaxed);
+    let (mut sent, mut written_off) = (0u64, 0u64);
+    let (mut last_rx, mut last_progress) = (0u64, Instant::now());
+    while t0.elapsed() < d {
+        let rx = sink.packets.load(Ordering::Relaxed);
+        if rx != last_rx {
+            last_rx = rx;
+            last_progress = Instant::now();
+        }
+        let in_flight = sent - rx - written_off;
+        if in_flight >= window {
+            if last_progress.elapsed() > Duration::from_millis(5) {
+                written_off += in_flight - window / 2;
+                last_progress = Instant::now();
+            }
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Packets are slices of one large buffer, as a TUN batch gives them.
+        for _ in 0..64 {
+            if big.len() < PACKET {
+                big = BytesMut::with_capacity(PACKET * 256);
+                for _ in 0..256 {
+                    big.extend_from_slice(&template);
+                }
+            }
+            path.handle_host_packet(big.split_to(PACKET), Instant::now());
+            sent += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = gbps(sink.bytes.load(Ordering::Relaxed) - start, t0.elapsed());
+    let delivered = sink.packets.load(Ordering::Relaxed);
+    let st = node.status().await.unwrap();
+    eprintln!(
+        "    sent {sent}, delivered {delivered} ({:.1}% lost), tx dropped by QUIC {}, send failures {}",
+        100.0 * (sent - delivered.min(sent)) as f64 / sent.max(1) as f64,
+        st.tunnels.iter().map(|t| t.link.tx_dropped).sum::<u64>(),
+        st.path.send_failed,
+    );
+    r
+}
+
+async fn wait_route(node: &NodeHandle, dst: Ipv6Addr) {
+    let t0 = Instant::now();
+    while node.next_hop(dst).await.is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no route");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn one_hop(pki: &Pki) -> f64 {
+    let (ca, ka, ia) = pki.node(11);
+    let (cb, kb, ib) = pki.node(12);
+    let sink = Arc::new(Counting::default());
+    let b = Node::start(config(HostConfig::External(sink.clone()), vec![]), ib)
+        .await
+        .unwrap();
+    let seed = vec![announce(&cb, &kb, &b)];
+    let a = Node::start(
+        config(HostConfig::External(Arc::new(Counting::default())), seed),
+        ia,
+    )
+    .await
+    .unwrap();
+    let _ = (ca, ka);
+    wait_route(&a, b.address()).await;
+    let r = flood(&a, b.address(), &sink).await;
+    let copies = b.status().await.unwrap().path.rx_copies;
+    eprintln!("    receiver copied {copies} datagrams to forward them");
+    a.shutdown().await;
+    b.shutdown().await;
+    r
+}
+
+async fn two_hops(pki: &Pki) -> f64 {
+    let (cx, kx, ix) = pki.node(21);
+    let (_, _, ia) = pki.node(22);
+    let (_, _, ib) = pki.node(23);
+    let none = || HostConfig::External(Arc::new(Counting::default()));
+    let x = Node::start(config(none(), vec![]), ix).await.unwrap();
+    let via_x = vec![announce(&cx, &kx, &x)];
+    let sink = Arc::new(Counting::default());
+    let b = Node::start(
+        config(HostConfig::External(sink.clone()), via_x.clone()),
+        ib,
+    )
+    .await
+    .unwrap();
+    let a = Node::start(config(none(), via_x), ia).await.unwrap();
+    wait_route(&a, b.address()).await;
+    assert_eq!(
+        a.next_hop(b.address()).await,
+        Some(x.prefix()),
+        "A reaches B through X"
+    );
+    let r = flood(&a, b.address(), &sink).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    x.shutdown().await;
+    r
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pki = Pki::new();
+        let raw = raw(&pki).await;
+        let one = one_hop(&pki).await;
+        let two = two_hops(&pki).await;
+        println!(
+            "node_throughput ({PACKET}-byte packets, loopback, 2 worker threads, {:?} each):",
+            secs()
+        );
+        println!("  raw quinn datagrams   {raw:6.2} Gbit/s");
+        println!(
+            "  overlay, 1 hop        {one:6.2} Gbit/s  ratio to raw {:.2}",
+            one / raw
+        );
+        println!(
+            "  overlay, 2 hops       {two:6.2} Gbit/s  ratio to raw {:.2}",
+            two / raw
+        );
+    });
+}
