@@ -355,10 +355,11 @@ impl Engine {
             return;
         };
         let params = *ifc.params(&self.config);
+        let extra = ifc.extra_cost;
         let Some(nb) = self.neighbours.get_mut(n) else {
             return;
         };
-        if !nb.update_cost(&params) {
+        if !nb.update_cost(&params, extra) {
             return;
         }
         let cost = nb.cost;

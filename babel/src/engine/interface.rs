@@ -51,6 +51,9 @@ pub(crate) struct Interface {
     pub(crate) hello_seqno: u16,
     pub(crate) hellos_sent: u64,
     pub(crate) hello_due: Instant,
+    /// Added to the cost of every neighbour on it
+    /// ([`super::Engine::set_interface_cost`]).
+    pub(crate) extra_cost: u16,
     pub(crate) update_due: Instant,
 }
 
@@ -62,6 +65,7 @@ impl Interface {
             hello_seqno,
             hellos_sent: 0,
             hello_due: now,
+            extra_cost: 0,
             update_due: now + Duration::from_secs(1),
         }
     }

@@ -288,6 +288,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Adds `extra` to the cost of every link on interface `id` (0 removes
+    /// it), and reselects at once. Routes through it get worse but stay
+    /// usable, so traffic moves to alternatives only as they become
+    /// feasible (the worsened routes trigger route and seqno requests):
+    /// this drains an interface before it is taken down, without the
+    /// blackhole of a retraction. Local only, like babeld's per-neighbour
+    /// cost multiplier; the peer is told by other means.
+    pub fn set_interface_cost(
+        &mut self,
+        id: IfaceId,
+        extra: u16,
+        now: Instant,
+    ) -> Result<(), EngineError> {
+        let iface = self
+            .interfaces
+            .get_mut(&id)
+            .ok_or(EngineError::UnknownInterface(id))?;
+        if iface.extra_cost != extra {
+            iface.extra_cost = extra;
+            for n in self.neighbours.ids_on(id) {
+                self.neighbour_changed(n, now);
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
     /// The interface is gone (the QUIC connection closed): its neighbours
     /// are flushed, every route through them is withdrawn, alternatives are
     /// selected and announced at once, without waiting for any timer. The

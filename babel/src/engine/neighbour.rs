@@ -179,9 +179,13 @@ impl Neighbour {
         self.rtt.map_or(0, |rtt| params.rtt.penalty(rtt))
     }
 
-    /// Recomputes the cached cost; returns whether it changed.
-    pub(crate) fn update_cost(&mut self, params: &LinkParams) -> bool {
-        let cost = link_cost(self.rxcost(params), self.txcost, self.rtt_penalty(params));
+    /// Recomputes the cached cost, plus the interface's `extra` (a finite
+    /// cost stays finite); returns whether it changed.
+    pub(crate) fn update_cost(&mut self, params: &LinkParams, extra: u16) -> bool {
+        let mut cost = link_cost(self.rxcost(params), self.txcost, self.rtt_penalty(params));
+        if cost < INFINITY {
+            cost = cost.saturating_add(extra).min(INFINITY - 1);
+        }
         let changed = cost != self.cost;
         self.cost = cost;
         changed
