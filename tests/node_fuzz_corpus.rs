@@ -68,6 +68,7 @@ fn regenerate_seeds() {
     });
     let crl = frame(Control::Crl(Bytes::from_static(&[0x30, 0x82, 0x01, 0x00])));
     let drain = frame(Control::Drain);
+    let drained = frame(Control::Drained);
     let unknown = frame(Control::Unknown(0x42));
     let mut stream = open.clone();
     stream.extend_from_slice(&accept6);
@@ -78,6 +79,7 @@ fn regenerate_seeds() {
         ("accept-v6", accept6),
         ("crl", crl),
         ("drain", drain),
+        ("drained", drained),
         ("unknown", unknown),
         ("stream", stream),
         ("bad-length", vec![0xff, 0xff, 0xff, 0xff, 1]),

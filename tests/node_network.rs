@@ -170,7 +170,8 @@ async fn the_refresh_replaces_the_least_used_tunnel_without_losing_packets() {
     let replaced: u64 = st.values().map(|s| s.driver.replacements).sum();
     let least: u64 = st.values().map(|s| s.driver.replacements_least_used).sum();
     let victim_dests: u64 = st.values().map(|s| s.driver.replaced_destinations).sum();
-    let lingered: u64 = st.values().map(|s| s.driver.lingered).sum();
+    let answered: u64 = st.values().map(|s| s.driver.closed_drained).sum();
+    let unanswered: u64 = st.values().map(|s| s.driver.closed_unanswered).sum();
     let avg_dests = {
         let t: Vec<usize> = st
             .values()
@@ -181,15 +182,16 @@ async fn the_refresh_replaces_the_least_used_tunnel_without_losing_packets() {
     println!(
         "{replaced} replacements in {:.1} s over {n} nodes, {least} of the least used tunnel; \
          {:.2} destinations per replaced tunnel vs {avg_dests:.2} per tunnel; \
-         {lingered} closed after withdraw+linger; stream {a}->{b}: {lost} of {sent} packets lost",
+         {answered} closed once both ends had drained, {unanswered} without the peer's answer; \
+         stream {a}->{b}: {lost} of {sent} packets lost",
         sent as f64 / 100.0,
         victim_dests as f64 / replaced.max(1) as f64
     );
     assert!(replaced >= n as u64, "every node refreshes every 2 s");
     assert_eq!(least, replaced, "the victim is always the least used");
     assert!(
-        lingered >= replaced / 2,
-        "drained tunnels are closed after they linger"
+        answered >= (answered + unanswered) / 2,
+        "drained tunnels are closed once the peer drained too"
     );
     // Replaced tunnels are gone and were replaced by new ones.
     let changed = st
@@ -203,10 +205,9 @@ async fn the_refresh_replaces_the_least_used_tunnel_without_losing_packets() {
     for s in st.values() {
         assert!(own_tunnels(s) <= usize::from(k));
     }
-    assert!(
-        lost <= sent as usize / 100,
-        "staged removal loses (almost) nothing: {lost} lost"
-    );
+    // Staged removal (drain by cost, close once both ends moved away)
+    // loses nothing; 2 allow for a scheduling hiccup of a loaded machine.
+    assert!(lost <= 2, "{lost} packets lost while tunnels were replaced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

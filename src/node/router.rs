@@ -90,6 +90,11 @@ struct Up {
     budget: usize,
 }
 
+/// Added to a draining tunnel's Babel cost: worse than any real path, so
+/// every route leaves it as soon as an alternative is feasible, yet finite,
+/// so a destination with no alternative keeps using it until it closes.
+const DRAIN_COST: u16 = 0x4000;
+
 /// How often the maintenance runs (RTTs, budgets, expiry, retries).
 const MAINTENANCE: Duration = Duration::from_millis(500);
 
@@ -263,9 +268,6 @@ impl Router {
                 let Some(t) = self.driver.tunnel_of(iface) else {
                     return;
                 };
-                if self.driver.is_withdrawn(t) {
-                    return;
-                }
                 if let Some(up) = self.tunnels.get(&t) {
                     let from = IpAddr::V6(up.peer.address);
                     self.engine.handle_packet(iface, from, &bytes, now);
@@ -425,6 +427,7 @@ impl Router {
                 tracing::debug!(%tunnel, "peer drains the tunnel");
                 self.driver.handle_peer_drain(tunnel);
             }
+            Control::Drained => self.driver.handle_peer_drained(tunnel, now),
             Control::Crl(der) => match Crl::from_der(&der, &self.ca_der) {
                 Ok(crl) => {
                     if let Some(up) = self.tunnels.get_mut(&tunnel) {
@@ -479,28 +482,32 @@ impl Router {
                     h.abort();
                 }
             }
-            Command::Withdraw {
+            Command::Drain {
                 tunnel,
                 iface,
                 notify_peer,
             } => {
-                let _ = self.engine.interface_down(iface, now);
+                if let Err(e) = self.engine.set_interface_cost(iface, DRAIN_COST, now) {
+                    tracing::warn!(%iface, error = %e, "cannot drain the interface");
+                }
                 if notify_peer && let Some(up) = self.tunnels.get(&tunnel) {
                     let _ = up.control.try_send(Control::Drain);
                 }
-                tracing::debug!(%tunnel, %iface, notify_peer, "routes withdrawn from the tunnel");
+                tracing::debug!(%tunnel, %iface, notify_peer, "draining the tunnel");
                 self.routes_dirty = true;
+            }
+            Command::NotifyDrained { tunnel } => {
+                if let Some(up) = self.tunnels.get(&tunnel) {
+                    let _ = up.control.try_send(Control::Drained);
+                }
             }
             Command::Close {
                 tunnel,
                 iface,
-                babel_down,
                 close,
             } => {
                 if let Some(iface) = iface {
-                    if babel_down {
-                        let _ = self.engine.interface_down(iface, now);
-                    }
+                    let _ = self.engine.interface_down(iface, now);
                     self.shared.hops.remove(NextHopId(iface.0));
                 }
                 if let Some(up) = self.tunnels.remove(&tunnel)
@@ -813,7 +820,7 @@ impl Router {
                 .max_datagram_size()
                 .unwrap_or(MIN_BUDGET)
                 .max(MIN_BUDGET);
-            if budget != up.budget && !self.driver.is_withdrawn(*t) {
+            if budget != up.budget {
                 up.budget = budget;
                 let _ = self.engine.set_interface_budget(iface, budget);
             }
@@ -899,7 +906,7 @@ impl Router {
                         Direction::Outgoing => "outgoing",
                         Direction::Incoming => "incoming",
                     },
-                    state: if self.driver.is_withdrawn(*t) {
+                    state: if self.driver.is_draining(*t) {
                         "draining"
                     } else {
                         "up"

@@ -7,8 +7,10 @@
 //! [`Control::Accept`], or closes the connection with a refusal code (see
 //! [`close`]) and the reason as text, so the dialler can report it and try
 //! another peer. Afterwards either side may send [`Control::Crl`] (a newer
-//! CRL, which floods through the overlay) and [`Control::Drain`] (the sender
-//! is removing this tunnel: move routes away from it).
+//! CRL, which floods through the overlay); the dialler sends
+//! [`Control::Drain`] when its refresh replaces the tunnel (move routes away
+//! from it), and the acceptor answers [`Control::Drained`] once nothing of
+//! its own is routed through it.
 //!
 //! # Wire format
 //!
@@ -19,6 +21,7 @@
 //!   0x02 Accept  crl_number:u64be observed:addr
 //!   0x03 Crl     der:bytes (the rest of the frame)
 //!   0x04 Drain   (empty)
+//!   0x05 Drained (empty)
 //!   other        ignored (a newer peer), counted
 //! addr    = 4:u8 ipv4:[4] port:u16be | 6:u8 ipv6:[16] port:u16be
 //! ```
@@ -82,9 +85,12 @@ pub enum Control {
     },
     /// A CRL (DER), sent when the peer's is older than ours.
     Crl(Bytes),
-    /// The sender is removing this tunnel: withdraw routes through it now;
-    /// it closes the connection a little later.
+    /// The sender is removing this tunnel: move routes away from it (raise
+    /// its cost); it closes the connection once both ends have.
     Drain,
+    /// The answer to `Drain`: nothing of the sender's is routed through
+    /// this tunnel any more.
+    Drained,
     /// A message type this version does not know (ignored).
     Unknown(u8),
 }
@@ -127,6 +133,7 @@ mod kind {
     pub const ACCEPT: u8 = 0x02;
     pub const CRL: u8 = 0x03;
     pub const DRAIN: u8 = 0x04;
+    pub const DRAINED: u8 = 0x05;
 }
 
 /// A bounds-checked reader over a message body (rustls' `Reader` idea).
@@ -228,6 +235,7 @@ impl Control {
                 Control::Crl(Bytes::copy_from_slice(der))
             }
             kind::DRAIN => Control::Drain,
+            kind::DRAINED => Control::Drained,
             other => return Ok(Control::Unknown(other)),
         };
         r.finish()?;
@@ -261,6 +269,7 @@ impl Control {
                 out.extend_from_slice(der);
             }
             Control::Drain => out.push(kind::DRAIN),
+            Control::Drained => out.push(kind::DRAINED),
             Control::Unknown(k) => out.push(*k),
         }
         let len = (out.len() - start - 4) as u32;
@@ -381,6 +390,7 @@ mod tests {
         });
         roundtrip(Control::Crl(Bytes::from_static(b"\x30\x03\x02\x01\x00")));
         roundtrip(Control::Drain);
+        roundtrip(Control::Drained);
         roundtrip(Control::Unknown(0x7f));
     }
 

@@ -8,14 +8,16 @@
 //!   [`IfaceId`], used both as its Babel interface and as the dataplane's
 //!   next-hop id. A freed id is reused only after a quarantine, so a FIB
 //!   snapshot that still names it can never send into a newer tunnel.
-//! - **The staged removal.** [`Action::Drain`] becomes
-//!   [`Command::Withdraw`]: Babel takes the interface down (routes through
-//!   it are withdrawn and alternatives selected at once) and the peer is
-//!   told to do the same, but the QUIC connection stays open. Once no
-//!   destination is routed through it, the policy asks to close it; the
-//!   driver waits `linger` more (packets already in flight and queued in
-//!   the peer still arrive and are forwarded) and only then emits
-//!   [`Command::Close`].
+//! - **The staged removal.** [`Action::Drain`] becomes [`Command::Drain`]:
+//!   Babel raises the cost of the tunnel's interface, so routes move to
+//!   alternatives as soon as those are feasible, while traffic keeps
+//!   flowing through the tunnel until then (no blackhole, unlike a
+//!   retraction); the peer is told and does the same, and answers
+//!   [`Command::NotifyDrained`]'s message once nothing of its own is routed
+//!   through the tunnel. Once nothing of ours is routed through it either,
+//!   the policy asks to close it; the driver closes it `linger` after the
+//!   peer's answer (packets already in flight still arrive), or after
+//!   `peer_wait` if the answer never comes.
 //!
 //! It is sans-IO like the policy: the node's router task feeds it events
 //! and `now`, applies the commands, and calls
@@ -84,8 +86,11 @@ impl std::fmt::Display for PeerKey {
 /// Driver timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DriverConfig {
-    /// How long a withdrawn tunnel stays open before it is closed.
+    /// How long a drained tunnel stays open after both ends moved their
+    /// routes away (packets in flight).
     pub linger: Duration,
+    /// How long to wait for the peer to say it has drained too.
+    pub peer_wait: Duration,
     /// How long a freed interface id is not reused.
     pub quarantine: Duration,
 }
@@ -93,7 +98,8 @@ pub struct DriverConfig {
 impl Default for DriverConfig {
     fn default() -> Self {
         Self {
-            linger: Duration::from_secs(1),
+            linger: Duration::from_millis(500),
+            peer_wait: Duration::from_secs(30),
             quarantine: Duration::from_secs(10),
         }
     }
@@ -115,12 +121,11 @@ pub enum Command {
         /// The tunnel.
         tunnel: TunnelId,
     },
-    /// Withdraw routes through `tunnel`: its Babel interface goes down
-    /// (alternatives are selected at once) but the next hop and the
-    /// connection stay, for packets in flight. With `notify_peer`, send the
-    /// peer a drain message so it does the same. Then report the routes
-    /// ([`Driver::handle_routes`]) even if the FIB did not change.
-    Withdraw {
+    /// Drain `tunnel`: raise the Babel cost of its interface so that
+    /// routes move away as alternatives become feasible; the tunnel keeps
+    /// carrying traffic meanwhile. With `notify_peer`, tell the peer (a
+    /// drain message) so it does the same.
+    Drain {
         /// The tunnel.
         tunnel: TunnelId,
         /// Its interface.
@@ -128,16 +133,20 @@ pub enum Command {
         /// Tell the peer.
         notify_peer: bool,
     },
-    /// The tunnel is gone: remove the next hop `iface` (and take it down in
-    /// Babel if `babel_down`); close the QUIC connection with `close`'s
+    /// Tell the peer that nothing of ours is routed through `tunnel` any
+    /// more (the answer to its drain message).
+    NotifyDrained {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// The tunnel is gone: take its interface down in Babel and remove the
+    /// next hop (if it was up); close the QUIC connection with `close`'s
     /// code and reason (`None`: it is closed already).
     Close {
         /// The tunnel.
         tunnel: TunnelId,
         /// Its interface, if it was up.
         iface: Option<IfaceId>,
-        /// The Babel interface is still up.
-        babel_down: bool,
         /// Close code and reason.
         close: Option<(u32, &'static str)>,
     },
@@ -156,22 +165,41 @@ pub enum Dialled {
 struct Entry {
     peer: PeerKey,
     direction: Direction,
-    /// Set once the tunnel is up, until it is closed (the next hop stays
-    /// while it lingers, for packets routed by an older FIB snapshot).
+    /// Set once the tunnel is up, until it is closed.
     iface: Option<IfaceId>,
-    /// Its routes were withdrawn (Babel interface down).
-    withdrawn: bool,
+    /// Its Babel cost was raised (our refresh, or the peer's).
+    draining: bool,
+    /// The peer said nothing of its own is routed through it any more.
+    peer_drained: bool,
+    /// We said so to the peer.
+    drained_sent: bool,
     /// Opening (outgoing, not up yet).
     opening: bool,
+}
+
+impl Entry {
+    fn new(peer: PeerKey, direction: Direction, iface: Option<IfaceId>, opening: bool) -> Self {
+        Self {
+            peer,
+            direction,
+            iface,
+            draining: false,
+            peer_drained: false,
+            drained_sent: false,
+            opening,
+        }
+    }
 }
 
 /// Counters of the driver.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DriverStats {
-    /// Tunnels withdrawn before closing (ours or the peer's request).
-    pub withdrawn: u64,
-    /// Tunnels closed after their linger period.
-    pub lingered: u64,
+    /// Tunnels drained before closing (our refresh or the peer's).
+    pub drained: u64,
+    /// Drained tunnels closed once both ends had moved their routes away.
+    pub closed_drained: u64,
+    /// Drained tunnels closed without the peer's answer (`peer_wait`).
+    pub closed_unanswered: u64,
     /// Dials whose connection arrived after the policy dropped them.
     pub discarded_dials: u64,
     /// Refresh replacements (drains of own tunnels).
@@ -197,6 +225,7 @@ pub struct Driver {
     quarantined: VecDeque<(Instant, IfaceId)>,
     free: Vec<IfaceId>,
     next_iface: u32,
+    /// Tunnels to close at a deadline, and whether the peer answered.
     lingering: Vec<(Instant, TunnelId)>,
     commands: VecDeque<Command>,
     stats: DriverStats,
@@ -240,14 +269,14 @@ impl Driver {
         self.by_iface.get(&iface).copied()
     }
 
-    /// The interface of `tunnel`, if it is up (also while withdrawn).
+    /// The interface of `tunnel`, if it is up (also while draining).
     pub fn iface_of(&self, tunnel: TunnelId) -> Option<IfaceId> {
         self.entries.get(&tunnel).and_then(|e| e.iface)
     }
 
-    /// Whether routes through `tunnel` were withdrawn (it is closing).
-    pub fn is_withdrawn(&self, tunnel: TunnelId) -> bool {
-        self.entries.get(&tunnel).is_some_and(|e| e.withdrawn)
+    /// Whether `tunnel` is being drained (it is closing).
+    pub fn is_draining(&self, tunnel: TunnelId) -> bool {
+        self.entries.get(&tunnel).is_some_and(|e| e.draining)
     }
 
     /// The peer of `tunnel`.
@@ -277,13 +306,7 @@ impl Driver {
         let iface = self.alloc_iface(now);
         self.entries.insert(
             tunnel,
-            Entry {
-                peer,
-                direction: Direction::Incoming,
-                iface: Some(iface),
-                withdrawn: false,
-                opening: false,
-            },
+            Entry::new(peer, Direction::Incoming, Some(iface), false),
         );
         self.by_iface.insert(iface, tunnel);
         Ok((tunnel, iface))
@@ -363,26 +386,41 @@ impl Driver {
         self.commands.push_back(Command::Close {
             tunnel,
             iface: e.iface,
-            babel_down: e.iface.is_some() && !e.withdrawn,
             close,
         });
         true
     }
 
-    /// The peer is draining `tunnel` (its refresh replaced it): withdraw
-    /// our routes through it too; the peer closes it soon.
+    /// The peer is draining `tunnel` (its refresh replaced it): drain it
+    /// here too; we answer once our routes moved away, and the peer closes
+    /// it.
     pub fn handle_peer_drain(&mut self, tunnel: TunnelId) {
-        self.withdraw(tunnel, false);
+        self.drain(tunnel, false);
     }
 
-    fn withdraw(&mut self, tunnel: TunnelId, notify_peer: bool) {
+    /// The peer has nothing routed through `tunnel` any more: if we are
+    /// only waiting for that, close it after `linger`.
+    pub fn handle_peer_drained(&mut self, tunnel: TunnelId, now: Instant) {
         let Some(e) = self.entries.get_mut(&tunnel) else {
             return;
         };
-        if let (Some(iface), false) = (e.iface, e.withdrawn) {
-            e.withdrawn = true;
-            self.stats.withdrawn += 1;
-            self.commands.push_back(Command::Withdraw {
+        e.peer_drained = true;
+        let soon = now + self.config.linger;
+        for (at, t) in &mut self.lingering {
+            if *t == tunnel && *at > soon {
+                *at = soon;
+            }
+        }
+    }
+
+    fn drain(&mut self, tunnel: TunnelId, notify_peer: bool) {
+        let Some(e) = self.entries.get_mut(&tunnel) else {
+            return;
+        };
+        if let (Some(iface), false) = (e.iface, e.draining) {
+            e.draining = true;
+            self.stats.drained += 1;
+            self.commands.push_back(Command::Drain {
                 tunnel,
                 iface,
                 notify_peer,
@@ -397,10 +435,18 @@ impl Driver {
             .iter()
             .filter_map(|(i, n)| {
                 let t = self.by_iface.get(i)?;
-                let withdrawn = self.entries.get(t).is_none_or(|e| e.withdrawn);
-                (!withdrawn).then(|| (*t, u32::try_from(*n).unwrap_or(u32::MAX)))
+                Some((*t, u32::try_from(*n).unwrap_or(u32::MAX)))
             })
             .collect();
+        // A tunnel the peer drains: answer once nothing of ours uses it.
+        for (t, e) in &mut self.entries {
+            let routed = e.iface.and_then(|i| counts.get(&i)).is_some_and(|n| *n > 0);
+            if e.draining && e.direction == Direction::Incoming && !e.drained_sent && !routed {
+                e.drained_sent = true;
+                self.commands
+                    .push_back(Command::NotifyDrained { tunnel: *t });
+            }
+        }
         self.policy.handle_routes(mapped, now);
         self.drain_actions(now);
     }
@@ -422,12 +468,17 @@ impl Driver {
             .collect();
         self.lingering.retain(|(at, _)| *at > now);
         for tunnel in due {
+            let answered = self.entries.get(&tunnel).is_some_and(|e| e.peer_drained);
             if self.remove(
                 tunnel,
                 Some((close::REPLACED, "replaced by the tunnel refresh")),
                 now,
             ) {
-                self.stats.lingered += 1;
+                if answered {
+                    self.stats.closed_drained += 1;
+                } else {
+                    self.stats.closed_unanswered += 1;
+                }
             }
         }
         self.policy.handle_timeout(now);
@@ -458,21 +509,13 @@ impl Driver {
         while let Some(a) = self.policy.poll_action() {
             match a {
                 Action::Open { tunnel, peer } => {
-                    self.entries.insert(
-                        tunnel,
-                        Entry {
-                            peer,
-                            direction: Direction::Outgoing,
-                            iface: None,
-                            withdrawn: false,
-                            opening: true,
-                        },
-                    );
+                    self.entries
+                        .insert(tunnel, Entry::new(peer, Direction::Outgoing, None, true));
                     self.commands.push_back(Command::Dial { tunnel, peer });
                 }
                 Action::Drain { tunnel, .. } => {
                     self.check_victim(tunnel);
-                    self.withdraw(tunnel, true);
+                    self.drain(tunnel, true);
                 }
                 Action::Close { tunnel, reason, .. } => self.close_action(tunnel, reason, now),
             }
@@ -503,10 +546,16 @@ impl Driver {
         let Some(e) = self.entries.get(&tunnel) else {
             return;
         };
-        if e.withdrawn && e.direction == Direction::Outgoing {
-            // Let packets in flight arrive first.
+        if e.draining && e.direction == Direction::Outgoing {
+            // Our routes moved away. Close once the peer's did too (plus
+            // `linger` for packets in flight), or when it never says so.
+            let wait = if e.peer_drained {
+                self.config.linger
+            } else {
+                self.config.peer_wait.max(self.config.linger)
+            };
             if !self.lingering.iter().any(|(_, t)| *t == tunnel) {
-                self.lingering.push((now + self.config.linger, tunnel));
+                self.lingering.push((now + wait, tunnel));
             }
             return;
         }

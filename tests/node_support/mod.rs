@@ -68,7 +68,8 @@ pub fn fast_config(seed: u64) -> NodeConfig {
             ..ExchangeConfig::default()
         },
         driver: DriverConfig {
-            linger: Duration::from_millis(300),
+            linger: Duration::from_millis(200),
+            peer_wait: Duration::from_secs(3),
             quarantine: Duration::from_secs(2),
         },
         backoff_min: Duration::from_millis(500),

@@ -32,6 +32,7 @@ fn driver(me: u64, k: usize, t0: Instant) -> Driver {
         StdRng::seed_from_u64(3),
         DriverConfig {
             linger: Duration::from_millis(500),
+            peer_wait: secs(2),
             quarantine: secs(3),
         },
         t0,
@@ -68,72 +69,113 @@ fn peer_keys_are_nodes_ordered_by_serial() {
     assert!(a < b, "serial first, whatever the prefixes");
 }
 
-#[test]
-fn refresh_withdraws_the_least_used_then_closes_after_linger() {
-    let t0 = Instant::now();
-    let mut d = driver(1, 3, t0);
+/// k tunnels up, carrying `dests` destinations each; returns their ids
+/// and interfaces.
+fn up_with_routes(
+    d: &mut Driver,
+    k: usize,
+    dests: &[usize],
+    t0: Instant,
+) -> Vec<(TunnelId, IfaceId)> {
     d.handle_candidates((2..10).map(key), t0);
-    let opened = dials(&commands(&mut d));
-    assert_eq!(opened.len(), 3);
-    let mut ifaces = vec![];
+    let opened = dials(&commands(d));
+    assert_eq!(opened.len(), k);
+    let mut up = vec![];
     for (t, _) in &opened {
         match d.handle_dialled(*t, Ok(Some(Duration::from_millis(20))), t0) {
-            Dialled::Up(i) => ifaces.push(i),
+            Dialled::Up(i) => up.push((*t, i)),
             Dialled::Discard => panic!("discarded"),
         }
     }
-    assert_eq!(ifaces, vec![IfaceId(0), IfaceId(1), IfaceId(2)]);
-    // Babel routes 5, 1 and 9 destinations through them.
-    let counts = BTreeMap::from([(ifaces[0], 5), (ifaces[1], 1), (ifaces[2], 9)]);
+    let counts: BTreeMap<IfaceId, usize> =
+        up.iter().map(|x| x.1).zip(dests.iter().copied()).collect();
     d.handle_routes(&counts, t0);
-    assert!(commands(&mut d).is_empty());
+    assert!(commands(d).is_empty());
+    up
+}
+
+#[test]
+fn refresh_drains_the_least_used_and_closes_once_both_ends_moved_away() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 3, t0);
+    let up = up_with_routes(&mut d, 3, &[5, 1, 9], t0);
+    assert_eq!(
+        up.iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![IfaceId(0), IfaceId(1), IfaceId(2)]
+    );
+    let (victim, vi) = up[1];
 
     let t1 = d.poll_timeout().unwrap();
     assert_eq!(t1, t0 + secs(10), "the refresh period");
     d.handle_timeout(t1);
     let cmds = commands(&mut d);
     assert!(
-        cmds.contains(&Command::Withdraw {
-            tunnel: opened[1].0,
-            iface: ifaces[1],
+        cmds.contains(&Command::Drain {
+            tunnel: victim,
+            iface: vi,
             notify_peer: true
         }),
         "{cmds:?}"
     );
     assert_eq!(dials(&cmds).len(), 1, "make before break: {cmds:?}");
-    assert!(d.is_withdrawn(opened[1].0));
+    assert!(d.is_draining(victim));
 
-    // Routes moved away: the policy wants it closed, the driver lingers.
-    let counts = BTreeMap::from([(ifaces[0], 6), (ifaces[2], 9)]);
+    // Babel moved our routes away (the interface is still up, with 0).
+    let counts = BTreeMap::from([(up[0].1, 6), (vi, 0), (up[2].1, 9)]);
     d.handle_routes(&counts, t1);
+    assert!(commands(&mut d).is_empty(), "waits for the peer");
+    assert_eq!(d.poll_timeout(), Some(t1 + secs(2)), "peer_wait");
+    // The peer's routes moved away too: closed after the linger.
+    let t2 = t1 + Duration::from_millis(100);
+    d.handle_peer_drained(victim, t2);
+    let t3 = d.poll_timeout().unwrap();
+    assert_eq!(t3, t2 + Duration::from_millis(500));
+    d.handle_timeout(t3 - Duration::from_millis(1));
     assert!(commands(&mut d).is_empty());
-    let t2 = d.poll_timeout().unwrap();
-    assert_eq!(t2, t1 + Duration::from_millis(500));
-    d.handle_timeout(t2 - Duration::from_millis(1));
-    assert!(commands(&mut d).is_empty());
-    d.handle_timeout(t2);
+    d.handle_timeout(t3);
     assert_eq!(
         commands(&mut d),
         vec![Command::Close {
-            tunnel: opened[1].0,
-            iface: Some(ifaces[1]),
-            babel_down: false,
+            tunnel: victim,
+            iface: Some(vi),
             close: Some((close::REPLACED, "replaced by the tunnel refresh")),
         }]
     );
-    assert_eq!(d.stats().withdrawn, 1);
-    assert_eq!(d.stats().lingered, 1);
+    let s = d.stats();
+    assert_eq!(
+        (s.drained, s.closed_drained, s.closed_unanswered),
+        (1, 1, 0)
+    );
     assert_eq!(
         (
-            d.stats().replacements,
-            d.stats().replacements_least_used,
-            d.stats().replaced_destinations
+            s.replacements,
+            s.replacements_least_used,
+            s.replaced_destinations
         ),
         (1, 1, 1)
     );
     // A late close report of the closed tunnel is ignored.
-    d.handle_closed(opened[1].0, t2);
+    d.handle_closed(victim, t3);
     assert!(commands(&mut d).is_empty());
+}
+
+#[test]
+fn a_peer_that_never_answers_is_closed_after_peer_wait() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 2, t0);
+    let up = up_with_routes(&mut d, 2, &[3, 0], t0);
+    let t1 = d.poll_timeout().unwrap();
+    d.handle_timeout(t1);
+    let _ = commands(&mut d);
+    d.handle_routes(&BTreeMap::from([(up[0].1, 3), (up[1].1, 0)]), t1);
+    assert!(commands(&mut d).is_empty());
+    d.handle_timeout(t1 + secs(2));
+    let cmds = commands(&mut d);
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Close { tunnel, close: Some((close::REPLACED, _)), .. } if *tunnel == up[1].0)),
+        "{cmds:?}"
+    );
+    assert_eq!(d.stats().closed_unanswered, 1);
 }
 
 #[test]
@@ -209,7 +251,6 @@ fn interface_ids_are_quarantined_before_reuse() {
         vec![Command::Close {
             tunnel: ta,
             iface: Some(ia),
-            babel_down: true,
             close: None
         }]
     );
@@ -220,30 +261,36 @@ fn interface_ids_are_quarantined_before_reuse() {
 }
 
 #[test]
-fn a_peer_drain_withdraws_here_and_its_close_ends_it() {
+fn a_peer_drain_is_answered_once_our_routes_moved_away() {
     let t0 = Instant::now();
     let mut d = driver(1, 0, t0);
     let (t, i) = d.handle_incoming(key(2), t0).unwrap();
     d.handle_peer_drain(t);
     assert_eq!(
         commands(&mut d),
-        vec![Command::Withdraw {
+        vec![Command::Drain {
             tunnel: t,
             iface: i,
             notify_peer: false
         }]
     );
-    // Its routes are gone: a routes report does not close it here (the
-    // dialler closes it after its linger).
-    d.handle_routes(&BTreeMap::new(), t0);
+    d.handle_peer_drain(t);
+    assert!(commands(&mut d).is_empty(), "once");
+    // Still routing through it: no answer yet.
+    d.handle_routes(&BTreeMap::from([(i, 2)]), t0);
     assert!(commands(&mut d).is_empty());
+    d.handle_routes(&BTreeMap::from([(i, 0)]), t0);
+    assert_eq!(commands(&mut d), vec![Command::NotifyDrained { tunnel: t }]);
+    d.handle_routes(&BTreeMap::from([(i, 0)]), t0);
+    assert!(commands(&mut d).is_empty(), "answered once");
+    // The peer closes it: gone here too (Babel interface down, next hop
+    // removed).
     d.handle_closed(t, t0 + secs(1));
     assert_eq!(
         commands(&mut d),
         vec![Command::Close {
             tunnel: t,
             iface: Some(i),
-            babel_down: false,
             close: None
         }]
     );
@@ -266,7 +313,6 @@ fn a_lost_tunnel_is_replaced_at_once() {
         cmds[0],
         Command::Close {
             iface: Some(_),
-            babel_down: true,
             close: None,
             ..
         }
