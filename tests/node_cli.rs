@@ -1,6 +1,7 @@
 //! `re6st node` end to end through the binary: a registry process, two
 //! nodes enrolled with `re6st join`, run as processes; they find each other
-//! through the registry, bring a tunnel up, and stop cleanly on SIGTERM.
+//! through the registry, bring a tunnel up, and stop cleanly on SIGTERM
+//! (`--no-tun`: no device, nothing touches the host's network).
 
 mod registry_support;
 
@@ -32,7 +33,14 @@ impl Drop for NodeProcess {
 impl NodeProcess {
     fn start(dir: &Path) -> Self {
         let mut child = re6st()
-            .args(["node", "--dir", s(dir), "--listen", "127.0.0.1:0"])
+            .args([
+                "node",
+                "--dir",
+                s(dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--no-tun",
+            ])
             .env("RUST_LOG", "re6st=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -79,7 +87,7 @@ fn two_node_processes_connect_and_stop_cleanly() {
         assert!(ok, "join: {out} {err}");
     }
     let a = NodeProcess::start(&n1);
-    a.expect("listening on UDP", Duration::from_secs(20));
+    a.expect("QUIC on UDP", Duration::from_secs(20));
     // Wait until the registry has its announcement, so that the second
     // node's bootstrap finds it.
     let t0 = Instant::now();
