@@ -9,8 +9,9 @@
 //!    box);
 //! 2. **UPnP**: the external address of the port mapping our router granted
 //!    ([`crate::upnp`]); the router vouches for it;
-//! 3. **local** interface addresses with the bound port, if the address is
-//!    routable: no loopback, link-local, multicast, documentation or other
+//! 3. **local** interface addresses with the bound port (only the bound
+//!    address when the socket is bound to one: `--listen` is configuration
+//!    too, announced whatever its scope), if the address is routable: no loopback, link-local, multicast, documentation or other
 //!    special-purpose ones, none inside the overlay itself (a tunnel inside
 //!    a tunnel), and no private ones (RFC 1918, CGNAT, ULA, 198.18/15)
 //!    unless the operator says which private networks every node can reach
@@ -316,10 +317,17 @@ impl Addresses {
         let mut local: Vec<IpAddr> = self.local.clone();
         local.sort_by_key(|ip| (!self.reached_at(*ip), ip.is_ipv4(), *ip));
         for ip in local {
+            // A socket bound to one address is the operator's choice
+            // (`--listen`), announced whatever its scope.
+            let verdict = if ip == self.bound.ip() {
+                Ok(())
+            } else {
+                self.judge(ip)
+            };
             push(
                 SocketAddr::new(ip, self.bound.port()),
                 Source::Local,
-                self.judge(ip),
+                verdict,
             );
         }
         let mut observed: Vec<_> = self.observed.iter().rev().map(|(a, _)| *a).collect();

@@ -77,7 +77,7 @@ impl Default for UpnpConfig {
 }
 
 /// A port mapping the router granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Mapping {
     /// The router's external address and the mapped port: what other nodes
     /// dial.

@@ -145,6 +145,10 @@ fn bound_family_limits_the_locals() {
     let mut one = book("8.8.4.4:4326");
     assert!(!one.set_local([ip("8.8.8.8"), ip("2a01:4f8::1")]));
     assert_eq!(one.announce(), vec![sa("8.8.4.4:4326")]);
+
+    // Bound to one address on purpose: announced whatever its scope.
+    let lo = book("127.0.0.1:5000");
+    assert_eq!(lo.announce(), vec![sa("127.0.0.1:5000")]);
 }
 
 #[test]

@@ -92,6 +92,37 @@ pub struct NodeConfig {
     pub fault_switch: Option<Arc<FaultSwitch>>,
     /// Seed of the node's random choices (`None`: from the OS).
     pub seed: Option<u64>,
+    /// The edges of the network (issue 10): address discovery, UPnP, LAN
+    /// discovery, gateway.
+    pub edges: EdgesConfig,
+}
+
+/// Settings of the parts at the edges of the network ([`super::edges`]).
+#[derive(Debug, Clone)]
+pub struct EdgesConfig {
+    /// Private networks that every node can reach: local addresses in them
+    /// are announced ([`crate::addresses::AddressConfig::routable`]).
+    pub routable: Vec<ipnet::IpNet>,
+    /// How often the interface addresses are scanned again.
+    pub address_scan: Duration,
+    /// Map the QUIC port on a UPnP router (`None`: off).
+    pub upnp: Option<crate::upnp::UpnpConfig>,
+    /// LAN discovery (off by default).
+    pub lan: crate::lan::LanConfig,
+    /// Prefixes offered to the overlay as a gateway (none by default).
+    pub gateway: crate::gateway::GatewayConfig,
+}
+
+impl Default for EdgesConfig {
+    fn default() -> Self {
+        Self {
+            routable: Vec::new(),
+            address_scan: Duration::from_secs(30),
+            upnp: None,
+            lan: crate::lan::LanConfig::default(),
+            gateway: crate::gateway::GatewayConfig::default(),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -116,6 +147,7 @@ impl Default for NodeConfig {
             host: HostConfig::Sink { capacity: 4096 },
             fault_switch: None,
             seed: None,
+            edges: EdgesConfig::default(),
         }
     }
 }

@@ -27,6 +27,7 @@
 //! ```
 
 mod config;
+mod edges;
 pub mod echo_host;
 pub mod kernel_route;
 mod link;
@@ -59,7 +60,8 @@ use re6st_dataplane::nexthop::NextHops;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{DEFAULT_PORT, HostConfig, NodeConfig};
+pub use config::{DEFAULT_PORT, EdgesConfig, HostConfig, NodeConfig};
+pub use edges::EdgesStatus;
 pub use link::LinkStats;
 pub use options::{NodeArgs, NodeOptions};
 pub use path::{Host, PacketPath, PathStats};
@@ -279,6 +281,22 @@ impl Node {
         }
         let exchange = Exchange::new(config.exchange, StdRng::seed_from_u64(rng.random()), now);
         let key = Arc::new(identity.key);
+        let edges = edges::Edges::start(
+            &config.edges,
+            &config.advertise,
+            local_addr,
+            network.network,
+            &cert,
+            &key,
+            Arc::new(CaVerifier::new(&Trust::new(
+                &identity.ca_der,
+                identity.crl.as_ref(),
+            ))?),
+            now,
+        )?;
+        for (prefix, metric) in edges.gateway.xroutes() {
+            engine.add_xroute(prefix, metric, now)?;
+        }
 
         let url = match &config.registry_url {
             Some(u) => u.clone(),
@@ -320,6 +338,7 @@ impl Node {
             rx,
             tx: tx.clone(),
             registry,
+            edges,
         })?;
         tasks.push(tokio::spawn(router.run()));
 

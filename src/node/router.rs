@@ -21,6 +21,7 @@ use re6st_dataplane::nexthop::{NextHop, NextHopId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::edges::Edges;
 use super::link::TunnelLink;
 use super::path::{PacketPath, PathShared};
 use super::registry::{RegistryCmd, RegistryEvent};
@@ -76,7 +77,14 @@ pub(crate) enum RouterIn {
     Peers(oneshot::Sender<Vec<PeerEntry>>),
     /// Retract routes, close tunnels, stop.
     Shutdown(oneshot::Sender<()>),
+    /// A LAN link dial finished ([`edges`]).
+    LanDialled {
+        peer: crate::lan::LanPeer,
+        result: Result<Box<Established>, (crate::tunnels::policy::Failure, String)>,
+    },
 }
+
+mod edges;
 
 /// An up tunnel's runtime objects.
 struct Up {
@@ -88,6 +96,8 @@ struct Up {
     /// The peer's CRL number, as last known.
     peer_crl: u64,
     budget: usize,
+    /// A LAN link (issue 10), not one of the policy's tunnels.
+    lan: bool,
 }
 
 /// Added to a draining tunnel's Babel cost: worse than any real path, so
@@ -114,6 +124,7 @@ pub(crate) struct RouterParts {
     pub(crate) rx: mpsc::Receiver<RouterIn>,
     pub(crate) tx: mpsc::Sender<RouterIn>,
     pub(crate) registry: Option<(String, mpsc::Sender<RegistryCmd>)>,
+    pub(crate) edges: Edges,
 }
 
 pub(crate) struct Router {
@@ -140,8 +151,10 @@ pub(crate) struct Router {
     bootstrap_busy: bool,
     tunnels: HashMap<TunnelId, Up>,
     dials: HashMap<TunnelId, AbortHandle>,
-    /// Our address as peers see it, most recent last.
-    observed: Vec<SocketAddr>,
+    /// Address discovery, UPnP, LAN discovery, gateway.
+    edges: Edges,
+    /// The last registry round forced by an address change.
+    forced_round: Option<Instant>,
     fib_dirty: bool,
     routes_dirty: bool,
     next_maintenance: Instant,
@@ -168,7 +181,7 @@ impl Router {
             bootstrap_busy: false,
             tunnels: HashMap::new(),
             dials: HashMap::new(),
-            observed: Vec::new(),
+            forced_round: None,
             fib_dirty: true,
             routes_dirty: true,
             next_maintenance: now,
@@ -188,6 +201,7 @@ impl Router {
             rx: p.rx,
             tx: p.tx,
             registry: p.registry,
+            edges: p.edges,
         })
     }
 
@@ -203,11 +217,15 @@ impl Router {
         self.flush(now);
         loop {
             let deadline = self.deadline();
-            let msg = tokio::select! {
-                m = self.rx.recv() => m,
-                () = tokio::time::sleep_until(deadline.into()) => None,
+            let (msg, edge) = tokio::select! {
+                m = self.rx.recv() => (m, None),
+                ev = self.edges.next() => (None, Some(ev)),
+                () = tokio::time::sleep_until(deadline.into()) => (None, None),
             };
             let now = Instant::now();
+            if let Some(ev) = edge {
+                self.handle_edge(ev, now);
+            }
             if let Some(msg) = msg {
                 if let RouterIn::Shutdown(done) = msg {
                     self.shutdown().await;
@@ -283,9 +301,13 @@ impl Router {
                     .close(tunnel, close::PROTOCOL, "bad control frame", now);
             }
             RouterIn::Closed { tunnel, error } => {
+                let lan = self.lan_link_closed(tunnel);
                 if self.tunnels.contains_key(&tunnel) {
                     tracing::info!(%tunnel, peer = %self.tunnels[&tunnel].peer.prefix, reason = %error, "tunnel closed");
                     self.driver.handle_closed(tunnel, now);
+                }
+                if lan {
+                    self.candidates_changed(now);
                 }
             }
             RouterIn::Registry(ev) => self.handle_registry(ev, now),
@@ -300,6 +322,7 @@ impl Router {
                 let _ = reply.send(self.db.iter().cloned().collect());
             }
             RouterIn::Shutdown(_) => {}
+            RouterIn::LanDialled { peer, result } => self.handle_lan_dialled(peer, result, now),
         }
     }
 
@@ -310,8 +333,14 @@ impl Router {
             serial: e.connected.peer.serial,
             prefix: e.connected.peer.prefix,
         };
+        let Some(e) = self.accept_lan(e, peer, now) else {
+            return;
+        };
         match self.driver.handle_incoming(peer, now) {
             Ok((tunnel, iface)) => {
+                if self.edges.handle_reached(e.connected.conn.local_ip(), now) {
+                    self.addresses_changed(now);
+                }
                 let observed = tunnel::canonical(e.connected.conn.remote_address());
                 let accept = Control::Accept {
                     crl_number: self.transport.crl_number(),
@@ -342,8 +371,10 @@ impl Router {
                 let rtt = e.connected.conn.rtt();
                 match self.driver.handle_dialled(tunnel, Ok(Some(rtt)), now) {
                     Dialled::Up(iface) => {
-                        if let Some(o) = e.observed {
-                            self.observe(o);
+                        if let Some(o) = e.observed
+                            && self.edges.handle_observed(o, now)
+                        {
+                            self.addresses_changed(now);
                         }
                         tracing::info!(%tunnel, peer = %e.connected.peer.prefix, %iface, "tunnel up");
                         self.bring_up(tunnel, iface, *e, Direction::Outgoing, None, now);
@@ -416,6 +447,7 @@ impl Router {
                 since: now,
                 peer_crl,
                 budget,
+                lan: self.driver.is_lan(tunnel),
             },
         );
         self.routes_dirty = true;
@@ -576,6 +608,7 @@ impl Router {
         // through a shorter (default) route; our own prefix is local.
         routes.insert(0, (self.network.network, Route::Unreachable));
         routes.push((self.cert.prefix, Route::Local));
+        routes.extend(self.edges.gateway.fib_routes());
         self.shared.fib.publish(Fib::from_routes(routes));
     }
 
@@ -603,6 +636,7 @@ impl Router {
                 serial: e.serial,
                 prefix: e.prefix,
             })
+            .filter(|p| !self.driver.lan_peers().any(|l| l == *p))
             .collect();
         self.driver.handle_candidates(peers, now);
     }
@@ -618,24 +652,10 @@ impl Router {
         }
     }
 
-    /// Addresses we announce: configured, else the bound one if specific,
-    /// else what peers saw.
+    /// Addresses we announce ([`crate::addresses`]): configured first,
+    /// then UPnP, then routable local addresses; none behind a NAT.
     fn advertised(&self) -> Vec<SocketAddr> {
-        if !self.config.advertise.is_empty() {
-            return self.config.advertise.clone();
-        }
-        match self.transport.local_addr() {
-            Ok(a) if !a.ip().is_unspecified() => vec![a],
-            _ => self.observed.iter().rev().copied().collect(),
-        }
-    }
-
-    fn observe(&mut self, a: SocketAddr) {
-        self.observed.retain(|o| *o != a);
-        self.observed.push(a);
-        if self.observed.len() > 4 {
-            self.observed.remove(0);
-        }
+        self.edges.addresses.announce()
     }
 
     /// Our announcement, signed now.
@@ -717,7 +737,13 @@ impl Router {
         }
         tracing::info!(number, revoked = crl.entries().count(), "new CRL");
         match CaVerifier::new(&Trust::new(&self.ca_der, Some(&crl))) {
-            Ok(v) => self.verifier = v,
+            Ok(v) => {
+                self.verifier = v;
+                if let Ok(lan) = CaVerifier::new(&Trust::new(&self.ca_der, Some(&crl))) {
+                    self.edges
+                        .lan_cmd(crate::lan::LanCmd::Verifier(Arc::new(lan)));
+                }
+            }
             Err(e) => tracing::error!(error = %e, "cannot build the CRL verifier"),
         }
         let revoked: Vec<TunnelId> = self
@@ -777,6 +803,10 @@ impl Router {
             RegistryEvent::Crl(crl) => self.apply_crl(crl, now),
             RegistryEvent::Renewed(cert) => {
                 tracing::info!(serial = cert.serial, "certificate renewed");
+                self.edges.lan_cmd(crate::lan::LanCmd::Identity(
+                    Box::new(cert.clone()),
+                    self.key.clone(),
+                ));
                 self.cert = cert;
             }
             RegistryEvent::Done => self.registry_ok(),
@@ -840,6 +870,9 @@ impl Router {
                 self.candidates_changed(now);
             }
         }
+        if self.edges.handle_timeout(now) {
+            self.addresses_changed(now);
+        }
         self.registry_timers(now);
     }
 
@@ -902,9 +935,10 @@ impl Router {
                     peer_prefix: up.peer.prefix,
                     peer_serial: up.peer.serial,
                     peer_udp: tunnel::canonical(up.link.conn().remote_address()),
-                    direction: match up.direction {
-                        Direction::Outgoing => "outgoing",
-                        Direction::Incoming => "incoming",
+                    direction: match (up.lan, up.direction) {
+                        (true, _) => "lan",
+                        (_, Direction::Outgoing) => "outgoing",
+                        (_, Direction::Incoming) => "incoming",
                     },
                     state: if self.driver.is_draining(*t) {
                         "draining"
@@ -945,11 +979,13 @@ impl Router {
             exchange: self.exchange.stats.clone(),
             peers: self.db.stats().clone(),
             babel: self.engine.counters().clone(),
+            edges: self.edges.status(),
         }
     }
 
     async fn shutdown(&mut self) {
         let now = Instant::now();
+        self.edges.shutdown().await;
         self.engine.retract_all(now);
         self.flush(now);
         tokio::time::sleep(tunnel::SHUTDOWN_GRACE).await;

@@ -54,6 +54,8 @@ pub struct NodeStatus {
     pub peers: PeerDbStats,
     /// Babel input counters.
     pub babel: re6st_babel::engine::Counters,
+    /// Addresses, NAT, UPnP, LAN neighbours, gateway (issue 10).
+    pub edges: super::edges::EdgesStatus,
 }
 
 /// One tunnel.
@@ -67,7 +69,8 @@ pub struct TunnelStatus {
     pub peer_serial: u64,
     /// The peer's UDP address.
     pub peer_udp: SocketAddr,
-    /// `outgoing` (ours, one of k) or `incoming`.
+    /// `outgoing` (ours, one of k), `incoming`, or `lan` (a LAN link,
+    /// outside k).
     pub direction: &'static str,
     /// `up` or `draining`.
     pub state: &'static str,

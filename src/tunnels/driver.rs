@@ -175,6 +175,16 @@ struct Entry {
     drained_sent: bool,
     /// Opening (outgoing, not up yet).
     opening: bool,
+    /// A LAN link ([`Driver::handle_lan_up`]): the policy does not know it.
+    lan: bool,
+}
+
+/// Tunnel ids of LAN links have this bit set, so they never meet the
+/// policy's (which count up from 0).
+const LAN_ID: u64 = 1 << 63;
+
+fn is_lan_id(tunnel: TunnelId) -> bool {
+    tunnel.0 & LAN_ID != 0
 }
 
 impl Entry {
@@ -187,6 +197,7 @@ impl Entry {
             peer_drained: false,
             drained_sent: false,
             opening,
+            lan: false,
         }
     }
 }
@@ -225,6 +236,7 @@ pub struct Driver {
     quarantined: VecDeque<(Instant, IfaceId)>,
     free: Vec<IfaceId>,
     next_iface: u32,
+    next_lan: u64,
     /// Tunnels to close at a deadline, and whether the peer answered.
     lingering: Vec<(Instant, TunnelId)>,
     commands: VecDeque<Command>,
@@ -248,6 +260,7 @@ impl Driver {
             quarantined: VecDeque::new(),
             free: Vec::new(),
             next_iface: 0,
+            next_lan: 0,
             lingering: Vec::new(),
             commands: VecDeque::new(),
             stats: DriverStats::default(),
@@ -350,7 +363,7 @@ impl Driver {
     /// The connection of `tunnel` ended without us asking (peer closed,
     /// idle timeout, peer revoked).
     pub fn handle_closed(&mut self, tunnel: TunnelId, now: Instant) {
-        if self.remove(tunnel, None, now) {
+        if self.remove(tunnel, None, now) && !is_lan_id(tunnel) {
             self.policy.handle_tunnel_closed(tunnel, now);
             self.drain_actions(now);
         }
@@ -359,7 +372,7 @@ impl Driver {
     /// The node itself must drop `tunnel` now (its peer was revoked, or it
     /// broke the protocol): closed with `code`.
     pub fn close(&mut self, tunnel: TunnelId, code: u32, reason: &'static str, now: Instant) {
-        if self.remove(tunnel, Some((code, reason)), now) {
+        if self.remove(tunnel, Some((code, reason)), now) && !is_lan_id(tunnel) {
             self.policy.handle_tunnel_closed(tunnel, now);
             self.drain_actions(now);
         }
@@ -389,6 +402,36 @@ impl Driver {
             close,
         });
         true
+    }
+
+    /// A LAN link to `peer` is up (LAN discovery, issue 10: a node heard on
+    /// a shared link, dialled or dialling us at a link-local address). It
+    /// gets an interface like a tunnel, but the policy never sees it: it
+    /// does not count against `k` nor the arity limit and the refresh never
+    /// replaces it. `None` if `peer` has a LAN link already (keep that one).
+    pub fn handle_lan_up(&mut self, peer: PeerKey, now: Instant) -> Option<(TunnelId, IfaceId)> {
+        if self.entries.values().any(|e| e.lan && e.peer == peer) {
+            return None;
+        }
+        let tunnel = TunnelId(LAN_ID | self.next_lan);
+        self.next_lan += 1;
+        let iface = self.alloc_iface(now);
+        let mut entry = Entry::new(peer, Direction::Incoming, Some(iface), false);
+        entry.lan = true;
+        self.entries.insert(tunnel, entry);
+        self.by_iface.insert(iface, tunnel);
+        Some((tunnel, iface))
+    }
+
+    /// Whether `tunnel` is a LAN link.
+    pub fn is_lan(&self, tunnel: TunnelId) -> bool {
+        is_lan_id(tunnel)
+    }
+
+    /// Peers with a LAN link (the node keeps them out of the policy's
+    /// candidates: no random tunnel to a node next door).
+    pub fn lan_peers(&self) -> impl Iterator<Item = PeerKey> + '_ {
+        self.entries.values().filter(|e| e.lan).map(|e| e.peer)
     }
 
     /// The peer is draining `tunnel` (its refresh replaced it): drain it
@@ -434,7 +477,7 @@ impl Driver {
         let mapped: Vec<(TunnelId, u32)> = counts
             .iter()
             .filter_map(|(i, n)| {
-                let t = self.by_iface.get(i)?;
+                let t = self.by_iface.get(i).filter(|t| !is_lan_id(**t))?;
                 Some((*t, u32::try_from(*n).unwrap_or(u32::MAX)))
             })
             .collect();
@@ -453,7 +496,9 @@ impl Driver {
 
     /// The RTT measured on `iface`.
     pub fn handle_rtt(&mut self, iface: IfaceId, rtt: Duration, now: Instant) {
-        if let Some(t) = self.by_iface.get(&iface).copied() {
+        if let Some(t) = self.by_iface.get(&iface).copied()
+            && !is_lan_id(t)
+        {
             self.policy.handle_rtt(t, rtt, now);
         }
     }

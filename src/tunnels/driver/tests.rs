@@ -330,3 +330,53 @@ fn a_lost_tunnel_is_replaced_at_once() {
     ));
     assert_eq!(dials(&cmds).len(), 1);
 }
+
+#[test]
+fn lan_links_are_outside_the_policy() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 2, t0);
+    d.handle_candidates((2..6).map(key), t0);
+    let opened = dials(&commands(&mut d));
+    for (t, _) in &opened {
+        d.handle_dialled(*t, Ok(None), t0);
+    }
+    let _ = commands(&mut d);
+    assert_eq!(d.policy().own_count(), 2);
+
+    // A LAN link to a node next door: an interface, no policy tunnel.
+    let (lan, iface) = d.handle_lan_up(key(9), t0).unwrap();
+    assert!(d.is_lan(lan));
+    assert!(!d.is_lan(opened[0].0));
+    assert_eq!(d.tunnel_of(iface), Some(lan));
+    assert_eq!(d.policy().tunnel_count(), 2, "not counted against k or 3k");
+    assert_eq!(d.lan_peers().collect::<Vec<_>>(), vec![key(9)]);
+    assert_eq!(d.handle_lan_up(key(9), t0), None, "one LAN link per node");
+    // Routes and RTTs through it do not reach the policy (which would
+    // not know the id), so its tunnels keep their counts.
+    let counts: BTreeMap<IfaceId, usize> = [(iface, 50)].into();
+    d.handle_routes(&counts, t0);
+    d.handle_rtt(iface, Duration::from_millis(1), t0);
+    // The refresh never picks it; its close frees the interface and does
+    // not make the policy dial a replacement.
+    d.handle_timeout(t0 + secs(11));
+    let cmds = commands(&mut d);
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| matches!(c, Command::Drain { tunnel, .. } if *tunnel == lan)),
+        "{cmds:?}"
+    );
+    d.handle_closed(lan, t0 + secs(11));
+    let cmds = commands(&mut d);
+    assert_eq!(
+        cmds,
+        vec![Command::Close {
+            tunnel: lan,
+            iface: Some(iface),
+            close: None
+        }]
+    );
+    assert_eq!(d.tunnel_of(iface), None);
+    assert_eq!(d.lan_peers().count(), 0);
+    assert!(d.handle_lan_up(key(9), t0 + secs(12)).is_some());
+}

@@ -1,0 +1,265 @@
+//! The node's edges (issue 10), gathered for the router task: the address
+//! book ([`crate::addresses`]), the UPnP port mapper ([`crate::upnp`]), LAN
+//! discovery ([`crate::lan`]) and the gateway prefixes
+//! ([`crate::gateway`]). The router owns one [`Edges`]; it waits on
+//! [`Edges::next`] with its other inputs and calls the small hooks below
+//! where tunnels come and go.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::Ipv6Net;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::config::EdgesConfig;
+use crate::addresses::{AddressConfig, Addresses, Candidate};
+use crate::gateway::GatewayConfig;
+use crate::identity::tls::CaVerifier;
+use crate::identity::{NodeCert, NodeKey};
+use crate::lan::{LanCmd, LanEvent, LanInterfaces, LanPeer, LanService};
+use crate::upnp::{Mapping, PortMapper};
+
+/// Something that happened at the edges.
+#[derive(Debug)]
+pub(crate) enum EdgeEvent {
+    /// The UPnP mapping changed (`None`: gone).
+    Upnp(Option<Mapping>),
+    /// LAN discovery has news.
+    Lan(LanEvent),
+}
+
+/// What the edges report in `re6st status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EdgesStatus {
+    /// Every address candidate, announced or not and why.
+    pub addresses: Vec<Candidate>,
+    /// Peers see us through a NAT (so we are reachable only through the
+    /// announced addresses, if any).
+    pub behind_nat: bool,
+    /// Nothing to announce: the node dials out only.
+    pub dial_out_only: bool,
+    /// The UPnP mapping in force.
+    pub upnp: Option<Mapping>,
+    /// Nodes heard on a LAN: prefix and link-local address.
+    pub lan_neighbours: Vec<(Ipv6Net, String)>,
+    /// Prefixes we offer as a gateway.
+    pub gateway: Vec<Ipv6Net>,
+}
+
+/// The edge parts of one running node.
+pub(crate) struct Edges {
+    pub(crate) addresses: Addresses,
+    pub(crate) gateway: GatewayConfig,
+    upnp: Option<(PortMapper, watch::Receiver<Option<Mapping>>)>,
+    mapping: Option<Mapping>,
+    lan: Option<(LanService, mpsc::Receiver<LanEvent>)>,
+    lan_neighbours: BTreeMap<Ipv6Net, LanPeer>,
+    config: EdgesConfig,
+    next_scan: Instant,
+    /// The last announced set, to notice changes.
+    announced: Vec<SocketAddr>,
+}
+
+impl Edges {
+    /// Starts the edge services of a node bound to `bound`. Must run in a
+    /// tokio runtime.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        config: &EdgesConfig,
+        advertise: &[SocketAddr],
+        bound: SocketAddr,
+        network: Ipv6Net,
+        cert: &NodeCert,
+        key: &Arc<NodeKey>,
+        verifier: Arc<CaVerifier>,
+        now: Instant,
+    ) -> anyhow::Result<Self> {
+        config
+            .gateway
+            .validate(network)
+            .map_err(|e| anyhow::anyhow!("--gateway: {e}"))?;
+        let mut addresses = Addresses::new(
+            AddressConfig {
+                configured: advertise.to_vec(),
+                routable: config.routable.clone(),
+                overlay: Some(network),
+            },
+            bound,
+        );
+        scan(&mut addresses);
+        let upnp = config.upnp.clone().map(|c| {
+            let m = PortMapper::spawn(c, bound.port());
+            let rx = m.subscribe();
+            (m, rx)
+        });
+        let lan = if config.lan.interfaces == LanInterfaces::Off {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(64);
+            let svc = LanService::spawn(
+                config.lan.clone(),
+                cert.clone(),
+                key.clone(),
+                verifier,
+                bound.port(),
+                tx,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "LAN discovery: cannot bind UDP port {}: {e}",
+                    config.lan.port
+                )
+            })?;
+            Some((svc, rx))
+        };
+        let announced = addresses.announce();
+        Ok(Self {
+            addresses,
+            gateway: config.gateway.clone(),
+            upnp,
+            mapping: None,
+            lan,
+            lan_neighbours: BTreeMap::new(),
+            config: config.clone(),
+            next_scan: now + config.address_scan,
+            announced,
+        })
+    }
+
+    /// The next event; pending forever when no edge service runs.
+    pub(crate) async fn next(&mut self) -> EdgeEvent {
+        let upnp = async {
+            match &mut self.upnp {
+                Some((_, rx)) => match rx.changed().await {
+                    Ok(()) => *rx.borrow_and_update(),
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let lan = async {
+            match &mut self.lan {
+                Some((_, rx)) => match rx.recv().await {
+                    Some(e) => e,
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            m = upnp => EdgeEvent::Upnp(m),
+            e = lan => EdgeEvent::Lan(e),
+        }
+    }
+
+    /// Applies an event to the edge state (the router acts on LAN dials
+    /// itself). Returns whether the announced addresses changed.
+    pub(crate) fn handle(&mut self, ev: &EdgeEvent) -> bool {
+        match ev {
+            EdgeEvent::Upnp(m) => {
+                self.mapping = *m;
+                self.addresses
+                    .set_upnp(m.map(|m| SocketAddr::V4(m.external)));
+            }
+            EdgeEvent::Lan(LanEvent::Found(p) | LanEvent::Dial(p)) => {
+                self.lan_neighbours.insert(p.prefix, *p);
+            }
+            EdgeEvent::Lan(LanEvent::Lost(prefix)) => {
+                self.lan_neighbours.remove(prefix);
+            }
+        }
+        self.announce_changed()
+    }
+
+    /// Time passed: rescan the interfaces when due, expire old
+    /// observations. Returns whether the announced addresses changed.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
+        if now >= self.next_scan {
+            self.next_scan = now + self.config.address_scan;
+            scan(&mut self.addresses);
+        }
+        self.addresses.handle_timeout(now);
+        self.announce_changed()
+    }
+
+    /// A peer saw us at `addr` (dialler side of a handshake).
+    pub(crate) fn handle_observed(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        self.addresses.handle_observed(addr, now);
+        self.announce_changed()
+    }
+
+    /// A peer reached us at our local address `ip`.
+    pub(crate) fn handle_reached(&mut self, ip: Option<IpAddr>, now: Instant) -> bool {
+        if let Some(ip) = ip {
+            self.addresses.handle_reached(ip, now);
+        }
+        self.announce_changed()
+    }
+
+    fn announce_changed(&mut self) -> bool {
+        let now = self.addresses.announce();
+        if now == self.announced {
+            return false;
+        }
+        tracing::info!(addresses = ?now, "announced addresses changed");
+        if now.is_empty() {
+            tracing::warn!(
+                "no reachable address: this node dials out only (behind NAT? see `re6st status`, \
+                 --upnp, --advertise, --routable)"
+            );
+        }
+        self.announced = now;
+        true
+    }
+
+    /// Whether LAN discovery runs.
+    pub(crate) fn lan_enabled(&self) -> bool {
+        self.lan.is_some()
+    }
+
+    /// Tells LAN discovery something (dropped if it is busy: it re-learns
+    /// from beacons).
+    pub(crate) fn lan_cmd(&self, cmd: LanCmd) {
+        if let Some((svc, _)) = &self.lan {
+            let _ = svc.cmd.try_send(cmd);
+        }
+    }
+
+    /// The status.
+    pub(crate) fn status(&self) -> EdgesStatus {
+        let addresses = self.addresses.candidates();
+        EdgesStatus {
+            dial_out_only: !addresses.iter().any(|c| c.announced),
+            addresses,
+            behind_nat: self.addresses.behind_nat(),
+            upnp: self.mapping,
+            lan_neighbours: self
+                .lan_neighbours
+                .values()
+                .map(|p| (p.prefix, p.addr.to_string()))
+                .collect(),
+            gateway: self.gateway.prefixes.clone(),
+        }
+    }
+
+    /// Stops the services; removes the UPnP mapping from the router.
+    pub(crate) async fn shutdown(&mut self) {
+        self.lan = None;
+        if let Some((m, _)) = self.upnp.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), m.shutdown()).await;
+        }
+    }
+}
+
+/// Feeds a fresh interface scan to the address book.
+fn scan(addresses: &mut Addresses) {
+    match crate::addresses::interface_addresses() {
+        Ok(ips) => {
+            addresses.set_local(ips);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list the interface addresses"),
+    }
+}
