@@ -1,6 +1,6 @@
-//! LAN discovery on a real link: hosts in namespaces on one bridge (root
-//! only, skipped otherwise) run the beacon service and must find each
-//! other at their link-local addresses; the smaller serial dials first.
+//! LAN discovery on a real link (namespaces; root only, skipped
+//! otherwise): the beacon service alone on a bridge, then nodes behind one
+//! NAT that find each other and route directly.
 
 mod edges_support;
 
@@ -8,6 +8,8 @@ use std::net::SocketAddrV6;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edges_support::igd::HomeNet;
+use edges_support::overlay::{TestNode, TestRegistry, is_probe, node_config, probe};
 use edges_support::pki::Pki;
 use edges_support::{Netns, NsRuntime, bridge, root_or_skip};
 use re6st::lan::{LanCmd, LanConfig, LanEvent, LanInterfaces, LanService};
@@ -132,4 +134,105 @@ fn lan_beacons_find_neighbours() {
     assert!(ev_c.try_recv().is_err());
     drop(svc_b);
     drop(rt_b);
+}
+
+/// Two nodes behind one NAT (no UPnP, no hairpin: they cannot dial each
+/// other's public address) with LAN discovery on their LAN: they open a
+/// LAN link, route to each other through it and not through the overlay,
+/// and each still has its k = 1 own tunnel to the outside.
+#[test]
+fn lan_neighbours_route_directly_outside_k() {
+    if !root_or_skip("lan_neighbours_route_directly_outside_k") {
+        return;
+    }
+    let net = HomeNet::new("lannode", 2, 2, false);
+    let rt_o0 = NsRuntime::new(&net.outside[0]);
+    let reg = TestRegistry::start(&rt_o0, HomeNet::INTERNET_IP, 1);
+    let internet: ipnet::IpNet = "198.18.1.0/24".parse().unwrap();
+    let start = |rt: NsRuntime, seed: u64, lan: bool| {
+        let id = reg.enrol(&rt);
+        let mut c = node_config(seed);
+        c.edges.routable = vec![internet];
+        if lan {
+            c.edges.lan = LanConfig {
+                interfaces: LanInterfaces::Named(vec!["eth0".into()]),
+                interval: Duration::from_millis(500),
+                ..LanConfig::default()
+            };
+        }
+        TestNode::start(rt, c, id)
+    };
+    let _o0 = start(rt_o0, 1, false);
+    let _o1 = start(NsRuntime::new(&net.outside[1]), 2, false);
+    let h0 = start(NsRuntime::new(&net.hosts[0]), 3, true);
+    let mut h1 = start(NsRuntime::new(&net.hosts[1]), 4, true);
+    let (p0, p1) = (h0.handle().prefix(), h1.handle().prefix());
+    let long = Duration::from_secs(20);
+
+    let ready = |s: &re6st::node::NodeStatus, other| {
+        let lan = s
+            .tunnels
+            .iter()
+            .filter(|t| t.direction == "lan" && t.peer_prefix == other)
+            .count();
+        let own = s
+            .tunnels
+            .iter()
+            .filter(|t| t.direction == "outgoing" && t.state == "up")
+            .count();
+        lan == 1 && own == 1
+    };
+    let s0 = h0
+        .wait_status(long, |s| ready(s, p1))
+        .unwrap_or_else(|s| panic!("h0: no LAN link to h1 plus k = 1 tunnel: {:#?}", s));
+    h1.wait_status(long, |s| ready(s, p0))
+        .unwrap_or_else(|s| panic!("h1: no LAN link to h0 plus k = 1 tunnel: {:#?}", s.tunnels));
+    let lan = s0.tunnels.iter().find(|t| t.direction == "lan").unwrap();
+    assert!(
+        lan.peer_udp.ip().to_string().starts_with("fe80:"),
+        "the LAN link runs over link-local addresses: {lan:?}"
+    );
+    assert_eq!(s0.edges.lan_neighbours.len(), 1);
+    assert!(
+        s0.advertised.is_empty(),
+        "h0 is behind NAT: announced nothing"
+    );
+
+    // Packets to h1 take the LAN link (next hop h1 itself, not an outside
+    // node) and arrive.
+    let hop = {
+        let (h, a) = (h0.handle().clone(), h1.address());
+        h0.rt.run(async move {
+            for _ in 0..50 {
+                if let Some(p) = h.next_hop(a).await {
+                    return Some(p);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        })
+    };
+    assert_eq!(hop, Some(p1), "h0 routes to h1 through the LAN link");
+    let before = lan.link.tx_packets;
+    let mut got = 0;
+    for tag in 0..10 {
+        h0.send(&probe(h0.address(), h1.address(), tag));
+        if h1.recv_matching(Duration::from_millis(500), |p| is_probe(p, tag)) {
+            got += 1;
+        }
+    }
+    assert!(got >= 9, "{got}/10 probes arrived");
+    let after = h0
+        .status()
+        .tunnels
+        .into_iter()
+        .find(|t| t.direction == "lan")
+        .unwrap()
+        .link
+        .tx_packets;
+    assert!(
+        after >= before + 10,
+        "probes went over the LAN link: {before} -> {after}"
+    );
+    drop(reg);
 }

@@ -51,16 +51,15 @@ fn upnp_maps_renews_and_removes_on_miniupnpd() {
     if !root_or_skip("upnp_maps_renews_and_removes_on_miniupnpd") {
         return;
     }
-    let net = HomeNet::new("upnp", 2, true);
+    let net = HomeNet::new("upnp", 2, 1, true);
     let host = &net.hosts[0];
     let wan: Ipv4Addr = HomeNet::WAN_IP.parse().unwrap();
 
     // Our "QUIC socket", and a socket of a host on the internet.
     let sock = host.run(|| UdpSocket::bind("0.0.0.0:0").unwrap());
     let port = sock.local_addr().unwrap().port();
-    let outside = net
-        .internet
-        .run(|| UdpSocket::bind(format!("{}:0", HomeNet::INTERNET_IP)).unwrap());
+    let outside =
+        net.outside[0].run(|| UdpSocket::bind(format!("{}:0", HomeNet::INTERNET_IP)).unwrap());
 
     // The port the seeded mapper tries first is taken by another host of
     // the LAN (a mapping of our own address would just be updated by the
@@ -159,7 +158,7 @@ fn upnp_without_gateway_reports_nothing_and_retries() {
         return;
     }
     // The same LAN without miniupnpd: no mapping, no panic, a clean stop.
-    let net = HomeNet::new("noupnp", 1, false);
+    let net = HomeNet::new("noupnp", 1, 1, false);
     net.hosts[0].block_on(|| async {
         let mapper = PortMapper::spawn(
             UpnpConfig {

@@ -208,32 +208,60 @@ impl Drop for StunServer {
     }
 }
 
-/// The home network of the UPnP tests: `internet` (198.18.1.2, STUN),
-/// `router` (WAN 198.18.1.1, LAN 198.18.2.1, NAT + miniupnpd) and hosts
-/// on a LAN bridge in the router namespace (198.18.2.2, .3, ...).
+/// The home network of the UPnP, NAT and LAN tests:
+/// - the internet: a bridge in `switch` with the router's WAN side
+///   (198.18.1.1) and the `outside` hosts (198.18.1.10, .11, ...; the first
+///   runs the STUN responder);
+/// - `router`: NAT (and miniupnpd with `upnp`) between the internet and
+///   its LAN bridge 198.18.2.1/24;
+/// - `hosts` on the LAN: 198.18.2.2, .3, ... (default route via the
+///   router).
 pub struct HomeNet {
     // Dropped first: the STUN thread stops before the namespaces go.
     pub nat: NatRouter,
-    pub internet: Netns,
+    pub switch: Netns,
+    pub outside: Vec<Netns>,
     pub router: Netns,
     pub hosts: Vec<Netns>,
 }
 
 impl HomeNet {
     pub const WAN_IP: &str = "198.18.1.1";
-    pub const INTERNET_IP: &str = "198.18.1.2";
+    /// The first outside host.
+    pub const INTERNET_IP: &str = "198.18.1.10";
 
-    pub fn new(tag: &str, hosts: usize, upnp: bool) -> HomeNet {
-        let internet = Netns::new(&format!("{tag}-inet"));
+    /// The address of outside host `i`.
+    pub fn outside_ip(i: usize) -> String {
+        format!("198.18.1.{}", 10 + i)
+    }
+
+    /// The address of LAN host `i`.
+    pub fn host_ip(i: usize) -> String {
+        format!("198.18.2.{}", 2 + i)
+    }
+
+    pub fn new(tag: &str, hosts: usize, outside: usize, upnp: bool) -> HomeNet {
+        let switch = Netns::new(&format!("{tag}-inet"));
+        switch.ip(&["link", "add", "br0", "type", "bridge"]);
+        switch.ip(&["link", "set", "br0", "up"]);
         let mut router = Netns::new(&format!("{tag}-rtr"));
-        veth(&router, "wan0", &internet, "eth0");
-        internet.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", Self::INTERNET_IP),
-            "dev",
-            "eth0",
-        ]);
+        veth(&router, "wan0", &switch, "pw");
+        switch.ip(&["link", "set", "pw", "master", "br0"]);
+        let mut out = Vec::new();
+        for i in 0..outside.max(1) {
+            let o = Netns::new(&format!("{tag}-o{i}"));
+            let port = format!("po{i}");
+            veth(&switch, &port, &o, "eth0");
+            switch.ip(&["link", "set", &port, "master", "br0"]);
+            o.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", Self::outside_ip(i)),
+                "dev",
+                "eth0",
+            ]);
+            out.push(o);
+        }
         router.ip(&["link", "add", "lan0", "type", "bridge"]);
         router.ip(&["link", "set", "lan0", "up"]);
         let mut hs = Vec::new();
@@ -245,7 +273,7 @@ impl HomeNet {
             h.ip(&[
                 "addr",
                 "add",
-                &format!("198.18.2.{}/24", i + 2),
+                &format!("{}/24", Self::host_ip(i)),
                 "dev",
                 "eth0",
             ]);
@@ -258,13 +286,14 @@ impl HomeNet {
             Self::WAN_IP,
             "lan0",
             "198.18.2.1",
-            upnp.then_some((&internet, Self::INTERNET_IP)),
+            upnp.then_some((&out[0], Self::INTERNET_IP)),
         );
         HomeNet {
-            internet,
+            nat,
+            switch,
+            outside: out,
             router,
             hosts: hs,
-            nat,
         }
     }
 }

@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 pub mod igd;
+pub mod overlay;
 pub mod pki;
 
 use std::fs::File;
