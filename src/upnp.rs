@@ -49,8 +49,11 @@ pub struct UpnpConfig {
     /// conflicts.
     pub tries: u32,
     /// Wait after a failure (no gateway, refused mapping) before trying
-    /// again.
+    /// again; it doubles after each failure in a row, up to `max_retry`
+    /// (a node with no UPnP router around stops searching often).
     pub retry: Duration,
+    /// Longest wait between two tries.
+    pub max_retry: Duration,
     /// How long to wait for SSDP answers.
     pub search_timeout: Duration,
     /// How long one SOAP request may take.
@@ -68,6 +71,7 @@ impl Default for UpnpConfig {
             ports: 32768..=49151,
             tries: 15,
             retry: Duration::from_secs(60),
+            max_retry: Duration::from_secs(3600),
             search_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
             description: "re6st".into(),
@@ -136,6 +140,12 @@ pub fn renew_at(granted: Instant, lease_secs: u32, fallback: Duration) -> Instan
     } else {
         granted + Duration::from_secs(u64::from(lease_secs)) / 2
     }
+}
+
+/// The wait before the next try after `failures` failures in a row:
+/// `retry`, doubling, at most `max`.
+pub fn retry_after(retry: Duration, max: Duration, failures: u32) -> Duration {
+    retry.saturating_mul(1 << failures.min(20)).min(max)
 }
 
 /// Lease in seconds for the UPnP request (at least 1: 0 would ask for a
@@ -347,6 +357,7 @@ async fn run(
 ) {
     let mut igd: Option<Igd> = None;
     let mut held: Option<Mapping> = None;
+    let mut failures = 0u32;
     loop {
         let result = match (&igd, &held) {
             (Some(g), Some(m)) => g.renew(m, &mut rng).await,
@@ -375,15 +386,22 @@ async fn run(
                     tx.send_replace(Some(m));
                 }
                 held = Some(m);
+                failures = 0;
                 renew_at(Instant::now(), m.lease_secs, config.lease / 2)
             }
             Err(e) => {
-                tracing::info!(error = %e, "UPnP: no mapping (retrying in {:?})", config.retry);
+                let wait = retry_after(config.retry, config.max_retry, failures);
+                failures = failures.saturating_add(1);
+                if failures == 1 || held.is_some() {
+                    tracing::info!(error = %e, "UPnP: no mapping (retrying in {wait:?})");
+                } else {
+                    tracing::debug!(error = %e, "UPnP: no mapping (retrying in {wait:?})");
+                }
                 // Forget the gateway too: it may have been replaced.
                 held = None;
                 igd = None;
                 tx.send_replace(None);
-                Instant::now() + config.retry
+                Instant::now() + wait
             }
         };
         tokio::select! {
@@ -421,6 +439,16 @@ mod tests {
             renew_at(t, 0, Duration::from_secs(300)),
             t + Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn retries_back_off() {
+        let (r, m) = (Duration::from_secs(60), Duration::from_secs(3600));
+        assert_eq!(retry_after(r, m, 0), r);
+        assert_eq!(retry_after(r, m, 1), 2 * r);
+        assert_eq!(retry_after(r, m, 5), 32 * r);
+        assert_eq!(retry_after(r, m, 6), m);
+        assert_eq!(retry_after(r, m, u32::MAX), m);
     }
 
     #[test]

@@ -254,6 +254,26 @@ impl Edges {
     }
 }
 
+/// The edge settings of `re6st node` from its options: UPnP on unless
+/// `--no-upnp`, LAN discovery on the `--lan` interfaces, `--gateway`
+/// prefixes, `--routable` networks.
+pub(crate) fn config_from(opts: &super::NodeOptions) -> EdgesConfig {
+    EdgesConfig {
+        routable: opts.routable.clone(),
+        upnp: (!opts.no_upnp).then(crate::upnp::UpnpConfig::default),
+        lan: crate::lan::LanConfig {
+            interfaces: LanInterfaces::from_args(&opts.lan),
+            ..crate::lan::LanConfig::default()
+        },
+        gateway: if opts.gateway.is_empty() {
+            GatewayConfig::default()
+        } else {
+            GatewayConfig::new(&opts.gateway, opts.gateway_metric.unwrap_or(0))
+        },
+        ..EdgesConfig::default()
+    }
+}
+
 /// Feeds a fresh interface scan to the address book.
 fn scan(addresses: &mut Addresses) {
     match crate::addresses::interface_addresses() {
@@ -261,5 +281,76 @@ fn scan(addresses: &mut Addresses) {
             addresses.set_local(ips);
         }
         Err(e) => tracing::warn!(error = %e, "cannot list the interface addresses"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::node::NodeArgs;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+
+    fn flags(a: &[&str]) -> super::super::NodeOptions {
+        let mut argv = vec!["re6st-node"];
+        argv.extend_from_slice(a);
+        Wrap::try_parse_from(argv).unwrap().args.options
+    }
+
+    #[test]
+    fn edge_options_from_flags_and_file() {
+        let d = config_from(&flags(&[]));
+        assert!(d.upnp.is_some(), "UPnP is on by default");
+        assert_eq!(d.lan.interfaces, LanInterfaces::Off);
+        assert!(!d.gateway.is_enabled());
+
+        let c = config_from(&flags(&[
+            "--no-upnp",
+            "--lan",
+            "eth0",
+            "--lan",
+            "wlan0",
+            "--gateway",
+            "--routable",
+            "10.0.0.0/8",
+        ]));
+        assert!(c.upnp.is_none());
+        assert_eq!(
+            c.lan.interfaces,
+            LanInterfaces::Named(vec!["eth0".into(), "wlan0".into()])
+        );
+        assert_eq!(c.gateway.prefixes, vec!["::/0".parse::<Ipv6Net>().unwrap()]);
+        assert_eq!(c.routable, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(
+            config_from(&flags(&["--lan", "all"])).lan.interfaces,
+            LanInterfaces::All
+        );
+
+        let file: super::super::NodeOptions = toml::from_str(
+            r#"
+            no-upnp = true
+            lan = ["all"]
+            gateway = ["2001:db8::/32", "::/0"]
+            gateway-metric = 5
+            routable = ["fd00:1::/64"]
+            "#,
+        )
+        .unwrap();
+        let m = flags(&["--gateway", "2001:db8:1::/48"]).merge(file);
+        let c = config_from(&m);
+        assert!(c.upnp.is_none());
+        assert_eq!(c.lan.interfaces, LanInterfaces::All);
+        assert_eq!(
+            c.gateway.prefixes,
+            vec!["2001:db8:1::/48".parse::<Ipv6Net>().unwrap()]
+        );
+        assert_eq!(c.gateway.metric, 5);
+        assert_eq!(c.routable, vec!["fd00:1::/64".parse().unwrap()]);
     }
 }

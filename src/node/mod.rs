@@ -27,8 +27,8 @@
 //! ```
 
 mod config;
-mod edges;
 pub mod echo_host;
+mod edges;
 pub mod kernel_route;
 mod link;
 pub mod options;

@@ -124,6 +124,33 @@ pub struct NodeOptions {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
+    /// A private network that every node of the overlay can reach (a
+    /// company's 10.0.0.0/8, a lab's fd00:1::/64): local addresses in it
+    /// are announced like public ones (repeat for several). Private
+    /// addresses are not announced otherwise.
+    #[arg(long, value_name = "NET")]
+    pub routable: Vec<ipnet::IpNet>,
+    /// Do not ask a UPnP router to forward the QUIC port (by default the
+    /// node maps it when a UPnP gateway answers, and announces the
+    /// router's external address).
+    #[arg(long)]
+    pub no_upnp: bool,
+    /// Find nodes on the link of interface IFACE (repeat), or on every
+    /// interface with `all`, by signed multicast beacons, and connect to
+    /// them directly; such LAN links do not count against k. Off by
+    /// default.
+    #[arg(long, value_name = "IFACE")]
+    pub lan: Vec<String>,
+    /// Act as a gateway: announce a route to PREFIX into the overlay and
+    /// forward what arrives for it to this host, whose kernel routes it
+    /// on (repeat for several; without a value: the default route ::/0).
+    /// The host needs IPv6 forwarding and a way back (see the README).
+    #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "::/0")]
+    pub gateway: Vec<ipnet::Ipv6Net>,
+    /// Metric added to the gateway routes (a backup gateway announces a
+    /// higher one) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub gateway_metric: Option<u16>,
 }
 
 fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -188,6 +215,23 @@ impl NodeOptions {
             metrics: self.metrics.or(file.metrics),
             keep_alive: self.keep_alive.or(file.keep_alive),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            routable: if self.routable.is_empty() {
+                file.routable
+            } else {
+                self.routable
+            },
+            no_upnp: self.no_upnp || file.no_upnp,
+            lan: if self.lan.is_empty() {
+                file.lan
+            } else {
+                self.lan
+            },
+            gateway: if self.gateway.is_empty() {
+                file.gateway
+            } else {
+                self.gateway
+            },
+            gateway_metric: self.gateway_metric.or(file.gateway_metric),
         }
     }
 

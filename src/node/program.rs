@@ -139,6 +139,7 @@ async fn serve(
         },
         mtu: info.mtu,
         host: HostConfig::External(host),
+        edges: super::edges::config_from(&opts),
         ..NodeConfig::default()
     };
     let node = Arc::new(Node::start(config, identity).await?);
