@@ -191,7 +191,7 @@ impl TestNode {
         &self,
         timeout: Duration,
         mut f: impl FnMut(&NodeStatus) -> bool,
-    ) -> Result<NodeStatus, NodeStatus> {
+    ) -> Result<NodeStatus, Box<NodeStatus>> {
         let end = std::time::Instant::now() + timeout;
         loop {
             let s = self.status();
@@ -199,7 +199,7 @@ impl TestNode {
                 return Ok(s);
             }
             if std::time::Instant::now() > end {
-                return Err(s);
+                return Err(Box::new(s));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
