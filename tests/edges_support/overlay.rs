@@ -134,6 +134,7 @@ pub fn node_config(seed: u64) -> NodeConfig {
         driver: DriverConfig {
             linger: Duration::from_millis(300),
             quarantine: Duration::from_secs(2),
+            ..DriverConfig::default()
         },
         backoff_min: Duration::from_millis(500),
         backoff_max: Duration::from_secs(2),
