@@ -59,14 +59,16 @@ pub struct Settings {
 
 impl Settings {
     /// Defaults for `network`: 1-year certificates renewed in their last 30
-    /// days, 30 days of grace, bootstrap from nodes seen in the last hour.
+    /// days, 30 days of grace, bootstrap from nodes seen in the last 25 h.
     pub fn defaults(network: Ipv6Net) -> Self {
         Self {
             open: false,
             cert_lifetime_secs: 365 * 86_400,
             renew_window_secs: 30 * 86_400,
             grace_period_secs: 30 * 86_400,
-            announce_max_age_secs: 3600,
+            // Nodes announce at start and every 12 h (issue 7): two rounds
+            // and a margin, so a live node is always in bootstrap answers.
+            announce_max_age_secs: 25 * 3600,
             network: NetworkConfig::defaults(network, String::new()),
         }
     }

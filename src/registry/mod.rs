@@ -106,7 +106,8 @@ pub struct RunArgs {
     /// released [stored default: 30d].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub grace_period: Option<Duration>,
-    /// Bootstrap answers hold nodes that announced within this [stored default: 1h].
+    /// Bootstrap answers hold nodes that announced within this (nodes
+    /// announce every 12 h) [stored default: 25h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub announce_max_age: Option<Duration>,
     /// Outgoing tunnels per node, k [stored default: 10].
