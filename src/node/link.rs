@@ -19,7 +19,7 @@ pub struct LinkCounters {
     rx_bytes: AtomicU64,
 }
 
-/// A snapshot of [`LinkCounters`].
+/// A tunnel's traffic counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LinkStats {
     /// Datagrams handed to QUIC.

@@ -3,7 +3,7 @@
 //!
 //! A running node is a handful of tokio tasks around one QUIC endpoint:
 //!
-//! - the **router** ([`router`]): Babel engine, tunnel driver and policy,
+//! - the **router** (`router.rs`): Babel engine, tunnel driver and policy,
 //!   peer DB, peer exchange, CRL handling; the only owner of that state;
 //! - per tunnel: a **datagram loop** (the packet path: forwarding by the
 //!   lock-free FIB, Babel packets to the router) and the **control

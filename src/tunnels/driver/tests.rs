@@ -297,16 +297,22 @@ fn a_peer_drain_is_answered_once_our_routes_moved_away() {
     assert_eq!(d.policy().tunnel_count(), 0);
 }
 
+/// Candidates 2..6; every dial comes up. Returns the dials.
+fn all_up(d: &mut Driver, t0: Instant) -> Vec<(TunnelId, PeerKey)> {
+    d.handle_candidates((2..6).map(key), t0);
+    let opened = dials(&commands(d));
+    for (t, _) in &opened {
+        d.handle_dialled(*t, Ok(None), t0);
+    }
+    let _ = commands(d);
+    opened
+}
+
 #[test]
 fn a_lost_tunnel_is_replaced_at_once() {
     let t0 = Instant::now();
     let mut d = driver(1, 2, t0);
-    d.handle_candidates((2..6).map(key), t0);
-    let opened = dials(&commands(&mut d));
-    for (t, _) in &opened {
-        d.handle_dialled(*t, Ok(None), t0);
-    }
-    let _ = commands(&mut d);
+    let opened = all_up(&mut d, t0);
     d.handle_closed(opened[0].0, t0);
     let cmds = commands(&mut d);
     assert!(matches!(
@@ -335,12 +341,7 @@ fn a_lost_tunnel_is_replaced_at_once() {
 fn lan_links_are_outside_the_policy() {
     let t0 = Instant::now();
     let mut d = driver(1, 2, t0);
-    d.handle_candidates((2..6).map(key), t0);
-    let opened = dials(&commands(&mut d));
-    for (t, _) in &opened {
-        d.handle_dialled(*t, Ok(None), t0);
-    }
-    let _ = commands(&mut d);
+    let opened = all_up(&mut d, t0);
     assert_eq!(d.policy().own_count(), 2);
 
     // A LAN link to a node next door: an interface, no policy tunnel.
