@@ -272,6 +272,12 @@ impl Driver {
         &self.policy
     }
 
+    /// Our certificate was renewed: the duplicate rule must compare the new
+    /// serial, the one peers see in TLS from now on.
+    pub fn set_me(&mut self, me: PeerKey) {
+        self.policy.set_me(me);
+    }
+
     /// Counters.
     pub fn stats(&self) -> &DriverStats {
         &self.stats

@@ -142,6 +142,13 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         &self.me
     }
 
+    /// This node's identity changed order (the node renewed its certificate
+    /// and got a new serial, which the duplicate rule compares): later
+    /// decisions use `me`.
+    pub fn set_me(&mut self, me: P) {
+        self.me = me;
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &PolicyConfig {
         &self.config

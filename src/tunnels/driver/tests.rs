@@ -212,6 +212,27 @@ fn a_dial_that_lost_the_duplicate_rule_is_discarded() {
 }
 
 #[test]
+fn after_a_renewal_the_duplicate_rule_uses_the_new_serial() {
+    let t0 = Instant::now();
+    // Node 5 holds a tunnel to 7; 7 dials us too. 5 < 7: ours is kept.
+    let mut d = driver(5, 1, t0);
+    d.handle_candidates([key(7)], t0);
+    let _ = dials(&commands(&mut d));
+    assert_eq!(d.handle_incoming(key(7), t0), Err(Refusal::Duplicate));
+    // We renewed and are now serial 9 > 7: the peer's tunnel wins.
+    d.set_me(PeerKey {
+        serial: 9,
+        prefix: key(5).prefix,
+    });
+    assert!(d.handle_incoming(key(7), t0).is_ok());
+    assert!(
+        commands(&mut d)
+            .iter()
+            .any(|c| matches!(c, Command::CancelDial { .. }))
+    );
+}
+
+#[test]
 fn failures_back_off_and_full_nodes_refuse() {
     let t0 = Instant::now();
     let mut d = driver(1, 1, t0);
