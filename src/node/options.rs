@@ -115,6 +115,9 @@ pub struct NodeOptions {
     /// e.g. 127.0.0.1:9470.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Worker threads of the node [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// QUIC keep-alive interval on idle tunnels [default: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]
@@ -213,6 +216,7 @@ impl NodeOptions {
             no_route: self.no_route || file.no_route,
             control: self.control.or(file.control),
             metrics: self.metrics.or(file.metrics),
+            threads: self.threads.or(file.threads),
             keep_alive: self.keep_alive.or(file.keep_alive),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             routable: if self.routable.is_empty() {
@@ -282,6 +286,9 @@ impl NodeOptions {
         }
         if self.queues == Some(0) || self.queues.is_some_and(|q| q > 64) {
             bail!("queues must be 1 to 64");
+        }
+        if self.threads == Some(0) || self.threads.is_some_and(|t| t > 256) {
+            bail!("threads must be 1 to 256");
         }
         if let Some(fd) = self.tun_fd
             && fd < 3
@@ -373,6 +380,7 @@ mod tests {
         for bad in [
             "mtu = 1000",
             "queues = 0",
+            "threads = 0",
             "tun-fd = 1",
             "keep-alive = \"5s\"\nidle-timeout = \"1s\"",
         ] {

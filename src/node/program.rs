@@ -49,7 +49,14 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             args.dir.display()
         )
     })?;
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = opts.threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     rt.block_on(serve(args.dir, opts, choice, identity))
 }
 
