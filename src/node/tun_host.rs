@@ -162,11 +162,16 @@ impl TunTasks {
     }
 }
 
-/// Errors after which a device is gone for good.
+/// Errors after which a device is gone for good (it was deleted, or the
+/// descriptor closed).
 fn fatal(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    if e.raw_os_error() == Some(libc::EBADFD) {
+        return true;
+    }
     matches!(
         e.raw_os_error(),
-        Some(libc::EBADF | libc::EBADFD | libc::ENODEV | libc::ENXIO)
+        Some(libc::EBADF | libc::ENODEV | libc::ENXIO)
     )
 }
 
