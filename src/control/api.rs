@@ -93,6 +93,43 @@ pub struct Status {
     /// Counter groups (`path`, `policy`, `driver`, `transport`, `exchange`,
     /// `peers`, `babel`, `host`), each a map of counter name to value.
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Addresses, NAT, UPnP, LAN neighbours, gateway (absent from older
+    /// nodes).
+    #[serde(default)]
+    pub edges: EdgesInfo,
+}
+
+/// The edges of a node: how it can be reached and what it offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EdgesInfo {
+    /// Every address candidate, in announcement order.
+    pub addresses: Vec<AddressInfo>,
+    /// Peers see the node through a NAT.
+    pub behind_nat: bool,
+    /// Nothing is announced: the node only dials out.
+    pub dial_out_only: bool,
+    /// The UPnP mapping: external address and where it points.
+    pub upnp: Option<(SocketAddr, SocketAddr)>,
+    /// Nodes heard on a LAN: prefix and link-local address.
+    pub lan_neighbours: Vec<(Ipv6Net, String)>,
+    /// LAN links among the tunnels (not counted against k).
+    pub lan_links: usize,
+    /// Prefixes the node offers as a gateway.
+    pub gateway: Vec<Ipv6Net>,
+}
+
+/// One address candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressInfo {
+    /// The UDP address.
+    pub addr: SocketAddr,
+    /// `configured`, `upnp`, `local` or `observed`.
+    pub source: String,
+    /// Whether it is announced.
+    pub announced: bool,
+    /// Why not, when it is not.
+    pub reason: Option<String>,
 }
 
 /// How the node meets its host.

@@ -304,6 +304,7 @@ mod tests {
                 BTreeMap::from([("forwarded".to_string(), 11u64)]),
             )]
             .into(),
+            edges: Default::default(),
         }
     }
 

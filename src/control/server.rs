@@ -109,6 +109,10 @@ impl Source {
                 failures: s.registry.failures,
             },
             counters,
+            edges: crate::control::api::EdgesInfo {
+                lan_links: s.tunnels.iter().filter(|t| t.direction == "lan").count(),
+                ..s.edges.info()
+            },
         }
     }
 

@@ -85,6 +85,45 @@ fn ago(unix: u64) -> String {
     format!("{} ago", duration(now.saturating_sub(unix)))
 }
 
+/// The status rows of the edges: addresses not announced (and why), NAT,
+/// UPnP, LAN neighbours, gateway prefixes.
+fn edges_rows(e: &super::api::EdgesInfo) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    for a in e.addresses.iter().filter(|a| !a.announced) {
+        rows.push((
+            "not announced",
+            format!(
+                "{} ({}): {}",
+                a.addr,
+                a.source,
+                a.reason.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
+    if e.dial_out_only {
+        rows.push((
+            "reachability",
+            format!(
+                "dial-out only{} (see --upnp, --advertise, --routable)",
+                if e.behind_nat { ", behind NAT" } else { "" }
+            ),
+        ));
+    } else if e.behind_nat {
+        rows.push(("reachability", "behind NAT".into()));
+    }
+    if let Some((ext, int)) = e.upnp {
+        rows.push(("upnp", format!("{ext} -> {int}")));
+    }
+    for (p, at) in &e.lan_neighbours {
+        rows.push(("lan", format!("{p} at {at}")));
+    }
+    if !e.gateway.is_empty() {
+        let g: Vec<String> = e.gateway.iter().map(ToString::to_string).collect();
+        rows.push(("gateway", g.join(" ")));
+    }
+    rows
+}
+
 /// `re6st status`.
 pub fn status(s: &Status) -> String {
     let mut t = Table::default();
@@ -134,10 +173,16 @@ pub fn status(s: &Status) -> String {
     kv(
         "tunnels",
         format!(
-            "{} up ({} outgoing, {} incoming), {} draining",
+            "{} up ({} outgoing, {} incoming{}), {} draining",
             s.tunnels_up,
             s.tunnels_outgoing,
-            (s.tunnels_up + s.tunnels_draining).saturating_sub(s.tunnels_outgoing),
+            (s.tunnels_up + s.tunnels_draining)
+                .saturating_sub(s.tunnels_outgoing + s.edges.lan_links),
+            if s.edges.lan_links > 0 {
+                format!(", {} LAN", s.edges.lan_links)
+            } else {
+                String::new()
+            },
             s.tunnels_draining
         ),
     );
@@ -162,6 +207,9 @@ pub fn status(s: &Status) -> String {
             .copied()
             .unwrap_or(0)
     };
+    for (k, v) in edges_rows(&s.edges) {
+        kv(k, v);
+    }
     kv(
         "packets",
         format!(
@@ -264,6 +312,64 @@ pub fn peers(list: &[PeerView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edges_rows_say_why_and_how() {
+        use super::super::api::{AddressInfo, EdgesInfo};
+        let e = EdgesInfo {
+            addresses: vec![
+                AddressInfo {
+                    addr: "198.51.100.7:40000".parse().unwrap(),
+                    source: "upnp".into(),
+                    announced: true,
+                    reason: None,
+                },
+                AddressInfo {
+                    addr: "192.168.1.5:4326".parse().unwrap(),
+                    source: "local".into(),
+                    announced: false,
+                    reason: Some("private address".into()),
+                },
+            ],
+            behind_nat: true,
+            dial_out_only: false,
+            upnp: Some((
+                "198.51.100.7:40000".parse().unwrap(),
+                "192.168.1.5:4326".parse().unwrap(),
+            )),
+            lan_neighbours: vec![(
+                "fd00:1:0:9::/64".parse().unwrap(),
+                "[fe80::9%2]:4326".into(),
+            )],
+            lan_links: 1,
+            gateway: vec!["::/0".parse().unwrap()],
+        };
+        let rows: Vec<String> = edges_rows(&e)
+            .into_iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                "not announced: 192.168.1.5:4326 (local): private address",
+                "reachability: behind NAT",
+                "upnp: 198.51.100.7:40000 -> 192.168.1.5:4326",
+                "lan: fd00:1:0:9::/64 at [fe80::9%2]:4326",
+                "gateway: ::/0",
+            ]
+        );
+        let nat = EdgesInfo {
+            behind_nat: true,
+            dial_out_only: true,
+            ..EdgesInfo::default()
+        };
+        assert!(
+            edges_rows(&nat)[0]
+                .1
+                .starts_with("dial-out only, behind NAT")
+        );
+        assert!(edges_rows(&EdgesInfo::default()).is_empty());
+    }
 
     #[test]
     fn columns_align_to_the_widest_cell() {

@@ -49,6 +49,35 @@ pub struct EdgesStatus {
     pub gateway: Vec<Ipv6Net>,
 }
 
+impl EdgesStatus {
+    /// The control API's view (`re6st status`).
+    pub fn info(&self) -> crate::control::api::EdgesInfo {
+        crate::control::api::EdgesInfo {
+            addresses: self
+                .addresses
+                .iter()
+                .map(|c| crate::control::api::AddressInfo {
+                    addr: c.addr,
+                    source: serde_json::to_value(c.source)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    announced: c.announced,
+                    reason: c.reason.map(str::to_owned),
+                })
+                .collect(),
+            behind_nat: self.behind_nat,
+            dial_out_only: self.dial_out_only,
+            upnp: self
+                .upnp
+                .map(|m| (SocketAddr::V4(m.external), SocketAddr::V4(m.internal))),
+            lan_neighbours: self.lan_neighbours.clone(),
+            lan_links: 0,
+            gateway: self.gateway.clone(),
+        }
+    }
+}
+
 /// The edge parts of one running node.
 pub(crate) struct Edges {
     pub(crate) addresses: Addresses,
@@ -90,7 +119,10 @@ impl Edges {
             bound,
         );
         scan(&mut addresses);
-        let upnp = config.upnp.clone().map(|c| {
+        // UPnP maps IPv4; a socket bound to one IPv6 address has no use
+        // for it.
+        let v6_only = matches!(bound, SocketAddr::V6(a) if !a.ip().is_unspecified());
+        let upnp = config.upnp.clone().filter(|_| !v6_only).map(|c| {
             let m = PortMapper::spawn(c, bound.port());
             let rx = m.subscribe();
             (m, rx)
