@@ -118,7 +118,21 @@ fn a_node_reaches_an_outside_host_through_the_gateway() {
     }
     let out = out.expect("ping from n to the outside host through the gateway");
     assert!(out.contains(" 0% packet loss"), "{out}");
-    eprintln!("{}", out.lines().last().unwrap_or_default());
+    // Figures (the first pings also wait for neighbour discovery and the
+    // routes back): warm RTT through the gateway, and to the gateway's own
+    // overlay address, in the same run.
+    let rtt = |dst: &str, from: Option<&str>| {
+        let mut cmd = vec!["ping", "-6", "-n", "-q", "-c", "5", "-i", "0.2"];
+        if let Some(f) = from {
+            cmd.extend(["-I", f]);
+        }
+        cmd.push(dst);
+        let out = lab.exec("n", &cmd).expect("warm ping");
+        out.lines().last().unwrap_or_default().to_string()
+    };
+    let g_addr = g.address.to_string();
+    eprintln!("through the gateway to {OUTSIDE}: {}", rtt(OUTSIDE, Some(&src)));
+    eprintln!("to the gateway node {g_addr}: {}", rtt(&g_addr, None));
 
     // The gateway's node delivered them to its host (not forwarded in the
     // overlay), and refuses to loop traffic its own kernel sends back.

@@ -182,11 +182,16 @@ fn lan_neighbours_route_directly_outside_k() {
             .count();
         lan == 1 && own == 1
     };
+    let t0 = std::time::Instant::now();
     let s0 = h0
         .wait_status(long, |s| ready(s, p1))
         .unwrap_or_else(|s| panic!("h0: no LAN link to h1 plus k = 1 tunnel: {:#?}", s));
     h1.wait_status(long, |s| ready(s, p0))
         .unwrap_or_else(|s| panic!("h1: no LAN link to h0 plus k = 1 tunnel: {:#?}", s.tunnels));
+    eprintln!(
+        "LAN link and k = 1 tunnel up on both nodes {:?} after the last node started (beacons every 500 ms)",
+        t0.elapsed()
+    );
     let lan = s0.tunnels.iter().find(|t| t.direction == "lan").unwrap();
     assert!(
         lan.peer_udp.ip().to_string().starts_with("fe80:"),

@@ -86,10 +86,17 @@ fn upnp_maps_renews_and_removes_on_miniupnpd() {
     });
     let rt = NsRuntime::new(host);
     let mapped = rt.run(async move {
+        let t0 = tokio::time::Instant::now();
         let mapper = PortMapper::spawn(config(), port);
         let m = wait_for_async(Duration::from_secs(10), || mapper.current())
             .await
             .expect("a mapping within 10 s");
+        eprintln!(
+            "UPnP mapping {} -> {} after {:?} (SSDP search, external address, one conflict)",
+            m.external,
+            m.internal,
+            t0.elapsed()
+        );
         (mapper, m)
     });
     let (mapper, m) = mapped;
