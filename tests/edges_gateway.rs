@@ -131,7 +131,10 @@ fn a_node_reaches_an_outside_host_through_the_gateway() {
         out.lines().last().unwrap_or_default().to_string()
     };
     let g_addr = g.address.to_string();
-    eprintln!("through the gateway to {OUTSIDE}: {}", rtt(OUTSIDE, Some(&src)));
+    eprintln!(
+        "through the gateway to {OUTSIDE}: {}",
+        rtt(OUTSIDE, Some(&src))
+    );
     eprintln!("to the gateway node {g_addr}: {}", rtt(&g_addr, None));
 
     // The gateway's node delivered them to its host (not forwarded in the

@@ -1,62 +1,8 @@
 use std::net::SocketAddrV6;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::*;
-use crate::identity::tls::{CaVerifier, Trust};
-use crate::identity::{Ca, IssueParams, NodeCert, NodeKey};
-
-struct Pki {
-    ca: Ca,
-    now: SystemTime,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let now = SystemTime::now();
-        let ca = Ca::generate(
-            "fd00:77::/48".parse().unwrap(),
-            1,
-            now - Duration::from_secs(60),
-            Duration::from_secs(86_400),
-        )
-        .unwrap();
-        Pki { ca, now }
-    }
-
-    fn node(&self, serial: u64) -> (NodeCert, NodeKey) {
-        let key = NodeKey::generate().unwrap();
-        let der = self
-            .ca
-            .issue_node(
-                &key.spki_der(),
-                format!("fd00:77:0:{serial:x}::/64").parse().unwrap(),
-                IssueParams {
-                    serial,
-                    not_before: self.now - Duration::from_secs(60),
-                    not_after: self.now + Duration::from_secs(3600),
-                },
-            )
-            .unwrap();
-        (NodeCert::from_der(&der).unwrap(), key)
-    }
-
-    fn verifier(&self, revoked: &[u64]) -> CaVerifier {
-        let crl = (!revoked.is_empty()).then(|| {
-            let entries: Vec<_> = revoked.iter().map(|s| (*s, self.now)).collect();
-            let der = self
-                .ca
-                .sign_crl(
-                    1,
-                    &entries,
-                    self.now - Duration::from_secs(10),
-                    self.now + Duration::from_secs(3600),
-                )
-                .unwrap();
-            crate::identity::Crl::from_der(&der, self.ca.cert_der()).unwrap()
-        });
-        CaVerifier::new(&Trust::new(self.ca.cert_der(), crl.as_ref())).unwrap()
-    }
-}
+use crate::test_pki::Pki;
 
 fn ll(n: u16, scope: u32) -> SocketAddrV6 {
     SocketAddrV6::new(format!("fe80::{n:x}").parse().unwrap(), 4327, 0, scope)
@@ -71,7 +17,7 @@ fn drain(d: &mut Discovery) -> Vec<LanEvent> {
 #[test]
 fn smaller_serial_dials_at_once_larger_waits() {
     let pki = Pki::new();
-    let v = pki.verifier(&[]);
+    let v = pki.verifier(None);
     let (c5, k5) = pki.node(5);
     let (c9, k9) = pki.node(9);
     let t = Instant::now();
@@ -114,7 +60,7 @@ fn smaller_serial_dials_at_once_larger_waits() {
 #[test]
 fn larger_serial_dials_after_the_fallback() {
     let pki = Pki::new();
-    let v = pki.verifier(&[]);
+    let v = pki.verifier(None);
     let (c5, k5) = pki.node(5);
     let t = Instant::now();
     let cfg = DiscoveryConfig::with_interval(INTERVAL);
@@ -133,7 +79,7 @@ fn larger_serial_dials_after_the_fallback() {
 #[test]
 fn failed_dials_back_off_and_silence_forgets() {
     let pki = Pki::new();
-    let v = pki.verifier(&[]);
+    let v = pki.verifier(None);
     let (c9, k9) = pki.node(9);
     let t = Instant::now();
     let cfg = DiscoveryConfig::with_interval(INTERVAL);
@@ -163,7 +109,7 @@ fn refused_beacons_are_counted_and_ignored() {
     let (c5, k5) = pki.node(5);
     let t = Instant::now();
     let mut d = Discovery::new(c5.prefix, 5, DiscoveryConfig::default());
-    let v = pki.verifier(&[]);
+    let v = pki.verifier(None);
     let good = BeaconRepr::sign(4326, pki.now, &c9, &k9).unwrap();
 
     // Not link-local.
@@ -180,7 +126,13 @@ fn refused_beacons_are_counted_and_ignored() {
     let foreign = BeaconRepr::sign(4326, pki.now, &co, &ko).unwrap();
     d.handle_beacon(ll(2, 1), &foreign, &v, pki.now, t);
     // Revoked.
-    d.handle_beacon(ll(3, 1), &good, &pki.verifier(&[9]), pki.now, t);
+    d.handle_beacon(
+        ll(3, 1),
+        &good,
+        &pki.verifier(Some(&pki.crl(1, &[9]))),
+        pki.now,
+        t,
+    );
     // Stale (replayed an hour later).
     d.handle_beacon(
         ll(4, 1),
@@ -213,7 +165,7 @@ fn refused_beacons_are_counted_and_ignored() {
 #[test]
 fn a_new_address_is_reported() {
     let pki = Pki::new();
-    let v = pki.verifier(&[]);
+    let v = pki.verifier(None);
     let (c9, k9) = pki.node(9);
     let t = Instant::now();
     let mut d = Discovery::new(
