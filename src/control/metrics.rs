@@ -90,6 +90,42 @@ pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
         &[],
         status.registry.failures as f64,
     );
+    let e = &status.edges;
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    for (name, help, v) in [
+        (
+            "re6st_addresses_announced",
+            "UDP addresses announced to peers (0: dial-out only).",
+            e.addresses.iter().filter(|a| a.announced).count() as f64,
+        ),
+        (
+            "re6st_behind_nat",
+            "1 if peers see the node through a NAT.",
+            flag(e.behind_nat),
+        ),
+        (
+            "re6st_upnp_mapped",
+            "1 if a UPnP port mapping is in force.",
+            flag(e.upnp.is_some()),
+        ),
+        (
+            "re6st_lan_neighbours",
+            "Nodes heard on a LAN by their beacons.",
+            e.lan_neighbours.len() as f64,
+        ),
+        (
+            "re6st_lan_links",
+            "LAN links (direct, not counted against k).",
+            e.lan_links as f64,
+        ),
+        (
+            "re6st_gateway_prefixes",
+            "Prefixes this node offers the overlay as a gateway.",
+            e.gateway.len() as f64,
+        ),
+    ] {
+        m.gauge(name, help, &[], v);
+    }
     // One family at a time (the format wants each family's samples
     // together), one sample per tunnel.
     type Get = fn(&TunnelInfo) -> Option<f64>;
@@ -336,6 +372,7 @@ mod tests {
         assert_eq!(text.matches("# TYPE re6st_tunnels gauge").count(), 1);
         assert!(text.contains("re6st_tunnels{state=\"up\"} 2\n"));
         assert!(text.contains("re6st_tunnels{state=\"draining\"} 1\n"));
+        assert!(text.contains("re6st_lan_links 0\n") && text.contains("re6st_behind_nat 0\n"));
         // Each family once, its samples together.
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
         let mut unique = types.clone();
