@@ -28,6 +28,10 @@ const HEADROOM: usize = tun_rs::VIRTIO_NET_HDR_LEN;
 #[cfg(not(target_os = "linux"))]
 const HEADROOM: usize = 0;
 
+/// Capacity of each [`SendBatch`] buffer: tun-rs's GRO needs
+/// `2 * headroom + coalesced length` (up to 64 KiB) in the head buffer.
+const GRO_CAPACITY: usize = 2 * HEADROOM + super::MAX_PACKET_LEN;
+
 /// Buffers for [`crate::tun::Tun::recv_batch`].
 #[derive(Debug)]
 pub struct RecvBatch {
@@ -178,7 +182,12 @@ impl SendBatch {
     /// Queues a copy of `packet`.
     pub fn push(&mut self, packet: &[u8]) {
         if self.len == self.bufs.len() {
-            self.bufs.push(BytesMut::with_capacity(HEADROOM + 1500));
+            // Room for a whole coalesced super-packet: tun-rs's GRO only
+            // merges segments into a buffer whose capacity already holds
+            // the result (it never reallocates), so a packet-sized buffer
+            // would silently turn off coalescing. Only the pages written
+            // are resident.
+            self.bufs.push(BytesMut::with_capacity(GRO_CAPACITY));
         }
         let b = &mut self.bufs[self.len];
         b.clear();
@@ -253,6 +262,10 @@ mod tests {
         assert_eq!(b.packet(0), [0x60, 1, 2]);
         assert_eq!(b.packet(1), [0x60, 3]);
         assert_eq!(b.packet(2), [0u8; 0]);
+        assert!(
+            b.bufs.iter().all(|x| x.capacity() >= GRO_CAPACITY),
+            "every buffer can become the head of a 64 KiB GRO super-packet"
+        );
         let first = b.bufs[0].as_ptr();
         b.clear();
         assert!(b.is_empty());
