@@ -42,7 +42,7 @@ fn userspace_demo_runs_to_the_end() {
         "--tunnels",
         "1",
         "--refresh",
-        "4s",
+        "3s",
     ]);
     assert!(ok);
     assert!(text.contains("userspace"), "{text}");
@@ -55,7 +55,7 @@ fn namespace_demo_runs_and_cleans_up_even_on_ctrl_c() {
         eprintln!("SKIPPED namespace_demo_runs_and_cleans_up_even_on_ctrl_c: needs root");
         return;
     }
-    let (ok, text) = demo(&["--nodes", "4", "--tunnels", "1", "--refresh", "4s"]);
+    let (ok, text) = demo(&["--nodes", "4", "--tunnels", "1", "--refresh", "3s"]);
     assert!(ok);
     assert!(
         text.contains("in its own network namespace with a TUN device"),

@@ -118,10 +118,20 @@ fn ping_and_tcp_cross_an_intermediate_node() {
     // received fewer skbs than the packets written).
     let skbs = |ns: &str, dir: &str| -> u64 {
         let path = format!("/sys/class/net/re6st0/statistics/{dir}_packets");
-        lab.exec(ns, &["cat", &path]).unwrap().trim().parse().unwrap()
+        lab.exec(ns, &["cat", &path])
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     };
     let (gso, gro) = (skbs("a", "tx"), skbs("c", "rx"));
     eprintln!("a: {read} packets read from {gso} skbs; c: {written} packets written as {gro} skbs");
-    assert!(gso * 2 < read, "no GSO super-packets: {gso} skbs for {read} packets");
-    assert!(gro * 2 < written, "no GRO coalescing: {gro} skbs for {written} packets");
+    assert!(
+        gso * 2 < read,
+        "no GSO super-packets: {gso} skbs for {read} packets"
+    );
+    assert!(
+        gro * 2 < written,
+        "no GRO coalescing: {gro} skbs for {written} packets"
+    );
 }

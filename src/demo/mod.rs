@@ -172,7 +172,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             humantime::format_duration(args.refresh)
         ),
     );
-    watch_refresh(&net, args.refresh + Duration::from_secs(2)).await?;
+    watch_refresh(&net, args.refresh * 2 + Duration::from_secs(2)).await?;
 
     println!(
         "\ndone in {:.0} s; stopping {} nodes and the registry",
