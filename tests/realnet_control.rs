@@ -27,10 +27,12 @@ fn start(dir: &Path, log: &Path, registry: &str, extra: &[&str]) -> Proc {
         .args([
             "--listen",
             "127.0.0.1:0",
+            // A dead peer would only be noticed after 10 s: the clean
+            // close at the end must be much faster.
             "--keep-alive",
-            "300ms",
+            "1s",
             "--idle-timeout",
-            "2s",
+            "10s",
         ])
         .args(extra)
         .env("RUST_LOG", "re6st=info")
@@ -84,7 +86,7 @@ fn operator_commands_against_running_nodes() {
         &reg.url,
         &["--metrics", "127.0.0.1:0"],
     );
-    let _n2 = start(&d2, &tmp.path().join("n2.log"), &reg.url, &[]);
+    let n2 = start(&d2, &tmp.path().join("n2.log"), &reg.url, &[]);
     assert!(n1.log_text().contains("not enrolled yet: joining"));
 
     // The socket is private, and a second node on the same directory is
@@ -173,11 +175,34 @@ fn operator_commands_against_running_nodes() {
         "{body}"
     );
 
-    // SIGTERM: a clean stop that removes the socket.
+    // SIGTERM: a clean stop that removes the socket, and closes the tunnel
+    // at once (n2 does not wait for its 10 s idle timeout).
+    let s1_prefix = s1.prefix;
+    let stopping = std::time::Instant::now();
     n1.signal(libc::SIGTERM);
     let status = n1.wait_timeout(Duration::from_secs(10)).expect("stopped");
     assert!(status.success(), "{}", n1.log_text());
     assert!(n1.log_text().contains("re6st node stopped"));
     assert!(!sock.exists());
+    loop {
+        let tunnels: Vec<TunnelInfo> = json("tunnels", &d2);
+        if !tunnels.iter().any(|t| t.peer_prefix == s1_prefix) {
+            break;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "n2 still has its tunnel to n1: {tunnels:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "n1 stopped and n2 dropped the tunnel after {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        n2.log_text().contains("closed by peer"),
+        "{}",
+        n2.log_text()
+    );
     drop(reg);
 }
