@@ -11,6 +11,11 @@ use re6st::{control, join, node, registry};
 #[allow(unused_imports)]
 use re6st::tunnels;
 
+/// mimalloc instead of glibc malloc: the packet path allocates and frees
+/// a buffer per packet on different threads, where glibc's arenas contend.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod babel_dump;
 mod cli;
 mod demo;
