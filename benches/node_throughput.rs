@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use ipnet::Ipv6Net;
 use re6st::identity::{
-    Ca, IssueParams, NetworkConfig, NodeCert, NodeKey, PeerAnnouncement, SignedAnnouncement,
-    unix_secs,
+    NetworkConfig, NodeCert, NodeKey, PeerAnnouncement, SignedAnnouncement, unix_secs,
 };
 use re6st::node::{Host, HostConfig, Node, NodeConfig, NodeHandle};
 use re6st::state_dir::NodeIdentity;
@@ -28,46 +26,33 @@ use re6st::transport::{Transport, TransportConfig};
 
 const PACKET: usize = 1400;
 
+/// The bench's network: the shared test PKI for `fd00:be:ef::/48` and a
+/// signed network configuration.
 struct Pki {
-    ca: Ca,
+    pki: re6st::test_pki::Pki,
     network: re6st::identity::SignedNetworkConfig,
 }
 
 impl Pki {
     fn new() -> Self {
-        let net: Ipv6Net = "fd00:be:ef::/48".parse().unwrap();
-        let now = SystemTime::now();
-        let ca = Ca::generate(net, 1, now, Duration::from_secs(86_400)).unwrap();
-        let mut cfg = NetworkConfig::defaults(net, String::new());
+        let pki = re6st::test_pki::Pki::with_network("fd00:be:ef::/48".parse().unwrap());
+        let mut cfg = NetworkConfig::defaults(pki.network, String::new());
         // One own tunnel each: the bench chooses the topology.
         cfg.tunnels = 1;
         cfg.max_tunnels = 3;
-        let network = cfg.sign(&ca).unwrap();
-        Self { ca, network }
+        let network = cfg.sign(&pki.ca).unwrap();
+        Self { pki, network }
     }
 
+    /// Node `i`, prefix `fd00:be:ef:<i>::/64`, with its identity.
     fn node(&self, i: u16) -> (NodeCert, NodeKey, NodeIdentity) {
-        let key = NodeKey::generate().unwrap();
-        let prefix = format!("fd00:be:ef:{i:x}::/64").parse().unwrap();
-        let now = SystemTime::now();
-        let der = self
-            .ca
-            .issue_node(
-                &key.spki_der(),
-                prefix,
-                IssueParams {
-                    serial: u64::from(i) + 1,
-                    not_before: now - Duration::from_secs(60),
-                    not_after: now + Duration::from_secs(86_400),
-                },
-            )
-            .unwrap();
-        let cert = NodeCert::from_der(&der).unwrap();
+        let (cert, key) = self.pki.node(u64::from(i));
+        let ca_der = self.pki.ca.cert_der();
         let id = NodeIdentity {
             key: NodeKey::from_pem(&key.to_pem()).unwrap(),
             cert: cert.clone(),
-            ca_der: self.ca.cert_der().to_vec(),
-            ca_key: re6st::identity::ca_public_key(self.ca.cert_der()).unwrap(),
+            ca_der: ca_der.to_vec(),
+            ca_key: re6st::identity::ca_public_key(ca_der).unwrap(),
             crl: None,
             network: Some(self.network.clone()),
         };
@@ -144,7 +129,7 @@ async fn raw(pki: &Pki) -> f64 {
                 "127.0.0.1:0".parse().unwrap(),
                 c.0.clone(),
                 &c.1,
-                pki.ca.cert_der(),
+                pki.pki.ca.cert_der(),
                 None,
                 TransportConfig::default(),
                 None,

@@ -35,8 +35,8 @@ pub mod node;
 pub mod peers;
 pub mod registry;
 pub mod state_dir;
-#[cfg(test)]
-mod test_pki;
+#[doc(hidden)]
+pub mod test_pki;
 pub mod transport;
 pub mod tunnels;
 pub mod upnp;

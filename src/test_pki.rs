@@ -1,8 +1,14 @@
-//! A throwaway PKI for unit tests: a CA, node certificates, CRLs, and
-//! transports on loopback with short timers.
-#![cfg(test)]
+//! A throwaway PKI for tests and benchmarks: a CA, node certificates,
+//! CRLs, signed announcements and transports on loopback with short timers.
+//!
+//! The one source of test identities for the unit tests, the integration
+//! tests (`tests/`) and the benchmarks (`benches/`), which reach it as
+//! `re6st::test_pki` (hidden from the docs: it is no API). It panics on any
+//! failure, as a test fixture should; nothing in the binary calls it.
 
 use std::time::{Duration, SystemTime};
+
+use ipnet::Ipv6Net;
 
 use crate::identity::{
     Ca, Crl, IssueParams, NodeCert, NodeKey, PeerAnnouncement, SignedAnnouncement, unix_secs,
@@ -10,27 +16,48 @@ use crate::identity::{
 use crate::transport::socket::FaultSwitch;
 use crate::transport::{Transport, TransportConfig};
 
+/// A CA made a minute ago for a day, and `now`, the time its documents
+/// are dated from.
 pub struct Pki {
+    /// The CA.
     pub ca: Ca,
+    /// When the PKI was made.
     pub now: SystemTime,
+    /// The overlay network of the CA (`fd00:77::/48` by default).
+    pub network: Ipv6Net,
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Pki {
+    /// A CA for the overlay `fd00:77::/48`.
     pub fn new() -> Self {
+        Self::with_network("fd00:77::/48".parse().unwrap())
+    }
+
+    /// A CA for the overlay `network` (a /48 or shorter).
+    pub fn with_network(network: Ipv6Net) -> Self {
         let now = SystemTime::now();
         let ca = Ca::generate(
-            "fd00:77::/48".parse().unwrap(),
+            network,
             1,
             now - Duration::from_secs(60),
             Duration::from_secs(86_400),
         )
         .unwrap();
-        Self { ca, now }
+        Self { ca, now, network }
     }
 
+    /// The node with `serial` and the /64 number `serial` of the network
+    /// (`fd00:77:0:<serial>::/64` by default), valid for an hour.
     pub fn node(&self, serial: u64) -> (NodeCert, NodeKey) {
         let key = NodeKey::generate().unwrap();
-        let prefix = format!("fd00:77:0:{serial:x}::/64").parse().unwrap();
+        let subnet = u128::from(self.network.network()) | (u128::from(serial) << 64);
+        let prefix = Ipv6Net::new(subnet.into(), 64).unwrap();
         let der = self
             .ca
             .issue_node(
@@ -46,6 +73,7 @@ impl Pki {
         (NodeCert::from_der(&der).unwrap(), key)
     }
 
+    /// CRL number `number` revoking the serials `revoked`.
     pub fn crl(&self, number: u64, revoked: &[u64]) -> Crl {
         let entries: Vec<(u64, SystemTime)> = revoked.iter().map(|s| (*s, self.now)).collect();
         let der = self
@@ -60,11 +88,13 @@ impl Pki {
         Crl::from_der(&der, self.ca.cert_der()).unwrap()
     }
 
+    /// A transport on loopback for a new node `serial`, with [`fast`] timers.
     pub fn transport(&self, serial: u64, crl: Option<Crl>) -> Transport {
         let (cert, key) = self.node(serial);
         self.transport_for(cert, &key, crl)
     }
 
+    /// A transport on loopback for `cert`, with [`fast`] timers.
     pub fn transport_for(&self, cert: NodeCert, key: &NodeKey, crl: Option<Crl>) -> Transport {
         Transport::bind(
             "127.0.0.1:0".parse().unwrap(),
@@ -79,6 +109,7 @@ impl Pki {
     }
 }
 
+/// Transport timers short enough for tests on loopback.
 pub fn fast() -> TransportConfig {
     TransportConfig {
         keep_alive: Duration::from_millis(100),

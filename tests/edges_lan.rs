@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use edges_support::igd::HomeNet;
 use edges_support::overlay::{TestNode, TestRegistry, is_probe, node_config, probe};
-use edges_support::pki::Pki;
 use edges_support::{Netns, NsRuntime, bridge, root_or_skip};
 use re6st::lan::{LanCmd, LanConfig, LanEvent, LanInterfaces, LanService};
+use re6st::test_pki::Pki;
 use tokio::sync::mpsc;
 
 /// The link-local address of `eth0` in `ns`.
@@ -42,7 +42,7 @@ fn lan_beacons_find_neighbours() {
     let c = Netns::new("lan-c"); // same link, LAN discovery off
     bridge(&switch, &[&a, &b, &c]);
     let pki = Pki::new();
-    let verifier = Arc::new(pki.verifier());
+    let verifier = Arc::new(pki.verifier(None));
     let interval = Duration::from_millis(300);
 
     let start = |ns: &Netns, serial: u64, port: u16, interfaces: LanInterfaces| {

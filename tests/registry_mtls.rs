@@ -3,41 +3,11 @@
 //! overlay address (IP SAN), both sides check the CA and the CRL.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use re6st::identity::tls::{TlsIdentity, Trust};
-use re6st::identity::{Ca, Crl, IssueParams, NodeCert, NodeKey};
+use re6st::test_pki::Pki;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Net {
-    ca: Ca,
-    now: SystemTime,
-}
-
-impl Net {
-    fn node(&self, serial: u64, prefix: &str) -> (NodeCert, NodeKey) {
-        let k = NodeKey::generate().unwrap();
-        let p = IssueParams {
-            serial,
-            not_before: self.now,
-            not_after: self.now + Duration::from_secs(3600),
-        };
-        let der = self
-            .ca
-            .issue_node(&k.spki_der(), prefix.parse().unwrap(), p)
-            .unwrap();
-        (NodeCert::from_der(&der).unwrap(), k)
-    }
-    fn crl(&self, revoked: &[u64]) -> Crl {
-        let list: Vec<_> = revoked.iter().map(|s| (*s, self.now)).collect();
-        let der = self
-            .ca
-            .sign_crl(1, &list, self.now, self.now + Duration::from_secs(600))
-            .unwrap();
-        Crl::from_der(&der, self.ca.cert_der()).unwrap()
-    }
-}
 
 /// One handshake plus a ping/pong; Err(text) when either side refused.
 async fn exchange(
@@ -76,68 +46,49 @@ async fn exchange(
 
 #[tokio::test]
 async fn mutual_tls_between_nodes() {
-    let now = SystemTime::now();
-    let net = Net {
-        ca: Ca::generate(
-            "fd00:77::/48".parse().unwrap(),
-            1,
-            now,
-            Duration::from_secs(86_400),
-        )
-        .unwrap(),
-        now,
-    };
-    let (a, ka) = net.node(2, "fd00:77:0:1::/64");
-    let (b, kb) = net.node(3, "fd00:77:0:2::/64");
-    let none = Trust::new(net.ca.cert_der(), Some(&net.crl(&[])));
+    let net = Pki::new();
+    let (a, ka) = net.node(2);
+    let (b, kb) = net.node(3);
+    let none = Trust::new(net.ca.cert_der(), Some(&net.crl(1, &[])));
     let server = |t: &Trust| t.server_config(TlsIdentity::node(&a, &ka)).unwrap();
     let client = |t: &Trust| t.client_config(Some(TlsIdentity::node(&b, &kb))).unwrap();
 
     // Dialled by its overlay address: accepted both ways.
-    exchange(server(&none), client(&none), "fd00:77:0:1::1")
+    exchange(server(&none), client(&none), "fd00:77:0:2::1")
         .await
         .unwrap();
     // Another address: the IP SAN does not match.
-    let e = exchange(server(&none), client(&none), "fd00:77:0:2::1")
+    let e = exchange(server(&none), client(&none), "fd00:77:0:3::1")
         .await
         .unwrap_err();
     assert!(e.contains("not valid for name"), "{e}");
     // The server's CRL revokes the client.
-    let rev_b = Trust::new(net.ca.cert_der(), Some(&net.crl(&[3])));
-    let e = exchange(server(&rev_b), client(&none), "fd00:77:0:1::1")
+    let rev_b = Trust::new(net.ca.cert_der(), Some(&net.crl(1, &[3])));
+    let e = exchange(server(&rev_b), client(&none), "fd00:77:0:2::1")
         .await
         .unwrap_err();
     assert!(e.to_lowercase().contains("revoked"), "{e}");
     // The client's CRL revokes the server.
-    let rev_a = Trust::new(net.ca.cert_der(), Some(&net.crl(&[2])));
-    let e = exchange(server(&none), client(&rev_a), "fd00:77:0:1::1")
+    let rev_a = Trust::new(net.ca.cert_der(), Some(&net.crl(1, &[2])));
+    let e = exchange(server(&none), client(&rev_a), "fd00:77:0:2::1")
         .await
         .unwrap_err();
     assert!(e.to_lowercase().contains("revoked"), "{e}");
     // No client certificate: refused.
     let anon = none.client_config(None).unwrap();
     assert!(
-        exchange(server(&none), anon, "fd00:77:0:1::1")
+        exchange(server(&none), anon, "fd00:77:0:2::1")
             .await
             .is_err()
     );
     // A certificate from another CA: refused.
-    let other = Net {
-        ca: Ca::generate(
-            "fd00:77::/48".parse().unwrap(),
-            1,
-            now,
-            Duration::from_secs(86_400),
-        )
-        .unwrap(),
-        now,
-    };
-    let (c, kc) = other.node(3, "fd00:77:0:2::/64");
+    let other = Pki::new();
+    let (c, kc) = other.node(3);
     let stranger = none
         .client_config(Some(TlsIdentity::node(&c, &kc)))
         .unwrap();
     assert!(
-        exchange(server(&none), stranger, "fd00:77:0:1::1")
+        exchange(server(&none), stranger, "fd00:77:0:2::1")
             .await
             .is_err()
     );

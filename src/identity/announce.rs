@@ -164,43 +164,7 @@ impl SignedAnnouncement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::tls::Trust;
-    use crate::identity::{Ca, IssueParams};
-
-    struct Fixture {
-        ca: Ca,
-        now: SystemTime,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            let now = SystemTime::now();
-            let ca = Ca::generate(
-                "fd00:9::/48".parse().unwrap(),
-                1,
-                now,
-                Duration::from_secs(86_400),
-            )
-            .unwrap();
-            Self { ca, now }
-        }
-        fn node(&self, serial: u64, prefix: &str) -> (NodeCert, NodeKey) {
-            let k = NodeKey::generate().unwrap();
-            let p = IssueParams {
-                serial,
-                not_before: self.now,
-                not_after: self.now + Duration::from_secs(3600),
-            };
-            let der = self
-                .ca
-                .issue_node(&k.spki_der(), prefix.parse().unwrap(), p)
-                .unwrap();
-            (NodeCert::from_der(&der).unwrap(), k)
-        }
-        fn verifier(&self) -> CaVerifier {
-            CaVerifier::new(&Trust::new(self.ca.cert_der(), None)).unwrap()
-        }
-    }
+    use crate::test_pki::Pki;
 
     fn ann(prefix: &str, ts: u64) -> PeerAnnouncement {
         PeerAnnouncement {
@@ -215,11 +179,11 @@ mod tests {
 
     #[test]
     fn roundtrip_and_rules() {
-        let f = Fixture::new();
-        let v = f.verifier();
+        let f = Pki::new();
+        let v = f.verifier(None);
         let now_s = unix_secs(f.now);
-        let (cert, key) = f.node(2, "fd00:9:0:1::/64");
-        let signed = ann("fd00:9:0:1::/64", now_s).sign(&cert, &key).unwrap();
+        let (cert, key) = f.node(2);
+        let signed = ann("fd00:77:0:2::/64", now_s).sign(&cert, &key).unwrap();
         let ok = signed.verify(&v, f.now, Duration::from_secs(600)).unwrap();
         assert_eq!(ok.cert.serial, 2);
         assert_eq!(ok.announcement.addresses.len(), 2);
@@ -233,7 +197,7 @@ mod tests {
             ),
             Err(IdentityError::BadTimestamp { .. })
         ));
-        let future = ann("fd00:9:0:1::/64", now_s + 3600)
+        let future = ann("fd00:77:0:2::/64", now_s + 3600)
             .sign(&cert, &key)
             .unwrap();
         assert!(matches!(
@@ -243,15 +207,15 @@ mod tests {
 
         // Another node's prefix: sign refuses, and a forged payload fails.
         assert!(matches!(
-            ann("fd00:9:0:2::/64", now_s).sign(&cert, &key),
+            ann("fd00:77:0:3::/64", now_s).sign(&cert, &key),
             Err(IdentityError::PrefixMismatch { .. })
         ));
-        let (cert2, key2) = f.node(3, "fd00:9:0:2::/64");
-        let mut forged = ann("fd00:9:0:2::/64", now_s).sign(&cert2, &key2).unwrap();
+        let (cert2, key2) = f.node(3);
+        let mut forged = ann("fd00:77:0:3::/64", now_s).sign(&cert2, &key2).unwrap();
         forged.certificate = signed.certificate.clone();
         assert!(forged.verify(&v, f.now, Duration::from_secs(600)).is_err());
         // Signed with node 1's key for node 2's prefix but carrying node 1's cert.
-        let payload = serde_json::to_string(&ann("fd00:9:0:2::/64", now_s)).unwrap();
+        let payload = serde_json::to_string(&ann("fd00:77:0:3::/64", now_s)).unwrap();
         let sig = sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| {
             key.sign(m)
         })
@@ -267,14 +231,7 @@ mod tests {
         ));
 
         // Revoked signer.
-        let crl = crate::identity::Crl::from_der(
-            &f.ca
-                .sign_crl(1, &[(2, f.now)], f.now, f.now + Duration::from_secs(60))
-                .unwrap(),
-            f.ca.cert_der(),
-        )
-        .unwrap();
-        let rv = CaVerifier::new(&Trust::new(f.ca.cert_der(), Some(&crl))).unwrap();
+        let rv = f.verifier(Some(&f.crl(1, &[2])));
         assert!(matches!(
             signed.verify(&rv, f.now, Duration::from_secs(600)),
             Err(IdentityError::CertificateRejected(_))
@@ -283,9 +240,9 @@ mod tests {
 
     #[test]
     fn bad_addresses() {
-        let f = Fixture::new();
-        let (cert, key) = f.node(2, "fd00:9:0:1::/64");
-        let mut a = ann("fd00:9:0:1::/64", 1);
+        let f = Pki::new();
+        let (cert, key) = f.node(2);
+        let mut a = ann("fd00:77:0:2::/64", 1);
         a.addresses = vec![];
         assert!(matches!(
             a.sign(&cert, &key),
@@ -301,8 +258,8 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let f = Fixture::new();
-        let v = f.verifier();
+        let f = Pki::new();
+        let v = f.verifier(None);
         for s in [
             SignedAnnouncement {
                 payload: "{".into(),

@@ -10,7 +10,6 @@
 
 pub mod igd;
 pub mod overlay;
-pub mod pki;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
