@@ -318,22 +318,8 @@ fn scan(addresses: &mut Addresses) {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::node::NodeArgs;
-
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        args: NodeArgs,
-    }
-
-    fn flags(a: &[&str]) -> super::super::NodeOptions {
-        let mut argv = vec!["re6st-node"];
-        argv.extend_from_slice(a);
-        Wrap::try_parse_from(argv).unwrap().args.options
-    }
+    use crate::node::options::tests::flags;
 
     #[test]
     fn edge_options_from_flags_and_file() {

@@ -305,7 +305,7 @@ impl NodeOptions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use clap::Parser;
 
     use super::*;
@@ -316,7 +316,9 @@ mod tests {
         args: NodeArgs,
     }
 
-    fn flags(a: &[&str]) -> NodeOptions {
+    /// The options of `re6st node` given these flags (the edge tests use
+    /// it too).
+    pub(in crate::node) fn flags(a: &[&str]) -> NodeOptions {
         let mut argv = vec!["re6st-node"];
         argv.extend_from_slice(a);
         Wrap::try_parse_from(argv).unwrap().args.options
