@@ -19,29 +19,17 @@ use std::time::{Duration, Instant};
 
 /// True when we are root; otherwise prints why the test is skipped.
 pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !re6st::lab::is_root() {
         eprintln!("SKIPPED {test}: needs root for network namespaces");
         return false;
     }
     true
 }
 
-pub fn run(cmd: &[&str]) -> Output {
-    Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
+/// Runs a command, which must succeed; its stdout (the lab's runner, with
+/// the command and its stderr in the panic message).
 pub fn must(cmd: &[&str]) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    re6st::lab::run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A network namespace, deleted with the processes started in it on drop.
@@ -55,7 +43,7 @@ impl Netns {
     /// `re6st-e-<tag>-<pid>`, with `lo` up and forwarding on (routers).
     pub fn new(tag: &str) -> Netns {
         let name = format!("re6st-e-{tag}-{}", std::process::id());
-        let _ = run(&["ip", "netns", "del", &name]);
+        let _ = re6st::lab::run(&["ip", "netns", "del", &name]);
         must(&["ip", "netns", "add", &name]);
         let dir = std::env::temp_dir().join(&name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -82,9 +70,11 @@ impl Netns {
 
     /// Runs a command inside; its output.
     pub fn exec_output(&self, cmd: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(cmd);
-        run(&full)
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .unwrap_or_else(|e| panic!("running {cmd:?} in {}: {e}", self.name))
     }
 
     /// Runs a command inside, which must succeed; its stdout.
@@ -201,7 +191,7 @@ impl Drop for Netns {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = run(&["ip", "netns", "del", &self.name]);
+        let _ = re6st::lab::run(&["ip", "netns", "del", &self.name]);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
