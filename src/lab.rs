@@ -203,6 +203,35 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// What `re6st registry run` prints once it serves: "re6st registry:
+/// listening on URL (network NET, ...), CA sha256:...".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryReady {
+    /// The CA fingerprint (`sha256:...`), for `--ca-fingerprint`.
+    pub fingerprint: String,
+    /// The overlay network, as printed.
+    pub network: Option<String>,
+}
+
+impl RegistryReady {
+    /// Parses the registry's first line; `None` without a fingerprint.
+    pub fn parse(line: &str) -> Option<RegistryReady> {
+        let fingerprint = line
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))?
+            .to_string();
+        let network = line
+            .split("(network ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .map(str::to_owned);
+        Some(RegistryReady {
+            fingerprint,
+            network,
+        })
+    }
+}
+
 /// Namespaces, links and processes; everything is removed on drop
 /// (processes first, then namespaces, then the working directory unless
 /// [`Lab::keep_dir`] was called).
@@ -369,6 +398,21 @@ impl Lab {
         Ok(self.procs.last_mut().expect("just pushed"))
     }
 
+    /// Starts `program args` (a `re6st registry run`) in namespace `ns` as
+    /// process `registry` and waits up to 30 s until it serves.
+    pub fn start_registry(
+        &mut self,
+        ns: &str,
+        program: &str,
+        args: &[String],
+    ) -> anyhow::Result<RegistryReady> {
+        let line = self
+            .spawn(Some(ns), "registry", program, args, |_| {})?
+            .wait_for_line("listening on", Duration::from_secs(30))?;
+        RegistryReady::parse(&line)
+            .with_context(|| format!("no CA fingerprint in the registry's first line: {line}"))
+    }
+
     /// The process called `name`.
     pub fn proc(&mut self, name: &str) -> Option<&mut Proc> {
         self.procs.iter_mut().find(|p| p.name == name)
@@ -441,5 +485,18 @@ mod tests {
         let lost = parse_ping("3 packets transmitted, 0 received, 100% packet loss\n", 3);
         assert_eq!((lost.received, lost.avg_ms), (0, None));
         assert_eq!(parse_ping("", 4).sent, 4);
+    }
+
+    #[test]
+    fn registry_ready_line() {
+        let line = "re6st registry: listening on https://[fd00:de::ff]:8443 (network \
+                    fd00:1::/48, node prefixes /64, open enrolment, config v1), CA sha256:ab12";
+        let r = RegistryReady::parse(line).unwrap();
+        assert_eq!(r.fingerprint, "sha256:ab12");
+        assert_eq!(r.network.as_deref(), Some("fd00:1::/48"));
+        assert_eq!(
+            RegistryReady::parse("listening on [::]:1 (network x)"),
+            None
+        );
     }
 }

@@ -78,20 +78,10 @@ impl NetnsNet {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let line = lab
-            .spawn(Some("hub"), "registry", &exe, &reg_args, |_| {})?
-            .wait_for_line("listening on", Duration::from_secs(30))?;
+        let ready = lab.start_registry("hub", &exe, &reg_args)?;
         let url = format!("https://[{HUB}]:8443");
-        let fingerprint = line
-            .split_whitespace()
-            .find(|w| w.starts_with("sha256:"))
-            .context("no CA fingerprint in the registry's first line")?
-            .to_string();
-        let network = line
-            .split("(network ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap_or("?");
+        let fingerprint = ready.fingerprint;
+        let network = ready.network.as_deref().unwrap_or("?");
         println!(
             "      registry {url} in the hub: network {network}, k = {} tunnels per node, refresh every {refresh}",
             args.tunnels

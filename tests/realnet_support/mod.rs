@@ -61,15 +61,9 @@ pub fn start_registry(
         args.extend(["--hostname".into(), h.to_string()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    let line = lab
-        .spawn(Some(ns), "registry", &exe(), &args, |_| {})
-        .unwrap()
-        .wait_for_line("listening on", Duration::from_secs(30))
-        .unwrap();
-    line.split_whitespace()
-        .find(|w| w.starts_with("sha256:"))
-        .expect("CA fingerprint in the registry's first line")
-        .to_string()
+    lab.start_registry(ns, &exe(), &args)
+        .expect("starting the registry")
+        .fingerprint
 }
 
 /// A running node process.
