@@ -15,8 +15,8 @@ use re6st_dataplane::packet::icmpv6::{Icmpv6Packet, Icmpv6Repr};
 use re6st_dataplane::packet::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use tokio::sync::{mpsc, oneshot};
 
-use super::path::{Host, PacketPath};
-use super::tun_host::HostCounters;
+use super::path::PacketPath;
+use super::tun_host::{HostCounters, QueueDeliver};
 
 /// IPv6 Next Header of ICMPv6.
 const ICMPV6: u8 = 58;
@@ -25,21 +25,6 @@ const ICMPV6: u8 = 58;
 const QUEUE: usize = 1024;
 
 type Waiters = Mutex<HashMap<(u16, u16), oneshot::Sender<Instant>>>;
-
-/// The [`Host`] half given to the node.
-#[derive(Debug)]
-pub struct EchoDeliver {
-    tx: mpsc::Sender<Bytes>,
-    counters: Arc<HostCounters>,
-}
-
-impl Host for EchoDeliver {
-    fn deliver(&self, packet: Bytes) {
-        if self.tx.try_send(packet).is_err() {
-            HostCounters::add(&self.counters.tx_queue_full, 1);
-        }
-    }
-}
 
 /// A host without a device: answers and sends pings.
 #[derive(Debug)]
@@ -58,10 +43,10 @@ pub struct EchoQueue {
     rx: mpsc::Receiver<Bytes>,
 }
 
-/// The [`Host`] for the node, and the queue to start [`EchoHost`] with.
-pub fn channel(counters: Arc<HostCounters>) -> (Arc<EchoDeliver>, EchoQueue) {
+/// The [`Host`](super::path::Host) for the node, and the queue to start [`EchoHost`] with.
+pub fn channel(counters: Arc<HostCounters>) -> (Arc<QueueDeliver>, EchoQueue) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (Arc::new(EchoDeliver { tx, counters }), EchoQueue { rx })
+    (QueueDeliver::new(tx, counters), EchoQueue { rx })
 }
 
 impl EchoHost {

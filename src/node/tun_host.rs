@@ -8,7 +8,7 @@
 //!   (forwarder, lock-free FIB load, `send_datagram` on the tunnel). The
 //!   packet buffers come from the batch, split off without a copy.
 //! - One **writer** task: the tunnels' datagram tasks hand packets for the
-//!   host to [`TunDeliver`] (a bounded channel, never blocking them); the
+//!   host to [`QueueDeliver`] (a bounded channel, never blocking them); the
 //!   writer drains up to a batch at a time into a reused [`SendBatch`] and
 //!   writes it with one `send_batch`, which coalesces TCP segments (GRO) so
 //!   the kernel receives 64 KiB super-packets instead of 45 segments.
@@ -87,14 +87,23 @@ impl HostCounters {
     }
 }
 
-/// The [`Host`] half given to the node: queues packets for the writer.
+/// The [`Host`] half given to the node: queues packets for the host's
+/// task (the TUN writer, or the userspace ping responder) without ever
+/// blocking the tunnels; a full queue drops the packet and counts it.
 #[derive(Debug)]
-pub struct TunDeliver {
+pub struct QueueDeliver {
     tx: mpsc::Sender<Bytes>,
     counters: Arc<HostCounters>,
 }
 
-impl Host for TunDeliver {
+impl QueueDeliver {
+    /// Delivers into `tx`, counting drops in `counters`.
+    pub(crate) fn new(tx: mpsc::Sender<Bytes>, counters: Arc<HostCounters>) -> Arc<Self> {
+        Arc::new(QueueDeliver { tx, counters })
+    }
+}
+
+impl Host for QueueDeliver {
     fn deliver(&self, packet: Bytes) {
         if self.tx.try_send(packet).is_err() {
             HostCounters::add(&self.counters.tx_queue_full, 1);
@@ -109,16 +118,13 @@ pub struct TunQueue {
     counters: Arc<HostCounters>,
 }
 
-/// The host side's two halves: give [`TunDeliver`] to the node
+/// The host side's two halves: give [`QueueDeliver`] to the node
 /// ([`super::HostConfig::External`]), then start the device tasks with the
 /// [`TunQueue`] once the node runs.
-pub fn channel(counters: Arc<HostCounters>) -> (Arc<TunDeliver>, TunQueue) {
+pub fn channel(counters: Arc<HostCounters>) -> (Arc<QueueDeliver>, TunQueue) {
     let (tx, rx) = mpsc::channel(DELIVER_QUEUE);
     (
-        Arc::new(TunDeliver {
-            tx,
-            counters: counters.clone(),
-        }),
+        QueueDeliver::new(tx, counters.clone()),
         TunQueue { rx, counters },
     )
 }
