@@ -10,6 +10,8 @@
 
 pub mod igd;
 pub mod overlay;
+#[path = "../registry_support/mod.rs"]
+pub mod registry_support;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -4,94 +4,53 @@
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use clap::Parser;
 use re6st::identity::tls::Trust;
 use re6st::identity::{Crl, NodeCert, NodeKey, make_csr};
 use re6st::node::{HostConfig, Node, NodeConfig, NodeHandle, NodeStatus, PacketSink};
 use re6st::peers::ExchangeConfig;
-use re6st::registry::RunArgs;
 use re6st::registry::client::RegistryClient;
-use re6st::registry::core::Registry;
 use re6st::state_dir::NodeIdentity;
 use re6st::transport::TransportConfig;
 use re6st::tunnels::driver::DriverConfig;
 
-use super::NsRuntime;
+use super::{NsRuntime, registry_support};
 
-#[derive(Parser)]
-struct Wrap {
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-/// A registry serving on `ip` inside a namespace.
+/// A registry serving on `ip` inside a namespace: the registry tests' one,
+/// started on the namespace's runtime.
 pub struct TestRegistry {
     pub url: String,
     pub ca_der: Vec<u8>,
-    pub registry: Arc<Registry>,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _inner: registry_support::TestRegistry,
 }
 
 impl TestRegistry {
     /// Starts on `rt` (its namespace) at `ip`: open enrolment, `k` tunnels,
     /// no refresh during a test, quick Babel.
     pub fn start(rt: &NsRuntime, ip: &str, k: u16) -> TestRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let argv: Vec<String> = [
-            "x",
-            "--dir",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            &format!("{ip}:0"),
-            "--enrolment",
-            "open",
-            "--tunnels",
-            &k.to_string(),
-            "--tunnel-refresh",
-            "1h",
-            "--babel-hello",
-            "1s",
-            "--babel-update",
-            "4s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let args = Wrap::parse_from(argv).run;
         let ip = ip.to_string();
-        let path = dir.path().to_path_buf();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let (url, ca_der, registry) = rt.run(async move {
-            let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        let k = k.to_string();
+        let inner = rt.run(async move {
+            let extra = [
+                "--enrolment",
+                "open",
+                "--tunnels",
+                &k,
+                "--tunnel-refresh",
+                "1h",
+                "--babel-hello",
+                "1s",
+                "--babel-update",
+                "4s",
+            ];
+            registry_support::TestRegistry::start_at(&ip, tempfile::tempdir().unwrap(), &extra)
                 .await
-                .unwrap();
-            let url = format!("https://{ip}:{}", listener.local_addr().unwrap().port());
-            let now = SystemTime::now();
-            let reg =
-                Registry::open(&path, args.network, url.clone(), |s| args.apply(s), now).unwrap();
-            let tls = re6st::registry::server::server_tls(&reg, &[ip], now).unwrap();
-            let ca_der = reg.ca.cert_der().to_vec();
-            let registry = Arc::new(reg);
-            tokio::spawn(re6st::registry::server::serve(
-                registry.clone(),
-                listener,
-                tls,
-                args.sweep_every,
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            (url, ca_der, registry)
         });
         TestRegistry {
-            url,
-            ca_der,
-            registry,
-            _dir: dir,
-            _stop: stop,
+            url: inner.url.clone(),
+            ca_der: inner.ca_der.clone(),
+            _inner: inner,
         }
     }
 

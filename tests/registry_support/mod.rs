@@ -51,10 +51,18 @@ impl TestRegistry {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_at("127.0.0.1", dir, extra).await
+    }
+
+    /// Starts on a random port of the IPv4 address `ip` (one of this
+    /// network namespace's), its certificate naming `ip`.
+    pub async fn start_at(ip: &str, dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let args = run_args(dir.path(), extra);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
-        let url = format!("https://127.0.0.1:{}", addr.port());
+        let url = format!("https://{ip}:{}", addr.port());
         let now = SystemTime::now();
         let reg = Registry::open(
             dir.path(),
@@ -64,7 +72,7 @@ impl TestRegistry {
             now,
         )
         .unwrap();
-        let tls = re6st::registry::server::server_tls(&reg, &["127.0.0.1".into()], now).unwrap();
+        let tls = re6st::registry::server::server_tls(&reg, &[ip.into()], now).unwrap();
         let ca_der = reg.ca.cert_der().to_vec();
         let registry = Arc::new(reg);
         let (tx, rx) = tokio::sync::oneshot::channel();
