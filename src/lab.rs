@@ -197,6 +197,18 @@ pub fn parse_ping(out: &str, count: u32) -> PingSummary {
     p
 }
 
+/// The summary of a finished `ping` of `count` Echo Requests; none
+/// received when it could not run.
+pub fn ping_summary(out: std::io::Result<std::process::Output>, count: u32) -> PingSummary {
+    match out {
+        Ok(o) => parse_ping(&String::from_utf8_lossy(&o.stdout), count),
+        Err(_) => PingSummary {
+            sent: count,
+            ..PingSummary::default()
+        },
+    }
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -441,19 +453,17 @@ impl Lab {
     /// `ping -6` from namespace `ns` to `dst`: `count` pings `interval`
     /// apart, each waited for at most 2 s.
     pub fn ping(&self, ns: &str, dst: &str, count: u32, interval: Duration) -> PingSummary {
-        let out = self
-            .command(ns, "ping")
-            .args(["-6", "-q", "-n", "-W", "2", "-c", &count.to_string()])
+        ping_summary(self.ping_command(ns, dst, count, interval).output(), count)
+    }
+
+    /// The command [`Lab::ping`] runs (async callers run it with
+    /// `tokio::process::Command::from`, then [`ping_summary`]).
+    pub fn ping_command(&self, ns: &str, dst: &str, count: u32, interval: Duration) -> Command {
+        let mut c = self.command(ns, "ping");
+        c.args(["-6", "-q", "-n", "-W", "2", "-c", &count.to_string()])
             .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
-            .arg(dst)
-            .output();
-        match out {
-            Ok(o) => parse_ping(&String::from_utf8_lossy(&o.stdout), count),
-            Err(_) => PingSummary {
-                sent: count,
-                ..PingSummary::default()
-            },
-        }
+            .arg(dst);
+        c
     }
 }
 

@@ -178,21 +178,11 @@ impl NetnsNet {
         count: u32,
         interval: Duration,
     ) -> Ping {
-        let ns = self.lab.ns(&self.nodes[from].name);
-        let out = tokio::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "ping", "-6", "-q", "-n", "-W", "2"])
-            .args(["-c", &count.to_string()])
-            .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
-            .arg(to.to_string())
-            .output()
-            .await;
-        match out {
-            Ok(o) => re6st::lab::parse_ping(&String::from_utf8_lossy(&o.stdout), count),
-            Err(_) => Ping {
-                sent: count,
-                ..Ping::default()
-            },
-        }
+        let ping = self
+            .lab
+            .ping_command(&self.nodes[from].name, &to.to_string(), count, interval);
+        let out = tokio::process::Command::from(ping).output().await;
+        re6st::lab::ping_summary(out, count)
     }
 }
 
