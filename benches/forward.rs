@@ -19,18 +19,7 @@ use re6st_dataplane::icmp::MAX_ERROR_LEN;
 use re6st_dataplane::nexthop::NextHopId;
 
 mod dataplane_util;
-use dataplane_util::Rng;
-
-fn packet(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    p[0] = 0x60;
-    p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-    p[6] = 17;
-    p[7] = 64;
-    p[8..24].copy_from_slice(&src.octets());
-    p[24..40].copy_from_slice(&dst.octets());
-    p
-}
+use dataplane_util::{Rng, packet};
 
 fn bench_forward(c: &mut Criterion) {
     let mut rng = Rng(0xdead_beef_cafe_f00d);

@@ -24,6 +24,8 @@ use re6st::node::{Host, HostConfig, Node, NodeConfig, NodeHandle};
 use re6st::state_dir::NodeIdentity;
 use re6st::transport::{Transport, TransportConfig};
 
+mod dataplane_util;
+
 const PACKET: usize = 1400;
 
 /// The bench's network: the shared test PKI for `fd00:be:ef::/48` and a
@@ -94,13 +96,7 @@ fn announce(cert: &NodeCert, key: &NodeKey, node: &NodeHandle) -> SignedAnnounce
 }
 
 fn udp_packet(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
-    let mut p = vec![0u8; PACKET];
-    p[0] = 0x60;
-    p[4..6].copy_from_slice(&((PACKET - 40) as u16).to_be_bytes());
-    p[6] = 17;
-    p[7] = 64;
-    p[8..24].copy_from_slice(&src.octets());
-    p[24..40].copy_from_slice(&dst.octets());
+    let mut p = dataplane_util::packet(src, dst, PACKET);
     p[40..42].copy_from_slice(&9u16.to_be_bytes());
     p[42..44].copy_from_slice(&9u16.to_be_bytes());
     p[44..46].copy_from_slice(&((PACKET - 40) as u16).to_be_bytes());

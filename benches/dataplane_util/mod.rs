@@ -1,4 +1,8 @@
-//! Input generation shared by the dataplane benches.
+//! Input generation shared by the benches.
+
+#![allow(dead_code)] // each bench uses a part
+
+use std::net::Ipv6Addr;
 
 /// xorshift64*: deterministic, dependency-free input generation.
 pub struct Rng(pub u64);
@@ -11,4 +15,17 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
+
+/// An IPv6 packet of `len` bytes (header included) from `src` to `dst`:
+/// next header UDP, hop limit 64, zero payload.
+pub fn packet(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p
 }
