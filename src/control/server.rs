@@ -82,7 +82,8 @@ impl Source {
         counters.insert("peers".into(), api::counter_map(&s.peers));
         counters.insert("babel".into(), api::counter_map(&s.babel));
         counters.insert("host".into(), (self.host_counters)());
-        let up = s.tunnels.iter().filter(|t| t.state == "up").count();
+        // Probes of a best-of-n refresh are up (they carry traffic).
+        let up = s.tunnels.iter().filter(|t| t.state != "draining").count();
         Status {
             address: s.address,
             prefix: s.prefix,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
+use crate::tunnels::policy::Replacement;
+
 use super::signed::{SignatureContext, sign_payload, verify_payload};
 use super::{Ca, IdentityError, PublicKey};
 
@@ -35,6 +37,18 @@ pub struct NetworkConfig {
     pub max_tunnels: u16,
     /// How often a node replaces its least useful tunnel.
     pub tunnel_refresh_secs: u64,
+    /// How each refresh replaces a tunnel: `least-used` (the report's
+    /// policy, the default) or `least-used-best-of-N` (the same victim, but
+    /// the new peer is the lowest-RTT of N probed ones; see
+    /// `docs/results.md`, "Beyond the report"). A name this build does not
+    /// know (a newer registry's) falls back to `least-used`, so the rest of
+    /// the configuration still applies.
+    #[serde(
+        default = "default_replacement",
+        with = "replacement_name",
+        skip_serializing_if = "is_default_replacement"
+    )]
+    pub tunnel_replacement: Replacement,
     /// Babel Hello interval.
     pub babel_hello_ms: u64,
     /// Babel IHU interval.
@@ -54,6 +68,33 @@ pub struct NetworkConfig {
     pub min_protocol: u32,
     /// The registry's HTTPS URL.
     pub registry_url: String,
+}
+
+fn default_replacement() -> Replacement {
+    Replacement::LeastUsed
+}
+
+fn is_default_replacement(r: &Replacement) -> bool {
+    *r == default_replacement()
+}
+
+/// `tunnel_replacement` as its name (`least-used-best-of-5`).
+mod replacement_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Replacement, default_replacement};
+
+    pub fn serialize<S: Serializer>(r: &Replacement, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(r)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Replacement, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(name.parse().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "network configuration: using least-used");
+            default_replacement()
+        }))
+    }
 }
 
 fn default_rtt_penalty() -> u16 {
@@ -76,6 +117,7 @@ impl NetworkConfig {
             tunnels,
             max_tunnels: 3 * tunnels,
             tunnel_refresh_secs: 300,
+            tunnel_replacement: default_replacement(),
             babel_hello_ms: 4_000,
             babel_ihu_ms: 12_000,
             babel_update_ms: 16_000,
@@ -210,6 +252,30 @@ mod tests {
         // A configuration from before the RTT fields gets babeld's values.
         let old = r#"{"version":1,"issued_at":0,"network":"fd00:5::/48","node_prefix_len":64,"tunnels":10,"max_tunnels":30,"tunnel_refresh_secs":300,"babel_hello_ms":4000,"babel_ihu_ms":12000,"babel_update_ms":16000,"min_protocol":1,"registry_url":"https://r:1"}"#;
         assert_eq!(serde_json::from_str::<NetworkConfig>(old).unwrap(), cfg);
+    }
+
+    #[test]
+    fn tunnel_replacement_is_named_and_optional() {
+        let mut cfg = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), "https://r:1".into());
+        // The default is not written: configurations signed before the
+        // field existed and those signed now with the default are the same.
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("replacement"));
+        cfg.tunnel_replacement = Replacement::LeastUsedBestOf { probes: 5 };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            json.contains(r#""tunnel_replacement":"least-used-best-of-5""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<NetworkConfig>(&json).unwrap(), cfg);
+        // A newer registry's policy this build does not know: least-used,
+        // and the rest of the configuration still applies.
+        let future = json.replace("least-used-best-of-5", "latency-aware-v2");
+        let parsed: NetworkConfig = serde_json::from_str(&future).unwrap();
+        assert_eq!(parsed.tunnel_replacement, Replacement::LeastUsed);
+        assert_eq!(parsed.tunnels, 10);
+        // Still a string, or the configuration is malformed.
+        let number = json.replace(r#""least-used-best-of-5""#, "5");
+        assert!(serde_json::from_str::<NetworkConfig>(&number).is_err());
     }
 
     #[test]

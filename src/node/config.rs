@@ -90,6 +90,9 @@ pub struct NodeConfig {
     pub host: HostConfig,
     /// A switch that can cut the node's socket (tests of crashes).
     pub fault_switch: Option<Arc<FaultSwitch>>,
+    /// Replacement policy of this node instead of the network's
+    /// (`tunnel_replacement`); for experiments and tests.
+    pub replacement: Option<Replacement>,
     /// Seed of the node's random choices (`None`: from the OS).
     pub seed: Option<u64>,
     /// The edges of the network (issue 10): address discovery, UPnP, LAN
@@ -146,6 +149,7 @@ impl Default for NodeConfig {
             mtu: 1400,
             host: HostConfig::Sink { capacity: 4096 },
             fault_switch: None,
+            replacement: None,
             seed: None,
             edges: EdgesConfig::default(),
         }
@@ -159,7 +163,7 @@ impl NodeConfig {
             outgoing: usize::from(net.tunnels),
             max_tunnels: usize::from(net.max_tunnels),
             refresh: net.tunnel_refresh(),
-            replacement: Replacement::LeastUsed,
+            replacement: self.replacement.unwrap_or(net.tunnel_replacement),
             backoff_min: self.backoff_min,
             backoff_max: self.backoff_max,
             drain_timeout: self.drain_timeout,

@@ -154,6 +154,13 @@ pub struct NodeOptions {
     /// higher one) [default: 0].
     #[arg(long, value_name = "N")]
     pub gateway_metric: Option<u16>,
+    /// Replace tunnels with this policy instead of the network's
+    /// (`re6st registry run --tunnel-replacement`): `least-used` or
+    /// `least-used-best-of-N`. For experiments; normally every node follows
+    /// the network.
+    #[arg(long, value_name = "POLICY")]
+    #[serde(deserialize_with = "parsed")]
+    pub tunnel_replacement: Option<crate::tunnels::policy::Replacement>,
 }
 
 fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -198,6 +205,7 @@ impl NodeOptions {
         };
         NodeOptions {
             registry: self.registry.or(file.registry),
+            tunnel_replacement: self.tunnel_replacement.or(file.tunnel_replacement),
             token: self.token.or(file.token),
             ca_fingerprint: self.ca_fingerprint.or(file.ca_fingerprint),
             listen: self.listen.or(file.listen),
@@ -339,6 +347,7 @@ pub(super) mod tests {
             keep-alive = "500ms"
             idle-timeout = "2s"
             ca-fingerprint = "00000000000000000000000000000000000000000000000000000000000000ff"
+            tunnel-replacement = "least-used-best-of-3"
             "#,
         )
         .unwrap();
@@ -353,6 +362,10 @@ pub(super) mod tests {
         assert_eq!(m.keep_alive, Some(Duration::from_millis(500)));
         assert_eq!(m.advertise, vec!["[fd00::1]:5000".parse().unwrap()]);
         assert!(m.ca_fingerprint.is_some());
+        assert_eq!(
+            m.tunnel_replacement,
+            Some(crate::tunnels::policy::Replacement::LeastUsedBestOf { probes: 3 })
+        );
         m.validate().unwrap();
     }
 
@@ -379,6 +392,12 @@ pub(super) mod tests {
             "unknown key"
         );
         assert!(toml::from_str::<NodeOptions>("idle-timeout = \"soon\"").is_err());
+        for bad in ["least-used-best-of-1", "best-of-5", "least-used-best-of-17"] {
+            let argv = ["x", "--tunnel-replacement", bad];
+            assert!(Wrap::try_parse_from(argv).is_err(), "{bad}");
+            let file = format!("tunnel-replacement = \"{bad}\"");
+            assert!(toml::from_str::<NodeOptions>(&file).is_err(), "{bad}");
+        }
         for bad in [
             "mtu = 1000",
             "queues = 0",

@@ -147,6 +147,7 @@ async fn serve(
         mtu: info.mtu,
         host: HostConfig::External(host),
         edges: super::edges::config_from(&opts),
+        replacement: opts.tunnel_replacement,
         ..NodeConfig::default()
     };
     let node = Arc::new(Node::start(config, identity).await?);

@@ -25,7 +25,7 @@ use super::edges::Edges;
 use super::link::TunnelLink;
 use super::path::{PacketPath, PathShared};
 use super::registry::{RegistryCmd, RegistryEvent};
-use super::status::{NodeStatus, RegistryStatus, TunnelStatus};
+use super::status::{NodeStatus, ProbeRoundStatus, ProbeStatus, RegistryStatus, TunnelStatus};
 use super::tunnel::{self, Established};
 use super::{NodeConfig, persist};
 use crate::identity::tls::{CaVerifier, Trust};
@@ -942,6 +942,8 @@ impl Router {
                     },
                     state: if self.driver.is_draining(*t) {
                         "draining"
+                    } else if info.as_ref().is_some_and(|i| i.probe) {
+                        "probe"
                     } else {
                         "up"
                     },
@@ -969,6 +971,23 @@ impl Router {
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
             crl_number: self.transport.crl_number(),
             tunnels,
+            probe_rounds: self
+                .driver
+                .policy()
+                .probe_rounds()
+                .map(|r| ProbeRoundStatus {
+                    probes: r
+                        .up
+                        .iter()
+                        .map(|(peer, rtt)| ProbeStatus {
+                            peer_prefix: peer.prefix,
+                            rtt_ms: rtt.map(|r| r.as_secs_f64() * 1000.0),
+                            kept: r.kept.as_ref() == Some(peer),
+                        })
+                        .collect(),
+                    cancelled: r.cancelled,
+                })
+                .collect(),
             routes: self.engine.fib().len(),
             peer_db: self.db.len(),
             registry: self.registry_status.clone(),

@@ -34,6 +34,8 @@ pub struct NodeStatus {
     pub crl_number: u64,
     /// Tunnels (up and draining).
     pub tunnels: Vec<TunnelStatus>,
+    /// The latest best-of-n refreshes (`least-used-best-of-N` only).
+    pub probe_rounds: Vec<ProbeRoundStatus>,
     /// Selected routes.
     pub routes: usize,
     /// Peer DB entries.
@@ -58,6 +60,26 @@ pub struct NodeStatus {
     pub edges: super::edges::EdgesStatus,
 }
 
+/// One best-of-n refresh of this node (the latest 8 are kept).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeRoundStatus {
+    /// The probes that were up when it was decided.
+    pub probes: Vec<ProbeStatus>,
+    /// Probes still dialling at the deadline (cancelled).
+    pub cancelled: usize,
+}
+
+/// One probe of a best-of-n refresh.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStatus {
+    /// The peer's prefix.
+    pub peer_prefix: Ipv6Net,
+    /// The RTT it was ranked by (the QUIC handshake's), milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Whether it was kept (the lowest RTT).
+    pub kept: bool,
+}
+
 /// One tunnel.
 #[derive(Debug, Clone, Serialize)]
 pub struct TunnelStatus {
@@ -72,7 +94,8 @@ pub struct TunnelStatus {
     /// `outgoing` (ours, one of k), `incoming`, or `lan` (a LAN link,
     /// outside k).
     pub direction: &'static str,
-    /// `up` or `draining`.
+    /// `up`, `probe` (a best-of-n candidate of the refresh, not chosen
+    /// yet) or `draining`.
     pub state: &'static str,
     /// Babel interface / next-hop id.
     pub iface: Option<u32>,

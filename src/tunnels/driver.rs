@@ -18,6 +18,14 @@
 //!   the policy asks to close it; the driver closes it `linger` after the
 //!   peer's answer (packets already in flight still arrive), or after
 //!   `peer_wait` if the answer never comes.
+//! - **Losing best-of-n probes** ([`CloseReason::ProbeLost`]). The policy
+//!   forgets them at once, but a probe that came up is a Babel neighbour
+//!   like any tunnel and may already carry routes (a slow probe keeps the
+//!   round open while the fast ones exchange Hellos). So an up loser is
+//!   removed in the same stages as a refresh victim: drained (the peer is
+//!   told), closed `linger` after both ends have moved their routes away,
+//!   and at the latest after the policy's `drain_timeout`. A loser still
+//!   dialling is just cancelled.
 //!
 //! It is sans-IO like the policy: the node's router task feeds it events
 //! and `now`, applies the commands, and calls
@@ -175,6 +183,11 @@ struct Entry {
     drained_sent: bool,
     /// Opening (outgoing, not up yet).
     opening: bool,
+    /// A losing probe the driver drains on its own (the policy forgot it).
+    probe_lost: bool,
+    /// Nothing of ours is routed through it any more (and the policy no
+    /// longer holds it): only the peer's answer or the deadline is awaited.
+    own_drained: bool,
     /// A LAN link ([`Driver::handle_lan_up`]): the policy does not know it.
     lan: bool,
 }
@@ -187,6 +200,12 @@ fn is_lan_id(tunnel: TunnelId) -> bool {
     tunnel.0 & LAN_ID != 0
 }
 
+/// Whether the policy still holds this tunnel: not a LAN link, not one it
+/// asked to close that the driver keeps until both ends have drained.
+fn policy_holds(e: &Entry) -> bool {
+    !e.lan && !e.own_drained && !e.probe_lost
+}
+
 impl Entry {
     fn new(peer: PeerKey, direction: Direction, iface: Option<IfaceId>, opening: bool) -> Self {
         Self {
@@ -197,6 +216,8 @@ impl Entry {
             peer_drained: false,
             drained_sent: false,
             opening,
+            probe_lost: false,
+            own_drained: false,
             lan: false,
         }
     }
@@ -223,6 +244,10 @@ pub struct DriverStats {
     /// chosen (divide by `replacements`; the report found 1.85 against 75
     /// on average per tunnel).
     pub replaced_destinations: u64,
+    /// Best-of-n probes that came up and lost: drained, then closed.
+    pub probes_drained: u64,
+    /// Best-of-n probes that lost while still dialling: cancelled.
+    pub probes_cancelled: u64,
 }
 
 /// The tunnel driver of one node.
@@ -369,7 +394,10 @@ impl Driver {
     /// The connection of `tunnel` ended without us asking (peer closed,
     /// idle timeout, peer revoked).
     pub fn handle_closed(&mut self, tunnel: TunnelId, now: Instant) {
-        if self.remove(tunnel, None, now) && !is_lan_id(tunnel) {
+        if self
+            .remove(tunnel, None, now)
+            .is_some_and(|e| policy_holds(&e))
+        {
             self.policy.handle_tunnel_closed(tunnel, now);
             self.drain_actions(now);
         }
@@ -378,26 +406,27 @@ impl Driver {
     /// The node itself must drop `tunnel` now (its peer was revoked, or it
     /// broke the protocol): closed with `code`.
     pub fn close(&mut self, tunnel: TunnelId, code: u32, reason: &'static str, now: Instant) {
-        if self.remove(tunnel, Some((code, reason)), now) && !is_lan_id(tunnel) {
+        if self
+            .remove(tunnel, Some((code, reason)), now)
+            .is_some_and(|e| policy_holds(&e))
+        {
             self.policy.handle_tunnel_closed(tunnel, now);
             self.drain_actions(now);
         }
     }
 
-    /// Forgets `tunnel` and emits its `Close`; `false` if it was unknown.
+    /// Forgets `tunnel` and emits its `Close`; `None` if it was unknown.
     fn remove(
         &mut self,
         tunnel: TunnelId,
         close: Option<(u32, &'static str)>,
         now: Instant,
-    ) -> bool {
-        let Some(e) = self.entries.remove(&tunnel) else {
-            return false;
-        };
+    ) -> Option<Entry> {
+        let e = self.entries.remove(&tunnel)?;
         self.lingering.retain(|(_, t)| *t != tunnel);
         if e.opening {
             self.commands.push_back(Command::CancelDial { tunnel });
-            return true;
+            return Some(e);
         }
         if let Some(i) = e.iface {
             self.free_iface(i, now);
@@ -407,7 +436,7 @@ impl Driver {
             iface: e.iface,
             close,
         });
-        true
+        Some(e)
     }
 
     /// A LAN link to `peer` is up (LAN discovery, issue 10: a node heard on
@@ -454,6 +483,11 @@ impl Driver {
             return;
         };
         e.peer_drained = true;
+        if !e.own_drained {
+            // Still carrying our routes (a losing probe): handle_routes
+            // schedules the close once they moved.
+            return;
+        }
         let soon = now + self.config.linger;
         for (at, t) in &mut self.lingering {
             if *t == tunnel && *at > soon {
@@ -488,16 +522,40 @@ impl Driver {
             })
             .collect();
         // A tunnel the peer drains: answer once nothing of ours uses it.
+        let mut probes_drained = Vec::new();
         for (t, e) in &mut self.entries {
             let routed = e.iface.and_then(|i| counts.get(&i)).is_some_and(|n| *n > 0);
+            if e.probe_lost && !e.own_drained && !routed {
+                e.own_drained = true;
+                probes_drained.push((*t, e.peer_drained));
+            }
             if e.draining && e.direction == Direction::Incoming && !e.drained_sent && !routed {
                 e.drained_sent = true;
                 self.commands
                     .push_back(Command::NotifyDrained { tunnel: *t });
             }
         }
+        for (t, peer_drained) in probes_drained {
+            self.close_after(t, peer_drained, now);
+        }
         self.policy.handle_routes(mapped, now);
         self.drain_actions(now);
+    }
+
+    /// Closes `tunnel`, whose routes have moved away, `linger` after the
+    /// peer's routes have too (or `peer_wait` without its answer); an
+    /// earlier deadline already set stays.
+    fn close_after(&mut self, tunnel: TunnelId, peer_drained: bool, now: Instant) {
+        let wait = if peer_drained {
+            self.config.linger
+        } else {
+            self.config.peer_wait.max(self.config.linger)
+        };
+        let at = now + wait;
+        match self.lingering.iter_mut().find(|(_, t)| *t == tunnel) {
+            Some((old, _)) => *old = (*old).min(at),
+            None => self.lingering.push((at, tunnel)),
+        }
     }
 
     /// The RTT measured on `iface`.
@@ -519,12 +577,19 @@ impl Driver {
             .collect();
         self.lingering.retain(|(at, _)| *at > now);
         for tunnel in due {
-            let answered = self.entries.get(&tunnel).is_some_and(|e| e.peer_drained);
-            if self.remove(
-                tunnel,
-                Some((close::REPLACED, "replaced by the tunnel refresh")),
-                now,
-            ) {
+            let Some(e) = self.entries.get(&tunnel) else {
+                continue;
+            };
+            let answered = e.peer_drained;
+            let why = if e.probe_lost {
+                "probe tunnel not kept"
+            } else {
+                "replaced by the tunnel refresh"
+            };
+            if self
+                .remove(tunnel, Some((close::REPLACED, why)), now)
+                .is_some()
+            {
                 if answered {
                     self.stats.closed_drained += 1;
                 } else {
@@ -594,21 +659,30 @@ impl Driver {
     }
 
     fn close_action(&mut self, tunnel: TunnelId, reason: CloseReason, now: Instant) {
-        let Some(e) = self.entries.get(&tunnel) else {
+        let Some(e) = self.entries.get_mut(&tunnel) else {
             return;
         };
-        if e.draining && e.direction == Direction::Outgoing {
+        if e.draining && e.direction == Direction::Outgoing && !e.probe_lost {
             // Our routes moved away. Close once the peer's did too (plus
             // `linger` for packets in flight), or when it never says so.
-            let wait = if e.peer_drained {
-                self.config.linger
-            } else {
-                self.config.peer_wait.max(self.config.linger)
-            };
-            if !self.lingering.iter().any(|(_, t)| *t == tunnel) {
-                self.lingering.push((now + wait, tunnel));
-            }
+            e.own_drained = true;
+            let peer_drained = e.peer_drained;
+            self.close_after(tunnel, peer_drained, now);
             return;
+        }
+        if reason == CloseReason::ProbeLost {
+            if e.iface.is_none() {
+                self.stats.probes_cancelled += 1;
+            } else if !e.draining {
+                // Up, maybe carrying routes: the staged removal, bounded by
+                // the policy's drain timeout.
+                e.probe_lost = true;
+                self.stats.probes_drained += 1;
+                let bound = now + self.policy.config().drain_timeout;
+                self.drain(tunnel, true);
+                self.lingering.push((bound, tunnel));
+                return;
+            }
         }
         let why = match reason {
             CloseReason::Replaced => "replaced by the tunnel refresh",

@@ -49,11 +49,14 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use backoff::Backoff;
-pub use config::{ConfigError, PolicyConfig, Replacement};
+pub use config::{ConfigError, ParseReplacementError, PolicyConfig, Replacement};
 pub use types::{
-    Action, CloseReason, Direction, Failure, PeerId, PolicyStats, Refusal, TunnelId, TunnelInfo,
-    TunnelState,
+    Action, CloseReason, Direction, Failure, PeerId, PolicyStats, ProbeRound, Refusal, TunnelId,
+    TunnelInfo, TunnelState,
 };
+
+/// How many decided best-of-n rounds [`Policy::probe_rounds`] keeps.
+const PROBE_ROUNDS_KEPT: usize = 8;
 
 /// One tunnel as the policy sees it.
 #[derive(Debug, Clone)]
@@ -87,6 +90,7 @@ impl<P> Tunnel<P> {
             state: self.state,
             destinations: self.destinations,
             rtt: self.rtt,
+            probe: self.probe,
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct Policy<P: PeerId, R = StdRng> {
     next_refresh: Instant,
     /// Set while best-of-n probes are out.
     probe_deadline: Option<Instant>,
+    /// The latest decided best-of-n rounds, oldest first.
+    probe_rounds: VecDeque<ProbeRound<P>>,
     /// The latest `now` seen, for `poll_timeout`.
     now: Instant,
     stats: PolicyStats,
@@ -130,6 +136,7 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             actions: VecDeque::new(),
             next_id: 0,
             probe_deadline: None,
+            probe_rounds: VecDeque::new(),
             now,
             stats: PolicyStats::default(),
         })
@@ -157,6 +164,11 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     /// Counters.
     pub fn stats(&self) -> &PolicyStats {
         &self.stats
+    }
+
+    /// The latest best-of-n rounds (at most 8), oldest first.
+    pub fn probe_rounds(&self) -> impl Iterator<Item = &ProbeRound<P>> + '_ {
+        self.probe_rounds.iter()
     }
 
     /// Every tunnel the policy knows, in every state.
@@ -342,9 +354,15 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     }
 
     /// The measured RTT of a tunnel (Babel's RTT extension or QUIC's).
+    /// Ignored for a best-of-n probe until its round is decided: probes are
+    /// ranked by the RTT they came up with, measured the same way for all
+    /// of them (a probe that came up early would otherwise be ranked by
+    /// another estimator, e.g. Babel's, than the others).
     pub fn handle_rtt(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) {
         self.now = now;
-        if let Some(t) = self.find_mut(tunnel) {
+        if let Some(t) = self.find_mut(tunnel)
+            && !t.probe
+        {
             t.rtt = Some(rtt);
         }
     }
@@ -585,6 +603,33 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         ties[self.rng.random_range(0..ties.len())]
     }
 
+    /// Keeps the outcome of the round being decided (`winner` among the
+    /// probes) for [`Policy::probe_rounds`].
+    fn record_round(&mut self, winner: Option<TunnelId>) {
+        let mut probes: Vec<&Tunnel<P>> = self.tunnels.iter().filter(|t| t.probe).collect();
+        probes.sort_by_key(|t| t.id);
+        let round = ProbeRound {
+            up: probes
+                .iter()
+                .filter(|t| t.state == TunnelState::Up)
+                .map(|t| (t.peer.clone(), t.rtt))
+                .collect(),
+            cancelled: probes
+                .iter()
+                .filter(|t| t.state == TunnelState::Opening)
+                .count(),
+            kept: probes
+                .iter()
+                .find(|t| Some(t.id) == winner)
+                .map(|t| t.peer.clone()),
+        };
+        if self.probe_rounds.len() == PROBE_ROUNDS_KEPT {
+            self.probe_rounds.pop_front();
+        }
+        self.probe_rounds.push_back(round);
+        self.stats.probe_rounds += 1;
+    }
+
     /// Best-of-n: once no probe is still opening (or `force`, at the
     /// deadline), keep the up probe with the lowest RTT and close the rest.
     fn resolve_probes(&mut self, force: bool, now: Instant) {
@@ -610,6 +655,7 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             .filter(|t| t.probe && Some(t.id) != winner)
             .map(|t| t.id)
             .collect();
+        self.record_round(winner);
         for id in losers {
             self.remove_and_close(id, CloseReason::ProbeLost);
         }

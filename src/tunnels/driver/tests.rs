@@ -17,11 +17,22 @@ fn key(serial: u64) -> PeerKey {
 }
 
 fn driver(me: u64, k: usize, t0: Instant) -> Driver {
+    driver_with(me, k, super::super::policy::Replacement::LeastUsed, t0)
+}
+
+fn driver_with(
+    me: u64,
+    k: usize,
+    replacement: super::super::policy::Replacement,
+    t0: Instant,
+) -> Driver {
     let policy = PolicyConfig {
         refresh: secs(10),
         backoff_min: secs(2),
         backoff_max: secs(8),
         drain_timeout: secs(5),
+        probe_timeout: secs(3),
+        replacement,
         // k = 0 is a node that only accepts: give it room anyway.
         max_tunnels: 3 * k.max(1),
         ..PolicyConfig::with_k(k)
@@ -401,4 +412,147 @@ fn lan_links_are_outside_the_policy() {
     assert_eq!(d.tunnel_of(iface), None);
     assert_eq!(d.lan_peers().count(), 0);
     assert!(d.handle_lan_up(key(9), t0 + secs(12)).is_some());
+}
+
+/// A best-of-3 refresh up to the probes' resolution: the victim drains,
+/// probe 0 is up (30 ms) and carries 2 destinations, probe 1 is up (10 ms),
+/// probe 2 still dials when the probe deadline passes.
+fn best_of_3_resolved(
+    d: &mut Driver,
+    t0: Instant,
+) -> (Instant, [(TunnelId, IfaceId); 2], TunnelId, [TunnelId; 3]) {
+    let up = up_with_routes(d, 2, &[5, 1], t0);
+    let t1 = d.poll_timeout().unwrap();
+    d.handle_timeout(t1);
+    let cmds = commands(d);
+    let probes: Vec<TunnelId> = dials(&cmds).into_iter().map(|x| x.0).collect();
+    assert_eq!(probes.len(), 3, "{cmds:?}");
+    let victim = up[1];
+    assert!(cmds.contains(&Command::Drain {
+        tunnel: victim.0,
+        iface: victim.1,
+        notify_peer: true
+    }));
+    let mut ifaces = vec![];
+    for (p, ms) in [(probes[0], 30), (probes[1], 10)] {
+        match d.handle_dialled(p, Ok(Some(Duration::from_millis(ms))), t1) {
+            Dialled::Up(i) => ifaces.push(i),
+            Dialled::Discard => panic!("a probe is wanted until the round ends"),
+        }
+        assert!(d.policy().tunnel(p).unwrap().probe);
+    }
+    // Babel already routes through the first probe; the victim is drained.
+    let counts = BTreeMap::from([(up[0].1, 5), (victim.1, 0), (ifaces[0], 2)]);
+    d.handle_routes(&counts, t1);
+    assert!(
+        !commands(d)
+            .iter()
+            .any(|c| matches!(c, Command::Close { tunnel, .. } if probes.contains(tunnel))),
+        "nothing is decided while a probe still dials"
+    );
+    let deadline = t1 + secs(3);
+    assert!(d.poll_timeout().unwrap() <= deadline);
+    d.handle_timeout(deadline);
+    let cmds = commands(d);
+    assert!(
+        cmds.contains(&Command::CancelDial { tunnel: probes[2] }),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(&Command::Drain {
+            tunnel: probes[0],
+            iface: ifaces[0],
+            notify_peer: true
+        }),
+        "the up loser is drained, not cut: {cmds:?}"
+    );
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| matches!(c, Command::Close { tunnel, .. } if probes.contains(tunnel))),
+        "{cmds:?}"
+    );
+    let kept = d.policy().tunnel(probes[1]).unwrap();
+    assert!(!kept.probe, "the fastest probe is one of the k now");
+    assert!(d.policy().tunnel(probes[0]).is_none());
+    assert_eq!(d.policy().own_count(), 2);
+    (
+        deadline,
+        [(probes[0], ifaces[0]), (probes[1], ifaces[1])],
+        victim.0,
+        [probes[0], probes[1], probes[2]],
+    )
+}
+
+#[test]
+fn best_of_3_keeps_the_fastest_and_drains_the_losers_before_closing() {
+    let t0 = Instant::now();
+    let mut d = driver_with(
+        1,
+        2,
+        super::super::policy::Replacement::LeastUsedBestOf { probes: 3 },
+        t0,
+    );
+    let (t, [(loser, li), (winner, wi)], _victim, probes) = best_of_3_resolved(&mut d, t0);
+    assert!(d.is_draining(loser));
+    // The peer has moved its routes, ours still go through the loser: wait.
+    d.handle_peer_drained(loser, t);
+    let t = t + Duration::from_millis(100);
+    d.handle_timeout(t);
+    assert!(commands(&mut d).is_empty());
+    // Ours have moved too: closed after the linger, as a replaced tunnel.
+    d.handle_routes(&BTreeMap::from([(li, 0), (wi, 3)]), t);
+    assert_eq!(d.poll_timeout(), Some(t + Duration::from_millis(500)));
+    d.handle_timeout(t + Duration::from_millis(500));
+    let cmds = commands(&mut d);
+    assert!(
+        cmds.contains(&Command::Close {
+            tunnel: loser,
+            iface: Some(li),
+            close: Some((close::REPLACED, "probe tunnel not kept")),
+        }),
+        "{cmds:?}"
+    );
+    // The cancelled dial that connects anyway is discarded.
+    assert_eq!(
+        d.handle_dialled(probes[2], Ok(Some(Duration::from_millis(1))), t),
+        Dialled::Discard
+    );
+    // A late close report of the loser is not news to the policy.
+    d.handle_closed(loser, t + secs(1));
+    let s = d.stats();
+    assert_eq!((s.probes_drained, s.probes_cancelled), (1, 1));
+    assert_eq!(s.discarded_dials, 1);
+    assert_eq!(d.policy().stats().unknown_tunnel, 0);
+    assert_eq!(d.iface_of(winner), Some(wi));
+    assert!(!d.is_draining(winner));
+}
+
+#[test]
+fn a_losing_probe_that_keeps_routes_is_closed_at_the_drain_timeout() {
+    let t0 = Instant::now();
+    let mut d = driver_with(
+        1,
+        2,
+        super::super::policy::Replacement::LeastUsedBestOf { probes: 3 },
+        t0,
+    );
+    let (t, [(loser, li), _], _, _) = best_of_3_resolved(&mut d, t0);
+    d.handle_peer_drained(loser, t);
+    // Its routes never move away (no alternative): the policy's drain
+    // timeout (5 s) bounds the wait.
+    d.handle_routes(&BTreeMap::from([(li, 1)]), t);
+    d.handle_timeout(t + secs(5) - Duration::from_millis(1));
+    assert!(
+        !commands(&mut d)
+            .iter()
+            .any(|c| matches!(c, Command::Close { tunnel, .. } if *tunnel == loser))
+    );
+    d.handle_timeout(t + secs(5));
+    let cmds = commands(&mut d);
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Close { tunnel, iface: Some(i), .. } if *tunnel == loser && *i == li)),
+        "{cmds:?}"
+    );
+    assert!(d.iface_of(loser).is_none());
 }

@@ -32,6 +32,58 @@ pub enum Replacement {
     },
 }
 
+impl Replacement {
+    /// Most probes a network may ask for: each is a QUIC handshake at every
+    /// refresh, and the simulator's gain flattens well before this.
+    pub const MAX_PROBES: u8 = 16;
+}
+
+/// The names used in the network configuration and on command lines:
+/// `never`, `random`, `least-used`, `least-used-best-of-N`.
+impl std::fmt::Display for Replacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Replacement::Never => f.write_str("never"),
+            Replacement::Random => f.write_str("random"),
+            Replacement::LeastUsed => f.write_str("least-used"),
+            Replacement::LeastUsedBestOf { probes } => write!(f, "least-used-best-of-{probes}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Replacement {
+    type Err = ParseReplacementError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseReplacementError(s.to_string());
+        Ok(match s {
+            "never" => Replacement::Never,
+            "random" => Replacement::Random,
+            "least-used" => Replacement::LeastUsed,
+            _ => {
+                let n = s.strip_prefix("least-used-best-of-").ok_or_else(bad)?;
+                // Digits only: no sign, no spaces.
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let probes: u8 = n.parse().map_err(|_| bad())?;
+                if !(2..=Replacement::MAX_PROBES).contains(&probes) {
+                    return Err(bad());
+                }
+                Replacement::LeastUsedBestOf { probes }
+            }
+        })
+    }
+}
+
+/// A replacement name that is not one of [`Replacement`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown tunnel replacement {0:?}: expected never, random, least-used or \
+     least-used-best-of-N with N from 2 to 16"
+)]
+pub struct ParseReplacementError(pub String);
+
 /// Parameters of [`super::Policy`]. `outgoing`, `max_tunnels` and `refresh`
 /// come from the network configuration signed by the registry; the rest are
 /// local timers with sane defaults.

@@ -370,6 +370,10 @@ fn best_of_keeps_the_fastest_probe() {
     p.handle_tunnel_up(probes[0].0, Some(Duration::from_millis(80)), now);
     p.handle_tunnel_up(probes[1].0, Some(Duration::from_millis(20)), now);
     assert!(actions(&mut p).is_empty());
+    // Another estimator's figure for one probe (Babel's, say) does not
+    // rank it against the others' handshake RTTs.
+    p.handle_rtt(probes[0].0, Duration::from_millis(5), now);
+    p.handle_rtt(probes[1].0, Duration::from_millis(90), now);
     p.handle_tunnel_failed(probes[2].0, Failure::Unreachable, now);
     assert_eq!(
         actions(&mut p),
@@ -381,6 +385,16 @@ fn best_of_keeps_the_fastest_probe() {
     );
     assert_eq!(p.own_count(), 3);
     assert_eq!(p.tunnel(probes[1].0).map(|t| t.peer), Some(probes[1].1));
+    let ms = |m| Some(Duration::from_millis(m));
+    assert_eq!(
+        p.probe_rounds().collect::<Vec<_>>(),
+        vec![&ProbeRound {
+            up: vec![(probes[0].1, ms(80)), (probes[1].1, ms(20))],
+            cancelled: 0,
+            kept: Some(probes[1].1),
+        }]
+    );
+    assert_eq!(p.stats().probe_rounds, 1);
 }
 
 #[test]
@@ -404,6 +418,8 @@ fn best_of_decides_at_the_probe_deadline() {
         reason: CloseReason::ProbeLost
     }));
     assert!(p.tunnel(probes[1].0).is_some());
+    let round = p.probe_rounds().last().unwrap();
+    assert_eq!((round.cancelled, round.kept), (1, Some(probes[1].1)));
 }
 
 #[test]
@@ -474,4 +490,35 @@ fn a_node_that_accepted_before_opening_keeps_room_for_its_own() {
     );
     bring_up(&mut p, &own, |_| 1, t0);
     assert_eq!(p.tunnel_count(), 6, "arity 3k exactly");
+}
+
+#[test]
+fn replacement_names_round_trip_and_bad_ones_are_refused() {
+    for r in [
+        Replacement::Never,
+        Replacement::Random,
+        Replacement::LeastUsed,
+        Replacement::LeastUsedBestOf { probes: 2 },
+        Replacement::LeastUsedBestOf { probes: 16 },
+    ] {
+        assert_eq!(r.to_string().parse::<Replacement>(), Ok(r));
+    }
+    assert_eq!(
+        "least-used-best-of-5".parse(),
+        Ok(Replacement::LeastUsedBestOf { probes: 5 })
+    );
+    for bad in [
+        "",
+        "least_used",
+        "least-used-best-of-",
+        "least-used-best-of-1",
+        "least-used-best-of-17",
+        "least-used-best-of-+5",
+        "least-used-best-of-999",
+        "LEAST-USED",
+    ] {
+        let e = bad.parse::<Replacement>().unwrap_err();
+        assert_eq!(e, ParseReplacementError(bad.to_string()));
+        assert!(e.to_string().contains("least-used-best-of-N"), "{e}");
+    }
 }

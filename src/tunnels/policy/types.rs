@@ -143,6 +143,23 @@ pub struct TunnelInfo<P> {
     pub destinations: u32,
     /// Its RTT, as last reported.
     pub rtt: Option<Duration>,
+    /// A best-of-n candidate not chosen yet (not one of the `k`).
+    pub probe: bool,
+}
+
+/// How one best-of-n refresh ([`super::Replacement::LeastUsedBestOf`])
+/// was decided: what an operator (and a test) needs to see that the kept
+/// peer is the fastest of those probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeRound<P> {
+    /// The probes that were up when the round was decided, with the RTT
+    /// they were ranked by, in the order they were opened.
+    pub up: Vec<(P, Option<Duration>)>,
+    /// Probes still dialling at the deadline (cancelled). Probes that
+    /// failed before are not listed.
+    pub cancelled: usize,
+    /// The probe kept: the lowest RTT of `up` (`None` if none came up).
+    pub kept: Option<P>,
 }
 
 /// Counters, for the control API and the simulator.
@@ -167,6 +184,8 @@ pub struct PolicyStats {
     pub replaced_destinations: u64,
     /// Duplicate tunnels closed by the serial rule.
     pub duplicates_closed: u64,
+    /// Best-of-n refreshes decided.
+    pub probe_rounds: u64,
     /// Events about a tunnel id the policy does not know (a driver bug or a
     /// late event); they are ignored.
     pub unknown_tunnel: u64,
