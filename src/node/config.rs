@@ -191,3 +191,47 @@ impl NodeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Metric of a path of tunnels with these RTTs (96 per hop plus the
+    /// RTT penalty), as the Babel engine costs them.
+    fn metric(c: &BabelConfig, rtts_ms: &[u64]) -> u32 {
+        rtts_ms
+            .iter()
+            .map(|&r| {
+                let us = u32::try_from(Duration::from_millis(r).as_micros()).unwrap();
+                u32::from(c.tunnel.rxcost) + u32::from(c.tunnel.rtt.penalty(us))
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_network_defaults_make_latency_outweigh_hops() {
+        let net = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), String::new());
+        let babel = NodeConfig::default().babel(&net);
+        // tests/realnet_latency.rs: an 80 ms direct tunnel against two
+        // hops of 5 ms. The new networks' defaults take the two hops, by
+        // more than the engine's hysteresis.
+        let (direct, two_hops) = (metric(&babel, &[80]), metric(&babel, &[5, 5]));
+        assert!(
+            two_hops + u32::from(babel.hysteresis) < direct,
+            "{two_hops} vs {direct}"
+        );
+        // babeld's `type tunnel` (what configurations signed without the
+        // RTT fields mean) keeps the direct tunnel: one hop is worth more
+        // than any RTT.
+        let old = NetworkConfig {
+            babel_rtt_max_penalty: 96,
+            babel_rtt_max_ms: 120,
+            ..net
+        };
+        let babeld = NodeConfig::default().babel(&old);
+        assert!(metric(&babeld, &[80]) < metric(&babeld, &[5, 5]));
+        assert!(metric(&babeld, &[500]) <= metric(&babeld, &[5, 5]));
+    }
+}

@@ -136,10 +136,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub babel_update: Option<Duration>,
     /// Largest RTT penalty of a tunnel, in metric units where a hop costs 96
-    /// [stored default: 96]; re6stnet uses 5000, so latency outweighs hops.
+    /// [stored default: 1000]. Above 96 latency outweighs hops, so routes
+    /// follow low latency (the report's optimisation); babeld's `type
+    /// tunnel` uses 96 (routes follow hop count), re6stnet 5000 (routes
+    /// change more often under RTT noise).
     #[arg(long)]
     pub babel_rtt_penalty: Option<u16>,
-    /// RTT at which the penalty is largest [stored default: 120ms].
+    /// RTT at which the penalty is largest [stored default: 300ms].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub babel_rtt_max: Option<Duration>,
     /// Oldest node protocol version allowed [stored default: 1].
