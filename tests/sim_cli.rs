@@ -33,6 +33,12 @@ fn graph_experiments_write_csv_svg_and_table() {
         let table = sim(&[exp], &dir);
         assert!(table.lines().count() > 4, "{exp}: {table}");
     }
+    // The strategies are named as the network option that enables them.
+    let table = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(
+        table.contains("network option: --tunnel-replacement least-used-best-of-5"),
+        "{table}"
+    );
     for f in [
         "arity.csv",
         "arity.svg",
@@ -65,6 +71,12 @@ fn latency_experiments_run_on_the_real_data() {
         let table = sim(&[exp], &dir);
         assert!(table.lines().count() > 4, "{exp}: {table}");
     }
+    // The strategies are named as the network option that enables them.
+    let table = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(
+        table.contains("network option: --tunnel-replacement least-used-best-of-5"),
+        "{table}"
+    );
     assert!(dir.join("beyond_real500.svg").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

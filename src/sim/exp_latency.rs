@@ -600,7 +600,10 @@ pub fn beyond(ctx: &mut Ctx) -> anyhow::Result<()> {
                     .collect(),
             ),
         )?;
-        for row in &rows {
+        for (row, &(_, rep)) in rows.iter().zip(strategies) {
+            // Every strategy here is what nodes run when the network
+            // configuration names it.
+            let option = format!("network option: --tunnel-replacement {rep}");
             ctx.row(
                 "beyond",
                 &format!(
@@ -610,7 +613,7 @@ pub fn beyond(ctx: &mut Ctx) -> anyhow::Result<()> {
                 "report policy: ~20 ms",
                 format!("{} ms / {} / {} ms / {}, {}", row[2], row[3], row[4], row[5], row[6]),
                 &ds,
-                "",
+                &option,
                 &svg,
             );
         }

@@ -88,7 +88,9 @@ pub enum Experiment {
     Dynamics,
     /// 9. Figure 10: fault tolerance of the optimised network.
     FaultOptimised,
-    /// Beyond the report: replacement strategies side by side.
+    /// Beyond the report: replacement strategies side by side. Each is a
+    /// network option of the nodes (`re6st registry run
+    /// --tunnel-replacement least-used-best-of-5`; default least-used).
     Beyond,
     /// Everything above, in order.
     All(AllArgs),
