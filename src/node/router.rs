@@ -717,7 +717,7 @@ impl Router {
             let prefix = serde_json::from_str::<PeerAnnouncement>(&signed.payload)
                 .map(|a| a.prefix)
                 .ok();
-            if prefix.is_some_and(|p| p.contains(&from)) && self.exchange.may_reply(now) {
+            if prefix.is_some_and(|p| p.contains(&from)) && self.exchange.may_reply(from, now) {
                 self.send_announcement(from, false, now);
             }
         }

@@ -6,11 +6,15 @@
 //! many destinations as its peer DB holds (at least `fanout`), so that it
 //! has as many chances as the others of being picked for a tunnel, and asks
 //! those receivers to answer with their own, which fills its DB without the
-//! registry. Answers are rate-limited.
+//! registry. Answers are rate-limited: at most one per asking node per
+//! `reply_hold`, and `reply_rate` per second in all, so one node asking
+//! again and again can neither make us flood nor use up the answers owed to
+//! the others.
 //!
 //! Sans-IO: the node passes the routing table's destinations and the DB
 //! size in, and sends the returned round itself.
 
+use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
@@ -33,6 +37,8 @@ pub struct ExchangeConfig {
     pub reply_rate: u32,
     /// Burst of answers.
     pub reply_burst: u32,
+    /// One answer per asking node in this time at most.
+    pub reply_hold: Duration,
 }
 
 impl Default for ExchangeConfig {
@@ -43,6 +49,7 @@ impl Default for ExchangeConfig {
             first_round: Duration::from_secs(10),
             reply_rate: 10,
             reply_burst: 50,
+            reply_hold: Duration::from_secs(60),
         }
     }
 }
@@ -58,6 +65,9 @@ pub struct ExchangeStats {
     pub replies: u64,
     /// Answers not sent because of the rate limit.
     pub replies_limited: u64,
+    /// Answers not sent because that node was answered less than
+    /// `reply_hold` ago.
+    pub replies_repeated: u64,
     /// Messages received.
     pub received: u64,
     /// Messages that did not parse (or bad UDP).
@@ -65,6 +75,9 @@ pub struct ExchangeStats {
     /// Messages dropped because the node was busy.
     pub queue_full: u64,
 }
+
+/// Nodes remembered for the per-node answer limit (a few KiB).
+const MAX_ANSWERED: usize = 1024;
 
 /// One round: send our announcement to these nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +96,9 @@ pub struct Exchange<R> {
     next: Instant,
     first_done: bool,
     limiter: TokenBucket,
+    /// When each recently answered node was answered; bounded by
+    /// [`MAX_ANSWERED`].
+    answered: HashMap<Ipv6Addr, Instant>,
     /// Counters (the node adds to them as it sends and receives).
     pub stats: ExchangeStats,
 }
@@ -93,6 +109,7 @@ impl<R: rand::Rng> Exchange<R> {
         Self {
             next: now + config.first_round,
             limiter: TokenBucket::new(config.reply_rate, config.reply_burst),
+            answered: HashMap::new(),
             config,
             rng,
             first_done: false,
@@ -142,16 +159,33 @@ impl<R: rand::Rng> Exchange<R> {
         })
     }
 
-    /// Whether an answer may be sent now (rate limit).
-    pub fn may_reply(&mut self, now: Instant) -> bool {
-        if self.limiter.try_take(now) {
-            self.stats.replies += 1;
-            self.stats.sent += 1;
-            true
-        } else {
-            self.stats.replies_limited += 1;
-            false
+    /// Whether an answer to `to` may be sent now (rate limits).
+    pub fn may_reply(&mut self, to: Ipv6Addr, now: Instant) -> bool {
+        let hold = self.config.reply_hold;
+        if self
+            .answered
+            .get(&to)
+            .is_some_and(|&at| now.saturating_duration_since(at) < hold)
+        {
+            self.stats.replies_repeated += 1;
+            return false;
         }
+        if self.answered.len() >= MAX_ANSWERED {
+            self.answered
+                .retain(|_, at| now.saturating_duration_since(*at) < hold);
+        }
+        // Still full: more distinct askers than answers we would give in a
+        // hold anyway; the global limit decides, unrecorded.
+        if !self.limiter.try_take(now) {
+            self.stats.replies_limited += 1;
+            return false;
+        }
+        if self.answered.len() < MAX_ANSWERED {
+            self.answered.insert(to, now);
+        }
+        self.stats.replies += 1;
+        self.stats.sent += 1;
+        true
     }
 }
 
@@ -213,10 +247,50 @@ mod tests {
             ..ExchangeConfig::default()
         };
         let mut x = Exchange::new(cfg, StdRng::seed_from_u64(1), t0);
-        assert!(x.may_reply(t0));
-        assert!(x.may_reply(t0));
-        assert!(!x.may_reply(t0));
-        assert!(x.may_reply(t0 + Duration::from_millis(1100)));
+        let a = addrs(4);
+        assert!(x.may_reply(a[0], t0));
+        assert!(x.may_reply(a[1], t0));
+        assert!(!x.may_reply(a[2], t0));
+        assert!(x.may_reply(a[2], t0 + Duration::from_millis(1100)));
         assert_eq!((x.stats.replies, x.stats.replies_limited), (3, 1));
+    }
+
+    #[test]
+    fn a_node_asking_again_is_answered_once_per_hold() {
+        let t0 = Instant::now();
+        let cfg = ExchangeConfig {
+            reply_hold: Duration::from_secs(60),
+            ..ExchangeConfig::default()
+        };
+        let mut x = Exchange::new(cfg, StdRng::seed_from_u64(1), t0);
+        let a = addrs(2);
+        assert!(x.may_reply(a[0], t0));
+        for s in 1..30 {
+            assert!(!x.may_reply(a[0], t0 + Duration::from_secs(s)));
+        }
+        // The others are still answered: the repeats used no budget.
+        assert!(x.may_reply(a[1], t0 + Duration::from_secs(30)));
+        assert!(x.may_reply(a[0], t0 + Duration::from_secs(61)));
+        assert_eq!((x.stats.replies, x.stats.replies_repeated), (3, 29));
+    }
+
+    #[test]
+    fn the_memory_of_answered_nodes_is_bounded() {
+        let t0 = Instant::now();
+        let cfg = ExchangeConfig {
+            reply_rate: 1_000_000,
+            reply_burst: 1_000_000,
+            ..ExchangeConfig::default()
+        };
+        let mut x = Exchange::new(cfg, StdRng::seed_from_u64(1), t0);
+        for i in 0..(3 * MAX_ANSWERED as u32) {
+            let to = Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i));
+            assert!(x.may_reply(to, t0));
+        }
+        assert!(x.answered.len() <= MAX_ANSWERED);
+        // After the hold, the memory is reclaimed for new askers.
+        let later = t0 + Duration::from_secs(61);
+        assert!(x.may_reply(Ipv6Addr::LOCALHOST, later));
+        assert!(x.answered.len() <= 1);
     }
 }
