@@ -78,8 +78,20 @@ fn check_addresses(addrs: &[SocketAddr]) -> Result<(), IdentityError> {
                 "{a} cannot be sent to"
             )));
         }
+        // A link-local address means nothing away from its link (and carries
+        // no scope here): LAN neighbours find each other by beacon instead.
+        if is_link_local(a.ip()) {
+            return Err(IdentityError::BadAddresses(format!("{a} is link-local")));
+        }
     }
     Ok(())
+}
+
+fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
 }
 
 /// A [`PeerAnnouncement`] as signed JSON text, with the signer's certificate.
@@ -251,6 +263,13 @@ mod tests {
         a.addresses = vec!["0.0.0.0:1".parse().unwrap()];
         assert!(a.sign(&cert, &key).is_err());
         a.addresses = vec!["192.0.2.1:0".parse().unwrap()];
+        assert!(a.sign(&cert, &key).is_err());
+        a.addresses = vec!["[fe80::1]:4326".parse().unwrap()];
+        assert!(matches!(
+            a.sign(&cert, &key),
+            Err(IdentityError::BadAddresses(m)) if m.contains("link-local")
+        ));
+        a.addresses = vec!["169.254.3.4:4326".parse().unwrap()];
         assert!(a.sign(&cert, &key).is_err());
         a.addresses = vec!["192.0.2.1:1".parse().unwrap(); MAX_ADDRESSES + 1];
         assert!(a.sign(&cert, &key).is_err());
