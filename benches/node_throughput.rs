@@ -179,15 +179,17 @@ async fn flood(node: &NodeHandle, dst: Ipv6Addr, sink: &Counting) -> f64 {
     let d = secs();
     let t0 = Instant::now();
     let start = sink.bytes.load(Ordering::Relaxed);
+    let rx0 = sink.packets.load(Ordering::Relaxed);
     let (mut sent, mut written_off) = (0u64, 0u64);
     let (mut last_rx, mut last_progress) = (0u64, Instant::now());
     while t0.elapsed() < d {
-        let rx = sink.packets.load(Ordering::Relaxed);
+        let rx = sink.packets.load(Ordering::Relaxed) - rx0;
         if rx != last_rx {
             last_rx = rx;
             last_progress = Instant::now();
         }
-        let in_flight = sent - rx - written_off;
+        // Packets written off as lost may still arrive later: never below 0.
+        let in_flight = sent.saturating_sub(rx + written_off);
         if in_flight >= window {
             if last_progress.elapsed() > Duration::from_millis(5) {
                 written_off += in_flight - window / 2;
