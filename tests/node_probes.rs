@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use node_support::{Net, fast_config, registry_args};
+use node_support::{Net, fast_config, own_tunnels, registry_args};
 use re6st::node::NodeConfig;
 use re6st::tunnels::Replacement;
 use re6st::tunnels::driver::DriverConfig;
@@ -143,11 +143,7 @@ async fn best_of_3_keeps_the_fastest_probe_and_drains_the_others() {
             .iter()
             .filter(|t| t.direction == "outgoing")
             .count();
-        let kept_own = s
-            .tunnels
-            .iter()
-            .filter(|t| t.direction == "outgoing" && t.state == "up")
-            .count();
+        let kept_own = own_tunnels(&s);
         let incoming = s.tunnels.len() - own;
         most_own = most_own.max(own);
         // At worst: k own, 3 probes, the victim draining, and from the

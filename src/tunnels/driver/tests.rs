@@ -4,6 +4,7 @@
 use rand::SeedableRng;
 
 use super::*;
+use crate::tunnels::policy::Replacement;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -17,15 +18,10 @@ fn key(serial: u64) -> PeerKey {
 }
 
 fn driver(me: u64, k: usize, t0: Instant) -> Driver {
-    driver_with(me, k, super::super::policy::Replacement::LeastUsed, t0)
+    driver_with(me, k, Replacement::LeastUsed, t0)
 }
 
-fn driver_with(
-    me: u64,
-    k: usize,
-    replacement: super::super::policy::Replacement,
-    t0: Instant,
-) -> Driver {
+fn driver_with(me: u64, k: usize, replacement: Replacement, t0: Instant) -> Driver {
     let policy = PolicyConfig {
         refresh: secs(10),
         backoff_min: secs(2),
@@ -414,13 +410,14 @@ fn lan_links_are_outside_the_policy() {
     assert!(d.handle_lan_up(key(9), t0 + secs(12)).is_some());
 }
 
-/// A best-of-3 refresh up to the probes' resolution: the victim drains,
-/// probe 0 is up (30 ms) and carries 2 destinations, probe 1 is up (10 ms),
-/// probe 2 still dials when the probe deadline passes.
-fn best_of_3_resolved(
-    d: &mut Driver,
-    t0: Instant,
-) -> (Instant, [(TunnelId, IfaceId); 2], TunnelId, [TunnelId; 3]) {
+/// A best-of-3 driver (k = 2) taken up to its first probes' resolution:
+/// the victim drains, probe 0 is up (30 ms) and carries 2 destinations,
+/// probe 1 is up (10 ms), probe 2 still dials when the probe deadline
+/// passes. Returns the driver, the deadline, (loser, winner) with their
+/// interfaces, and the three probes.
+fn best_of_3_resolved(t0: Instant) -> (Driver, Instant, [(TunnelId, IfaceId); 2], [TunnelId; 3]) {
+    let mut driver = driver_with(1, 2, Replacement::LeastUsedBestOf { probes: 3 }, t0);
+    let d = &mut driver;
     let up = up_with_routes(d, 2, &[5, 1], t0);
     let t1 = d.poll_timeout().unwrap();
     d.handle_timeout(t1);
@@ -477,23 +474,16 @@ fn best_of_3_resolved(
     assert!(d.policy().tunnel(probes[0]).is_none());
     assert_eq!(d.policy().own_count(), 2);
     (
+        driver,
         deadline,
         [(probes[0], ifaces[0]), (probes[1], ifaces[1])],
-        victim.0,
         [probes[0], probes[1], probes[2]],
     )
 }
 
 #[test]
 fn best_of_3_keeps_the_fastest_and_drains_the_losers_before_closing() {
-    let t0 = Instant::now();
-    let mut d = driver_with(
-        1,
-        2,
-        super::super::policy::Replacement::LeastUsedBestOf { probes: 3 },
-        t0,
-    );
-    let (t, [(loser, li), (winner, wi)], _victim, probes) = best_of_3_resolved(&mut d, t0);
+    let (mut d, t, [(loser, li), (winner, wi)], probes) = best_of_3_resolved(Instant::now());
     assert!(d.is_draining(loser));
     // The peer has moved its routes, ours still go through the loser: wait.
     d.handle_peer_drained(loser, t);
@@ -530,14 +520,7 @@ fn best_of_3_keeps_the_fastest_and_drains_the_losers_before_closing() {
 
 #[test]
 fn a_losing_probe_that_keeps_routes_is_closed_at_the_drain_timeout() {
-    let t0 = Instant::now();
-    let mut d = driver_with(
-        1,
-        2,
-        super::super::policy::Replacement::LeastUsedBestOf { probes: 3 },
-        t0,
-    );
-    let (t, [(loser, li), _], _, _) = best_of_3_resolved(&mut d, t0);
+    let (mut d, t, [(loser, li), _], _) = best_of_3_resolved(Instant::now());
     d.handle_peer_drained(loser, t);
     // Its routes never move away (no alternative): the policy's drain
     // timeout (5 s) bounds the wait.
