@@ -97,6 +97,30 @@ pub struct Status {
     /// nodes).
     #[serde(default)]
     pub edges: EdgesInfo,
+    /// The latest best-of-n refreshes, oldest first (empty with the
+    /// `least-used` policy; absent from older nodes).
+    #[serde(default)]
+    pub probe_rounds: Vec<ProbeRoundInfo>,
+}
+
+/// One best-of-n refresh: the probes that came up, the one kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRoundInfo {
+    /// The probes that were up when the round was decided.
+    pub probes: Vec<ProbeInfo>,
+    /// Probes still dialling at the deadline (cancelled).
+    pub cancelled: usize,
+}
+
+/// One probe of a best-of-n refresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    /// The peer's prefix.
+    pub peer: Ipv6Net,
+    /// The RTT it was ranked by (the QUIC handshake's), milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Kept: the lowest RTT of the round.
+    pub kept: bool,
 }
 
 /// The edges of a node: how it can be reached and what it offers.

@@ -324,6 +324,7 @@ mod tests {
                 queues: 1,
                 route: "installed".into(),
             },
+            probe_rounds: vec![],
             tunnels_up: 2,
             tunnels_draining: 1,
             tunnels_outgoing: 2,

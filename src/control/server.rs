@@ -114,6 +114,22 @@ impl Source {
                 lan_links: s.tunnels.iter().filter(|t| t.direction == "lan").count(),
                 ..s.edges.info()
             },
+            probe_rounds: s
+                .probe_rounds
+                .iter()
+                .map(|r| crate::control::api::ProbeRoundInfo {
+                    probes: r
+                        .probes
+                        .iter()
+                        .map(|p| crate::control::api::ProbeInfo {
+                            peer: p.peer_prefix,
+                            rtt_ms: p.rtt_ms,
+                            kept: p.kept,
+                        })
+                        .collect(),
+                    cancelled: r.cancelled,
+                })
+                .collect(),
         }
     }
 

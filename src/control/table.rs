@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::api::{PeerView, RouteView, Status, TunnelInfo};
+use super::api::{PeerView, ProbeInfo, ProbeRoundInfo, RouteView, Status, TunnelInfo};
 
 /// A table whose columns are as wide as their widest cell.
 #[derive(Debug, Default)]
@@ -210,6 +210,9 @@ pub fn status(s: &Status) -> String {
     for (k, v) in edges_rows(&s.edges) {
         kv(k, v);
     }
+    if let Some(r) = s.probe_rounds.last() {
+        kv("refresh", probe_round(r));
+    }
     kv(
         "packets",
         format!(
@@ -221,6 +224,30 @@ pub fn status(s: &Status) -> String {
         ),
     );
     t.to_string()
+}
+
+/// A best-of-n round: which peer was kept, at what RTT, against which
+/// others (`--json` has the last 8).
+fn probe_round(r: &ProbeRoundInfo) -> String {
+    let ms = |p: &ProbeInfo| p.rtt_ms.map_or("?".into(), |m| format!("{m:.0} ms"));
+    let others: Vec<String> = r.probes.iter().filter(|p| !p.kept).map(ms).collect();
+    let kept = r.probes.iter().find(|p| p.kept).map_or_else(
+        || "no probe came up".to_string(),
+        |p| format!("kept {} at {}", p.peer, ms(p)),
+    );
+    let mut out = format!(
+        "best of {}: {kept}, others {}",
+        r.probes.len() + r.cancelled,
+        if others.is_empty() {
+            "none up".into()
+        } else {
+            others.join(", ")
+        }
+    );
+    if r.cancelled > 0 {
+        let _ = write!(out, ", {} cancelled", r.cancelled);
+    }
+    out
 }
 
 /// `re6st tunnels`.
@@ -312,6 +339,34 @@ pub fn peers(list: &[PeerView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_round_names_the_kept_peer_and_the_others() {
+        let p = |peer: &str, rtt, kept| ProbeInfo {
+            peer: peer.parse().unwrap(),
+            rtt_ms: Some(rtt),
+            kept,
+        };
+        let r = ProbeRoundInfo {
+            probes: vec![
+                p("fd00:1:5::/64", 352.4, false),
+                p("fd00:1:3::/64", 187.6, true),
+            ],
+            cancelled: 1,
+        };
+        assert_eq!(
+            probe_round(&r),
+            "best of 3: kept fd00:1:3::/64 at 188 ms, others 352 ms, 1 cancelled"
+        );
+        let none = ProbeRoundInfo {
+            probes: vec![],
+            cancelled: 2,
+        };
+        assert_eq!(
+            probe_round(&none),
+            "best of 2: no probe came up, others none up, 2 cancelled"
+        );
+    }
 
     #[test]
     fn edges_rows_say_why_and_how() {
