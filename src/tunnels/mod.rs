@@ -4,8 +4,6 @@
 pub mod driver;
 pub mod policy;
 
-// The node's driver uses part of this API, the simulator the rest.
-#[allow(unused_imports)]
 pub use policy::{
     Action, CloseReason, ConfigError, Direction, Failure, ParseReplacementError, PeerId, Policy,
     PolicyConfig, PolicyStats, ProbeRound, Refusal, Replacement, TunnelId, TunnelInfo, TunnelState,

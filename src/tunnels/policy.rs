@@ -118,9 +118,6 @@ pub struct Policy<P: PeerId, R = StdRng> {
     stats: PolicyStats,
 }
 
-// Getters and inputs that only the node's driver (issue 7, not written yet)
-// calls are kept: they are the driver's API and are tested here.
-#[allow(dead_code)]
 impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     /// A policy for node `me`. The first refresh is one period after `now`.
     pub fn new(me: P, config: PolicyConfig, rng: R, now: Instant) -> Result<Self, ConfigError> {

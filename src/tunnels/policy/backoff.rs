@@ -59,7 +59,6 @@ impl<P: Ord + Clone> Backoff<P> {
     }
 
     /// The earliest time after `now` at which a blocked peer is released.
-    #[allow(dead_code)] // through Policy::poll_timeout, for the driver
     pub(super) fn next_release(&self, now: Instant) -> Option<Instant> {
         self.entries
             .values()
