@@ -238,3 +238,40 @@ async fn best_of_3_keeps_the_fastest_probe_and_drains_the_others() {
         s.driver
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_network_policy_applies_without_a_restart() {
+    let k: u16 = 2;
+    let n = 6;
+    let mut net = Net::new(k, &registry_args(k, "2s")).await;
+    net.add_nodes(n).await;
+    net.wait_for("k own tunnels", Duration::from_secs(30), |st| {
+        st.len() == n && st.values().all(|s| own_tunnels(s) == usize::from(k))
+    })
+    .await;
+    // The registry switches the network to best-of-2: the configuration is
+    // re-signed with a new version.
+    let mut args = registry_args(k, "2s");
+    args.extend(["--tunnel-replacement".into(), "least-used-best-of-2".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let reg = net.registry.take().unwrap();
+    net.registry = Some(reg.restart(&args).await);
+    // Node 0 learns it at its registry round and probes from its next
+    // refresh on; the others have not asked the registry (their round is
+    // hourly) and keep the report's policy.
+    net.node(0).handle.refresh_registry().await;
+    let took = net
+        .wait_for("node 0 probing", Duration::from_secs(30), |st| {
+            st[&0].policy.probe_rounds >= 2
+        })
+        .await;
+    let st = net.statuses().await;
+    println!(
+        "node 0 ran {} best-of-2 rounds {took:?} after its registry round",
+        st[&0].policy.probe_rounds
+    );
+    for (i, s) in st.iter().filter(|(i, _)| **i != 0) {
+        assert_eq!(s.policy.probe_rounds, 0, "node {i} still runs least-used");
+        assert!(s.driver.replacements > 0, "node {i} refreshes");
+    }
+}

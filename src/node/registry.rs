@@ -40,6 +40,8 @@ pub(crate) enum RegistryEvent {
     Crl(Crl),
     /// Our renewed certificate (already in use by the transport).
     Renewed(NodeCert),
+    /// A newer network configuration (verified; already saved).
+    Network(Box<crate::identity::NetworkConfig>),
     /// A round completed.
     Done,
     /// The registry could not be reached or refused; why.
@@ -107,14 +109,11 @@ impl RegistryTask {
         match client.network().await {
             Ok(signed) => match signed.verify(&self.ca_key) {
                 Ok(cfg) if cfg.version > self.network_version => {
-                    tracing::warn!(
-                        version = cfg.version,
-                        "the network configuration changed; restart the node to apply it"
-                    );
                     if let Ok(json) = serde_json::to_string_pretty(&signed) {
                         persist(&self.config, files::NETWORK, json.as_bytes());
                     }
                     self.network_version = cfg.version;
+                    self.report(RegistryEvent::Network(Box::new(cfg))).await;
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -809,6 +809,7 @@ impl Router {
                 ));
                 self.cert = cert;
             }
+            RegistryEvent::Network(cfg) => self.adopt_network(*cfg),
             RegistryEvent::Done => self.registry_ok(),
             RegistryEvent::Failed(why) => {
                 self.bootstrap_busy = false;
@@ -816,6 +817,35 @@ impl Router {
                 self.registry_status.last_error = Some(why);
                 self.registry_status.failures += 1;
             }
+        }
+    }
+
+    /// A newer network configuration: the tunnel replacement policy applies
+    /// from the next refresh (unless this node overrides it); the other
+    /// parameters (k, timers, Babel) shape state built at start, so they
+    /// wait for a restart (the configuration is saved already).
+    fn adopt_network(&mut self, cfg: NetworkConfig) {
+        let replacement = cfg.tunnel_replacement;
+        if self.config.replacement.is_none() && replacement != self.network.tunnel_replacement {
+            match self.driver.set_replacement(replacement) {
+                Ok(()) => {
+                    tracing::info!(%replacement, "the network changed the tunnel replacement");
+                    self.network.tunnel_replacement = replacement;
+                }
+                Err(e) => {
+                    tracing::warn!(%replacement, error = %e, "cannot use the network's tunnel replacement")
+                }
+            }
+        }
+        let rest = NetworkConfig {
+            tunnel_replacement: self.network.tunnel_replacement,
+            ..cfg
+        };
+        if !rest.same_parameters(&self.network) {
+            tracing::warn!(
+                version = rest.version,
+                "the network configuration changed; restart the node to apply it"
+            );
         }
     }
 

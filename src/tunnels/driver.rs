@@ -303,6 +303,14 @@ impl Driver {
         self.policy.set_me(me);
     }
 
+    /// The network changed its replacement policy (from the next refresh).
+    pub fn set_replacement(
+        &mut self,
+        replacement: super::policy::Replacement,
+    ) -> Result<(), ConfigError> {
+        self.policy.set_replacement(replacement)
+    }
+
     /// Counters.
     pub fn stats(&self) -> &DriverStats {
         &self.stats

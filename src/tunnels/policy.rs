@@ -158,6 +158,19 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         &self.config
     }
 
+    /// The network changed its replacement policy: it applies from the
+    /// next refresh (a best-of-n round already out is decided as it
+    /// started). Refused, and nothing changes, if it cannot work.
+    pub fn set_replacement(&mut self, replacement: Replacement) -> Result<(), ConfigError> {
+        PolicyConfig {
+            replacement,
+            ..self.config.clone()
+        }
+        .validate()?;
+        self.config.replacement = replacement;
+        Ok(())
+    }
+
     /// Counters.
     pub fn stats(&self) -> &PolicyStats {
         &self.stats

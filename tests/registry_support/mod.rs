@@ -57,21 +57,41 @@ impl TestRegistry {
     /// Starts on a random port of the IPv4 address `ip` (one of this
     /// network namespace's), its certificate naming `ip`.
     pub async fn start_at(ip: &str, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_on(ip, 0, dir, extra).await
+    }
+
+    /// Starts on `ip`:`port` (0: any free port).
+    pub async fn start_on(ip: &str, port: u16, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        match Self::try_start_on(ip, port, dir, extra).await {
+            Ok(r) => r,
+            Err(d) => panic!("cannot open the registry in {}", d.path().display()),
+        }
+    }
+
+    /// As [`Self::start_on`]; gives the directory back if the registry in
+    /// it cannot be opened (still locked by a previous one).
+    async fn try_start_on(
+        ip: &str,
+        port: u16,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Result<Self, tempfile::TempDir> {
         let args = run_args(dir.path(), extra);
-        let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:{port}"))
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("https://{ip}:{}", addr.port());
         let now = SystemTime::now();
-        let reg = Registry::open(
+        let Ok(reg) = Registry::open(
             dir.path(),
             args.network,
             url.clone(),
             |s| args.apply(s),
             now,
-        )
-        .unwrap();
+        ) else {
+            return Err(dir);
+        };
         let tls = re6st::registry::server::server_tls(&reg, &[ip.into()], now).unwrap();
         let ca_der = reg.ca.cert_der().to_vec();
         let registry = Arc::new(reg);
@@ -85,7 +105,7 @@ impl TestRegistry {
                 let _ = rx.await;
             },
         ));
-        Self {
+        Ok(Self {
             url,
             addr,
             registry,
@@ -93,7 +113,7 @@ impl TestRegistry {
             dir,
             stop: Some(tx),
             task,
-        }
+        })
     }
 
     pub fn trust(&self) -> Trust {
@@ -152,6 +172,23 @@ impl TestRegistry {
                 .count();
             (a, r, c, used)
         })
+    }
+
+    /// Stops and starts again on the same address and directory with other
+    /// run options (a changed setting re-signs the network configuration).
+    /// Connections still being served keep the old registry (and its
+    /// directory lock) alive for a moment: the start is retried.
+    pub async fn restart(self, extra: &[&str]) -> Self {
+        let (ip, port) = (self.addr.ip().to_string(), self.addr.port());
+        let mut dir = self.stop().await;
+        for _ in 0..100 {
+            match Self::try_start_on(&ip, port, dir, extra).await {
+                Ok(r) => return r,
+                Err(d) => dir = d,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the registry did not release its directory within 10 s");
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {

@@ -522,3 +522,19 @@ fn replacement_names_round_trip_and_bad_ones_are_refused() {
         assert!(e.to_string().contains("least-used-best-of-N"), "{e}");
     }
 }
+
+#[test]
+fn a_new_replacement_applies_from_the_next_refresh() {
+    let (mut p, _opened, t0) = optimising(3, &[5, 0, 5], &[10, 10, 10], Replacement::LeastUsed);
+    assert_eq!(
+        p.set_replacement(Replacement::LeastUsedBestOf { probes: 1 }),
+        Err(ConfigError::TooFewProbes(1))
+    );
+    assert_eq!(p.config().replacement, Replacement::LeastUsed, "unchanged");
+    p.set_replacement(Replacement::LeastUsedBestOf { probes: 3 })
+        .unwrap();
+    p.handle_timeout(t0 + secs(10));
+    let a = actions(&mut p);
+    assert!(matches!(a[0], Action::Drain { .. }), "{a:?}");
+    assert_eq!(opens(&a).len(), 3, "three probes: {a:?}");
+}
