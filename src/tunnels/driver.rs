@@ -266,6 +266,11 @@ pub struct Driver {
     lingering: Vec<(Instant, TunnelId)>,
     commands: VecDeque<Command>,
     stats: DriverStats,
+    /// The peer DB as last given; the policy gets it without the peers of
+    /// tunnels it has let go that are still closing.
+    candidates: Vec<PeerKey>,
+    /// The set of such closing peers changed: feed the policy again.
+    refeed: bool,
 }
 
 impl Driver {
@@ -289,6 +294,8 @@ impl Driver {
             lingering: Vec::new(),
             commands: VecDeque::new(),
             stats: DriverStats::default(),
+            candidates: Vec::new(),
+            refeed: false,
         })
     }
 
@@ -340,8 +347,30 @@ impl Driver {
 
     /// The peer DB changed.
     pub fn handle_candidates(&mut self, peers: impl IntoIterator<Item = PeerKey>, now: Instant) {
-        self.policy.handle_candidates(peers, now);
+        self.candidates = peers.into_iter().collect();
+        self.refeed = true;
         self.drain_actions(now);
+    }
+
+    /// Gives the policy the peer DB without the peers whose tunnel it let
+    /// go but the driver still drains (a refresh victim waiting for its
+    /// peer, a losing probe): dialling one again now would make that peer
+    /// supersede the old tunnel while its routes are still moving.
+    fn feed_candidates(&mut self, now: Instant) {
+        self.refeed = false;
+        let closing: Vec<PeerKey> = self
+            .entries
+            .values()
+            .filter(|e| !e.lan && !policy_holds(e))
+            .map(|e| e.peer)
+            .collect();
+        let peers: Vec<PeerKey> = self
+            .candidates
+            .iter()
+            .filter(|p| !closing.contains(p))
+            .copied()
+            .collect();
+        self.policy.handle_candidates(peers, now);
     }
 
     /// `peer` dialled us and finished the handshake. Accepted tunnels are
@@ -407,8 +436,8 @@ impl Driver {
             .is_some_and(|e| policy_holds(&e))
         {
             self.policy.handle_tunnel_closed(tunnel, now);
-            self.drain_actions(now);
         }
+        self.drain_actions(now);
     }
 
     /// The node itself must drop `tunnel` now (its peer was revoked, or it
@@ -419,8 +448,8 @@ impl Driver {
             .is_some_and(|e| policy_holds(&e))
         {
             self.policy.handle_tunnel_closed(tunnel, now);
-            self.drain_actions(now);
         }
+        self.drain_actions(now);
     }
 
     /// Forgets `tunnel` and emits its `Close`; `None` if it was unknown.
@@ -431,6 +460,10 @@ impl Driver {
         now: Instant,
     ) -> Option<Entry> {
         let e = self.entries.remove(&tunnel)?;
+        if !e.lan && !policy_holds(&e) {
+            // Its peer may be dialled again.
+            self.refeed = true;
+        }
         self.lingering.retain(|(_, t)| *t != tunnel);
         if e.opening {
             self.commands.push_back(Command::CancelDial { tunnel });
@@ -630,6 +663,16 @@ impl Driver {
     // ----- internals -----
 
     fn drain_actions(&mut self, now: Instant) {
+        loop {
+            self.apply_actions(now);
+            if !self.refeed {
+                return;
+            }
+            self.feed_candidates(now);
+        }
+    }
+
+    fn apply_actions(&mut self, now: Instant) {
         while let Some(a) = self.policy.poll_action() {
             match a {
                 Action::Open { tunnel, peer } => {
@@ -675,6 +718,7 @@ impl Driver {
             // `linger` for packets in flight), or when it never says so.
             e.own_drained = true;
             let peer_drained = e.peer_drained;
+            self.refeed = true;
             self.close_after(tunnel, peer_drained, now);
             return;
         }
@@ -685,6 +729,7 @@ impl Driver {
                 // Up, maybe carrying routes: the staged removal, bounded by
                 // the policy's drain timeout.
                 e.probe_lost = true;
+                self.refeed = true;
                 self.stats.probes_drained += 1;
                 let bound = now + self.policy.config().drain_timeout;
                 self.drain(tunnel, true);

@@ -539,3 +539,47 @@ fn a_losing_probe_that_keeps_routes_is_closed_at_the_drain_timeout() {
     );
     assert!(d.iface_of(loser).is_none());
 }
+
+#[test]
+fn a_peer_whose_tunnel_is_still_closing_is_not_dialled_again() {
+    let t0 = Instant::now();
+    let mut d = driver(1, 1, t0);
+    // Two peers: one tunnel to each possible.
+    d.handle_candidates([key(2), key(3)], t0);
+    let first = dials(&commands(&mut d));
+    assert_eq!(first.len(), 1);
+    let (old, old_peer) = first[0];
+    let Dialled::Up(oi) = d.handle_dialled(old, Ok(Some(secs(0))), t0) else {
+        panic!("discarded")
+    };
+    // The refresh drains it and dials the other peer.
+    let t1 = t0 + secs(10);
+    d.handle_timeout(t1);
+    let repl = dials(&commands(&mut d));
+    assert_eq!(repl.len(), 1);
+    assert_ne!(repl[0].1, old_peer);
+    // Its routes moved: the policy lets it go; the driver waits for the
+    // peer. Meanwhile the replacement fails and the other peer backs off.
+    d.handle_routes(&BTreeMap::from([(oi, 0)]), t1);
+    assert!(d.policy().tunnel(old).is_none());
+    d.handle_dialled(repl[0].0, Err(Failure::Unreachable), t1);
+    assert!(
+        dials(&commands(&mut d)).is_empty(),
+        "the peer being left is not dialled again while its tunnel closes"
+    );
+    // Once it is closed (the peer drained too, then the 500 ms linger), it
+    // is a candidate again; the other peer is still backed off (2 s).
+    d.handle_peer_drained(old, t1);
+    d.handle_timeout(t1 + Duration::from_millis(500));
+    let cmds = commands(&mut d);
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Close { tunnel, .. } if *tunnel == old)),
+        "{cmds:?}"
+    );
+    assert_eq!(
+        dials(&cmds).iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![old_peer],
+        "{cmds:?}"
+    );
+}
