@@ -126,7 +126,8 @@ pub struct RunArgs {
     /// and the lowest-RTT one is kept; N = 5 reached the report policy's
     /// latency in 5x fewer refreshes in `re6st sim beyond`, at the cost of
     /// N-1 extra QUIC handshakes per refresh). `random` and `never` exist
-    /// for experiments.
+    /// for experiments. Nodes switch at their next registry round, without
+    /// a restart.
     #[arg(long, value_name = "POLICY")]
     pub tunnel_replacement: Option<crate::tunnels::policy::Replacement>,
     /// Babel Hello interval [stored default: 4s]; IHU is 3x Hello.
