@@ -257,9 +257,39 @@ async fn killing_a_node_reroutes_traffic_within_two_seconds() {
     net.all_pairs_reach(1, Duration::from_secs(30))
         .await
         .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
-    // A pair whose route crosses a third node.
-    let mut found = None;
-    'search: for s in 0..n {
+    let (s, d, x) = transit_pair(&net).await;
+    stream(&net, s, d, 100_000).await;
+    let before = net.node(d).received.lock().unwrap().len();
+    assert!(before > 300, "the stream flows before the kill");
+    let killed_at = Instant::now();
+    net.kill(x);
+    stream(&net, s, d, 200_000).await;
+    stream(&net, s, d, 300_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The interruption: the longest silence in the stream around the kill.
+    let interruption = longest_gap(&net, s, d, killed_at, Instant::now());
+    let after = net
+        .node(d)
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|((a, b, _), t)| (*a as usize, *b as usize) == (s, d) && *t > killed_at)
+        .count();
+    println!(
+        "stream n{s} -> n{d} through n{x}: n{x} killed (no goodbye); traffic interrupted for {interruption:?}, {after} of 800 later packets arrived"
+    );
+    assert!(
+        interruption < Duration::from_secs(2),
+        "rerouted in {interruption:?}"
+    );
+    assert!(after > 600, "the stream goes on after the reroute");
+}
+
+/// A pair (s, d) whose route crosses a third node x: (s, d, x).
+async fn transit_pair(net: &Net) -> (usize, usize, usize) {
+    let n = net.nodes.len();
+    for s in 0..n {
         for d in 0..n {
             if s == d {
                 continue;
@@ -269,54 +299,146 @@ async fn killing_a_node_reroutes_traffic_within_two_seconds() {
                 && hop != net.node(d).handle.prefix()
                 && let Some(x) = (0..n).find(|x| net.node(*x).handle.prefix() == hop)
             {
-                found = Some((s, d, x));
-                break 'search;
+                return (s, d, x);
             }
         }
     }
-    let (s, d, x) = found.expect("some route crosses an intermediate node");
-    async fn stream(net: &Net, s: usize, d: usize, from: u32) {
-        for seq in from..from + 400 {
-            net.probe(s, d, seq);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    panic!("no route crosses an intermediate node");
+}
+
+/// 400 probes from `s` to `d`, one every 5 ms, numbered from `from`.
+async fn stream(net: &Net, s: usize, d: usize, from: u32) {
+    for seq in from..from + 400 {
+        net.probe(s, d, seq);
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    stream(&net, s, d, 100_000).await;
-    let before = net.node(d).received.lock().unwrap().len();
-    assert!(before > 300, "the stream flows before the kill");
-    let killed_at = Instant::now();
-    net.kill(x);
-    stream(&net, s, d, 200_000).await;
-    stream(&net, s, d, 300_000).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let arrivals: Vec<Instant> = net
+}
+
+/// The longest silence in the stream from `s` to `d` around a fault at
+/// `since` (arrivals from 100 ms before it until `until`; the stream is
+/// taken to flow until `since`).
+fn longest_gap(net: &Net, s: usize, d: usize, since: Instant, until: Instant) -> Duration {
+    let mut at: Vec<Instant> = net
         .node(d)
         .received
         .lock()
         .unwrap()
         .iter()
-        .filter(|((a, b, _), _)| (*a as usize, *b as usize) == (s, d))
+        .filter(|((a, b, _), t)| {
+            (*a as usize, *b as usize) == (s, d)
+                && *t + Duration::from_millis(100) > since
+                && *t < until
+        })
         .map(|(_, t)| *t)
+        .chain([since])
         .collect();
-    // The interruption: the longest silence in the stream around the kill.
-    let mut around: Vec<Instant> = arrivals
-        .iter()
-        .copied()
-        .filter(|t| *t + Duration::from_millis(100) > killed_at)
-        .collect();
-    around.sort();
-    let interruption = around
-        .windows(2)
+    at.sort();
+    at.windows(2)
         .map(|w| w[1] - w[0])
         .max()
-        .expect("traffic resumed after the kill");
-    let after = arrivals.iter().filter(|t| **t > killed_at).count();
+        .unwrap_or(Duration::MAX)
+}
+
+/// Ids and states of the tunnels of `i` to `peer`.
+async fn tunnels_to(net: &Net, i: usize, peer: usize) -> Vec<(u64, &'static str)> {
+    let prefix = net.node(peer).handle.prefix();
+    let st = net.node(i).handle.status().await.expect("running");
+    st.tunnels
+        .iter()
+        .filter(|t| t.peer_prefix == prefix)
+        .map(|t| (t.id, t.state))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tunnel_is_suspected_and_its_routes_come_back_without_a_new_connection() {
+    let k = 3;
+    let n = 10;
+    let mut net = Net::new(k, &registry_args(k, "1h")).await;
+    net.add_nodes(n).await;
+    net.wait_for("k..3k tunnels", Duration::from_secs(30), |st| {
+        st.len() == n && st.values().all(|s| arity_ok(k, s))
+    })
+    .await;
+    net.all_pairs_reach(1, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    let (s, d, x) = transit_pair(&net).await;
+    let (xp, xa, da) = (
+        net.node(x).handle.prefix(),
+        net.node(x).handle.address(),
+        net.node(d).handle.address(),
+    );
+    let before = tunnels_to(&net, s, x).await;
+    assert!(matches!(before[..], [(_, "up")]), "{before:?}");
+    let lost_before = net.statuses().await[&s].policy.lost;
+    assert_eq!(net.node(s).handle.next_hop(da).await, Some(xp));
+
+    // x goes quiet (every datagram in and out dropped) for about 2 s (the
+    // stream's length): much less than the 10 s idle timeout, more than the
+    // 600 ms suspect time.
+    let switch = net
+        .node(x)
+        .handle
+        .transport()
+        .fault_switch()
+        .unwrap()
+        .clone();
+    let quiet = Instant::now();
+    switch.set_blackhole(true);
+    let (_, moved) = tokio::join!(stream(&net, s, d, 200_000), async {
+        loop {
+            let hop = net.node(s).handle.next_hop(da).await;
+            if hop.is_some() && hop != Some(xp) {
+                return quiet.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let during = tunnels_to(&net, s, x).await;
+    let to_x = net.node(s).handle.next_hop(xa).await;
+    let gap = longest_gap(&net, s, d, quiet, Instant::now());
+    let lost = (200_000..200_400).filter(|q| !net.got(s, d, *q)).count();
+    switch.set_blackhole(false);
+    let resumed = Instant::now();
+    let quiet_for = resumed - quiet;
+
+    // Heard again: the same tunnel is up again and routes to x through it.
+    let back = loop {
+        if tunnels_to(&net, s, x).await == before
+            && net.node(s).handle.next_hop(xa).await == Some(xp)
+        {
+            break resumed.elapsed();
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(8),
+            "the tunnel did not come back: {:?}",
+            tunnels_to(&net, s, x).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let st = net.statuses().await;
     println!(
-        "stream n{s} -> n{d} through n{x}: n{x} killed (no goodbye); traffic interrupted for {interruption:?}, {after} of 800 later packets arrived"
+        "n{x} quiet for {quiet_for:?}: n{s} -> n{d} moved off n{x} after {moved:?} (stream interrupted \
+         {gap:?}, {lost} of 400 probes lost); tunnel n{s}-n{x} {during:?} meanwhile; routes through it back {back:?} \
+         after the silence ended; liveness {:?}",
+        st[&s].liveness
     );
+    assert_eq!(
+        during,
+        vec![(before[0].0, "suspect")],
+        "suspected, not closed"
+    );
+    assert_ne!(to_x, Some(xp), "no route through the quiet tunnel");
     assert!(
-        interruption < Duration::from_secs(2),
-        "rerouted in {interruption:?}"
+        moved < Duration::from_secs(1),
+        "routes moved after {moved:?}"
     );
-    assert!(after > 600, "the stream goes on after the reroute");
+    assert!(gap < Duration::from_secs(1), "stream interrupted {gap:?}");
+    assert!(st[&s].liveness.suspected >= 1 && st[&s].liveness.recovered >= 1);
+    assert_eq!(st[&s].policy.lost, lost_before, "no tunnel was lost");
+    // The other end kept the same connection too.
+    let theirs = tunnels_to(&net, x, s).await;
+    assert!(matches!(theirs[..], [(_, "up")]), "{theirs:?}");
+    assert_eq!(net.statuses().await[&x].policy.lost, 0);
 }

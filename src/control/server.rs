@@ -81,6 +81,7 @@ impl Source {
         counters.insert("exchange".into(), api::counter_map(&s.exchange));
         counters.insert("peers".into(), api::counter_map(&s.peers));
         counters.insert("babel".into(), api::counter_map(&s.babel));
+        counters.insert("liveness".into(), api::counter_map(&s.liveness));
         counters.insert("host".into(), (self.host_counters)());
         // Probes of a best-of-n refresh are up (they carry traffic).
         let up = s.tunnels.iter().filter(|t| t.state != "draining").count();
@@ -95,7 +96,7 @@ impl Source {
             crl_number: s.crl_number,
             host: self.host.clone(),
             tunnels_up: up,
-            tunnels_draining: s.tunnels.len() - up,
+            tunnels_draining: s.tunnels.iter().filter(|t| t.state == "draining").count(),
             tunnels_outgoing: s
                 .tunnels
                 .iter()

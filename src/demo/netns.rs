@@ -101,10 +101,6 @@ impl NetnsNet {
                 "[::]:4326",
                 "--advertise",
                 &format!("[{}]:4326", addrs[i].trim_end_matches("/64")),
-                "--keep-alive",
-                "300ms",
-                "--idle-timeout",
-                "2s",
             ]
             .iter()
             .map(|s| s.to_string())

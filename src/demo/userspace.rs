@@ -19,7 +19,6 @@ use re6st::node::{HostConfig, Node, NodeConfig};
 use re6st::registry::client::RegistryClient;
 use re6st::registry::core::Registry;
 use re6st::state_dir::NodeIdentity;
-use re6st::transport::TransportConfig;
 
 use super::{DemoArgs, DemoNode, Ping, step};
 
@@ -105,14 +104,8 @@ impl UserNet {
             let identity = enrol(&url, &ca_der).await?;
             let counters = Arc::new(HostCounters::default());
             let (host, queue) = echo_host::channel(counters.clone());
-            let defaults = TransportConfig::default();
             let config = NodeConfig {
                 listen: "127.0.0.1:0".parse()?,
-                transport: TransportConfig {
-                    keep_alive: Duration::from_millis(300),
-                    idle_timeout: Duration::from_secs(2),
-                    ..defaults
-                },
                 host: HostConfig::External(host),
                 ..NodeConfig::default()
             };

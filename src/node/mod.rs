@@ -66,7 +66,9 @@ pub use link::LinkStats;
 pub use options::{NodeArgs, NodeOptions};
 pub use path::{Host, PacketPath, PathStats};
 pub use program::run;
-pub use status::{NodeStatus, ProbeRoundStatus, ProbeStatus, RegistryStatus, TunnelStatus};
+pub use status::{
+    LivenessStats, NodeStatus, ProbeRoundStatus, ProbeStatus, RegistryStatus, TunnelStatus,
+};
 
 use crate::identity::NetworkConfig;
 use crate::identity::tls::{CaVerifier, Trust};

@@ -10,7 +10,9 @@
 //! tun = "re6st0"          # or tun-attach = "re6st0", or tun-fd = 3, or no-tun = true
 //! mtu = 1400
 //! metrics = "127.0.0.1:9470"
-//! idle-timeout = "4s"
+//! keep-alive = "200ms"    # liveness: a dead peer's routes move away in
+//! suspect-after = "600ms" #   about 0.65 s; its connection closes at
+//! idle-timeout = "10s"    #   the idle timeout
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::DEFAULT_PORT;
 use crate::identity::Fingerprint;
+use crate::transport::TransportConfig;
 
 /// Default TUN device name.
 pub const DEFAULT_TUN: &str = "re6st0";
@@ -118,12 +121,20 @@ pub struct NodeOptions {
     /// Worker threads of the node [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// QUIC keep-alive interval on idle tunnels [default: 1s].
+    /// QUIC keep-alive interval: a tunnel that received nothing for this
+    /// long sends a PING, so a live tunnel is always heard [default: 200ms].
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]
     pub keep_alive: Option<Duration>,
-    /// A tunnel that hears nothing for this long is dead and its routes
-    /// move away [default: 4s].
+    /// A tunnel that hears nothing for this long (plus two round trips) is
+    /// suspected: its routes move to other tunnels at once, the connection
+    /// is kept, and the routes come back as soon as it is heard again
+    /// [default: 600ms, or 3 keep-alives when --keep-alive is given].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
+    pub suspect_after: Option<Duration>,
+    /// A tunnel that hears nothing for this long is dead: its connection is
+    /// closed and the tunnel replaced [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
@@ -226,6 +237,7 @@ impl NodeOptions {
             metrics: self.metrics.or(file.metrics),
             threads: self.threads.or(file.threads),
             keep_alive: self.keep_alive.or(file.keep_alive),
+            suspect_after: self.suspect_after.or(file.suspect_after),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             routable: if self.routable.is_empty() {
                 file.routable
@@ -303,12 +315,32 @@ impl NodeOptions {
         {
             bail!("tun-fd {fd}: descriptors 0-2 are stdin, stdout and stderr");
         }
-        if let (Some(k), Some(i)) = (self.keep_alive, self.idle_timeout)
-            && k >= i
-        {
+        let t = self.transport();
+        let (k, s, i) = (t.keep_alive, t.suspect_after, t.idle_timeout);
+        if k >= i {
             bail!("keep-alive ({k:?}) must be shorter than idle-timeout ({i:?})");
         }
+        if s <= k {
+            bail!("suspect-after ({s:?}) must be longer than keep-alive ({k:?})");
+        }
         Ok(())
+    }
+
+    /// The transport settings: the liveness timers given, defaults for the
+    /// rest (a suspect time not given is 3 keep-alives when the keep-alive
+    /// is).
+    pub fn transport(&self) -> TransportConfig {
+        let d = TransportConfig::default();
+        let keep_alive = self.keep_alive.unwrap_or(d.keep_alive);
+        TransportConfig {
+            keep_alive,
+            suspect_after: self.suspect_after.unwrap_or(match self.keep_alive {
+                Some(k) => TransportConfig::suspect_after_for(k),
+                None => d.suspect_after,
+            }),
+            idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
+            ..d
+        }
     }
 }
 
@@ -370,6 +402,20 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn liveness_timers_default_to_sub_second_suspicion() {
+        let t = flags(&[]).merge(NodeOptions::default()).transport();
+        assert_eq!(t.keep_alive, Duration::from_millis(200));
+        assert_eq!(t.suspect_after, Duration::from_millis(600));
+        assert_eq!(t.idle_timeout, Duration::from_secs(10));
+        // A keep-alive alone brings its suspect time along.
+        let t = flags(&["--keep-alive", "1s"]).transport();
+        assert_eq!(t.suspect_after, Duration::from_secs(3));
+        let o = flags(&["--keep-alive", "1s", "--suspect-after", "2500ms"]);
+        assert_eq!(o.transport().suspect_after, Duration::from_millis(2500));
+        o.validate().unwrap();
+    }
+
+    #[test]
     fn defaults_and_bad_values() {
         let d = flags(&[]).merge(NodeOptions::default());
         assert_eq!(
@@ -404,6 +450,9 @@ pub(super) mod tests {
             "threads = 0",
             "tun-fd = 1",
             "keep-alive = \"5s\"\nidle-timeout = \"1s\"",
+            "keep-alive = \"20s\"",
+            "suspect-after = \"100ms\"",
+            "keep-alive = \"300ms\"\nsuspect-after = \"300ms\"",
         ] {
             let o: NodeOptions = toml::from_str(bad).unwrap();
             assert!(o.validate().is_err(), "{bad}");

@@ -25,7 +25,6 @@ use crate::control::server::{ControlSocket, Source};
 use crate::identity::NodeCert;
 use crate::join::JoinArgs;
 use crate::state_dir::{NodeIdentity, StateDir, files};
-use crate::transport::TransportConfig;
 
 /// Runs `re6st node` until SIGINT or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
@@ -133,17 +132,12 @@ async fn serve(
         installed: route_network(&mut info, &opts, network),
     };
 
-    let defaults = TransportConfig::default();
     let config = NodeConfig {
         listen: opts.listen(),
         advertise: opts.advertise.clone(),
         state_dir: Some(dir.clone()),
         registry_url: opts.registry.clone(),
-        transport: TransportConfig {
-            keep_alive: opts.keep_alive.unwrap_or(defaults.keep_alive),
-            idle_timeout: opts.idle_timeout.unwrap_or(defaults.idle_timeout),
-            ..defaults
-        },
+        transport: opts.transport(),
         mtu: info.mtu,
         host: HostConfig::External(host),
         edges: super::edges::config_from(&opts),

@@ -25,7 +25,9 @@ use super::edges::Edges;
 use super::link::TunnelLink;
 use super::path::{PacketPath, PathShared};
 use super::registry::{RegistryCmd, RegistryEvent};
-use super::status::{NodeStatus, ProbeRoundStatus, ProbeStatus, RegistryStatus, TunnelStatus};
+use super::status::{
+    LivenessStats, NodeStatus, ProbeRoundStatus, ProbeStatus, RegistryStatus, TunnelStatus,
+};
 use super::tunnel::{self, Established};
 use super::{NodeConfig, persist};
 use crate::identity::tls::{CaVerifier, Trust};
@@ -59,6 +61,13 @@ pub(crate) enum RouterIn {
     ControlError {
         tunnel: TunnelId,
         error: ControlError,
+    },
+    /// A tunnel fell silent (`alive: false`) or was heard again
+    /// ([`tunnel::liveness`]).
+    Liveness {
+        tunnel: TunnelId,
+        alive: bool,
+        silent: Duration,
     },
     /// A tunnel's connection ended.
     Closed {
@@ -98,6 +107,9 @@ struct Up {
     budget: usize,
     /// A LAN link (issue 10), not one of the policy's tunnels.
     lan: bool,
+    /// Silent for the suspect time: its Babel interface is down (routes
+    /// moved away), the connection is kept.
+    suspected: bool,
 }
 
 /// Added to a draining tunnel's Babel cost: worse than any real path, so
@@ -155,6 +167,7 @@ pub(crate) struct Router {
     edges: Edges,
     /// The last registry round forced by an address change.
     forced_round: Option<Instant>,
+    liveness: LivenessStats,
     fib_dirty: bool,
     routes_dirty: bool,
     next_maintenance: Instant,
@@ -182,6 +195,7 @@ impl Router {
             tunnels: HashMap::new(),
             dials: HashMap::new(),
             forced_round: None,
+            liveness: LivenessStats::default(),
             fib_dirty: true,
             routes_dirty: true,
             next_maintenance: now,
@@ -300,6 +314,11 @@ impl Router {
                 self.driver
                     .close(tunnel, close::PROTOCOL, "bad control frame", now);
             }
+            RouterIn::Liveness {
+                tunnel,
+                alive,
+                silent,
+            } => self.handle_liveness(tunnel, alive, silent, now),
             RouterIn::Closed { tunnel, error } => {
                 let lan = self.lan_link_closed(tunnel);
                 if self.tunnels.contains_key(&tunnel) {
@@ -435,6 +454,12 @@ impl Router {
             self.path.clone(),
             self.tx.clone(),
         ));
+        tokio::spawn(tunnel::liveness(
+            conn.clone(),
+            tunnel,
+            self.transport.config().suspect_after,
+            self.tx.clone(),
+        ));
         tokio::spawn(tunnel::control_reader(e.recv, tunnel, self.tx.clone()));
         tokio::spawn(tunnel::control_writer(e.send, ctl_rx));
         self.tunnels.insert(
@@ -448,8 +473,47 @@ impl Router {
                 peer_crl,
                 budget,
                 lan: self.driver.is_lan(tunnel),
+                suspected: false,
             },
         );
+        self.routes_dirty = true;
+    }
+
+    /// A tunnel fell silent or was heard again. A suspected tunnel's
+    /// interface goes down in Babel, exactly as when its connection closes
+    /// (routes retracted, alternatives selected at once), but the
+    /// connection and the next hop stay; heard again, the interface comes
+    /// back (Hello, IHU and a full dump within a round trip), with its drain
+    /// cost if the tunnel is being drained.
+    fn handle_liveness(&mut self, tunnel: TunnelId, alive: bool, silent: Duration, now: Instant) {
+        let Some(iface) = self.driver.iface_of(tunnel) else {
+            return;
+        };
+        let Some(up) = self.tunnels.get_mut(&tunnel) else {
+            return;
+        };
+        if up.suspected != alive {
+            return;
+        }
+        up.suspected = !alive;
+        let peer = up.peer.prefix;
+        if alive {
+            tracing::info!(%tunnel, %peer, "tunnel heard again: its routes come back");
+            self.liveness.recovered += 1;
+            if let Err(err) =
+                self.engine
+                    .add_interface(iface, InterfaceKind::Tunnel, up.budget, now)
+            {
+                tracing::error!(%iface, %err, "Babel refused the interface");
+            }
+            if self.driver.is_draining(tunnel) {
+                let _ = self.engine.set_interface_cost(iface, DRAIN_COST, now);
+            }
+        } else {
+            tracing::info!(%tunnel, %peer, ?silent, "tunnel silent: suspected, its routes move away");
+            self.liveness.suspected += 1;
+            let _ = self.engine.interface_down(iface, now);
+        }
         self.routes_dirty = true;
     }
 
@@ -519,7 +583,11 @@ impl Router {
                 iface,
                 notify_peer,
             } => {
-                if let Err(e) = self.engine.set_interface_cost(iface, DRAIN_COST, now) {
+                // A suspected tunnel has no interface now: it gets the drain
+                // cost when it is heard again.
+                let suspected = self.tunnels.get(&tunnel).is_some_and(|u| u.suspected);
+                if !suspected && let Err(e) = self.engine.set_interface_cost(iface, DRAIN_COST, now)
+                {
                     tracing::warn!(%iface, error = %e, "cannot drain the interface");
                 }
                 if notify_peer && let Some(up) = self.tunnels.get(&tunnel) {
@@ -972,6 +1040,8 @@ impl Router {
                     },
                     state: if self.driver.is_draining(*t) {
                         "draining"
+                    } else if up.suspected {
+                        "suspect"
                     } else if info.as_ref().is_some_and(|i| i.probe) {
                         "probe"
                     } else {
@@ -1028,6 +1098,7 @@ impl Router {
             exchange: self.exchange.stats.clone(),
             peers: self.db.stats().clone(),
             babel: self.engine.counters().clone(),
+            liveness: self.liveness.clone(),
             edges: self.edges.status(),
         }
     }

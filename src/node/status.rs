@@ -56,6 +56,8 @@ pub struct NodeStatus {
     pub peers: PeerDbStats,
     /// Babel input counters.
     pub babel: re6st_babel::engine::Counters,
+    /// Tunnel liveness: suspicions and recoveries.
+    pub liveness: LivenessStats,
     /// Addresses, NAT, UPnP, LAN neighbours, gateway (issue 10).
     pub edges: super::edges::EdgesStatus,
 }
@@ -126,4 +128,15 @@ pub struct RegistryStatus {
     pub bootstraps: u64,
     /// Failed exchanges.
     pub failures: u64,
+}
+
+/// Counters of the tunnel liveness detector
+/// ([`crate::transport::liveness`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LivenessStats {
+    /// Tunnels suspected (silent for the suspect time): their routes were
+    /// moved away without closing them.
+    pub suspected: u64,
+    /// Suspected tunnels heard again: their routes came back.
+    pub recovered: u64,
 }

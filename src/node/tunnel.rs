@@ -15,6 +15,7 @@ use super::link::TunnelLink;
 use super::path::PacketPath;
 use super::router::RouterIn;
 use crate::transport::control::{self, Control, StreamError, close};
+use crate::transport::liveness::{Liveness, Verdict};
 use crate::transport::{Connected, Transport};
 use crate::tunnels::policy::{Failure, Refusal, TunnelId};
 
@@ -195,6 +196,45 @@ pub(crate) async fn datagrams(
     };
     path.flush_stats(Some(reassembler.stats()));
     let _ = router.send(RouterIn::Closed { tunnel, error }).await;
+}
+
+/// Watches an up tunnel's liveness ([`Liveness`]): reads the connection's
+/// received-datagram counter (every datagram, keep-alives and their
+/// acknowledgements included) and tells the router when the tunnel falls
+/// silent for `suspect_after` and when it is heard again. Ends with the
+/// connection.
+pub(crate) async fn liveness(
+    conn: quinn::Connection,
+    tunnel: TunnelId,
+    suspect_after: Duration,
+    router: mpsc::Sender<RouterIn>,
+) {
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    let mut live = Liveness::new(suspect_after, conn.stats().udp_rx.datagrams, Instant::now());
+    loop {
+        tokio::select! {
+            _ = &mut closed => return,
+            () = tokio::time::sleep_until(live.poll_timeout().into()) => {}
+        }
+        let now = Instant::now();
+        live.handle_rx(conn.stats().udp_rx.datagrams, conn.rtt(), now);
+        if let Some(v) = live.poll_verdict() {
+            let alive = v == Verdict::Alive;
+            let silent = live.silent_for(now);
+            if router
+                .send(RouterIn::Liveness {
+                    tunnel,
+                    alive,
+                    silent,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
 }
 
 /// Reads the control stream and passes every message to the router.

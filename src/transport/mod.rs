@@ -12,13 +12,16 @@
 //!   frames (the dataplane's [`re6st_dataplane::frame`] demux);
 //!   `initial_mtu(1452)` makes a 1280-byte packet fit from the first
 //!   datagram, and MTU discovery stays on.
-//! - **Liveness**: keep-alives and a short idle timeout, so a dead peer is
-//!   noticed within seconds and the node can take the link down in Babel.
+//! - **Liveness**: short keep-alives, so a live tunnel is always heard;
+//!   a tunnel silent for `suspect_after` is *suspected* ([`liveness`]: the
+//!   node moves its routes away but keeps the connection), and one silent
+//!   for the much longer idle timeout is closed.
 //! - **CRL updates** ([`Transport::set_crl`]) rebuild both TLS configs; the
 //!   caller closes the tunnels to revoked nodes.
 //! - [`control`]: the reliable control stream of each tunnel.
 
 pub mod control;
+pub mod liveness;
 pub mod socket;
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -41,10 +44,18 @@ pub const ALPN: &[u8] = b"re6st/1";
 /// timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
-    /// QUIC PING interval on idle tunnels.
+    /// QUIC PING interval on idle tunnels (quinn sends one when it has
+    /// received nothing for this long; the peer's acknowledgement keeps a
+    /// live tunnel heard). Short, so a silence means something; a PING is
+    /// a ~50-byte datagram.
     pub keep_alive: Duration,
-    /// A tunnel that hears nothing for this long is dead (the effective
-    /// value is the smaller of both sides').
+    /// A tunnel that hears nothing for this long (plus two round trips) is
+    /// suspected ([`liveness`]): its routes move away at once, but the
+    /// connection stays, and the routes come back with the next datagram.
+    pub suspect_after: Duration,
+    /// A tunnel that hears nothing for this long is dead and closed (the
+    /// effective value is the smaller of both sides'). Long, so a lossy
+    /// path is not torn down: suspicion already moved the routes.
     pub idle_timeout: Duration,
     /// A dial that has not completed the handshake after this is abandoned.
     pub handshake_timeout: Duration,
@@ -60,11 +71,28 @@ pub struct TransportConfig {
     pub datagram_receive_buffer: usize,
 }
 
+/// Default keep-alive: 5 PINGs a second on an idle tunnel at most.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_millis(200);
+/// Default suspect time: three keep-alives heard nothing (routes move away
+/// within about 0.65 s of a crash).
+pub const DEFAULT_SUSPECT_AFTER: Duration = Duration::from_millis(600);
+/// Default idle timeout: the connection of a silent tunnel is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TransportConfig {
+    /// The suspect time for a keep-alive interval when none is configured:
+    /// three intervals.
+    pub fn suspect_after_for(keep_alive: Duration) -> Duration {
+        keep_alive * 3
+    }
+}
+
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            keep_alive: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(4),
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            suspect_after: DEFAULT_SUSPECT_AFTER,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: Duration::from_secs(5),
             initial_mtu: 1452,
             mtu_upper_bound: 1452,
@@ -489,6 +517,12 @@ fn quic_transport(c: &TransportConfig) -> Result<quinn::TransportConfig, Transpo
         return Err(TransportError::Config(format!(
             "MTU: initial {} must be at least 1200 and at most the upper bound {}",
             c.initial_mtu, c.mtu_upper_bound
+        )));
+    }
+    if c.suspect_after <= c.keep_alive {
+        return Err(TransportError::Config(format!(
+            "suspect time {:?} must be longer than the keep-alive interval {:?}",
+            c.suspect_after, c.keep_alive
         )));
     }
     let mut mtud = quinn::MtuDiscoveryConfig::default();
