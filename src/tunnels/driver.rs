@@ -26,6 +26,13 @@
 //!   told), closed `linger` after both ends have moved their routes away,
 //!   and at the latest after the policy's `drain_timeout`. A loser still
 //!   dialling is just cancelled.
+//! - **Superseded and duplicate tunnels** ([`CloseReason::Superseded`],
+//!   [`CloseReason::Duplicate`]) go the same way when they are up: the
+//!   demo lost 1 ping of 360 when a node dialled again a peer whose
+//!   drained tunnel it still held (its policy had forgotten it), and the
+//!   peer closed the old tunnel at once while its own routes still went
+//!   through it. A superseded tunnel waits for our routes only (the peer
+//!   dialled again: nothing of its own uses the old one).
 //!
 //! It is sans-IO like the policy: the node's router task feeds it events
 //! and `now`, applies the commands, and calls
@@ -183,8 +190,12 @@ struct Entry {
     drained_sent: bool,
     /// Opening (outgoing, not up yet).
     opening: bool,
-    /// A losing probe the driver drains on its own (the policy forgot it).
-    probe_lost: bool,
+    /// An up tunnel the policy let go (losing probe, superseded,
+    /// duplicate) that the driver drains on its own: the close code and
+    /// reason it gets once drained.
+    let_go: Option<(u32, &'static str)>,
+    /// Some of our routes go through it (as of the last `handle_routes`).
+    routed: bool,
     /// Nothing of ours is routed through it any more (and the policy no
     /// longer holds it): only the peer's answer or the deadline is awaited.
     own_drained: bool,
@@ -203,7 +214,7 @@ fn is_lan_id(tunnel: TunnelId) -> bool {
 /// Whether the policy still holds this tunnel: not a LAN link, not one it
 /// asked to close that the driver keeps until both ends have drained.
 fn policy_holds(e: &Entry) -> bool {
-    !e.lan && !e.own_drained && !e.probe_lost
+    !e.lan && !e.own_drained && e.let_go.is_none()
 }
 
 impl Entry {
@@ -216,7 +227,8 @@ impl Entry {
             peer_drained: false,
             drained_sent: false,
             opening,
-            probe_lost: false,
+            let_go: None,
+            routed: false,
             own_drained: false,
             lan: false,
         }
@@ -566,7 +578,8 @@ impl Driver {
         let mut probes_drained = Vec::new();
         for (t, e) in &mut self.entries {
             let routed = e.iface.and_then(|i| counts.get(&i)).is_some_and(|n| *n > 0);
-            if e.probe_lost && !e.own_drained && !routed {
+            e.routed = routed;
+            if e.let_go.is_some() && !e.own_drained && !routed {
                 e.own_drained = true;
                 probes_drained.push((*t, e.peer_drained));
             }
@@ -622,15 +635,10 @@ impl Driver {
                 continue;
             };
             let answered = e.peer_drained;
-            let why = if e.probe_lost {
-                "probe tunnel not kept"
-            } else {
-                "replaced by the tunnel refresh"
-            };
-            if self
-                .remove(tunnel, Some((close::REPLACED, why)), now)
-                .is_some()
-            {
+            let why = e
+                .let_go
+                .unwrap_or((close::REPLACED, "replaced by the tunnel refresh"));
+            if self.remove(tunnel, Some(why), now).is_some() {
                 if answered {
                     self.stats.closed_drained += 1;
                 } else {
@@ -713,7 +721,7 @@ impl Driver {
         let Some(e) = self.entries.get_mut(&tunnel) else {
             return;
         };
-        if e.draining && e.direction == Direction::Outgoing && !e.probe_lost {
+        if e.draining && e.direction == Direction::Outgoing && e.let_go.is_none() {
             // Our routes moved away. Close once the peer's did too (plus
             // `linger` for packets in flight), or when it never says so.
             e.own_drained = true;
@@ -722,28 +730,53 @@ impl Driver {
             self.close_after(tunnel, peer_drained, now);
             return;
         }
-        if reason == CloseReason::ProbeLost {
-            if e.iface.is_none() {
-                self.stats.probes_cancelled += 1;
-            } else if !e.draining {
-                // Up, maybe carrying routes: the staged removal, bounded by
-                // the policy's drain timeout.
-                e.probe_lost = true;
-                self.refeed = true;
-                self.stats.probes_drained += 1;
-                let bound = now + self.policy.config().drain_timeout;
-                self.drain(tunnel, true);
-                self.lingering.push((bound, tunnel));
-                return;
-            }
-        }
         let why = match reason {
-            CloseReason::Replaced => "replaced by the tunnel refresh",
-            CloseReason::Duplicate => "duplicate tunnel (the smaller serial's is kept)",
-            CloseReason::Superseded => "superseded by a newer tunnel from the same node",
-            CloseReason::ProbeLost => "probe tunnel not kept",
+            CloseReason::Replaced => (close::REPLACED, "replaced by the tunnel refresh"),
+            CloseReason::Duplicate => (
+                close::DONE,
+                "duplicate tunnel (the smaller serial's is kept)",
+            ),
+            CloseReason::Superseded => (
+                close::DONE,
+                "superseded by a newer tunnel from the same node",
+            ),
+            CloseReason::ProbeLost => (close::REPLACED, "probe tunnel not kept"),
         };
-        self.remove(tunnel, Some((close::DONE, why)), now);
+        if reason == CloseReason::ProbeLost && e.iface.is_none() {
+            self.stats.probes_cancelled += 1;
+        }
+        let staged = match reason {
+            CloseReason::ProbeLost => !e.draining,
+            CloseReason::Superseded | CloseReason::Duplicate => true,
+            CloseReason::Replaced => false,
+        };
+        if staged && e.iface.is_some() && e.let_go.is_none() {
+            // Up, maybe carrying routes: the staged removal, bounded by the
+            // policy's drain timeout.
+            if reason == CloseReason::ProbeLost {
+                self.stats.probes_drained += 1;
+            }
+            e.let_go = Some(why);
+            // The policy forgot it: its peer is no candidate until it closes.
+            self.refeed = true;
+            // The peer dialled again: nothing of its own goes through the
+            // old tunnel, only our routes are waited for.
+            if reason == CloseReason::Superseded {
+                e.peer_drained = true;
+            }
+            let (routed, peer_drained) = (e.routed, e.peer_drained);
+            if !routed {
+                e.own_drained = true;
+            }
+            let bound = now + self.policy.config().drain_timeout;
+            self.drain(tunnel, reason != CloseReason::Superseded);
+            self.lingering.push((bound, tunnel));
+            if !routed {
+                self.close_after(tunnel, peer_drained, now);
+            }
+            return;
+        }
+        self.remove(tunnel, Some(why), now);
     }
 
     fn alloc_iface(&mut self, now: Instant) -> IfaceId {

@@ -583,3 +583,75 @@ fn a_peer_whose_tunnel_is_still_closing_is_not_dialled_again() {
         "{cmds:?}"
     );
 }
+
+#[test]
+fn a_superseded_tunnel_is_closed_only_once_our_routes_left_it() {
+    // The demo's lost ping: node 2 drains its tunnel to us (refresh), its
+    // policy forgets it while its driver waits for our answer, and it dials
+    // us again. Our routes still used the old tunnel (no alternative yet):
+    // closing it at once retracted them.
+    let t0 = Instant::now();
+    let mut d = driver(1, 0, t0);
+    let (old, oi) = d.handle_incoming(key(2), t0).unwrap();
+    d.handle_routes(&BTreeMap::from([(oi, 4)]), t0);
+    d.handle_peer_drain(old);
+    let _ = commands(&mut d);
+    d.handle_routes(&BTreeMap::from([(oi, 4)]), t0);
+    assert!(commands(&mut d).is_empty(), "still routing through it");
+
+    let t1 = t0 + Duration::from_millis(300);
+    let (new, ni) = d.handle_incoming(key(2), t1).unwrap();
+    assert_ne!(new, old);
+    assert!(
+        commands(&mut d).is_empty(),
+        "not closed while our routes use it"
+    );
+    assert_eq!(d.iface_of(old), Some(oi), "still up");
+    assert_eq!(
+        d.poll_timeout(),
+        Some(t1 + secs(5)),
+        "only the drain-timeout bound"
+    );
+    // Babel moved the routes to the new tunnel: answered, closed after the
+    // linger (the peer dialled again, so nothing of its own uses it).
+    let t2 = t1 + Duration::from_millis(50);
+    d.handle_routes(&BTreeMap::from([(oi, 0), (ni, 4)]), t2);
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::NotifyDrained { tunnel: old }]
+    );
+    assert_eq!(d.poll_timeout(), Some(t2 + Duration::from_millis(500)));
+    d.handle_timeout(t2 + Duration::from_millis(500));
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::Close {
+            tunnel: old,
+            iface: Some(oi),
+            close: Some((
+                close::DONE,
+                "superseded by a newer tunnel from the same node"
+            )),
+        }]
+    );
+    assert_eq!(d.iface_of(new), Some(ni));
+
+    // Superseded again: drained first (its cost raised), closed once the
+    // routes moved.
+    let (third, ti) = d.handle_incoming(key(2), t2 + secs(1)).unwrap();
+    assert_eq!(
+        commands(&mut d),
+        vec![Command::Drain {
+            tunnel: new,
+            iface: ni,
+            notify_peer: false
+        }]
+    );
+    d.handle_routes(&BTreeMap::from([(ni, 0), (ti, 4)]), t2 + secs(1));
+    let _ = commands(&mut d);
+    d.handle_timeout(t2 + secs(1) + Duration::from_millis(500));
+    assert!(matches!(
+        commands(&mut d)[..],
+        [Command::Close { tunnel, .. }] if tunnel == new
+    ));
+    assert_eq!(d.iface_of(third), Some(ti));
+}
