@@ -115,7 +115,7 @@ pub fn availability(ctx: &mut Ctx) -> anyhow::Result<()> {
                 (
                     "-".to_owned(),
                     format!(
-                        "recovery {recover} s = issue 7's reroute bound, to be replaced by the node's measured time (--reroute-secs){sim_note}"
+                        "recovery {recover} s = the node's reroute time around a killed node with its default timers (measured by tests/realnet_reroute; --reroute-secs){sim_note}"
                     ),
                 )
             };
