@@ -355,6 +355,20 @@ impl Router {
         let Some(e) = self.accept_lan(e, peer, now) else {
             return;
         };
+        // A peer we hear nothing from dials us again: it restarted, its old
+        // connection is dead. Close that one now rather than at the idle
+        // timeout, so the duplicate rule does not refuse the new one.
+        let silent: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|(_, up)| up.suspected && !up.lan && up.peer.prefix == peer.prefix)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in silent {
+            tracing::info!(tunnel = %t, %peer, "a silent peer dialled again: closing its old tunnel");
+            self.driver
+                .close(t, close::DONE, "silent, and its peer dialled again", now);
+        }
         match self.driver.handle_incoming(peer, now) {
             Ok((tunnel, iface)) => {
                 if self.edges.handle_reached(e.connected.conn.local_ip(), now) {
