@@ -92,7 +92,7 @@ pub fn availability(ctx: &mut Ctx) -> anyhow::Result<()> {
             rows.push(vec![
                 n.to_string(),
                 what.to_owned(),
-                f(recover, 1),
+                f(recover, 2),
                 f(heur, 4),
                 format!("{u:.3e}"),
                 sim.map(|d| format!("{:.3e}", math::unavailability(d, recover, MTBF_SECS)))
