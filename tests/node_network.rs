@@ -248,18 +248,7 @@ async fn refresh_without_losing_packets(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_reroutes_traffic_within_two_seconds() {
-    let k = 3;
-    let n = 12;
-    let mut net = Net::new(k, &registry_args(k, "1h")).await;
-    net.add_nodes(n).await;
-    net.wait_for("k..3k tunnels", Duration::from_secs(30), |st| {
-        st.len() == n && st.values().all(|s| arity_ok(k, s))
-    })
-    .await;
-    net.all_pairs_reach(1, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
-    let (s, d, x) = transit_pair(&net).await;
+    let (mut net, (s, d, x)) = converged_with_transit(12).await;
     stream(&net, s, d, 100_000).await;
     let before = net.node(d).received.lock().unwrap().len();
     assert!(before > 300, "the stream flows before the kill");
@@ -286,6 +275,23 @@ async fn killing_a_node_reroutes_traffic_within_two_seconds() {
         "rerouted in {interruption:?}"
     );
     assert!(after > 600, "the stream goes on after the reroute");
+}
+
+/// `n` nodes with k = 3, converged (arity bounds, every pair reachable),
+/// and a pair (s, d) whose route crosses a third node x.
+async fn converged_with_transit(n: usize) -> (Net, (usize, usize, usize)) {
+    let k = 3;
+    let mut net = Net::new(k, &registry_args(k, "1h")).await;
+    net.add_nodes(n).await;
+    net.wait_for("k..3k tunnels", Duration::from_secs(30), |st| {
+        st.len() == n && st.values().all(|s| arity_ok(k, s))
+    })
+    .await;
+    net.all_pairs_reach(1, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+    let pair = transit_pair(&net).await;
+    (net, pair)
 }
 
 /// A pair (s, d) whose route crosses a third node x: (s, d, x).
@@ -354,18 +360,7 @@ async fn tunnels_to(net: &Net, i: usize, peer: usize) -> Vec<(u64, &'static str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_tunnel_is_suspected_and_its_routes_come_back_without_a_new_connection() {
-    let k = 3;
-    let n = 10;
-    let mut net = Net::new(k, &registry_args(k, "1h")).await;
-    net.add_nodes(n).await;
-    net.wait_for("k..3k tunnels", Duration::from_secs(30), |st| {
-        st.len() == n && st.values().all(|s| arity_ok(k, s))
-    })
-    .await;
-    net.all_pairs_reach(1, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
-    let (s, d, x) = transit_pair(&net).await;
+    let (net, (s, d, x)) = converged_with_transit(10).await;
     let (xp, xa, da) = (
         net.node(x).handle.prefix(),
         net.node(x).handle.address(),
