@@ -8,7 +8,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use quinn::udp::{RecvMeta, Transmit};
@@ -37,11 +37,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 /// Cuts a node off the network without telling anyone, as a crash or a
-/// pulled cable would: every datagram sent or received is dropped. Also
-/// counts datagrams, to show in tests that a node really went silent.
+/// pulled cable would: every datagram sent or received is dropped. Or
+/// makes its paths lossy: each transmit it sends (a datagram, or a GSO
+/// batch of them) is dropped at random. Also counts
+/// dropped datagrams, to show in tests that a node really went silent.
 #[derive(Debug, Default)]
 pub struct FaultSwitch {
     blackhole: AtomicBool,
+    /// Random loss of sent transmits, per million.
+    loss_ppm: AtomicU32,
     dropped: AtomicU64,
 }
 
@@ -59,6 +63,22 @@ impl FaultSwitch {
     /// Whether the node is cut off.
     pub fn is_blackhole(&self) -> bool {
         self.blackhole.load(Ordering::Relaxed)
+    }
+
+    /// Drops each transmit sent with probability `loss` (0 to 1; 0 turns
+    /// it off).
+    pub fn set_loss(&self, loss: f64) {
+        let ppm = (loss.clamp(0.0, 1.0) * 1e6) as u32;
+        self.loss_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// Whether to drop the next transmit: cut off, or lost at random.
+    fn drops_send(&self) -> bool {
+        if self.is_blackhole() {
+            return true;
+        }
+        let ppm = self.loss_ppm.load(Ordering::Relaxed);
+        ppm > 0 && rand::random_range(0..1_000_000u32) < ppm
     }
 
     /// Datagrams dropped so far.
@@ -88,7 +108,7 @@ impl AsyncUdpSocket for SwitchedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        if self.switch.is_blackhole() {
+        if self.switch.drops_send() {
             self.switch.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
