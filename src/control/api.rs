@@ -82,6 +82,10 @@ pub struct Status {
     pub tunnels_up: usize,
     /// Tunnels being drained before they close.
     pub tunnels_draining: usize,
+    /// Tunnels that went silent: their routes moved away, the connection
+    /// waits to be heard again (or to time out).
+    #[serde(default)]
+    pub tunnels_suspect: usize,
     /// Of the tunnels, those this node opened (its k).
     pub tunnels_outgoing: usize,
     /// Selected routes (destinations reachable).

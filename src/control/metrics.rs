@@ -48,6 +48,7 @@ pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
     for (state, n) in [
         ("up", status.tunnels_up),
         ("draining", status.tunnels_draining),
+        ("suspect", status.tunnels_suspect),
     ] {
         m.gauge(
             "re6st_tunnels",
@@ -300,13 +301,14 @@ pub async fn serve(listener: tokio::net::TcpListener, source: Arc<Source>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
     use crate::control::api::{HostInfo, RegistryInfo};
 
-    fn status() -> Status {
+    /// A status with one tunnel in every state (also for the table tests).
+    pub(crate) fn status() -> Status {
         Status {
             address: "fd00:1:2:3::1".parse().unwrap(),
             prefix: "fd00:1:2:3::/64".parse().unwrap(),
@@ -327,6 +329,7 @@ mod tests {
             probe_rounds: vec![],
             tunnels_up: 2,
             tunnels_draining: 1,
+            tunnels_suspect: 1,
             tunnels_outgoing: 2,
             routes: 5,
             peer_db: 9,
@@ -373,6 +376,7 @@ mod tests {
         assert_eq!(text.matches("# TYPE re6st_tunnels gauge").count(), 1);
         assert!(text.contains("re6st_tunnels{state=\"up\"} 2\n"));
         assert!(text.contains("re6st_tunnels{state=\"draining\"} 1\n"));
+        assert!(text.contains("re6st_tunnels{state=\"suspect\"} 1\n"));
         assert!(text.contains("re6st_lan_links 0\n") && text.contains("re6st_behind_nat 0\n"));
         // Each family once, its samples together.
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();

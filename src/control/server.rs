@@ -84,7 +84,9 @@ impl Source {
         counters.insert("liveness".into(), api::counter_map(&s.liveness));
         counters.insert("host".into(), (self.host_counters)());
         // Probes of a best-of-n refresh are up (they carry traffic).
-        let up = s.tunnels.iter().filter(|t| t.state != "draining").count();
+        let in_state = |state: &str| s.tunnels.iter().filter(|t| t.state == state).count();
+        let (draining, suspect) = (in_state("draining"), in_state("suspect"));
+        let up = s.tunnels.len() - draining - suspect;
         Status {
             address: s.address,
             prefix: s.prefix,
@@ -96,7 +98,8 @@ impl Source {
             crl_number: s.crl_number,
             host: self.host.clone(),
             tunnels_up: up,
-            tunnels_draining: s.tunnels.iter().filter(|t| t.state == "draining").count(),
+            tunnels_draining: draining,
+            tunnels_suspect: suspect,
             tunnels_outgoing: s
                 .tunnels
                 .iter()

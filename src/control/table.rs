@@ -173,13 +173,18 @@ pub fn status(s: &Status) -> String {
     kv(
         "tunnels",
         format!(
-            "{} up ({} outgoing, {} incoming{}), {} draining",
+            "{} up ({} outgoing, {} incoming{}), {}{} draining",
             s.tunnels_up,
             s.tunnels_outgoing,
-            (s.tunnels_up + s.tunnels_draining)
+            (s.tunnels_up + s.tunnels_suspect + s.tunnels_draining)
                 .saturating_sub(s.tunnels_outgoing + s.edges.lan_links),
             if s.edges.lan_links > 0 {
                 format!(", {} LAN", s.edges.lan_links)
+            } else {
+                String::new()
+            },
+            if s.tunnels_suspect > 0 {
+                format!("{} suspect (silent), ", s.tunnels_suspect)
             } else {
                 String::new()
             },
@@ -339,6 +344,19 @@ pub fn peers(list: &[PeerView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tunnels_line_counts_suspect_ones_apart() {
+        let mut s = super::super::metrics::tests::status();
+        let text = status(&s);
+        // 2 up + 1 suspect + 1 draining, 2 of them outgoing.
+        assert!(
+            text.contains("2 up (2 outgoing, 2 incoming), 1 suspect (silent), 1 draining"),
+            "{text}"
+        );
+        s.tunnels_suspect = 0;
+        assert!(status(&s).contains("2 up (2 outgoing, 1 incoming), 1 draining"));
+    }
 
     #[test]
     fn a_probe_round_names_the_kept_peer_and_the_others() {
