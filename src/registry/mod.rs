@@ -84,13 +84,19 @@ pub struct RunArgs {
     #[arg(long = "hostname")]
     pub hostnames: Vec<String>,
     /// Public URL of the registry, written into the network configuration.
-    /// Default: https://<first hostname>:<port>.
+    /// Default: https://<first hostname>:<port>. Running nodes use a new
+    /// one only when restarted.
     #[arg(long)]
     pub url: Option<String>,
     /// Network prefix (first start only; default: a random ULA /48).
     #[arg(long)]
     pub network: Option<Ipv6Net>,
-    /// Length of node prefixes [stored default: 64].
+    /// Length of node prefixes [stored default: 64]. Running nodes apply a
+    /// change only when restarted.
+    ///
+    /// Changing one of the options below re-signs the network configuration
+    /// (version + 1). Nodes learn it at their next registry round (every
+    /// 12 h, and at start) and apply it without a restart.
     #[arg(long)]
     pub node_prefix_len: Option<u8>,
     /// Enrolment mode [stored default: token].
@@ -110,13 +116,18 @@ pub struct RunArgs {
     /// announce every 12 h) [stored default: 25h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub announce_max_age: Option<Duration>,
-    /// Outgoing tunnels per node, k [stored default: 10].
+    /// Outgoing tunnels per node, k [stored default: 10]. Applied live: a
+    /// larger k opens the new tunnels at once; a smaller one drains one
+    /// surplus tunnel per refresh period (routes move away first).
     #[arg(long)]
     pub tunnels: Option<u16>,
-    /// Most tunnels per node [stored default: 3k].
+    /// Most tunnels per node [stored default: 3k]. Applied live: a lower
+    /// maximum refuses new incoming tunnels, cuts none; the surplus goes as
+    /// the peers replace their tunnels.
     #[arg(long)]
     pub max_tunnels: Option<u16>,
-    /// Tunnel refresh period [stored default: 300s].
+    /// Tunnel refresh period [stored default: 300s]. Applied live from the
+    /// refresh already scheduled (a shorter one brings it forward).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub tunnel_refresh: Option<Duration>,
     /// How each refresh replaces a tunnel [stored default: least-used]:
@@ -126,27 +137,30 @@ pub struct RunArgs {
     /// and the lowest-RTT one is kept; N = 5 reached the report policy's
     /// latency in 5x fewer refreshes in `re6st sim beyond`, at the cost of
     /// N-1 extra QUIC handshakes per refresh). `random` and `never` exist
-    /// for experiments. Nodes switch at their next registry round, without
-    /// a restart.
+    /// for experiments. Applied live from the next refresh.
     #[arg(long, value_name = "POLICY")]
     pub tunnel_replacement: Option<crate::tunnels::policy::Replacement>,
-    /// Babel Hello interval [stored default: 4s]; IHU is 3x Hello.
+    /// Babel Hello interval [stored default: 4s]; IHU is 3x Hello. Applied
+    /// live to every tunnel (each Hello says its interval).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub babel_hello: Option<Duration>,
-    /// Babel update interval [stored default: 16s].
+    /// Babel update interval [stored default: 16s]. Applied live.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub babel_update: Option<Duration>,
     /// Largest RTT penalty of a tunnel, in metric units where a hop costs 96
     /// [stored default: 1000]. Above 96 latency outweighs hops, so routes
     /// follow low latency (the report's optimisation); babeld's `type
     /// tunnel` uses 96 (routes follow hop count), re6stnet 5000 (routes
-    /// change more often under RTT noise).
+    /// change more often under RTT noise). Applied live: every tunnel is
+    /// costed again and routes reselected.
     #[arg(long)]
     pub babel_rtt_penalty: Option<u16>,
-    /// RTT at which the penalty is largest [stored default: 300ms].
+    /// RTT at which the penalty is largest [stored default: 300ms]. Applied
+    /// live.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub babel_rtt_max: Option<Duration>,
-    /// Oldest node protocol version allowed [stored default: 1].
+    /// Oldest node protocol version allowed [stored default: 1]. A running
+    /// node older than this logs an error asking for an upgrade.
     #[arg(long)]
     pub min_protocol: Option<u32>,
     /// How often expired and revoked prefixes are released.

@@ -330,6 +330,22 @@ impl Driver {
         self.policy.set_replacement(replacement)
     }
 
+    /// The network changed `k`, the arity limit or the refresh period:
+    /// see [`Policy::set_limits`] (more tunnels open at once, fewer drain
+    /// one per refresh). Refused, and nothing changes, if they cannot work.
+    pub fn set_limits(
+        &mut self,
+        outgoing: usize,
+        max_tunnels: usize,
+        refresh: Duration,
+        now: Instant,
+    ) -> Result<(), ConfigError> {
+        self.policy
+            .set_limits(outgoing, max_tunnels, refresh, now)?;
+        self.drain_actions(now);
+        Ok(())
+    }
+
     /// Counters.
     pub fn stats(&self) -> &DriverStats {
         &self.stats

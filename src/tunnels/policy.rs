@@ -171,6 +171,46 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         Ok(())
     }
 
+    /// The network changed `k`, the arity limit or the refresh period
+    /// (the registry signed a new configuration). Refused, and nothing
+    /// changes, if they cannot work together. The least disruptive way:
+    /// - a larger `k` opens the missing own tunnels at once (as after a
+    ///   lost tunnel; the caller polls the actions);
+    /// - a smaller `k` closes nothing now: each refresh drains one surplus
+    ///   own tunnel (the least used) through the usual two stages without
+    ///   opening a replacement, until `k` are left; this happens even with
+    ///   [`Replacement::Never`];
+    /// - a lower `max_tunnels` refuses new incoming tunnels beyond it, but
+    ///   cuts none: an incoming tunnel is another node's own tunnel, and
+    ///   closing it would make that node lose routes and dial again. They
+    ///   go as their owners replace them at their refreshes;
+    /// - a new refresh period counts from the refresh already scheduled,
+    ///   except that a shorter one moves that refresh forward to at most
+    ///   one new period from `now` (a node never waits an old, long period
+    ///   for a network that asked for a short one).
+    pub fn set_limits(
+        &mut self,
+        outgoing: usize,
+        max_tunnels: usize,
+        refresh: Duration,
+        now: Instant,
+    ) -> Result<(), ConfigError> {
+        self.now = now;
+        PolicyConfig {
+            outgoing,
+            max_tunnels,
+            refresh,
+            ..self.config.clone()
+        }
+        .validate()?;
+        self.config.outgoing = outgoing;
+        self.config.max_tunnels = max_tunnels;
+        self.config.refresh = refresh;
+        self.next_refresh = self.next_refresh.min(now + refresh);
+        self.fill(now);
+        Ok(())
+    }
+
     /// Counters.
     pub fn stats(&self) -> &PolicyStats {
         &self.stats
@@ -413,7 +453,9 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
     /// When [`Policy::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let refresh = (self.config.replacement != Replacement::Never).then_some(self.next_refresh);
+        let refresh = (self.config.replacement != Replacement::Never
+            || self.own_count() > self.config.outgoing)
+            .then_some(self.next_refresh);
         let drains = self.tunnels.iter().filter_map(|t| t.drain_deadline);
         let backoff = if self.own_count() < self.config.outgoing {
             self.backoff.next_release(self.now)
@@ -544,9 +586,12 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         }
     }
 
-    /// The refresh of §3.2/§5.1: drain one own tunnel and replace it.
+    /// The refresh of §3.2/§5.1: drain one own tunnel and replace it; or,
+    /// with more than `k` (the network lowered it), drain the least used
+    /// one without replacing it.
     fn refresh(&mut self, now: Instant) {
-        if self.config.replacement == Replacement::Never
+        let surplus = self.own_count() > self.config.outgoing;
+        if (self.config.replacement == Replacement::Never && !surplus)
             || self.probe_deadline.is_some()
             || self
                 .tunnels
@@ -566,16 +611,20 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             return;
         }
         let victim = match self.config.replacement {
-            Replacement::Random => own[self.rng.random_range(0..own.len())],
+            Replacement::Random if !surplus => own[self.rng.random_range(0..own.len())],
             _ => self.least_used(&own),
         };
         let t = &mut self.tunnels[victim];
         t.state = TunnelState::Draining;
         t.drain_deadline = Some(now + self.config.drain_timeout);
-        self.stats.replaced += 1;
-        self.stats.replaced_destinations += u64::from(t.destinations);
-        let (id, peer) = (t.id, t.peer.clone());
+        let (id, peer, destinations) = (t.id, t.peer.clone(), t.destinations);
         self.actions.push_back(Action::Drain { tunnel: id, peer });
+        if surplus {
+            self.stats.surplus_drained += 1;
+            return;
+        }
+        self.stats.replaced += 1;
+        self.stats.replaced_destinations += u64::from(destinations);
         if let Replacement::LeastUsedBestOf { probes } = self.config.replacement {
             let mut opened = 0;
             for _ in 0..probes {

@@ -315,6 +315,45 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes a new configuration in which only the intervals
+    /// (`hello_interval`, `ihu_interval`, `update_interval`) and the link
+    /// parameters (`tunnel`, `lan`: rxcost, RTT metric, split horizon)
+    /// differ: the ones a network may change while nodes run. Every
+    /// interface, existing or added later, uses them from now on: the
+    /// Hellos, IHUs and updates already scheduled go out on time and carry
+    /// the new intervals (each TLV says its interval, RFC 8966 §4.6.5-7, so
+    /// neighbours follow); every link is costed again and routes reselected
+    /// at once, as when an RTT moves. Any other field would need state
+    /// built at start (source table, bounds): refused, nothing changes.
+    pub fn reconfigure(&mut self, config: Config, now: Instant) -> Result<(), EngineError> {
+        config.validate().map_err(EngineError::InvalidConfig)?;
+        let live = Config {
+            hello_interval: self.config.hello_interval,
+            ihu_interval: self.config.ihu_interval,
+            update_interval: self.config.update_interval,
+            tunnel: self.config.tunnel,
+            lan: self.config.lan,
+            ..config.clone()
+        };
+        if live != self.config {
+            return Err(EngineError::InvalidConfig(
+                "only the intervals and link parameters can change on a running engine",
+            ));
+        }
+        if config == self.config {
+            return Ok(());
+        }
+        self.config = config;
+        let ifaces: Vec<IfaceId> = self.interfaces.keys().copied().collect();
+        for id in ifaces {
+            for n in self.neighbours.ids_on(id) {
+                self.neighbour_changed(n, now);
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
     /// The interface is gone (the QUIC connection closed): its neighbours
     /// are flushed, every route through them is withdrawn, alternatives are
     /// selected and announced at once, without waiting for any timer. The

@@ -538,3 +538,136 @@ fn a_new_replacement_applies_from_the_next_refresh() {
     assert!(matches!(a[0], Action::Drain { .. }), "{a:?}");
     assert_eq!(opens(&a).len(), 3, "three probes: {a:?}");
 }
+
+#[test]
+fn a_larger_k_opens_the_missing_tunnels_at_once() {
+    let (mut p, _opened, t0) = optimising(2, &[1, 1], &[10, 10], Replacement::LeastUsed);
+    assert_eq!(p.own_count(), 2);
+    let now = t0 + secs(3);
+    p.set_limits(4, 12, secs(10), now).unwrap();
+    let a = actions(&mut p);
+    assert_eq!(opens(&a).len(), 2, "{a:?}");
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a, Action::Drain { .. } | Action::Close { .. }))
+    );
+    assert_eq!(p.own_count(), 4);
+    // Bad limits are refused and change nothing.
+    assert_eq!(
+        p.set_limits(5, 4, secs(10), now),
+        Err(ConfigError::MaxBelowOutgoing {
+            max_tunnels: 4,
+            outgoing: 5
+        })
+    );
+    assert_eq!(
+        p.set_limits(4, 12, Duration::ZERO, now),
+        Err(ConfigError::ZeroDuration("refresh"))
+    );
+    assert_eq!((p.config().outgoing, p.config().max_tunnels), (4, 12));
+}
+
+/// A smaller `k`: nothing closes at once; each refresh drains the least
+/// used surplus tunnel (two stages, no replacement) until `k` are left,
+/// then refreshes replace as before.
+fn lower_k_drains_one_surplus_per_refresh(replacement: Replacement) {
+    let (mut p, opened, t0) = optimising(4, &[7, 1, 0, 3], &[10, 10, 10, 10], replacement);
+    p.set_limits(2, 6, secs(10), t0 + secs(1)).unwrap();
+    assert!(actions(&mut p).is_empty(), "nothing closes at once");
+    assert_eq!(p.poll_timeout(), Some(t0 + secs(10)));
+    let mut now = t0 + secs(10);
+    // The least used first (peer 3: 0 routes), then peer 2 (1 route).
+    for (round, victim) in [(1, opened[2]), (2, opened[1])] {
+        p.handle_timeout(now);
+        let a = actions(&mut p);
+        assert_eq!(
+            a,
+            vec![Action::Drain {
+                tunnel: victim.0,
+                peer: victim.1
+            }],
+            "refresh {round}: one drain, no replacement"
+        );
+        // Staged: closed once its routes moved away.
+        p.handle_routes([(opened[0].0, 8)], now + secs(1));
+        assert_eq!(
+            actions(&mut p),
+            vec![Action::Close {
+                tunnel: victim.0,
+                peer: victim.1,
+                reason: CloseReason::Replaced
+            }]
+        );
+        now += secs(10);
+    }
+    assert_eq!(p.own_count(), 2);
+    assert_eq!(p.stats().surplus_drained, 2);
+    assert_eq!(p.stats().replaced, 0, "surplus drains are not replacements");
+    p.handle_timeout(now);
+    let a = actions(&mut p);
+    if replacement == Replacement::Never {
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(p.poll_timeout(), None);
+    } else {
+        assert!(matches!(a[0], Action::Drain { .. }), "{a:?}");
+        assert_eq!(opens(&a).len(), 1, "back to replacing: {a:?}");
+    }
+}
+
+#[test]
+fn a_smaller_k_drains_the_surplus_one_per_refresh() {
+    lower_k_drains_one_surplus_per_refresh(Replacement::LeastUsed);
+}
+
+#[test]
+fn a_smaller_k_drains_the_surplus_even_with_never() {
+    lower_k_drains_one_surplus_per_refresh(Replacement::Never);
+}
+
+#[test]
+fn a_lower_max_refuses_new_incoming_and_cuts_none() {
+    let t0 = Instant::now();
+    let mut p = policy(0, config(1), t0);
+    for peer in 1..=2 {
+        p.handle_incoming(peer, t0).unwrap();
+    }
+    // max 3 with k 1 leaves room for 2 incoming; lowered to 2: room for 1.
+    p.set_limits(1, 2, secs(10), t0).unwrap();
+    assert!(actions(&mut p).is_empty(), "no tunnel is closed");
+    assert_eq!(p.incoming_count(), 2);
+    assert_eq!(
+        p.handle_incoming(3, t0),
+        Err(Refusal::Full { tunnels: 2, max: 2 })
+    );
+    // Once the peers' refreshes took theirs away, the new limit holds.
+    let ids: Vec<TunnelId> = p.tunnels().map(|t| t.id).collect();
+    p.handle_tunnel_closed(ids[0], t0 + secs(1));
+    assert_eq!(
+        p.handle_incoming(4, t0 + secs(1)),
+        Err(Refusal::Full { tunnels: 1, max: 2 })
+    );
+    p.handle_tunnel_closed(ids[1], t0 + secs(2));
+    assert!(p.handle_incoming(5, t0 + secs(2)).is_ok());
+}
+
+#[test]
+fn a_new_refresh_period_counts_from_the_scheduled_refresh() {
+    let (mut p, _opened, t0) = optimising(2, &[1, 1], &[10, 10], Replacement::LeastUsed);
+    // Longer: the refresh already scheduled (t0 + 10 s) stays, the next
+    // ones are 30 s apart.
+    p.set_limits(2, 6, secs(30), t0 + secs(2)).unwrap();
+    assert_eq!(p.poll_timeout(), Some(t0 + secs(10)));
+    p.handle_timeout(t0 + secs(10));
+    assert!(matches!(actions(&mut p)[0], Action::Drain { .. }));
+    assert_eq!(
+        p.poll_timeout(),
+        Some(t0 + secs(10) + secs(5)),
+        "drain deadline"
+    );
+    p.handle_timeout(t0 + secs(15));
+    let _ = actions(&mut p);
+    assert_eq!(p.poll_timeout(), Some(t0 + secs(40)));
+    // Shorter: at most one new period from now.
+    p.set_limits(2, 6, secs(4), t0 + secs(16)).unwrap();
+    assert_eq!(p.poll_timeout(), Some(t0 + secs(20)));
+}

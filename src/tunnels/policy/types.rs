@@ -182,6 +182,9 @@ pub struct PolicyStats {
     /// Sum of the destinations routed through each replaced tunnel when it
     /// was chosen (divide by `replaced` for the report's 1.85 figure).
     pub replaced_destinations: u64,
+    /// Own tunnels drained without a replacement because the network
+    /// lowered `k` ([`super::Policy::set_limits`]); not in `replaced`.
+    pub surplus_drained: u64,
     /// Duplicate tunnels closed by the serial rule.
     pub duplicates_closed: u64,
     /// Best-of-n refreshes decided.

@@ -222,3 +222,95 @@ fn packets_respect_the_interface_budget() {
     assert!(packets >= 5);
     assert_eq!(t.e.counters().oversized_messages, 0);
 }
+
+#[test]
+fn reconfigure_recosts_links_and_changes_the_advertised_intervals() {
+    let mut t = T::new();
+    t.e.add_interface(T1, InterfaceKind::Tunnel, 1400, t.now)
+        .unwrap();
+    let t1 = t
+        .sent(ms(1))
+        .iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Hello(h) => h.timestamp,
+            _ => None,
+        })
+        .unwrap();
+    t.now += ms(60);
+    let reply = Message::Ihu(IhuRepr {
+        rxcost: 96,
+        interval: secs(12),
+        address: None,
+        timestamp: Some(IhuTimestamp {
+            origin: t1,
+            receive: 5_000_000,
+        }),
+    });
+    t.rx(T1, "fe80::2", &[hello(1, Some(5_010_000)), reply]);
+    assert_eq!(
+        t.e.neighbours()[0].cost,
+        96 + 80,
+        "102 ms with babeld's tunnel"
+    );
+    // The network raises the RTT penalty and slows Hellos and updates.
+    let d = Config::default();
+    let new = Config {
+        hello_interval: secs(8),
+        ihu_interval: secs(24),
+        update_interval: secs(32),
+        tunnel: LinkParams {
+            rtt: crate::metric::RttParams {
+                max_penalty: 1000,
+                max: ms(300),
+                ..d.tunnel.rtt
+            },
+            ..d.tunnel
+        },
+        ..d.clone()
+    };
+    t.e.reconfigure(new.clone(), t.now).unwrap();
+    // 1000 * (102 - 10) / 290 = 317: the existing link is costed again.
+    let n = &t.e.neighbours()[0];
+    assert_eq!(n.rtt_penalty, 317);
+    assert_eq!(n.cost, 96 + 317);
+    assert_eq!(t.e.config(), &new);
+    // The next Hello and full dump say the new intervals.
+    let sent = t.sent(secs(40));
+    let hello_intervals: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(_, _, m)| match m {
+            Message::Hello(h) if !h.unicast => Some(h.interval),
+            _ => None,
+        })
+        .collect();
+    assert!(!hello_intervals.is_empty());
+    assert!(
+        hello_intervals.iter().all(|&i| i == secs(8)),
+        "{hello_intervals:?}"
+    );
+    // Hellos 8 s apart (with jitter), not 4 s: at most 6 in 40 s.
+    assert!(hello_intervals.len() <= 6, "{}", hello_intervals.len());
+    // A new interface gets the new parameters too.
+    t.e.add_interface(IfaceId(2), InterfaceKind::Tunnel, 1400, t.now)
+        .unwrap();
+    let sent = t.sent(ms(1));
+    assert!(sent.iter().any(
+        |(i, _, m)| *i == IfaceId(2) && matches!(m, Message::Hello(h) if h.interval == secs(8))
+    ));
+    // Fields that need state built at start are refused, nothing changes.
+    let bad = Config {
+        source_gc: secs(1),
+        hello_interval: secs(2),
+        ..new.clone()
+    };
+    assert!(matches!(
+        t.e.reconfigure(bad, t.now),
+        Err(EngineError::InvalidConfig(_))
+    ));
+    let zero = Config {
+        hello_interval: Duration::ZERO,
+        ..new.clone()
+    };
+    assert!(t.e.reconfigure(zero, t.now).is_err());
+    assert_eq!(t.e.config(), &new);
+}
