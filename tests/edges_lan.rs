@@ -198,6 +198,17 @@ fn lan_neighbours_route_directly_outside_k() {
         "the LAN link runs over link-local addresses: {lan:?}"
     );
     assert_eq!(s0.edges.lan_neighbours.len(), 1);
+    // The beacon counters reach the status (cached by the router every 5 s).
+    let s0b = h0
+        .wait_status(long, |s| {
+            s.edges
+                .lan_beacons
+                .as_ref()
+                .is_some_and(|b| b.accepted >= 1)
+        })
+        .unwrap_or_else(|s| panic!("h0: no LAN beacon counters: {:?}", s.edges));
+    let b = s0b.edges.lan_beacons.unwrap();
+    assert_eq!((b.malformed, b.bad_signature), (0, 0), "{b:?}");
     assert!(
         s0.advertised.is_empty(),
         "h0 is behind NAT: announced nothing"

@@ -145,6 +145,10 @@ pub struct EdgesInfo {
     pub lan_links: usize,
     /// Prefixes the node offers as a gateway.
     pub gateway: Vec<Ipv6Net>,
+    /// Beacons LAN discovery received, by outcome (`accepted`, `own`,
+    /// `repeated`, `malformed`, `bad_signature`, ...), since the node
+    /// started; empty when LAN discovery is off.
+    pub lan_beacons: BTreeMap<String, u64>,
 }
 
 /// One address candidate.

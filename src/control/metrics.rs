@@ -127,6 +127,14 @@ pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
     ] {
         m.gauge(name, help, &[], v);
     }
+    for (outcome, n) in &e.lan_beacons {
+        m.counter(
+            "re6st_lan_beacons_total",
+            "LAN beacons received, by outcome (accepted, own, repeated, malformed, bad_signature, ...).",
+            &[("outcome", outcome.clone())],
+            *n as f64,
+        );
+    }
     // One family at a time (the format wants each family's samples
     // together), one sample per tunnel.
     type Get = fn(&TunnelInfo) -> Option<f64>;
@@ -368,6 +376,41 @@ pub(crate) mod tests {
             rx_packets: 90,
             rx_bytes: 120_000,
         }
+    }
+
+    #[test]
+    fn lan_beacon_counters_are_a_counter_family_by_outcome() {
+        let mut s = status();
+        assert!(
+            !render(&s, &[]).contains("re6st_lan_beacons"),
+            "LAN off: none"
+        );
+        let stats = crate::lan::DiscoveryStats {
+            accepted: 7,
+            bad_signature: 2,
+            ..Default::default()
+        };
+        s.edges = crate::node::EdgesStatus {
+            lan_beacons: Some(stats),
+            ..Default::default()
+        }
+        .info();
+        assert_eq!(s.edges.lan_beacons["accepted"], 7);
+        assert_eq!(s.edges.lan_beacons["bad_signature"], 2);
+        assert_eq!(s.edges.lan_beacons["own"], 0);
+        // In the JSON of `re6st status --json`, and back.
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.edges.lan_beacons, s.edges.lan_beacons);
+        let text = render(&s, &[]);
+        assert_eq!(
+            text.matches("# TYPE re6st_lan_beacons_total counter")
+                .count(),
+            1
+        );
+        assert!(text.contains("re6st_lan_beacons_total{outcome=\"accepted\"} 7\n"));
+        assert!(text.contains("re6st_lan_beacons_total{outcome=\"bad_signature\"} 2\n"));
+        assert!(text.contains("re6st_lan_beacons_total{outcome=\"malformed\"} 0\n"));
     }
 
     #[test]

@@ -117,6 +117,20 @@ fn edges_rows(e: &super::api::EdgesInfo) -> Vec<(&'static str, String)> {
     for (p, at) in &e.lan_neighbours {
         rows.push(("lan", format!("{p} at {at}")));
     }
+    // Beacon outcomes that happened, accepted first.
+    let (accepted, others): (Vec<_>, Vec<_>) = e
+        .lan_beacons
+        .iter()
+        .filter(|&(_, &n)| n > 0)
+        .partition(|&(k, _)| k == "accepted");
+    let seen: Vec<String> = accepted
+        .into_iter()
+        .chain(others)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    if !seen.is_empty() {
+        rows.push(("lan beacons", seen.join(", ")));
+    }
     if !e.gateway.is_empty() {
         let g: Vec<String> = e.gateway.iter().map(ToString::to_string).collect();
         rows.push(("gateway", g.join(" ")));
@@ -416,6 +430,9 @@ mod tests {
             )],
             lan_links: 1,
             gateway: vec!["::/0".parse().unwrap()],
+            lan_beacons: [("accepted", 12), ("own", 0), ("bad_signature", 1)]
+                .map(|(k, n)| (k.to_string(), n))
+                .into(),
         };
         let rows: Vec<String> = edges_rows(&e)
             .into_iter()
@@ -428,6 +445,7 @@ mod tests {
                 "reachability: behind NAT",
                 "upnp: 198.51.100.7:40000 -> 192.168.1.5:4326",
                 "lan: fd00:1:0:9::/64 at [fe80::9%2]:4326",
+                "lan beacons: 12 accepted, 1 bad_signature",
                 "gateway: ::/0",
             ]
         );

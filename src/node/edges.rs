@@ -8,18 +8,18 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv6Net;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::EdgesConfig;
 use crate::addresses::{AddressConfig, Addresses, Candidate};
 use crate::gateway::GatewayConfig;
 use crate::identity::tls::CaVerifier;
 use crate::identity::{NodeCert, NodeKey};
-use crate::lan::{LanCmd, LanEvent, LanInterfaces, LanPeer, LanService};
+use crate::lan::{DiscoveryStats, LanCmd, LanEvent, LanInterfaces, LanPeer, LanService, LanStatus};
 use crate::upnp::{Mapping, PortMapper};
 
 /// Something that happened at the edges.
@@ -47,7 +47,16 @@ pub struct EdgesStatus {
     pub lan_neighbours: Vec<(Ipv6Net, String)>,
     /// Prefixes we offer as a gateway.
     pub gateway: Vec<Ipv6Net>,
+    /// LAN beacon counters, as of the last look (at most
+    /// [`LAN_STATUS_EVERY`] old; `None`: LAN discovery is off or has not
+    /// answered yet).
+    pub lan_beacons: Option<DiscoveryStats>,
 }
+
+/// How often the router asks LAN discovery (its own task) for its
+/// counters, so that `re6st status` and the metrics, answered
+/// synchronously by the router, show them without waiting for that task.
+pub const LAN_STATUS_EVERY: Duration = Duration::from_secs(5);
 
 impl EdgesStatus {
     /// The control API's view (`re6st status`).
@@ -74,6 +83,11 @@ impl EdgesStatus {
             lan_neighbours: self.lan_neighbours.clone(),
             lan_links: 0,
             gateway: self.gateway.clone(),
+            lan_beacons: self
+                .lan_beacons
+                .as_ref()
+                .and_then(|s| serde_json::from_value(serde_json::to_value(s).ok()?).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -86,6 +100,11 @@ pub(crate) struct Edges {
     mapping: Option<Mapping>,
     lan: Option<(LanService, mpsc::Receiver<LanEvent>)>,
     lan_neighbours: BTreeMap<Ipv6Net, LanPeer>,
+    /// The last beacon counters of LAN discovery, the question out and
+    /// when to ask again.
+    lan_beacons: Option<DiscoveryStats>,
+    lan_asked: Option<oneshot::Receiver<LanStatus>>,
+    next_lan_status: Instant,
     config: EdgesConfig,
     next_scan: Instant,
     /// The last announced set, to notice changes.
@@ -155,6 +174,9 @@ impl Edges {
             mapping: None,
             lan,
             lan_neighbours: BTreeMap::new(),
+            lan_beacons: None,
+            lan_asked: None,
+            next_lan_status: now,
             config: config.clone(),
             next_scan: now + config.address_scan,
             announced,
@@ -214,7 +236,29 @@ impl Edges {
             scan(&mut self.addresses);
         }
         self.addresses.handle_timeout(now);
+        self.poll_lan_status(now);
         self.announce_changed()
+    }
+
+    /// Takes the LAN counters asked for last time, if they came, and asks
+    /// again every [`LAN_STATUS_EVERY`].
+    fn poll_lan_status(&mut self, now: Instant) {
+        if let Some(rx) = &mut self.lan_asked {
+            match rx.try_recv() {
+                Ok(s) => {
+                    self.lan_beacons = Some(s.stats);
+                    self.lan_asked = None;
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => self.lan_asked = None,
+            }
+        }
+        if self.lan.is_some() && self.lan_asked.is_none() && now >= self.next_lan_status {
+            self.next_lan_status = now + LAN_STATUS_EVERY;
+            let (tx, rx) = oneshot::channel();
+            self.lan_cmd(LanCmd::Status(tx));
+            self.lan_asked = Some(rx);
+        }
     }
 
     /// A peer saw us at `addr` (dialler side of a handshake).
@@ -274,6 +318,7 @@ impl Edges {
                 .map(|p| (p.prefix, p.addr.to_string()))
                 .collect(),
             gateway: self.gateway.prefixes.clone(),
+            lan_beacons: self.lan_beacons.clone(),
         }
     }
 
