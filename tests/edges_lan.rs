@@ -72,6 +72,20 @@ fn lan_beacons_find_neighbours() {
     let (rt_b, svc_b, mut ev_b) = start(&b, 9, 4002, LanInterfaces::All);
     let (_rt_c, _svc_c, mut ev_c) = start(&c, 7, 4003, LanInterfaces::Off);
 
+    // B finds A, but waits for A's link: no dial before the fallback
+    // (3 intervals); then it dials itself since no link was reported. B's
+    // events are awaited from now on, while A's part runs, so the time
+    // between them is when B made them (events read later may have been
+    // queued together).
+    let want_a = SocketAddrV6::new(link_local(&a), 4001, 0, ifindex(&b));
+    let b_events = rt_b.handle().spawn(async move {
+        let found = tokio::time::timeout(Duration::from_secs(5), ev_b.recv()).await;
+        let t_found = tokio::time::Instant::now();
+        let dial = tokio::time::timeout(Duration::from_secs(5), ev_b.recv()).await;
+        // (The receiver comes back: dropping it stops the service.)
+        (found, dial.map(|d| (d, t_found.elapsed())), ev_b)
+    });
+
     // A (smaller serial) finds B and dials it at once.
     let want_b = SocketAddrV6::new(link_local(&b), 4002, 0, ifindex(&a));
     let got = rt_a.run(async move {
@@ -90,16 +104,8 @@ fn lan_beacons_find_neighbours() {
         "{got:?} (want B at {want_b})"
     );
 
-    // B finds A, but waits for A's link: no dial before the fallback
-    // (3 intervals); then it dials itself since no link was reported.
-    let want_a = SocketAddrV6::new(link_local(&a), 4001, 0, ifindex(&b));
-    // (The receiver comes back: dropping it stops the service.)
-    let (found, dial_after, _ev_b) = rt_b.run(async move {
-        let t0 = tokio::time::Instant::now();
-        let found = tokio::time::timeout(Duration::from_secs(5), ev_b.recv()).await;
-        let dial = tokio::time::timeout(Duration::from_secs(5), ev_b.recv()).await;
-        (found, dial.map(|d| (d, t0.elapsed())), ev_b)
-    });
+    let (found, dial_after, _ev_b) =
+        rt_b.run(async move { b_events.await.expect("B's event task") });
     assert!(
         matches!(&found, Ok(Some(LanEvent::Found(p))) if p.addr == want_a && p.serial == 5),
         "{found:?}"
