@@ -378,7 +378,10 @@ async fn outgoing(net: &Net) -> Vec<Vec<(Ipv6Net, usize)>> {
         let t = net.tunnels(i).await.unwrap_or_default();
         all.push(
             t.iter()
-                .filter(|t| t.direction == "outgoing" && t.state == "up")
+                // A suspected tunnel is still the node's own (it may come back).
+                .filter(|t| {
+                    t.direction == "outgoing" && matches!(t.state.as_str(), "up" | "suspect")
+                })
                 .map(|t| (t.peer_prefix, t.destinations))
                 .collect(),
         );
@@ -410,20 +413,34 @@ async fn watch_refresh(net: &Net, timeout: Duration) -> anyhow::Result<()> {
     let watch = async {
         let start = Instant::now();
         let mut before = outgoing(net).await;
+        // Per node, tunnels that went and came and are not paired yet: the
+        // new tunnel may come up a sample before or after the old one goes.
+        let mut gone: Vec<Vec<(Ipv6Net, usize)>> = vec![Vec::new(); before.len()];
+        let mut added: Vec<Vec<Ipv6Net>> = vec![Vec::new(); before.len()];
         let mut seen = 0;
         while start.elapsed() < timeout {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let now = outgoing(net).await;
             for (i, (old, new)) in before.iter().zip(&now).enumerate() {
-                let gone: Vec<&(Ipv6Net, usize)> = old
-                    .iter()
-                    .filter(|o| !new.iter().any(|x| x.0 == o.0))
-                    .collect();
-                let added: Vec<&(Ipv6Net, usize)> = new
-                    .iter()
-                    .filter(|x| !old.iter().any(|o| o.0 == x.0))
-                    .collect();
-                for (g, a) in gone.iter().zip(&added) {
+                for o in old.iter().filter(|o| !new.iter().any(|x| x.0 == o.0)) {
+                    // One that came and went again is no replacement.
+                    match added[i].iter().position(|a| *a == o.0) {
+                        Some(k) => {
+                            added[i].remove(k);
+                        }
+                        None => gone[i].push(*o),
+                    }
+                }
+                for x in new.iter().filter(|x| !old.iter().any(|o| o.0 == x.0)) {
+                    match gone[i].iter().position(|g| g.0 == x.0) {
+                        Some(k) => {
+                            gone[i].remove(k);
+                        }
+                        None => added[i].push(x.0),
+                    }
+                }
+                while !gone[i].is_empty() && !added[i].is_empty() {
+                    let (g, a) = (gone[i].remove(0), added[i].remove(0));
                     seen += 1;
                     if seen > 8 {
                         continue;
@@ -435,7 +452,7 @@ async fn watch_refresh(net: &Net, timeout: Duration) -> anyhow::Result<()> {
                         name_of(&g.0),
                         g.1,
                         if g.1 == 1 { "" } else { "s" },
-                        name_of(&a.0)
+                        name_of(&a)
                     );
                 }
             }
