@@ -16,7 +16,9 @@ use ipnet::IpNet;
 
 use super::output::Outgoing;
 use super::{Config, Engine, IfaceId, InterfaceKind, RouteInfo};
-use crate::wire::{HelloRepr, IhuRepr, Message, RouterId, SeqnoRequestRepr, UpdateRepr};
+use crate::wire::{
+    HelloRepr, IhuRepr, IhuTimestamp, Message, RouterId, SeqnoRequestRepr, UpdateRepr,
+};
 
 pub(super) const ME: RouterId = RouterId([0, 0, 0, 0, 0, 0, 0, 1]);
 pub(super) const SRC: RouterId = RouterId([0, 0, 0, 0, 0, 0, 0, 0x55]);
@@ -135,6 +137,34 @@ impl T {
         }
         self.now = end;
         out
+    }
+
+    /// Brings tunnel `T1` up and returns, 60 ms after our first Hello left
+    /// (1 ms in), the neighbour's IHU echoing that Hello's timestamp. Sent
+    /// with `hello(1, Some(5_010_000))` (the neighbour held our Hello for
+    /// 10 ms), it gives a 51 ms sample: 102 ms for a new neighbour.
+    pub(super) fn tunnel_with_timestamped_ihu(&mut self) -> Message {
+        self.e
+            .add_interface(T1, InterfaceKind::Tunnel, 1400, self.now)
+            .unwrap();
+        let origin = self
+            .sent(ms(1))
+            .iter()
+            .find_map(|(_, _, m)| match m {
+                Message::Hello(h) => h.timestamp,
+                _ => None,
+            })
+            .unwrap();
+        self.now += ms(60);
+        Message::Ihu(IhuRepr {
+            rxcost: 96,
+            interval: secs(12),
+            address: None,
+            timestamp: Some(IhuTimestamp {
+                origin,
+                receive: 5_000_000,
+            }),
+        })
     }
 
     pub(super) fn sent(&mut self, d: Duration) -> Vec<(IfaceId, Option<IpAddr>, Message)> {

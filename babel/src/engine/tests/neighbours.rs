@@ -86,28 +86,8 @@ fn lan_needs_two_hellos_and_ignores_ihus_for_others() {
 #[test]
 fn rtt_from_timestamps_sets_the_penalty() {
     let mut t = T::new();
-    t.e.add_interface(T1, InterfaceKind::Tunnel, 1400, t.now)
-        .unwrap();
-    // Our first Hello carries t1.
-    let sent = t.sent(ms(1));
-    let t1 = sent
-        .iter()
-        .find_map(|(_, _, m)| match m {
-            Message::Hello(h) => h.timestamp,
-            _ => None,
-        })
-        .unwrap();
-    // 60 ms later the peer answers; it held our Hello for 10 ms.
-    t.now += ms(60);
-    let reply = Message::Ihu(IhuRepr {
-        rxcost: 96,
-        interval: secs(12),
-        address: None,
-        timestamp: Some(IhuTimestamp {
-            origin: t1,
-            receive: 5_000_000,
-        }),
-    });
+    // 60 ms after our first Hello the peer answers; it held it for 10 ms.
+    let reply = t.tunnel_with_timestamped_ihu();
     t.rx(T1, "fe80::2", &[hello(1, Some(5_010_000)), reply.clone()]);
     let n = &t.e.neighbours()[0];
     // The Hello left 1 ms into `sent`, so the sample is 61 - 10 = 51 ms,
@@ -226,26 +206,7 @@ fn packets_respect_the_interface_budget() {
 #[test]
 fn reconfigure_recosts_links_and_changes_the_advertised_intervals() {
     let mut t = T::new();
-    t.e.add_interface(T1, InterfaceKind::Tunnel, 1400, t.now)
-        .unwrap();
-    let t1 = t
-        .sent(ms(1))
-        .iter()
-        .find_map(|(_, _, m)| match m {
-            Message::Hello(h) => h.timestamp,
-            _ => None,
-        })
-        .unwrap();
-    t.now += ms(60);
-    let reply = Message::Ihu(IhuRepr {
-        rxcost: 96,
-        interval: secs(12),
-        address: None,
-        timestamp: Some(IhuTimestamp {
-            origin: t1,
-            receive: 5_000_000,
-        }),
-    });
+    let reply = t.tunnel_with_timestamped_ihu();
     t.rx(T1, "fe80::2", &[hello(1, Some(5_010_000)), reply]);
     assert_eq!(
         t.e.neighbours()[0].cost,
