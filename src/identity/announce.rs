@@ -80,18 +80,15 @@ fn check_addresses(addrs: &[SocketAddr]) -> Result<(), IdentityError> {
         }
         // A link-local address means nothing away from its link (and carries
         // no scope here): LAN neighbours find each other by beacon instead.
-        if is_link_local(a.ip()) {
+        let link_local = match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.is_link_local(),
+            std::net::IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        };
+        if link_local {
             return Err(IdentityError::BadAddresses(format!("{a} is link-local")));
         }
     }
     Ok(())
-}
-
-fn is_link_local(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-    }
 }
 
 /// A [`PeerAnnouncement`] as signed JSON text, with the signer's certificate.
