@@ -174,12 +174,12 @@ impl<R: rand::Rng> Exchange<R> {
             self.answered
                 .retain(|_, at| now.saturating_duration_since(*at) < hold);
         }
-        // Still full: more distinct askers than answers we would give in a
-        // hold anyway; the global limit decides, unrecorded.
         if !self.limiter.try_take(now) {
             self.stats.replies_limited += 1;
             return false;
         }
+        // Still full: more distinct askers than answers we would give in a
+        // hold anyway; the global limit decides, unrecorded.
         if self.answered.len() < MAX_ANSWERED {
             self.answered.insert(to, now);
         }
