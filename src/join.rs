@@ -35,7 +35,8 @@ pub struct JoinArgs {
     #[arg(long)]
     pub registry: String,
     /// Enrolment token (from `re6st registry token` on the registry).
-    #[arg(long, env = "RE6ST_TOKEN")]
+    /// Tokens are base64url: one may begin with '-'.
+    #[arg(long, env = "RE6ST_TOKEN", allow_hyphen_values = true)]
     pub token: Option<String>,
     /// SHA-256 fingerprint of the network CA (`re6st registry info` prints
     /// it). Without it the CA is trusted on first use.
@@ -216,4 +217,24 @@ async fn rejoin(sd: &StateDir, args: &JoinArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: JoinArgs,
+    }
+
+    #[test]
+    fn a_token_may_begin_with_a_hyphen() {
+        let w =
+            Wrap::try_parse_from(["join", "--registry", "https://r", "--token", "-Ab_9"]).unwrap();
+        assert_eq!(w.args.token.as_deref(), Some("-Ab_9"));
+    }
 }

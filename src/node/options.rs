@@ -65,8 +65,14 @@ pub struct NodeOptions {
     /// runs without a registry).
     #[arg(long)]
     pub registry: Option<String>,
-    /// Enrolment token, for joining (see --registry).
-    #[arg(long, env = "RE6ST_TOKEN", hide_env_values = true)]
+    /// Enrolment token, for joining (see --registry). Tokens are
+    /// base64url: one may begin with '-'.
+    #[arg(
+        long,
+        env = "RE6ST_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub token: Option<String>,
     /// SHA-256 fingerprint of the network CA, checked when joining.
     #[arg(long)]
@@ -362,6 +368,12 @@ pub(super) mod tests {
         let mut argv = vec!["re6st-node"];
         argv.extend_from_slice(a);
         Wrap::try_parse_from(argv).unwrap().args.options
+    }
+
+    #[test]
+    fn a_token_may_begin_with_a_hyphen() {
+        let o = flags(&["--registry", "https://r", "--token", "-Ab_9"]);
+        assert_eq!(o.token.as_deref(), Some("-Ab_9"));
     }
 
     #[test]

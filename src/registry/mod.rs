@@ -255,7 +255,13 @@ pub struct TokenArgs {
     #[arg(long, default_value = "")]
     pub comment: String,
     /// Delete this unused token instead of making new ones.
-    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["count", "valid_for", "prefix_len", "comment"])]
+    /// (Tokens are base64url: one may begin with '-'.)
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        allow_hyphen_values = true,
+        conflicts_with_all = ["count", "valid_for", "prefix_len", "comment"]
+    )]
     pub delete: Option<String>,
 }
 
@@ -494,4 +500,23 @@ fn admin_info(a: &DirArgs) -> anyhow::Result<()> {
         "nodes:           {active} active, {revoked} revoked; {certs} node certificates issued"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: TokenArgs,
+    }
+
+    #[test]
+    fn a_token_to_delete_may_begin_with_a_hyphen() {
+        let w = Wrap::try_parse_from(["token", "--dir", "/tmp/r", "--delete", "-Ab_9"]).unwrap();
+        assert_eq!(w.args.delete.as_deref(), Some("-Ab_9"));
+    }
 }
