@@ -1,22 +1,13 @@
-//! `re6st babel-dump` run as a binary on the shared tcpdump captures and on
+//! `re6st babel-dump` run as a binary on the tcpdump captures of data/babel-pcaps and on
 //! a capture of modern babeld traffic (babel/tests/data/).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn shared() -> PathBuf {
-    if let Ok(dir) = std::env::var("RE6ST_SHARED") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared"))
-        .find(|s| s.join("data").is_dir())
-        .expect("shared/data not found; set RE6ST_SHARED")
-}
-
 fn pcap(name: &str) -> PathBuf {
-    shared().join("data/babel-pcaps").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/babel-pcaps")
+        .join(name)
 }
 
 fn dump(args: &[&str]) -> (bool, String, String) {

@@ -1,10 +1,8 @@
 //! Golden tests: every Babel packet of the tcpdump test captures in
-//! `shared/data/babel-pcaps/` is decoded and compared, TLV by TLV and field
+//! the repository's `data/babel-pcaps/` is decoded and compared, TLV by TLV and field
 //! by field, with tcpdump's own decode in the matching `.out` file; then the
 //! parsed messages are re-encoded and parsed again (same messages).
 //!
-//! The shared directory is found by walking up from this crate, or with
-//! `RE6ST_SHARED`; the test fails if it is missing (CI has it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,15 +12,8 @@ use re6st_babel::describe::{Status, TlvDescription, describe};
 use re6st_babel::fuzzing::{babel_packet, encode_all};
 use re6st_babel::wire::{MAX_PACKET_LEN, ParseError, parse_packet};
 
-fn shared() -> PathBuf {
-    if let Ok(dir) = std::env::var("RE6ST_SHARED") {
-        return PathBuf::from(dir);
-    }
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .map(|a| a.join("shared"))
-        .find(|s| s.join("data").is_dir())
-        .expect("shared/data not found above the crate; set RE6ST_SHARED")
+fn pcaps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/babel-pcaps")
 }
 
 /// One packet of a tcpdump `.out` file: its header line and TLV lines.
@@ -201,7 +192,7 @@ fn check_capture(pcap: &Path, out: &Path, counts: &mut Counts) {
 
 #[test]
 fn tcpdump_captures_match_tcpdump_decodes() {
-    let dir = shared().join("data/babel-pcaps");
+    let dir = pcaps();
     let mut counts = Counts::default();
     let mut files = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -220,7 +211,7 @@ fn tcpdump_captures_match_tcpdump_decodes() {
     }
     eprintln!("{counts:?}");
     assert_eq!(files, 6);
-    // Figures of the shared captures: every Babel packet was compared.
+    // Figures of the captures: every Babel packet was compared.
     assert_eq!(
         counts.invalid, 1,
         "babel_update_oobr has one malformed packet"

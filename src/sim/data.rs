@@ -1,42 +1,43 @@
-//! The latency data of `../shared/data/latency` (see its README): where it
-//! is, and how it is read. RTTs are kept in microseconds, as the report's
-//! simulator kept them; a pair whose RTT is missing, or below 100 µs (the
-//! report's filter), is no edge.
+//! The latency data of the repository's `data/latency` (see
+//! `data/README.md`): where it is, and how it is read. RTTs are kept in
+//! microseconds, as the report's simulator kept them; a pair whose RTT is
+//! missing, or below 100 µs (the report's filter), is no edge.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-/// The environment variable that names the `shared` directory.
-pub const SHARED_ENV: &str = "RE6ST_SHARED";
+/// The environment variable that names the latency data directory.
+pub const DATA_ENV: &str = "RE6ST_LATENCY_DATA";
 
 /// The report's simulator treats RTTs below this as missing.
 const MIN_RTT_US: f64 = 100.0;
 
-/// Finds `shared/data/latency`: `$RE6ST_SHARED/data/latency` if set, else
-/// the first ancestor of `start` that has a `shared/data` directory.
+/// Finds the latency data: `$RE6ST_LATENCY_DATA` if set, else
+/// `data/latency` in the first ancestor of `start` that has one, else the
+/// `data/latency` of the source tree this binary was built from.
 pub fn find_latency_dir(start: &Path) -> anyhow::Result<PathBuf> {
-    if let Some(shared) = std::env::var_os(SHARED_ENV) {
-        let dir = PathBuf::from(shared).join("data/latency");
+    if let Some(dir) = std::env::var_os(DATA_ENV) {
+        let dir = PathBuf::from(dir);
         if dir.is_dir() {
             return Ok(dir);
         }
-        bail!(
-            "{SHARED_ENV} is set but {} is not a directory",
-            dir.display()
-        );
+        bail!("{DATA_ENV} is set but {} is not a directory", dir.display());
     }
-    for dir in start.ancestors() {
-        let candidate = dir.join("shared/data");
-        if candidate.is_dir() {
-            return Ok(candidate.join("latency"));
-        }
-    }
-    bail!(
-        "no shared/data directory above {}; pass --data DIR or set {SHARED_ENV}",
-        start.display()
-    )
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"));
+    start
+        .ancestors()
+        .chain(std::iter::once(built))
+        .map(|dir| dir.join("data/latency"))
+        .find(|candidate| candidate.is_dir())
+        .with_context(|| {
+            format!(
+                "no data/latency directory above {} nor in {}; pass --data DIR or set {DATA_ENV}",
+                start.display(),
+                built.display()
+            )
+        })
 }
 
 /// A symmetric RTT matrix in microseconds; 0 means missing (also on the
@@ -199,7 +200,7 @@ mod tests {
     /// pairs, mean RTT 79.21 ms. CI has the data; a missing directory fails.
     #[test]
     fn meridian500_matches_its_readme() {
-        let dir = find_latency_dir(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("shared data");
+        let dir = find_latency_dir(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("data/latency");
         let m = LatencyMatrix::meridian500(&dir).expect("readable");
         assert_eq!(m.len(), 500);
         let (mean, missing) = m.direct_mean_ms();

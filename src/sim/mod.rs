@@ -48,8 +48,8 @@ pub struct SimArgs {
     /// Output directory (created if needed).
     #[arg(long, global = true, default_value = "sim-out")]
     pub out: PathBuf,
-    /// Directory of the latency data (default: `shared/data/latency` found
-    /// above the current directory, or under $RE6ST_SHARED).
+    /// Directory of the latency data (default: $RE6ST_LATENCY_DATA, else
+    /// `data/latency` above the current directory or in the source tree).
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
     /// Small sizes and few iterations: a smoke run in seconds, not the
