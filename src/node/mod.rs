@@ -27,6 +27,7 @@
 //! ```
 
 mod config;
+pub mod core;
 pub mod echo_host;
 mod edges;
 pub mod kernel_route;

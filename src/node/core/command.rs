@@ -1,0 +1,137 @@
+//! NodeCore's outputs to the control loop ([`Command`]) and the inputs
+//! that do not come from the packet loop: the clocks ([`Now`]) and the
+//! registry's answers ([`RegistryReply`]).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use ipnet::Ipv6Net;
+use re6st_dataplane::fib::Route;
+
+use super::boundary::TunnelCmd;
+use crate::identity::tls::CaVerifier;
+use crate::identity::{Crl, NetworkConfig, NodeCert, SignedAnnouncement, SignedNetworkConfig};
+
+/// The two clocks, read once per wake-up by the loop that drives NodeCore.
+///
+/// `mono` orders everything NodeCore schedules; `wall` dates what is
+/// signed or checked against certificates (announcements, validity,
+/// status). The wall clock may jump either way; NodeCore never derives a
+/// deadline from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: Instant,
+    /// Wall-clock time.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// Both clocks, read now (the loops' single call site).
+    pub fn read() -> Self {
+        Self {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// What NodeCore asks of the code around it.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// For the packet loop.
+    Tunnel(TunnelCmd),
+    /// The routes changed: build a FIB snapshot of these and swap it in.
+    PublishFib(Vec<(Ipv6Net, Route)>),
+    /// Write a file of the state directory (atomically; a failure is
+    /// logged and the node runs on from memory).
+    Persist {
+        /// The file name ([`crate::state_dir::files`], [`crate::node::SEQNO_FILE`]).
+        file: &'static str,
+        /// Its new contents.
+        bytes: Vec<u8>,
+    },
+    /// Change the peer DB's durable copy the same way as the peer DB.
+    PersistPeer(PeerChange),
+    /// Ask the registry (HTTPS); the answer comes back as
+    /// [`RegistryReply`]s, the last one [`RegistryReply::Done`] or
+    /// [`RegistryReply::Failed`].
+    Registry(RegistryRequest),
+    /// Tell LAN discovery.
+    Lan(LanNotice),
+    /// List the local interface addresses now and give them to
+    /// `NodeCore::handle_local_addresses`.
+    ScanAddresses,
+}
+
+/// One change of the peer DB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChange {
+    /// Store (or replace) the announcement of its prefix.
+    Store {
+        /// The announced prefix (the key).
+        prefix: Ipv6Net,
+        /// The announcement, verified.
+        signed: SignedAnnouncement,
+    },
+    /// Forget a prefix.
+    Remove(Ipv6Net),
+}
+
+/// A request to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryRequest {
+    /// Ask for up to `n` peers' announcements.
+    Bootstrap {
+        /// How many.
+        n: u32,
+    },
+    /// The regular round: announce `announcement` (when we have an
+    /// address), fetch the CRL and the network configuration, renew the
+    /// certificate when it is due.
+    Round {
+        /// Our signed announcement.
+        announcement: Option<SignedAnnouncement>,
+    },
+}
+
+/// What the registry answered.
+#[derive(Debug, Clone)]
+pub enum RegistryReply {
+    /// Signed announcements of other nodes (NodeCore verifies them).
+    Bootstrapped(Vec<SignedAnnouncement>),
+    /// The registry's CRL (checked against the CA).
+    Crl(Box<Crl>),
+    /// Our renewed certificate (checked: our key, our prefix, the CA).
+    Renewed(Box<NodeCert>),
+    /// The network configuration (verified against the CA), and its signed
+    /// form to persist. NodeCore adopts it only if it is newer.
+    Network {
+        /// The configuration.
+        config: Box<NetworkConfig>,
+        /// As signed by the CA.
+        signed: Box<SignedNetworkConfig>,
+    },
+    /// A round completed.
+    Done,
+    /// The registry could not be reached or refused; why.
+    Failed(String),
+}
+
+/// What LAN discovery must know.
+#[derive(Debug, Clone)]
+pub enum LanNotice {
+    /// A LAN link to this node is up.
+    LinkUp(Ipv6Net),
+    /// It went down; `failed`: our dial failed.
+    LinkDown {
+        /// The node.
+        prefix: Ipv6Net,
+        /// Whether it was a failed dial.
+        failed: bool,
+    },
+    /// A new CRL is in force: check beacons with this verifier.
+    Verifier(Arc<CaVerifier>),
+    /// Our certificate was renewed: sign beacons with it.
+    Identity(Box<NodeCert>),
+}
