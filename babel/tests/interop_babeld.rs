@@ -1,4 +1,4 @@
-//! Live interop with Debian's `babeld` (issue 4 proof, DESIGN.md §4).
+//! Live interop with Debian's `babeld`.
 //!
 //! The test builds network namespaces joined by veth pairs (link-local
 //! addresses only, plus fd00::/8 prefixes routed to `lo`), runs real

@@ -11,7 +11,7 @@ use tracing::debug;
 use super::neighbour::NeighbourId;
 use super::resend::{PendingRequest, RequestTarget};
 use super::route::{SelectParams, Selected, Selection};
-use super::{Engine, Event, IfaceId};
+use super::{Engine, IfaceId};
 use crate::metric::{seqno_ge, seqno_gt};
 use crate::wire::{INFINITY, Message, RouteRequestRepr, RouterId, SeqnoRequestRepr};
 
@@ -160,8 +160,9 @@ impl Engine {
             return;
         };
         if seqno_gt(fd.seqno, seqno.wrapping_add(100)) {
-            // The source restarted and lost its seqno: let the FD time out
-            // rather than ask it to count up a hundred times.
+            // The source restarted and lost its seqno (babeld's test): a
+            // request would move it by one only. The catch-up hint sent
+            // with this update tells it the seqno instead.
             return;
         }
         let current = self.routes.selected(&prefix).map(|r| r.metric);
@@ -336,13 +337,6 @@ impl Engine {
         let b = self.output.buffer((iface, None), now);
         b.hello = true;
         b.ihus.extend(ihus);
-    }
-
-    /// Our seqno changed: tell the caller to persist it.
-    pub(super) fn set_seqno(&mut self, seqno: u16, _now: Instant) {
-        self.seqno = seqno;
-        self.counters.seqno_bumps += 1;
-        self.events.push_back(Event::SeqnoChanged(seqno));
     }
 
     /// Something about a neighbour changed: recompute its link cost and,

@@ -13,7 +13,7 @@ use tracing::trace;
 use super::neighbour::{HelloOutcome, HelloStamp, NeighbourId};
 use super::route::Route;
 use super::{Engine, IfaceId};
-use crate::metric::{RttParams, metric_add, rtt_sample, seqno_ge, seqno_gt};
+use crate::metric::{RttParams, metric_add, rtt_sample, seqno_ge};
 use crate::wire::{
     self, AckRequestRepr, HelloRepr, INFINITY, IhuRepr, Message, RouteRequestRepr,
     SeqnoRequestRepr, UpdateRepr,
@@ -206,25 +206,25 @@ impl Engine {
             return;
         }
         let prefix = prefix.trunc();
+        if u.router_id == Some(self.router_id) {
+            self.handle_own_update(prefix, u.seqno, now);
+            return;
+        }
         let rid = match u.router_id {
             Some(rid) => rid,
-            None if u.metric == INFINITY => self.router_id,
+            // A retraction needs no source: the route keeps the one it had
+            // (with no route, there is nothing to retract).
+            None if u.metric == INFINITY => {
+                match self.routes.get(&prefix).and_then(|e| e.find(ctx.neighbour)) {
+                    Some(r) => r.router_id,
+                    None => return,
+                }
+            }
             None => {
                 self.counters.bad_updates += 1;
                 return;
             }
         };
-        if rid == self.router_id && u.metric < INFINITY {
-            // Somebody still holds routes of ours. If they carry a seqno at
-            // least as new as ours, we restarted and lost our seqno: jump past
-            // it so that our announcements are feasible again at once.
-            self.counters.own_router_id += 1;
-            if seqno_ge(u.seqno, self.seqno) && self.xroutes.contains(&prefix) {
-                self.set_seqno(u.seqno.wrapping_add(1), now);
-                self.schedule_update(prefix, true, None, now);
-            }
-            return;
-        }
         let interval = if u.interval.is_zero() {
             self.config.update_interval
         } else {
@@ -263,6 +263,7 @@ impl Engine {
                     // its last feasible state and will expire if not
                     // refreshed); ask the source for a new seqno instead.
                     self.counters.unfeasible_updates += 1;
+                    self.send_catch_up_hint(ctx, prefix, rid, u.seqno, now);
                     self.request_unfeasible(ctx.neighbour, prefix, rid, u.seqno, metric, true, now);
                     return;
                 }
@@ -286,6 +287,7 @@ impl Engine {
         }
         if u.metric < INFINITY && !feasible {
             self.counters.unfeasible_updates += 1;
+            self.send_catch_up_hint(ctx, prefix, rid, u.seqno, now);
             self.request_unfeasible(ctx.neighbour, prefix, rid, u.seqno, metric, false, now);
         }
         self.reselect_prefix(prefix, now);
@@ -320,17 +322,7 @@ impl Engine {
         }
         let prefix = r.prefix.trunc();
         if self.xroutes.contains(&prefix) {
-            // Ours: bump our seqno if asked for a newer one, then answer
-            // (RFC 8966 §3.8.1.2). Asked for exactly the next one (the usual
-            // case) this is the RFC's +1. Asked for one further ahead, we
-            // jump to it: the requester's FD proves we announced its
-            // predecessor before we restarted and lost our seqno, and +1 per
-            // round trip (babeld even ignores requests 100 ahead) would keep
-            // our prefix unreachable for minutes.
-            if r.router_id == self.router_id && seqno_gt(r.seqno, self.seqno) {
-                self.set_seqno(r.seqno, now);
-            }
-            self.schedule_update(prefix, true, Some(ctx.iface), now);
+            self.answer_own_request(ctx, prefix, r.router_id, r.seqno, now);
             return;
         }
         let Some(sel) = self

@@ -64,8 +64,9 @@
 //! One file per table (babeld's layout, without its global state):
 //! `neighbour` (Hello histories, IHU, RTT, link cost), `source`
 //! (feasibility distances), `route` (routes, selection, hysteresis),
-//! `xroute` (our prefixes), `resend` (pending seqno requests, update
-//! resends), `output` (per-destination buffers). `input` handles received
+//! `xroute` (our prefixes), `seqno` (our seqno and how a router that lost
+//! it catches up), `resend` (pending seqno requests, update resends),
+//! `output` (per-destination buffers). `input` handles received
 //! messages, `announce` turns table changes into messages, `flush` encodes
 //! buffers, `timer` runs the clocks, `query` answers the caller.
 
@@ -79,6 +80,7 @@ mod output;
 mod query;
 mod resend;
 mod route;
+mod seqno;
 mod source;
 mod timer;
 mod xroute;

@@ -103,8 +103,16 @@ pub struct Counters {
     pub rtt_rejected: u64,
     /// Updates for martian prefixes.
     pub martian_updates: u64,
-    /// Updates carrying our own router-id.
+    /// Updates carrying our own router-id (echoes of our announcements,
+    /// ignored, and the newer seqnos counted in `seqno_catch_ups`).
     pub own_router_id: u64,
+    /// Times an Update carrying our router-id had a seqno newer than ours
+    /// (we had lost it) and we continued from it.
+    pub seqno_catch_ups: u64,
+    /// Updates from a source behind a seqno we had announced for it,
+    /// answered with what we know of that seqno (the sender may be the
+    /// source, restarted without it).
+    pub catch_up_hints: u64,
     /// Malformed Updates (finite without router-id, finite AE 0).
     pub bad_updates: u64,
     /// Updates that failed the feasibility condition (stale seqno,
@@ -124,7 +132,7 @@ pub struct Counters {
     pub seqno_requests_sent: u64,
     /// Seqno requests not sent because the pending table is full.
     pub request_limit: u64,
-    /// Times our seqno was increased.
+    /// Times our seqno was increased (seqno requests and catch-ups).
     pub seqno_bumps: u64,
     /// Messages that did not fit an empty packet (never expected).
     pub oversized_messages: u64,

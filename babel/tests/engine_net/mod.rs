@@ -255,6 +255,19 @@ impl Net {
         self.nodes[n].up = true;
         self.nodes[n].fib.clear();
         self.nodes[n].fib_gen = u64::MAX;
+        // Its LAN segments: the neighbours there only notice from Hellos.
+        for (k, members) in self.lans.iter().enumerate() {
+            if members.contains(&n) {
+                let kind = InterfaceKind::Lan {
+                    address: node_addr(n),
+                };
+                let iface = IfaceId(LAN_BASE + k as u32);
+                self.nodes[n]
+                    .engine
+                    .add_interface(iface, kind, BUDGET, self.now)
+                    .unwrap();
+            }
+        }
         for l in 0..self.links.len() {
             let link = &self.links[l];
             let other = if link.a == n {

@@ -2,12 +2,14 @@
 //! each drives one engine with decoded messages and inspects what it
 //! decides to send. This file holds the helpers; the tests are grouped in
 //! `neighbours` (Hello, IHU, RTT, link state), `routes` (updates,
-//! feasibility, selection, expiry, retractions) and `requests` (route and
-//! seqno requests, starvation).
+//! feasibility, selection, expiry, retractions), `requests` (route and
+//! seqno requests, starvation) and `seqno` (our own seqno: echoes, requests,
+//! catching up after a restart).
 
 mod neighbours;
 mod requests;
 mod routes;
+mod seqno;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

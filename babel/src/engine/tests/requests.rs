@@ -1,43 +1,9 @@
-//! Requests: route requests, seqno requests (answering, bumping,
-//! forwarding, duplicates), starvation.
+//! Requests: route requests, seqno requests (answering, forwarding,
+//! duplicates), starvation. Our own seqno is in `seqno`.
 
 use super::*;
 use crate::engine::*;
 use crate::wire::{Message, RouteRequestRepr};
-
-#[test]
-fn seqno_request_for_our_prefix_bumps_once() {
-    let mut t = T::new();
-    t.e.add_xroute(pfx("fd00:aa::/64"), 0, t.now).unwrap();
-    t.tunnel(T1, "fe80::2");
-    t.sent(ms(50));
-    let req = seqno_request(pfx("fd00:aa::/64"), ME, 101, 5);
-    t.rx(T1, "fe80::2", std::slice::from_ref(&req));
-    t.rx(T1, "fe80::2", &[req]);
-    assert_eq!(t.e.seqno(), 101);
-    assert_eq!(t.e.counters().seqno_bumps, 1);
-    let events: Vec<_> = std::iter::from_fn(|| t.e.poll_event()).collect();
-    assert!(events.contains(&Event::SeqnoChanged(101)));
-    let ups = updates_for(&t.sent(ms(5)), pfx("fd00:aa::/64"));
-    assert_eq!(ups.last().map(|u| u.1.seqno), Some(101));
-    // A request for an older seqno only gets an update.
-    t.rx(
-        T1,
-        "fe80::2",
-        &[seqno_request(pfx("fd00:aa::/64"), ME, 90, 5)],
-    );
-    assert_eq!(t.e.seqno(), 101);
-    assert_eq!(updates_for(&t.sent(ms(5)), pfx("fd00:aa::/64")).len(), 1);
-    // A request far ahead (we restarted and lost our seqno): jump to it at
-    // once rather than one step per round trip.
-    let far = seqno_request(pfx("fd00:aa::/64"), ME, 150, 5);
-    t.rx(T1, "fe80::2", &[far]);
-    assert_eq!(t.e.seqno(), 150);
-    // A request for another router-id never touches our seqno.
-    let other = seqno_request(pfx("fd00:aa::/64"), SRC, 9000, 5);
-    t.rx(T1, "fe80::2", &[other]);
-    assert_eq!(t.e.seqno(), 150);
-}
 
 #[test]
 fn seqno_request_is_forwarded_with_hop_minus_one_never_to_the_requester() {

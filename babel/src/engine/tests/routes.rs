@@ -242,20 +242,6 @@ fn wildcard_retraction_drops_all_routes_of_the_neighbour() {
 }
 
 #[test]
-fn restart_with_lost_seqno_jumps_past_the_stale_one() {
-    let mut t = T::new();
-    t.e.add_xroute(pfx("fd00:aa::/64"), 0, t.now).unwrap();
-    t.tunnel(T1, "fe80::2");
-    // A neighbour still announces our prefix with seqno 500 > 100.
-    t.rx(T1, "fe80::2", &[update(pfx("fd00:aa::/64"), ME, 500, 96)]);
-    assert_eq!(t.e.seqno(), 501);
-    let events: Vec<_> = std::iter::from_fn(|| t.e.poll_event()).collect();
-    assert!(events.contains(&Event::SeqnoChanged(501)));
-    let ups = updates_for(&t.sent(ms(5)), pfx("fd00:aa::/64"));
-    assert_eq!(ups.last().map(|u| u.1.seqno), Some(501));
-}
-
-#[test]
 fn removing_an_xroute_retracts_it() {
     let mut t = T::new();
     t.e.add_xroute(pfx("fd00:aa::/64"), 0, t.now).unwrap();
