@@ -3,7 +3,24 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{babel_dump, control, demo, join, node, registry, sim};
+use crate::{babel_dump, cli_pages, control, demo, join, node, registry, sim};
+
+/// `re6st --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RE6ST_COMMIT"),
+    ")"
+);
+
+/// `re6st --version` with the target too (which build a report came from).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RE6ST_COMMIT"),
+    ")\ntarget: ",
+    env!("RE6ST_TARGET")
+);
 
 /// re6st-rs: a resilient IPv6 overlay network in one userspace process.
 ///
@@ -11,7 +28,12 @@ use crate::{babel_dump, control, demo, join, node, registry, sim};
 /// QUIC tunnels to random peers, routes over them with Babel (RTT metric)
 /// and keeps replacing its least useful tunnel.
 #[derive(Debug, Parser)]
-#[command(name = "re6st", version, propagate_version = true)]
+#[command(
+    name = "re6st",
+    version = VERSION,
+    long_version = LONG_VERSION,
+    propagate_version = true
+)]
 pub struct Cli {
     /// More logging (-v debug, -vv trace). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -44,6 +66,11 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Decode the Babel packets of a pcap capture.
     BabelDump(babel_dump::BabelDumpArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// PowerShell.
+    Completions(cli_pages::CompletionsArgs),
+    /// Print the manual page re6st(1), or write every page with --out.
+    Man(cli_pages::ManArgs),
 }
 
 impl Command {
@@ -69,6 +96,8 @@ impl Command {
             Command::Demo(args) => demo::run(args),
             Command::Sim(args) => sim::run(args),
             Command::BabelDump(args) => babel_dump::run(args),
+            Command::Completions(args) => cli_pages::completions(args),
+            Command::Man(args) => cli_pages::man(args),
         }
     }
 }

@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod babel_dump;
 mod cli;
+mod cli_pages;
 mod demo;
 mod sim;
 
