@@ -1,4 +1,4 @@
-//! Babel engine hot paths (issue 4): processing one full Update packet
+//! Babel engine hot paths: processing one full Update packet
 //! (new routes, and a periodic refresh of known ones), recomputing every
 //! route of a 1,000-prefix table after a link cost change, and encoding a
 //! full dump of that table. Inputs are built outside the timed part.

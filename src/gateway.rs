@@ -1,7 +1,7 @@
 //! The gateway role: a node that announces a default route (or other
 //! prefixes outside the overlay) into the overlay and forwards what it
 //! receives for them to its own host, whose kernel routes it on (to the
-//! internet, a data-centre network, another VPN...). re6stnet-notes §2.9.
+//! internet, a data-centre network, another VPN...), as re6stnet's gateways do.
 //!
 //! In the overlay the prefix is a Babel xroute of the gateway, so every
 //! node learns a route to it with the usual RTT metric, and with several

@@ -1,7 +1,7 @@
 //! UPnP IGD port mapping: when a node sits behind a home or office router
 //! that speaks UPnP, it asks the router to forward a UDP port of the
 //! router's external address to the node's QUIC port, so that other nodes
-//! can open tunnels to it (re6stnet-notes §2.6).
+//! can open tunnels to it (re6stnet does the same).
 //!
 //! [`PortMapper::spawn`] starts one task that
 //! 1. finds the Internet Gateway Device by SSDP (igd-next),

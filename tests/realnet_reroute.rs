@@ -7,7 +7,7 @@
 //! (3 keep-alives of 200 ms) and moves its routes away, long before the
 //! 10 s idle timeout closes it. The test measures how long the traffic was
 //! interrupted (the longest run of lost pings) and asserts under 1 s
-//! (issue 8's goal).
+//! (the goal for the default timers).
 //!
 //! The registry sits on a separate management bridge that only it uses
 //! (nodes announce their link addresses only).
@@ -23,7 +23,7 @@ use realnet_support::{TestNode, lab_or_skip, start_node, start_registry, wait_un
 /// Interval of the ping flood.
 const INTERVAL_MS: u64 = 10;
 
-/// Issue 8's goal for the interruption.
+/// The goal for the interruption with the default timers.
 const GOAL: Duration = Duration::from_secs(1);
 
 #[test]

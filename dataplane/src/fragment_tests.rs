@@ -81,7 +81,7 @@ fn parse_rejects_bad_frames() {
 #[test]
 fn ipv6_minimum_mtu_packet_over_the_smallest_quic_datagram() {
     // quinn's default initial MTU gives max_datagram_size 1162
-    // (crates-notes section 2): 1280 must still get through.
+    // before path MTU discovery: 1280 must still get through.
     let d = datagram(1280);
     let frames = fragments(&d, 7, 1162);
     assert_eq!(frames.len(), 2);

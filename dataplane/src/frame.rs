@@ -1,4 +1,4 @@
-//! Datagram demux by first byte (DESIGN.md section 1), and the registry of
+//! Datagram demux by first byte (docs/design.md), and the registry of
 //! our frame type codes.
 //!
 //! Every QUIC datagram between two nodes is one of:

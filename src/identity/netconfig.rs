@@ -124,7 +124,7 @@ fn babeld_tunnel_rtt_max_ms() -> u64 {
 }
 
 impl NetworkConfig {
-    /// Defaults of DESIGN.md for a network `network` served at `registry_url`.
+    /// The default parameters (docs/design.md) for a network `network` served at `registry_url`.
     pub fn defaults(network: Ipv6Net, registry_url: String) -> Self {
         let tunnels = 10;
         Self {

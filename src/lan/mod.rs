@@ -1,17 +1,17 @@
 //! LAN discovery: nodes on the same link find each other and connect
 //! directly, without waiting for the tunnel policy to pick them by chance
-//! and without a detour through other overlay nodes (report §7;
-//! re6stnet-notes §2.10).
+//! and without a detour through other overlay nodes (report §7).
 //!
 //! # Why a signed beacon, not Babel on the LAN
 //!
 //! re6stnet runs babeld on LAN interfaces and lets the kernel route
 //! between LAN neighbours. Here every packet path goes through the one TUN
-//! and a QUIC connection (DESIGN.md §1), and Babel on a raw multicast
+//! and a QUIC connection (docs/design.md), and Babel on a raw multicast
 //! socket would be unauthenticated: any host on the LAN could announce any
-//! prefix and pull the overlay's traffic to itself (peers-notes §5,
-//! lesson 9). So a node multicasts a small **beacon** (its certificate, its
-//! QUIC port, a timestamp, signed with its key; [`beacon`]) every
+//! prefix and pull the overlay's traffic to itself (a weakness other
+//! overlays that run routing on the LAN have had). So a node multicasts a
+//! small **beacon** (its certificate, its QUIC port, a timestamp, signed
+//! with its key; [`beacon`]) every
 //! [`LanConfig::interval`] to `ff12::7265:3673` (transient link-local
 //! scope, "re6s") on port [`DEFAULT_PORT`]; a node that hears one checks it
 //! against the CA and CRL and opens a **LAN link**: an ordinary QUIC

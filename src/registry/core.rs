@@ -66,7 +66,7 @@ impl Settings {
             cert_lifetime_secs: 365 * 86_400,
             renew_window_secs: 30 * 86_400,
             grace_period_secs: 30 * 86_400,
-            // Nodes announce at start and every 12 h (issue 7): two rounds
+            // Nodes announce at start and every 12 h: two rounds
             // and a margin, so a live node is always in bootstrap answers.
             announce_max_age_secs: 25 * 3600,
             network: NetworkConfig::defaults(network, String::new()),

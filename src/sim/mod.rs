@@ -70,7 +70,7 @@ pub struct SimArgs {
     pub reroute_secs: f64,
 }
 
-/// The experiments of issue 9, numbered as there.
+/// The experiments, numbered as in docs/results.md.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Experiment {
     /// 1. Arity distribution of the random graph (k=10, n=1000) vs (3.2).

@@ -1,6 +1,6 @@
 //! The control stream of a tunnel: the one reliable, ordered channel of a
-//! QUIC connection between two nodes (DESIGN.md section 1: "control that
-//! must be reliable uses QUIC streams").
+//! QUIC connection between two nodes (docs/design.md: what must arrive
+//! goes on a stream, packets as datagrams).
 //!
 //! The dialler opens one bidirectional stream right after the handshake and
 //! sends [`Control::Open`]. The acceptor asks its tunnel policy and answers

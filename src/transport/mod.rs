@@ -1,5 +1,5 @@
 //! The QUIC transport: one quinn endpoint per node, on one UDP socket, that
-//! both dials and accepts tunnels (crates-notes §2).
+//! both dials and accepts tunnels.
 //!
 //! - **Mutual TLS** with the network CA and the current CRL (ring, TLS 1.3
 //!   only; [`crate::identity::tls`]). The dialler names the peer by its

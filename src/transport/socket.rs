@@ -1,6 +1,6 @@
 //! The node's one UDP socket, and a switch that can cut it for tests.
 //!
-//! One socket serves every tunnel in both directions (crates-notes §2). An
+//! One socket serves every tunnel in both directions. An
 //! IPv6 wildcard bind is dual-stack (`IPV6_V6ONLY` off), so `[::]:port`
 //! reaches peers over IPv4 and IPv6 alike.
 

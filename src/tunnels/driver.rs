@@ -508,7 +508,7 @@ impl Driver {
         Some(e)
     }
 
-    /// A LAN link to `peer` is up (LAN discovery, issue 10: a node heard on
+    /// A LAN link to `peer` is up (LAN discovery: a node heard on
     /// a shared link, dialled or dialling us at a link-local address). It
     /// gets an interface like a tunnel, but the policy never sees it: it
     /// does not count against `k` nor the arity limit and the refresh never

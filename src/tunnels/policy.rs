@@ -4,7 +4,7 @@
 //! the simulator (`re6st sim`) run this same code, so the figures of
 //! `docs/results.md` are produced by what nodes run.
 //!
-//! # What it does (report §3.2, §4.5, §5.1; issue 7)
+//! # What it does (report §3.2, §4.5, §5.1)
 //! - keeps `k` own (outgoing) tunnels to random peers of the peer DB;
 //! - accepts incoming tunnels while it has fewer than `max_tunnels - k`
 //!   (2k) of them, so that its arity stays at most `max_tunnels` (3k), and

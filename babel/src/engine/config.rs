@@ -1,4 +1,5 @@
-//! Engine parameters (RFC 8966 Appendix B, RFC 9616 §4, DESIGN.md §3).
+//! Engine parameters (RFC 8966 Appendix B, RFC 9616 §4; the defaults are
+//! explained in docs/design.md).
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ pub struct LinkParams {
     pub split_horizon: bool,
 }
 
-/// Engine configuration. [`Config::default`] is DESIGN.md §3: Hello 4 s, IHU
+/// Engine configuration. [`Config::default`] is ours (docs/design.md): Hello 4 s, IHU
 /// 3× Hello, updates every 16 s, tunnels costed as babeld `type tunnel`,
 /// triggered updates coalesced over a few milliseconds.
 #[derive(Clone, Debug, PartialEq)]

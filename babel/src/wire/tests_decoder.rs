@@ -1,4 +1,4 @@
-//! Packet-level conformance tests of the decoder (babel-notes §1 and §6),
+//! Packet-level conformance tests of the decoder (RFC 8966 §4),
 //! as byte arrays.
 
 use std::net::IpAddr;

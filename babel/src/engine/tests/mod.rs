@@ -1,4 +1,4 @@
-//! Behaviour tests at the message level (babel-notes §6 conformance list):
+//! Behaviour tests at the message level (RFC 8966 behaviours, one by one):
 //! each drives one engine with decoded messages and inspects what it
 //! decides to send. This file holds the helpers; the tests are grouped in
 //! `neighbours` (Hello, IHU, RTT, link state), `routes` (updates,
