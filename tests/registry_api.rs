@@ -643,3 +643,63 @@ fn network_config_version_changes_only_with_parameters() {
     // Settings persist: a plain restart keeps k = 6.
     assert_eq!(open(|_| {}).settings.network.tunnels, 6);
 }
+
+/// What a node that waits for its registry retries and what it gives up
+/// on: an outage is transient, a refusal or a registry of another CA is
+/// final.
+#[tokio::test]
+async fn client_errors_say_whether_retrying_can_help() {
+    let r = TestRegistry::start(&["--network", "fd00:8::/63"]).await;
+    // A refusal: no token.
+    let key = NodeKey::generate().unwrap();
+    let e = r
+        .anon()
+        .enrol(&make_csr(&key).unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert_eq!(e.code(), Some(ErrorCode::TokenRequired));
+    // A registry whose certificate is not from the CA we trust.
+    let other = re6st::test_pki::Pki::new();
+    let client = re6st::registry::client::RegistryClient::new(
+        &r.url,
+        &Trust::new(other.ca.cert_der(), None),
+        None,
+    )
+    .unwrap();
+    let e = client.network().await.unwrap_err();
+    assert!(matches!(e, ClientError::Http(_)), "{e}");
+    assert!(!e.is_transient(), "a foreign CA is not an outage: {e}");
+    // Nobody listening: an outage, and the message says so.
+    let url = r.url.clone();
+    r.stop().await;
+    let e = fetch_ca(&url).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("Connection refused"), "{e}");
+    // Failures of the registry (or of a proxy in front of it) are
+    // transient; refusals are not.
+    let api = |status, error| ClientError::Api {
+        status,
+        error: ApiError {
+            error,
+            message: String::new(),
+        },
+    };
+    for (status, code, transient) in [
+        (500, ErrorCode::Internal, true),
+        (502, ErrorCode::Unknown, true),
+        (503, ErrorCode::Unknown, true),
+        (429, ErrorCode::Unknown, true),
+        (403, ErrorCode::TokenUsed, false),
+        (403, ErrorCode::TokenExpired, false),
+        (403, ErrorCode::CertificateRevoked, false),
+        (409, ErrorCode::PrefixSpaceExhausted, false),
+        (404, ErrorCode::NotFound, false),
+    ] {
+        assert_eq!(
+            api(status, code).is_transient(),
+            transient,
+            "{status} {code}"
+        );
+    }
+}

@@ -53,13 +53,51 @@ pub enum Response {
     Peers(Vec<PeerView>),
     /// Answer to [`Request::Metrics`].
     Metrics(String),
+    /// Answer to [`Request::Status`] while the node has not joined its
+    /// network yet.
+    Joining(JoiningInfo),
     /// The request could not be served.
     Error(String),
+}
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Not enrolled yet: waiting for the registry ([`JoiningInfo`]).
+    Joining,
+    /// Enrolled and running ([`Status`]).
+    #[default]
+    Running,
+}
+
+/// A node that has no certificate yet and waits for its registry to
+/// enrol it (`re6st node --registry URL` on an empty state directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoiningInfo {
+    /// Always [`NodeState::Joining`].
+    pub state: NodeState,
+    /// The registry URL.
+    pub registry: String,
+    /// When the node started joining (UNIX seconds).
+    pub since: u64,
+    /// Since when every attempt failed (UNIX seconds); none while the
+    /// first attempt runs.
+    pub unreachable_since: Option<u64>,
+    /// Attempts so far (the running one included).
+    pub attempts: u64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Seconds until the next attempt; none while one runs.
+    pub next_attempt_in_secs: Option<u64>,
 }
 
 /// The node as a whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// Always [`NodeState::Running`] (absent from older nodes).
+    #[serde(default)]
+    pub state: NodeState,
     /// Overlay address (`prefix::1`).
     pub address: Ipv6Addr,
     /// Node prefix.

@@ -117,6 +117,7 @@ pub fn run(q: Query, args: ClientArgs) -> anyhow::Result<()> {
             Response::Routes(x) => serde_json::to_string_pretty(x),
             Response::Peers(x) => serde_json::to_string_pretty(x),
             Response::Metrics(x) => serde_json::to_string_pretty(x),
+            Response::Joining(x) => serde_json::to_string_pretty(x),
             Response::Error(x) => serde_json::to_string_pretty(x),
         }?;
         s.push('\n');
@@ -128,6 +129,7 @@ pub fn run(q: Query, args: ClientArgs) -> anyhow::Result<()> {
             Response::Routes(x) => table::routes(x),
             Response::Peers(x) => table::peers(x),
             Response::Metrics(x) => x.clone(),
+            Response::Joining(x) => table::joining(x),
             Response::Error(x) => x.clone(),
         }
     };

@@ -318,6 +318,7 @@ pub(crate) mod tests {
     /// A status with one tunnel in every state (also for the table tests).
     pub(crate) fn status() -> Status {
         Status {
+            state: Default::default(),
             address: "fd00:1:2:3::1".parse().unwrap(),
             prefix: "fd00:1:2:3::/64".parse().unwrap(),
             serial: 7,

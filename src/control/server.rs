@@ -1,6 +1,8 @@
 //! The node side of the control API: builds the [`api`] views from a
 //! running node, and serves them on the Unix socket (and, through
-//! [`super::metrics`], over HTTP).
+//! [`super::metrics`], over HTTP). Before the node runs, while it waits
+//! for its registry to enrol it, the socket already answers `status`
+//! ([`Served::Joining`]).
 //!
 //! The socket lives in the state directory (mode 0700) and is itself made
 //! 0600: only the node's user (and root) can ask. A request is one line of
@@ -17,15 +19,48 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::api::{
     self, HostInfo, PeerView, RegistryInfo, Request, Response, RouteView, Status, TunnelInfo,
 };
-use crate::node::{NodeHandle, NodeStatus, TunnelStatus};
+use crate::node::{JoinProgress, NodeHandle, NodeStatus, TunnelStatus};
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the control socket answers from.
+#[derive(Debug, Clone)]
+pub enum Served {
+    /// The node is loading its state and opening its devices.
+    Starting,
+    /// A node still waiting for its registry: `status` says so, the rest
+    /// is an error.
+    Joining(Arc<JoinProgress>),
+    /// The running node.
+    Node(Arc<Source>),
+}
+
+impl Served {
+    /// The answer to `req`.
+    pub async fn answer(&self, req: Request) -> Response {
+        match self {
+            Served::Node(source) => source.answer(req).await,
+            Served::Starting => {
+                Response::Error("the node is starting; ask again in a moment".into())
+            }
+            Served::Joining(j) => match req {
+                Request::Status => Response::Joining(j.info()),
+                _ => Response::Error(format!(
+                    "the node has not joined its network yet (it waits for the registry {}): \
+                     no tunnels, routes, peers or metrics before it runs; see `re6st status`",
+                    j.registry()
+                )),
+            },
+        }
+    }
+}
 
 /// Where the views come from: the node, plus what the program knows about
 /// its host side.
@@ -88,6 +123,7 @@ impl Source {
         let (draining, suspect) = (in_state("draining"), in_state("suspect"));
         let up = s.tunnels.len() - draining - suspect;
         Status {
+            state: api::NodeState::Running,
             address: s.address,
             prefix: s.prefix,
             serial: s.serial,
@@ -277,9 +313,10 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Serves requests until the task is aborted (the socket file is
-    /// removed when `self` is dropped).
-    pub async fn serve(mut self, source: Arc<Source>) {
+    /// Serves requests from what `served` holds at each connection, until
+    /// the task is aborted (the socket file is removed when `self` is
+    /// dropped).
+    pub async fn serve(mut self, served: watch::Receiver<Served>) {
         let Some(listener) = self.listener.take() else {
             return;
         };
@@ -288,7 +325,8 @@ impl ControlSocket {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        clients.spawn(serve_client(stream, source.clone()));
+                        let now = served.borrow().clone();
+                        clients.spawn(serve_client(stream, now));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket accept failed");
@@ -307,7 +345,7 @@ impl Drop for ControlSocket {
     }
 }
 
-async fn serve_client(stream: UnixStream, source: Arc<Source>) {
+async fn serve_client(stream: UnixStream, served: Served) {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(api::MAX_REQUEST as u64 + 1);
@@ -317,7 +355,7 @@ async fn serve_client(stream: UnixStream, source: Arc<Source>) {
             Response::Error(format!("request longer than {} bytes", api::MAX_REQUEST))
         }
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => source.answer(req).await,
+            Ok(req) => served.answer(req).await,
             Err(e) => Response::Error(format!("bad request: {e}")),
         },
         Ok(Err(e)) => {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::api::{PeerView, ProbeInfo, ProbeRoundInfo, RouteView, Status, TunnelInfo};
+use super::api::{JoiningInfo, PeerView, ProbeInfo, ProbeRoundInfo, RouteView, Status, TunnelInfo};
 
 /// A table whose columns are as wide as their widest cell.
 #[derive(Debug, Default)]
@@ -245,6 +245,39 @@ pub fn status(s: &Status) -> String {
     t.to_string()
 }
 
+/// A node waiting for its registry: `joining: registry URL unreachable
+/// since TIME (N attempts, next in S)` and the last error.
+pub fn joining(j: &JoiningInfo) -> String {
+    let mut out = match j.unreachable_since {
+        Some(t) => format!(
+            "joining: registry {} unreachable since {} ({} attempt{}",
+            j.registry,
+            humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t)
+            ),
+            j.attempts,
+            if j.attempts == 1 { "" } else { "s" },
+        ),
+        None => format!(
+            "joining: asking registry {} ({} attempt{}",
+            j.registry,
+            j.attempts,
+            if j.attempts == 1 { "" } else { "s" },
+        ),
+    };
+    match j.next_attempt_in_secs {
+        Some(s) => {
+            let _ = write!(out, ", next in {})", duration(s));
+        }
+        None => out.push_str(", one running)"),
+    }
+    out.push('\n');
+    if let Some(e) = &j.last_error {
+        let _ = writeln!(out, "  last error: {e}");
+    }
+    out
+}
+
 /// A best-of-n round: which peer was kept, at what RTT, against which
 /// others (`--json` has the last 8).
 fn probe_round(r: &ProbeRoundInfo) -> String {
@@ -460,6 +493,34 @@ mod tests {
                 .starts_with("dial-out only, behind NAT")
         );
         assert!(edges_rows(&EdgesInfo::default()).is_empty());
+    }
+
+    #[test]
+    fn joining_says_since_when_and_what_next() {
+        let j = JoiningInfo {
+            state: super::super::api::NodeState::Joining,
+            registry: "https://r:8443".into(),
+            since: 1_700_000_000,
+            unreachable_since: Some(1_700_000_000),
+            attempts: 3,
+            last_error: Some("connection refused".into()),
+            next_attempt_in_secs: Some(4),
+        };
+        assert_eq!(
+            joining(&j),
+            "joining: registry https://r:8443 unreachable since 2023-11-14T22:13:20Z (3 attempts, next in 4s)\n  last error: connection refused\n"
+        );
+        let first = JoiningInfo {
+            unreachable_since: None,
+            attempts: 1,
+            last_error: None,
+            next_attempt_in_secs: None,
+            ..j
+        };
+        assert_eq!(
+            joining(&first),
+            "joining: asking registry https://r:8443 (1 attempt, one running)\n"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod config;
 pub mod core;
 pub mod echo_host;
 mod edges;
+pub mod joining;
 pub mod kernel_route;
 mod link;
 pub mod options;
@@ -63,6 +64,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{DEFAULT_PORT, EdgesConfig, HostConfig, NodeConfig};
 pub use edges::EdgesStatus;
+pub use joining::JoinProgress;
 pub use link::LinkStats;
 pub use options::{NodeArgs, NodeOptions};
 pub use path::{Host, PacketPath, PathStats};

@@ -60,7 +60,8 @@ pub struct NodeArgs {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NodeOptions {
     /// Registry URL. When the state directory is not enrolled yet, the
-    /// node joins this registry first (as `re6st join` would); otherwise
+    /// node joins this registry first (as `re6st join` would), waiting for
+    /// it as long as it does not answer (`re6st status` says so); otherwise
     /// it overrides the URL of the network configuration (an empty string
     /// runs without a registry).
     #[arg(long)]

@@ -1,29 +1,33 @@
-//! `re6st node`: the program around [`Node`]. It joins the registry if the
-//! state directory is not enrolled yet, opens the TUN device in one of its
-//! three modes (or none), routes the network into it, starts the node, the
-//! control socket and the metrics, and runs until SIGINT or SIGTERM; then
-//! Babel retracts the node's routes, the tunnels close cleanly, and the
-//! kernel route it installed is removed.
+//! `re6st node`: the program around [`Node`]. It binds the control socket,
+//! joins the registry if the state directory is not enrolled yet (waiting
+//! for a registry that does not answer: [`super::joining`]), opens the TUN
+//! device in one of its three modes (or none), routes the network into
+//! it, starts the node and the metrics, and runs until SIGINT or SIGTERM;
+//! then Babel retracts the node's routes, the tunnels close cleanly, and
+//! the kernel route it installed is removed.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use ipnet::Ipv6Net;
 use re6st_dataplane::tun::{CreateConfig, Tun, TunOptions, TunSource};
+use tokio::sync::watch;
 
 use super::echo_host::{self, EchoHost, EchoQueue};
+use super::joining::{JOIN_RETRY_MAX, JOIN_RETRY_MIN, JoinProgress, join_until_enrolled};
 use super::kernel_route;
 use super::options::{CONFIG_FILE, DEFAULT_MTU, NodeArgs, NodeOptions, TunChoice};
 use super::tun_host::{self, HostCounters, TunQueue, TunTasks};
 use super::{Host, HostConfig, Node, NodeConfig, NodeHandle};
 use crate::control::api::{HostInfo, SOCKET_FILE, counter_map};
 use crate::control::metrics;
-use crate::control::server::{ControlSocket, Source};
+use crate::control::server::{ControlSocket, Served, Source};
 use crate::identity::NodeCert;
 use crate::join::JoinArgs;
+use crate::registry::backoff::Backoff;
 use crate::state_dir::{NodeIdentity, StateDir, files};
 
 /// Runs `re6st node` until SIGINT or SIGTERM.
@@ -41,13 +45,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let opts = args.options.clone().merge(file);
     opts.validate()?;
     let choice = opts.tun_choice()?;
-    enrol_if_needed(&args.dir, &opts)?;
-    let identity = StateDir::new(&args.dir).load_identity().with_context(|| {
-        format!(
-            "loading the node identity from {} (enrol first with `re6st join --registry URL --dir {0}`)",
-            args.dir.display()
-        )
-    })?;
+    let join = join_args(&args.dir, &opts)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.threads {
         rt.worker_threads(n);
@@ -56,14 +54,14 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(serve(args.dir, opts, choice, identity))
+    rt.block_on(start(args.dir, opts, choice, join))
 }
 
-/// Joins the registry when the directory holds no certificate yet, or
-/// says how to.
-fn enrol_if_needed(dir: &Path, opts: &NodeOptions) -> anyhow::Result<()> {
+/// What to join with when the directory holds no certificate yet; says
+/// how to enrol when the options do not either.
+fn join_args(dir: &Path, opts: &NodeOptions) -> anyhow::Result<Option<JoinArgs>> {
     if StateDir::new(dir).has(files::CERT) {
-        return Ok(());
+        return Ok(None);
     }
     let Some(registry) = opts.registry.clone().filter(|r| !r.is_empty()) else {
         bail!(
@@ -73,14 +71,101 @@ fn enrol_if_needed(dir: &Path, opts: &NodeOptions) -> anyhow::Result<()> {
             dir.display()
         );
     };
-    println!("{} is not enrolled yet: joining {registry}", dir.display());
-    crate::join::run(JoinArgs {
+    Ok(Some(JoinArgs {
         registry,
         token: opts.token.clone(),
         ca_fingerprint: opts.ca_fingerprint,
         dir: dir.to_path_buf(),
-    })
-    .context("joining the registry")
+    }))
+}
+
+/// SIGINT or SIGTERM.
+struct Stop(tokio::signal::unix::Signal);
+
+impl Stop {
+    fn install() -> anyhow::Result<Self> {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map(Self)
+            .context("installing the SIGTERM handler")
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.0.recv() => {}
+        }
+    }
+}
+
+/// Binds the control socket (a second node on the same directory stops
+/// here), joins when needed, then runs the node.
+async fn start(
+    dir: PathBuf,
+    opts: NodeOptions,
+    choice: TunChoice,
+    join: Option<JoinArgs>,
+) -> anyhow::Result<()> {
+    let mut stop = Stop::install()?;
+    if join.is_some() {
+        StateDir::new(&dir).create()?;
+    }
+    let control_path = opts
+        .control
+        .clone()
+        .unwrap_or_else(|| dir.join(SOCKET_FILE));
+    let control = ControlSocket::bind(&control_path).await?;
+    let (served, served_rx) = watch::channel(Served::Starting);
+    let control_task = tokio::spawn(control.serve(served_rx));
+    if let Some(args) = join {
+        println!(
+            "{} is not enrolled yet: joining {} (`re6st status --dir {0}` says how it goes)",
+            dir.display(),
+            args.registry
+        );
+        let progress = Arc::new(JoinProgress::new(&args.registry, SystemTime::now()));
+        served.send_replace(Served::Joining(progress.clone()));
+        let backoff = Backoff::new(JOIN_RETRY_MIN, JOIN_RETRY_MAX);
+        let joined = tokio::select! {
+            r = join_until_enrolled(&args, &progress, backoff) => Some(r),
+            () = stop.wait() => None,
+        };
+        match joined {
+            Some(r) => r.context("joining the registry")?,
+            None => {
+                control_task.abort();
+                let _ = control_task.await;
+                println!("re6st node stopped before it could join");
+                return Ok(());
+            }
+        }
+        served.send_replace(Served::Starting);
+    }
+    let identity = StateDir::new(&dir).load_identity().with_context(|| {
+        format!(
+            "loading the node identity from {} (enrol first with `re6st join --registry URL --dir {0}`)",
+            dir.display()
+        )
+    })?;
+    serve(
+        dir,
+        opts,
+        choice,
+        identity,
+        Control {
+            path: control_path,
+            served,
+            task: control_task,
+        },
+        stop,
+    )
+    .await
+}
+
+/// The control socket, already answering.
+struct Control {
+    path: PathBuf,
+    served: watch::Sender<Served>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The host side, opened but not started.
@@ -107,13 +192,9 @@ async fn serve(
     opts: NodeOptions,
     choice: TunChoice,
     identity: NodeIdentity,
+    control: Control,
+    mut stop: Stop,
 ) -> anyhow::Result<()> {
-    // The socket first: a second node on the same directory stops here.
-    let control_path = opts
-        .control
-        .clone()
-        .unwrap_or_else(|| dir.join(SOCKET_FILE));
-    let control = ControlSocket::bind(&control_path).await?;
     let metrics_listener = match opts.metrics {
         Some(a) => Some(metrics::bind(a).await?),
         None => None,
@@ -163,8 +244,9 @@ async fn serve(
     let source = Arc::new(Source::new(node.clone(), info.clone(), move || {
         counter_map(&counters.stats())
     }));
-    let mut servers = vec![tokio::spawn(control.serve(source.clone()))];
-    banner(&node, &info, network, &control_path, &dir);
+    control.served.send_replace(Served::Node(source.clone()));
+    let mut servers = vec![control.task];
+    banner(&node, &info, network, &control.path, &dir);
     if let Some(l) = metrics_listener {
         if let Ok(a) = l.local_addr() {
             println!("  metrics: http://{a}/metrics");
@@ -172,11 +254,8 @@ async fn serve(
         servers.push(tokio::spawn(metrics::serve(l, source.clone())));
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let failure = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = term.recv() => None,
+        () = stop.wait() => None,
         e = async {
             match tun_tasks.as_mut() {
                 Some(t) => t.failed().await,
@@ -191,6 +270,8 @@ async fn serve(
     for s in servers {
         let _ = s.await;
     }
+    control.served.send_replace(Served::Starting);
+    drop(control.served);
     drop(source);
     shutdown(node).await;
     if let Some(t) = tun_tasks {

@@ -173,6 +173,16 @@ pub enum ErrorCode {
     Unknown,
 }
 
+impl std::fmt::Display for ErrorCode {
+    /// The code as it travels (`token_used`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => f.write_str(&s),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -196,6 +206,7 @@ mod tests {
             serde_json::to_string(&e).unwrap(),
             r#"{"error":"token_used","message":"token was used"}"#
         );
+        assert_eq!(ErrorCode::TokenUsed.to_string(), "token_used");
         let future: ApiError =
             serde_json::from_str(r#"{"error":"brand_new","message":"m"}"#).unwrap();
         assert_eq!(future.error, ErrorCode::Unknown);

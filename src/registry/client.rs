@@ -35,9 +35,11 @@ pub enum ClientError {
     /// The URL is not an `https://` URL with a host.
     #[error("bad registry URL {0:?} (expected https://host[:port])")]
     BadUrl(String),
-    /// Transport failure (connect, TLS, timeout, bad HTTP).
-    #[error("talking to the registry: {0}")]
-    Http(#[from] reqwest::Error),
+    /// Transport failure (connect, TLS, timeout, bad HTTP). The message
+    /// carries the whole chain of causes ("connection refused" is deep in
+    /// it).
+    #[error("talking to the registry: {}", causes(.0))]
+    Http(reqwest::Error),
     /// The registry answered with an error.
     #[error("registry refused ({status}): {} ({:?})", .error.message, .error.error)]
     Api {
@@ -52,6 +54,77 @@ pub enum ClientError {
     /// A certificate or signature did not check out.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Http(e)
+    }
+}
+
+/// `e: cause: deeper cause`, without repeating a cause that its wrapper
+/// already printed.
+fn causes(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed: the registry could not be
+    /// reached (connection refused or reset, DNS, timeout), or it (or a
+    /// proxy in front of it) failed on its side (5xx, `internal`, 408,
+    /// 429). Everything else is final until someone changes something: a
+    /// refusal (token, revoked or unknown certificate, no prefix left), a
+    /// bad URL, an answer that does not check out, or a server certificate
+    /// that TLS rejects.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http(e) => !rejects_certificate(e),
+            Self::Api { status, error } => {
+                error.error == api::ErrorCode::Internal
+                    || *status >= 500
+                    || *status == 408
+                    || *status == 429
+            }
+            Self::BadUrl(_) | Self::Protocol(_) | Self::Identity(_) => false,
+        }
+    }
+
+    /// The registry's refusal code, when it answered with one.
+    pub fn code(&self) -> Option<api::ErrorCode> {
+        match self {
+            Self::Api { error, .. } => Some(error.error),
+            _ => None,
+        }
+    }
+}
+
+/// Whether TLS refused the registry's certificate (another CA, another
+/// name): a configuration or security problem, not an outage.
+fn rejects_certificate(e: &reqwest::Error) -> bool {
+    let mut next = std::error::Error::source(e);
+    while let Some(s) = next {
+        if let Some(rustls::Error::InvalidCertificate(_)) = s.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps: look at it.
+        next = match s.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
+    }
+    false
 }
 
 /// A client for one registry.

@@ -8,9 +8,11 @@
 //! - [`alloc`]: buddy allocator of node prefixes.
 //! - [`server`]: axum over tokio-rustls.
 //! - [`client`]: what `re6st join` and nodes use.
+//! - [`backoff`]: how they wait for a registry that does not answer.
 
 pub mod alloc;
 pub mod api;
+pub mod backoff;
 pub mod client;
 pub mod core;
 pub mod server;

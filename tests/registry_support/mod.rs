@@ -233,11 +233,26 @@ pub fn re6st() -> std::process::Command {
 /// Starts the binary's registry on a random loopback port and waits for
 /// its "listening on" line.
 pub fn spawn_registry(dir: &Path, extra: &[&str]) -> RegistryProcess {
+    spawn_registry_on(dir, "127.0.0.1:0", extra)
+}
+
+/// A loopback port free now (for a server started later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary's registry on the loopback address `listen` and
+/// waits for its "listening on" line.
+pub fn spawn_registry_on(dir: &Path, listen: &str, extra: &[&str]) -> RegistryProcess {
     use std::io::BufRead;
     let mut child = re6st()
         .args(["registry", "run", "--dir"])
         .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--hostname", "127.0.0.1"])
+        .args(["--listen", listen, "--hostname", "127.0.0.1"])
         .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
