@@ -1,6 +1,8 @@
 //! Faults a node must shrug off: a peer that sends garbage, a peer whose
-//! certificate is revoked, forged peer-exchange announcements. Each is
-//! refused or dropped and counted, and the network keeps working.
+//! certificate is revoked, forged peer-exchange announcements, a peer
+//! wiped and restarted with a new identity at the same address. Each is
+//! refused, dropped or forgotten and counted, and the network keeps
+//! working.
 
 mod node_support;
 mod registry_support;
@@ -17,6 +19,7 @@ use re6st::peers::wire::{self, ExchangeMessage};
 use re6st::registry::store::RevokeTarget;
 use re6st::transport::control::{self, Control};
 use re6st::transport::{Connected, Transport};
+use std::time::Instant;
 
 /// A node that is enrolled but runs no node: a raw transport in the test's
 /// hands.
@@ -322,4 +325,89 @@ async fn forged_announcements_are_dropped_and_counted() {
     net.all_pairs_reach(2, Duration::from_secs(20))
         .await
         .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
+}
+
+/// A node wiped and restarted at the same address (new certificate, new
+/// prefix) is dialled under its old identity at most once by each node
+/// that knew it: the first dial reaches the new node, whose valid
+/// certificate tells the dialler that the old one is gone; it forgets it,
+/// refuses the copies peers still pass around, and learns the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_is_dialled_under_its_old_identity_at_most_once_per_peer() {
+    let (k, n) = (2, 5);
+    // A short refresh: every node dials a random known peer every 3 s.
+    let mut net = Net::new(k, &registry_args(k, "3s")).await;
+    net.add_nodes(n).await;
+    net.wait_for(
+        "every node knows every other",
+        Duration::from_secs(30),
+        |st| st.values().all(|s| s.peer_db >= n - 1),
+    )
+    .await;
+    let w = n - 1;
+    let old = net.node(w).handle.prefix();
+    let addr = net.node(w).handle.local_addr();
+    net.kill(w);
+    // The killed node's tasks let go of its socket in a moment.
+    let t0 = Instant::now();
+    while std::net::UdpSocket::bind(addr).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{addr} still bound");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let enrolled = net.enrol().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config = fast_config(w as u64 + 100);
+    config.listen = addr;
+    config.state_dir = Some(state.path().to_path_buf());
+    let id = enrolled.identity(&net.ca_der);
+    let node = net.start_with(w, enrolled, state, id, config).await;
+    net.nodes[w] = Some(node);
+    let new = net.node(w).handle.prefix();
+    assert_ne!(old, new);
+    let t0 = Instant::now();
+
+    // Ten refreshes of every node.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let st = net.statuses().await;
+    let wiped = &st[&w].transport;
+    // Each dial of the old identity costs the new node one handshake:
+    // refused by the dialler (or, by an older dialler, failed).
+    let handshakes = wiped.refused_by_dialler + wiped.refused_handshakes;
+    let mut forgot = 0;
+    for (i, s) in st.iter().filter(|(i, _)| **i != w) {
+        let peers = net.node(*i).handle.peers().await.unwrap();
+        let has = |p| peers.iter().any(|e| e.prefix == p);
+        println!(
+            "n{i}: dials reaching another node {}, forgotten {}, stale copies refused {}, knows the new identity: {}",
+            s.transport.dials_other_node,
+            s.peers.forgotten_replaced,
+            s.peers.rejected_replaced,
+            has(new)
+        );
+        assert!(s.transport.dials_other_node <= 1, "n{i} dialled it again");
+        if s.peers.forgotten_replaced > 0 {
+            forgot += 1;
+            assert!(!has(old), "n{i} forgot the old identity");
+        }
+    }
+    println!(
+        "{:.0} s after the restart: {handshakes} handshakes for the old identity at the wiped node \
+         ({} refused by the dialler, {} failed; its own dials of it: {}), {forgot} of {} peers dialled it once and forgot it",
+        t0.elapsed().as_secs_f64(),
+        wiped.refused_by_dialler,
+        wiped.refused_handshakes,
+        wiped.dials_other_node,
+        n - 1
+    );
+    // At most once per node that could hold the stale entry (the others,
+    // and the wiped node itself if the registry handed it its old one).
+    assert!(
+        handshakes <= n as u64,
+        "{handshakes} handshakes for the old identity"
+    );
+    assert!(forgot >= 1, "some node dialled the old identity");
+    net.all_pairs_reach(3, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|m| panic!("unreachable pairs after the restart: {m:?}"));
 }

@@ -16,11 +16,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 
 use super::{Crl, IdentityError, NodeCert, NodeKey, unix_secs};
 
@@ -130,6 +133,94 @@ impl Trust {
                 .map_err(tls_err),
             None => Ok(builder.with_no_client_auth()),
         }
+    }
+}
+
+impl Trust {
+    /// The client config a node dials other nodes with: as
+    /// [`Trust::client_config`], except that a server certificate that is
+    /// valid (CA, validity, CRL) but for another overlay address completes
+    /// the handshake ([`NodeServerVerifier`]); the dialler then sees whose
+    /// it is and closes.
+    pub fn node_client_config(&self, me: TlsIdentity) -> Result<ClientConfig, IdentityError> {
+        let verifier = Arc::new(NodeServerVerifier {
+            inner: self.server_verifier()?,
+        });
+        ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(me.chain, me.key)
+            .map_err(tls_err)
+    }
+}
+
+/// The server verifier of node-to-node dials: every check of webpki's
+/// (chain to the CA, validity, CRL, signatures), and the name too, but a
+/// certificate valid for *another* node's address is accepted as that
+/// node's. The dialler compares the address it wanted with the
+/// certificate's after the handshake, before it sends anything: so it
+/// learns that the peer it dialled was replaced at that address (a node
+/// restarted with a new identity, an address that moved to another node)
+/// and forgets the stale entry, where a bare name mismatch would only say
+/// "bad certificate" and the dial would be retried forever.
+#[derive(Debug)]
+pub struct NodeServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for NodeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let error =
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(
+                    e @ rustls::Error::InvalidCertificate(
+                        CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. },
+                    ),
+                ) => e,
+                other => return other,
+            };
+        // Whose is it? A node certificate names its own overlay address:
+        // verify everything again under that name.
+        let own = NodeCert::from_der(end_entity)
+            .map(|c| ServerName::IpAddress(std::net::IpAddr::V6(c.address).into()))
+            .map_err(|_| error)?;
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &own, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -21,6 +21,7 @@ use re6st_dataplane::nexthop::{NextHop, NextHopId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::core::DialError;
 use super::edges::Edges;
 use super::link::TunnelLink;
 use super::path::{PacketPath, PathShared};
@@ -53,7 +54,7 @@ pub(crate) enum RouterIn {
     /// One of our dials finished.
     Dialled {
         tunnel: TunnelId,
-        result: Result<Box<Established>, (crate::tunnels::policy::Failure, String)>,
+        result: Result<Box<Established>, DialError>,
     },
     /// A control message on a tunnel.
     Control { tunnel: TunnelId, msg: Control },
@@ -89,7 +90,7 @@ pub(crate) enum RouterIn {
     /// A LAN link dial finished ([`edges`]).
     LanDialled {
         peer: crate::lan::LanPeer,
-        result: Result<Box<Established>, (crate::tunnels::policy::Failure, String)>,
+        result: Result<Box<Established>, DialError>,
     },
 }
 
@@ -395,7 +396,7 @@ impl Router {
     fn handle_dialled(
         &mut self,
         tunnel: TunnelId,
-        result: Result<Box<Established>, (crate::tunnels::policy::Failure, String)>,
+        result: Result<Box<Established>, DialError>,
         now: Instant,
     ) {
         self.dials.remove(&tunnel);
@@ -418,9 +419,12 @@ impl Router {
                         .close(close::DONE.into(), b"not needed any more"),
                 }
             }
-            Err((failure, why)) => {
-                tracing::debug!(%tunnel, %failure, reason = %why, "dial failed");
-                self.driver.handle_dialled(tunnel, Err(failure), now);
+            Err(e) => {
+                tracing::debug!(%tunnel, failure = %e.failure, reason = %e.reason, "dial failed");
+                if let (Some(other), Some(peer)) = (&e.answered_by, self.driver.peer_of(tunnel)) {
+                    self.handle_replaced(peer, other, now);
+                }
+                self.driver.handle_dialled(tunnel, Err(e.failure), now);
             }
         }
     }
@@ -721,6 +725,36 @@ impl Router {
             .filter(|p| !self.driver.lan_peers().any(|l| l == *p))
             .collect();
         self.driver.handle_candidates(peers, now);
+    }
+
+    /// A dial to `peer` reached `other` at its address, a valid node of
+    /// the network: `peer` is gone from there (wiped and restarted with a
+    /// new identity, or its address now someone else's). Its entry is
+    /// forgotten at once, so it is not dialled again. The new node is
+    /// learned from itself: it gets our announcement with a request for
+    /// its own, over the overlay, and its answer is verified and stored
+    /// like any other. A DB entry is never made from the certificate: the
+    /// DB holds signed announcements, which it passes on to others, and
+    /// only their owner can sign one.
+    fn handle_replaced(&mut self, peer: PeerKey, other: &NodeCert, now: Instant) {
+        match self
+            .db
+            .forget_replaced(peer.prefix, peer.serial, SystemTime::now())
+        {
+            Ok(true) => {
+                tracing::info!(
+                    %peer,
+                    now = %other.prefix,
+                    "a peer's address answers as another node: forgetting the peer"
+                );
+                self.candidates_changed(now);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "peer DB"),
+        }
+        if other.prefix != self.cert.prefix && self.db.get(&other.prefix).is_none() {
+            self.send_announcement(other.address, true, now);
+        }
     }
 
     fn insert_announcement(&mut self, signed: &SignedAnnouncement) -> bool {

@@ -11,12 +11,13 @@ use re6st_babel::engine::IfaceId;
 use re6st_dataplane::fragment::Reassembler;
 use tokio::sync::mpsc;
 
+use super::core::DialError;
 use super::link::TunnelLink;
 use super::path::PacketPath;
 use super::router::RouterIn;
 use crate::transport::control::{self, Control, StreamError, close};
 use crate::transport::liveness::{Liveness, Verdict};
-use crate::transport::{Connected, Transport};
+use crate::transport::{Connected, DialError as TransportDialError, Transport};
 use crate::tunnels::policy::{Failure, Refusal, TunnelId};
 
 /// A tunnel whose handshake and control exchange completed.
@@ -55,6 +56,13 @@ pub(crate) fn refusal_of(e: &quinn::ConnectionError) -> Option<Refusal> {
     }
 }
 
+/// Whether the dialler closed because our certificate is not the node it
+/// wanted.
+fn is_refused_by_dialler(e: Option<&quinn::ConnectionError>) -> bool {
+    matches!(e, Some(quinn::ConnectionError::ApplicationClosed(c))
+        if c.error_code == close::BAD_PEER.into())
+}
+
 /// The close code for a refusal (the acceptor's side).
 pub(crate) fn code_of(r: &Refusal) -> u32 {
     match r {
@@ -70,12 +78,18 @@ pub(crate) async fn dial(
     addrs: &[SocketAddr],
     address: Ipv6Addr,
     our_crl: u64,
-) -> Result<Established, (Failure, String)> {
-    let unreachable = |e: String| (Failure::Unreachable, e);
-    let connected = transport
-        .dial(addrs, address)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+) -> Result<Established, DialError> {
+    let unreachable = DialError::unreachable;
+    let connected = transport.dial(addrs, address).await.map_err(|e| {
+        let reason = e.to_string();
+        match e {
+            TransportDialError::OtherNode { found, .. } => DialError {
+                answered_by: Some(found),
+                ..unreachable(reason)
+            },
+            _ => unreachable(reason),
+        }
+    })?;
     let conn = connected.conn.clone();
     let timeout = transport.config().handshake_timeout;
     let exchange = async {
@@ -117,7 +131,11 @@ pub(crate) async fn dial(
             // A refusal arrives as the connection closing with its code.
             let closed = conn.close_reason();
             match closed.as_ref().and_then(refusal_of) {
-                Some(r) => Err((Failure::Refused(r), r.to_string())),
+                Some(r) => Err(DialError {
+                    failure: Failure::Refused(r),
+                    reason: r.to_string(),
+                    answered_by: None,
+                }),
                 None => Err(unreachable(format!(
                     "{e}{}",
                     closed.map(|c| format!(" ({c})")).unwrap_or_default()
@@ -167,6 +185,16 @@ pub(crate) async fn accept(
         }
         Ok(Ok(_)) => conn.close(close::PROTOCOL.into(), b"expected Open"),
         Ok(Err(e)) => {
+            if is_refused_by_dialler(conn.close_reason().as_ref()) {
+                // It dialled a previous identity of this address; it
+                // forgets it now (one handshake per dialler).
+                transport.count_refused_by_dialler();
+                tracing::info!(
+                    from = %conn.remote_address(),
+                    "a peer dialled a node that is no longer at this address, and gave up on it"
+                );
+                return;
+            }
             tracing::debug!(peer = %connected.peer.prefix, error = %e, "no Open");
             conn.close(close::PROTOCOL.into(), b"bad control stream");
         }

@@ -7,6 +7,10 @@
 //! its certificate's. Entries are re-verified when the DB is opened and
 //! after every CRL change; revoked, expired and stale ones are dropped.
 //!
+//! An entry whose address now answers with another node's certificate is
+//! stale: [`PeerDb::forget_replaced`] drops it and refuses the copies of it
+//! that other nodes still pass around.
+//!
 //! It is a cache (re6stnet's `cache.db` is too): `synchronous=OFF`, since
 //! losing the last writes in a crash only costs a few announcements that
 //! peer exchange brings back. It is bounded (default 200 entries); when
@@ -22,7 +26,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::identity::tls::CaVerifier;
-use crate::identity::{IdentityError, SignedAnnouncement, VerifiedAnnouncement};
+use crate::identity::{IdentityError, SignedAnnouncement, VerifiedAnnouncement, unix_secs};
 
 /// File name of the peer DB in the state directory.
 pub const FILE: &str = "peers.db";
@@ -96,6 +100,10 @@ pub enum PeerDbError {
     /// It is our own.
     #[error("our own announcement")]
     Own,
+    /// Its node was found replaced at its address, and it is not newer
+    /// than that ([`PeerDb::forget_replaced`]).
+    #[error("announcement of a node replaced at its address")]
+    Replaced,
     /// SQLite failed.
     #[error("peer DB storage: {0}")]
     Storage(#[from] rusqlite::Error),
@@ -122,6 +130,11 @@ pub struct PeerDbStats {
     pub rejected_stale: u64,
     /// Our own announcement came back.
     pub rejected_own: u64,
+    /// Refused: an announcement of a node found replaced at its address,
+    /// not newer than when it was found so.
+    pub rejected_replaced: u64,
+    /// Entries dropped because their address answered as another node.
+    pub forgotten_replaced: u64,
     /// Entries dropped to make room.
     pub evicted: u64,
     /// Entries dropped at a re-verification (revoked, expired, stale).
@@ -150,6 +163,11 @@ pub struct PeerDb {
     me: Ipv6Net,
     config: PeerDbConfig,
     entries: BTreeMap<Ipv6Net, PeerEntry>,
+    /// Certificates found replaced at their address (serial), and the
+    /// newest announcement timestamp of theirs known stale. In memory and
+    /// bounded like the entries: after a restart a stale copy can cost one
+    /// more dial.
+    replaced: BTreeMap<u64, u64>,
     stats: PeerDbStats,
 }
 
@@ -184,6 +202,7 @@ impl PeerDb {
             me,
             config,
             entries: BTreeMap::new(),
+            replaced: BTreeMap::new(),
             stats: PeerDbStats::default(),
         };
         let rows: Vec<(String, SignedAnnouncement)> = {
@@ -240,6 +259,14 @@ impl PeerDb {
             self.stats.rejected_own += 1;
             return Err(PeerDbError::Own);
         }
+        if self
+            .replaced
+            .get(&v.cert.serial)
+            .is_some_and(|stale| v.announcement.timestamp <= *stale)
+        {
+            self.stats.rejected_replaced += 1;
+            return Err(PeerDbError::Replaced);
+        }
         let outcome = match self.entries.get(&prefix) {
             Some(old) if old.timestamp >= v.announcement.timestamp => {
                 self.stats.unchanged += 1;
@@ -291,7 +318,46 @@ impl PeerDb {
             self.delete(*p)?;
             self.stats.purged += 1;
         }
+        // Announcements that old are refused as stale anyway.
+        let horizon = unix_secs(now).saturating_sub(self.config.max_age.as_secs());
+        self.replaced.retain(|_, stale| *stale >= horizon);
         Ok(bad)
+    }
+
+    /// A dial to the entry of `prefix` (certificate `serial`) reached
+    /// another node of the network at its address: the entry is stale.
+    /// Drops it, and refuses from now on the announcements of that
+    /// certificate signed up to now (or up to the entry's, if later):
+    /// other nodes and the registry still hold copies, while a node that
+    /// really moved signs a newer one. Returns whether an entry was
+    /// dropped (none when the entry changed since the dial).
+    pub fn forget_replaced(
+        &mut self,
+        prefix: Ipv6Net,
+        serial: u64,
+        now: SystemTime,
+    ) -> Result<bool, PeerDbError> {
+        let entry = self.entries.get(&prefix).filter(|e| e.serial == serial);
+        let stale = entry.map_or(0, |e| e.timestamp).max(unix_secs(now));
+        let known = self.replaced.entry(serial).or_insert(stale);
+        *known = (*known).max(stale);
+        while self.replaced.len() > self.config.capacity.max(1) {
+            let Some(oldest) = self
+                .replaced
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(s, _)| *s)
+            else {
+                break;
+            };
+            self.replaced.remove(&oldest);
+        }
+        if entry.is_none() {
+            return Ok(false);
+        }
+        self.delete(prefix)?;
+        self.stats.forgotten_replaced += 1;
+        Ok(true)
     }
 
     /// Forgets a peer.

@@ -4,7 +4,10 @@
 //! - **Mutual TLS** with the network CA and the current CRL (ring, TLS 1.3
 //!   only; [`crate::identity::tls`]). The dialler names the peer by its
 //!   overlay address (`ServerName::IpAddress`), so webpki checks the
-//!   certificate's IP SAN: the peer is the owner of that address. The
+//!   certificate's IP SAN: the peer is the owner of that address (a valid
+//!   certificate of another node completes the handshake, and the dial
+//!   fails with [`DialError::OtherNode`]: the node dialled was replaced
+//!   at that address). The
 //!   acceptor reads the dialler's node certificate (prefix from the CN,
 //!   address from the SAN, serial). A revoked, expired or foreign
 //!   certificate fails the handshake; the reason is logged and counted.
@@ -142,6 +145,20 @@ pub enum DialError {
     /// The peer's certificate is not the one expected.
     #[error("wrong peer: {0}")]
     BadPeer(String),
+    /// None of the addresses answered as the node dialled, and at `addr`
+    /// another node of the network answered, with a valid certificate:
+    /// the node dialled is no longer there (it was replaced, or its
+    /// address moved to `found`).
+    #[error("{addr} is now {} ({}), not {expected}", found.address, found.prefix)]
+    OtherNode {
+        /// The address that answered.
+        addr: SocketAddr,
+        /// The overlay address dialled.
+        expected: Ipv6Addr,
+        /// The certificate presented there (checked against the CA and
+        /// the CRL).
+        found: Box<NodeCert>,
+    },
 }
 
 /// Counters of the transport (handshakes and their failures).
@@ -153,6 +170,8 @@ pub struct TransportCounters {
     refused_handshakes: AtomicU64,
     refused_revoked: AtomicU64,
     refused_bad_peer: AtomicU64,
+    dials_other_node: AtomicU64,
+    refused_by_dialler: AtomicU64,
 }
 
 /// A snapshot of [`TransportCounters`].
@@ -171,6 +190,14 @@ pub struct TransportStats {
     /// Handshakes refused because the certificate is not a node's or not
     /// the expected node's.
     pub refused_bad_peer: u64,
+    /// Dials that reached another node of the network at the peer's
+    /// address: the peer-DB entry was stale (the node dialled was
+    /// replaced there), and is forgotten.
+    pub dials_other_node: u64,
+    /// Incoming handshakes the dialler closed at once because it wanted
+    /// another node at this address (a previous identity of this node):
+    /// each such dialler forgets that identity.
+    pub refused_by_dialler: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -314,7 +341,15 @@ impl Transport {
             refused_handshakes: get(&c.refused_handshakes),
             refused_revoked: get(&c.refused_revoked),
             refused_bad_peer: get(&c.refused_bad_peer),
+            dials_other_node: get(&c.dials_other_node),
+            refused_by_dialler: get(&c.refused_by_dialler),
         }
+    }
+
+    /// Counts an incoming connection that the dialler closed because our
+    /// certificate is not the node it wanted ([`control::close::BAD_PEER`]).
+    pub fn count_refused_by_dialler(&self) {
+        bump(&self.counters.refused_by_dialler);
     }
 
     /// Adopts `crl` if it is newer than the one in force (by CRL number):
@@ -385,6 +420,7 @@ impl Transport {
             .local_addr()
             .is_ok_and(|a| a.is_ipv6() && a.ip().is_unspecified());
         let mut last = None;
+        let mut other = None;
         for addr in addrs {
             // An IPv4 socket cannot reach IPv6 peers; an IPv6 socket reaches
             // IPv4 peers only when dual-stack.
@@ -398,13 +434,21 @@ impl Transport {
             }
             match self.dial_one(*addr, address).await {
                 Ok(c) => return Ok(c),
+                Err(e @ DialError::OtherNode { .. }) => {
+                    tracing::debug!(%addr, peer = %address, error = %e, "dial failed");
+                    other.get_or_insert(e);
+                }
                 Err(e) => {
                     tracing::debug!(%addr, peer = %address, error = %e, "dial failed");
                     last = Some(e);
                 }
             }
         }
-        Err(last.unwrap_or_else(|| DialError::NoUsableAddress(addrs.to_vec())))
+        // Another node at one address, nothing of the one dialled at the
+        // others: it is gone from there.
+        Err(other
+            .or(last)
+            .unwrap_or_else(|| DialError::NoUsableAddress(addrs.to_vec())))
     }
 
     async fn dial_one(&self, addr: SocketAddr, address: Ipv6Addr) -> Result<Connected, DialError> {
@@ -418,9 +462,15 @@ impl Transport {
         let peer = match self.peer_cert(&conn) {
             Ok(p) if p.address == address => p,
             Ok(p) => {
+                // Valid for the CA and the CRL (the handshake checked), but
+                // another node's: close before sending anything.
                 let why = format!("expected {address}, got {} ({})", p.address, p.prefix);
                 conn.close(control::close::BAD_PEER.into(), why.as_bytes());
-                return Err(DialError::BadPeer(why));
+                return Err(DialError::OtherNode {
+                    addr,
+                    expected: address,
+                    found: Box::new(p),
+                });
             }
             Err(why) => {
                 conn.close(control::close::BAD_PEER.into(), why.as_bytes());
@@ -436,6 +486,8 @@ impl Transport {
             bump(&self.counters.refused_revoked);
         } else if matches!(e, DialError::BadPeer(_)) {
             bump(&self.counters.refused_bad_peer);
+        } else if matches!(e, DialError::OtherNode { .. }) {
+            bump(&self.counters.dials_other_node);
         }
     }
 
@@ -558,7 +610,7 @@ fn client_config(
     me: TlsIdentity,
     quic: &Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ClientConfig, IdentityError> {
-    let mut tls = trust.client_config(Some(me))?;
+    let mut tls = trust.node_client_config(me)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| IdentityError::Internal(format!("QUIC client config: {e}")))?;

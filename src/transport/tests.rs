@@ -49,19 +49,72 @@ async fn mutual_tls_identifies_both_sides_and_carries_datagrams() {
 }
 
 #[tokio::test]
-async fn dialling_the_wrong_address_fails_the_name_check() {
+async fn dialling_an_address_that_another_node_holds_names_that_node() {
     let pki = Pki::new();
     let a = pki.transport(2, None);
     let b = Arc::new(pki.transport(3, None));
-    let _acc = accept_one(b.clone());
-    // b's socket, but we expect node 4's overlay address.
+    let acc = accept_one(b.clone());
+    // b's socket, but we expect node 4's overlay address: node 4 was
+    // replaced there by node 3.
     let expect: Ipv6Addr = "fd00:77:0:4::1".parse().unwrap();
     let err = a
         .dial(&[b.local_addr().unwrap()], expect)
         .await
         .unwrap_err();
+    let DialError::OtherNode {
+        addr,
+        expected,
+        found,
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (*addr, *expected, found.serial),
+        (b.local_addr().unwrap(), expect, 3)
+    );
+    assert_eq!((a.stats().dials_failed, a.stats().dials_other_node), (1, 1));
+    // The acceptor completed its handshake; the dialler closed at once.
+    let inc = acc.await.unwrap().expect("handshake completed");
+    let closed = inc.conn.closed().await;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == control::close::BAD_PEER.into()),
+        "{closed}"
+    );
+
+    // The node dialled answers at another of its addresses: the dial
+    // succeeds there.
+    let c = Arc::new(pki.transport(4, None));
+    let acc = accept_one(b.clone());
+    let acc4 = accept_one(c.clone());
+    let ok = a
+        .dial(&[b.local_addr().unwrap(), c.local_addr().unwrap()], expect)
+        .await
+        .unwrap();
+    assert_eq!(ok.peer.serial, 4);
+    assert!(acc4.await.unwrap().is_some());
+    acc.abort();
+}
+
+#[tokio::test]
+async fn a_certificate_of_another_ca_still_fails_the_handshake() {
+    let pki = Pki::new();
+    let a = pki.transport(2, None);
+    let stranger = Pki::new();
+    let b = Arc::new(stranger.transport(3, None));
+    let _acc = accept_one(b.clone());
+    let err = a
+        .dial(&[b.local_addr().unwrap()], b.me().address)
+        .await
+        .unwrap_err();
     assert!(matches!(err, DialError::Handshake(_)), "{err}");
-    assert_eq!(a.stats().dials_failed, 1);
+    // Nor does another name make it acceptable.
+    let _acc = accept_one(b.clone());
+    let other: Ipv6Addr = "fd00:77:0:9::1".parse().unwrap();
+    let err = a.dial(&[b.local_addr().unwrap()], other).await.unwrap_err();
+    assert!(matches!(err, DialError::Handshake(_)), "{err}");
+    assert_eq!(a.stats().dials_other_node, 0);
 }
 
 #[tokio::test]
@@ -87,6 +140,18 @@ async fn revoked_certificates_are_refused_both_ways_and_after_an_update() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("evoked"), "{err}");
+    acc.abort();
+    // Also when b expected another node there: revoked is revoked.
+    let acc = accept_one(a.clone());
+    let err = b
+        .dial(
+            &[a.local_addr().unwrap()],
+            "fd00:77:0:9::1".parse().unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("evoked"), "{err}");
+    assert_eq!(b.stats().dials_other_node, 0);
     acc.abort();
 
     // a CRL update applies to new handshakes of a node that did not know.

@@ -201,17 +201,22 @@ impl Net {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A new identity from the registry.
+    pub async fn enrol(&self) -> Enrolled {
+        let r = self.registry();
+        let node = r.enrol(None).await;
+        Enrolled {
+            key_pem: node.key.to_pem(),
+            cert: node.cert,
+            crl_pem: r.anon().crl().await.unwrap(),
+            network: r.anon().network().await.unwrap(),
+        }
+    }
+
     /// Enrols and starts `n` more nodes.
     pub async fn add_nodes(&mut self, n: usize) {
         for _ in 0..n {
-            let r = self.registry();
-            let node = r.enrol(None).await;
-            let enrolled = Enrolled {
-                key_pem: node.key.to_pem(),
-                cert: node.cert,
-                crl_pem: r.anon().crl().await.unwrap(),
-                network: r.anon().network().await.unwrap(),
-            };
+            let enrolled = self.enrol().await;
             let state = tempfile::tempdir().unwrap();
             let i = self.nodes.len();
             let t = self.start(i, enrolled, state).await;

@@ -13,13 +13,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::super::core::DialError;
 use super::super::edges::EdgeEvent;
 use super::super::tunnel::{self, Established};
 use super::{Router, RouterIn};
 use crate::lan::{LanCmd, LanEvent, LanPeer};
 use crate::transport::control::{Control, close};
 use crate::tunnels::driver::PeerKey;
-use crate::tunnels::policy::{Direction, Failure, TunnelId};
+use crate::tunnels::policy::{Direction, TunnelId};
 
 /// Shortest time between two registry rounds forced by address changes.
 const FORCED_ROUND_GAP: Duration = Duration::from_secs(10);
@@ -113,12 +114,12 @@ impl Router {
     pub(super) fn handle_lan_dialled(
         &mut self,
         peer: LanPeer,
-        result: Result<Box<Established>, (Failure, String)>,
+        result: Result<Box<Established>, DialError>,
         now: Instant,
     ) {
         let e = match result {
             Ok(e) => e,
-            Err((_, why)) => {
+            Err(DialError { reason: why, .. }) => {
                 tracing::info!(prefix = %peer.prefix, at = %peer.addr, reason = %why, "LAN link dial failed");
                 self.edges.lan_cmd(LanCmd::LinkDown {
                     prefix: peer.prefix,

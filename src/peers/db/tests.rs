@@ -194,3 +194,59 @@ fn persists_and_reverifies_on_open_and_after_a_crl() {
     // The certificates expire after an hour: nothing survives.
     assert_eq!(later.unwrap().len(), 0);
 }
+
+#[test]
+fn a_replaced_node_is_forgotten_and_its_old_copies_refused() {
+    let pki = Pki::new();
+    let v = pki.verifier(None);
+    let mut db = mem_db(&pki, 10);
+    let (c, k) = pki.node(2);
+    let seen = pki.announce(&c, &k, "192.0.2.1:1", HOUR / 2);
+    let older = pki.announce(&c, &k, "192.0.2.1:1", HOUR);
+    let newest_before = pki.announce(&c, &k, "192.0.2.1:1", Duration::from_secs(60));
+    db.insert(&seen, &v, pki.now).unwrap();
+    // Another serial for the prefix: not the entry dialled, kept.
+    assert!(!db.forget_replaced(c.prefix, 99, pki.now).unwrap());
+    assert!(db.get(&c.prefix).is_some());
+    assert!(db.forget_replaced(c.prefix, 2, pki.now).unwrap());
+    assert!(db.get(&c.prefix).is_none());
+    assert!(!db.forget_replaced(c.prefix, 2, pki.now).unwrap(), "once");
+    // Copies signed before it was found replaced come back from peers and
+    // the registry: refused, counted.
+    for a in [&seen, &older, &newest_before] {
+        assert!(matches!(
+            db.insert(a, &v, pki.now),
+            Err(PeerDbError::Replaced)
+        ));
+    }
+    assert_eq!(
+        (db.stats().forgotten_replaced, db.stats().rejected_replaced),
+        (1, 3)
+    );
+    // The node moved and announces itself again: newer, accepted.
+    let later = pki.now + Duration::from_secs(5);
+    let moved = PeerAnnouncement {
+        prefix: c.prefix,
+        addresses: vec!["192.0.2.7:7".parse().unwrap()],
+        timestamp: unix_secs(later),
+    }
+    .sign(&c, &k)
+    .unwrap();
+    assert_eq!(db.insert(&moved, &v, later).unwrap(), Inserted::New);
+}
+
+#[test]
+fn replaced_identities_are_bounded_and_expire() {
+    let pki = Pki::new();
+    let mut db = mem_db(&pki, 3);
+    for serial in 10..20 {
+        let p: Ipv6Net = format!("fd00:77:0:{serial}::/64").parse().unwrap();
+        let t = pki.now + Duration::from_secs(serial);
+        db.forget_replaced(p, serial, t).unwrap();
+    }
+    assert_eq!(db.replaced.len(), 3);
+    assert!(db.replaced.contains_key(&19), "the newest are kept");
+    // A day later (max_age) they are useless: dropped at the next purge.
+    db.purge(&pki.verifier(None), pki.now + 25 * HOUR).unwrap();
+    assert!(db.replaced.is_empty());
+}
