@@ -51,6 +51,12 @@ pub enum Command {
     /// Enrol a node with a registry and write its state directory.
     Join(join::JoinArgs),
     /// Run a node.
+    #[command(
+        after_long_help = "Signals: SIGTERM or SIGINT stop the node cleanly (Babel retracts its \
+routes, tunnels close, the route it installed goes). SIGHUP re-reads the configuration file and \
+applies tunnel-replacement, gateway, gateway-metric and metrics without dropping a tunnel; other \
+changed options are logged as needing a restart."
+    )]
     Node(node::NodeArgs),
     /// Show a running node's status.
     Status(control::ClientArgs),

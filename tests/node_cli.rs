@@ -67,6 +67,11 @@ impl NodeProcess {
         Self { child, lines }
     }
 
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
     /// Waits for a log line containing `what`.
     fn expect(&self, what: &str, timeout: Duration) -> String {
         let t0 = Instant::now();
@@ -206,23 +211,12 @@ fn a_refused_join_ends_the_node_with_its_reason() {
     assert!(out.contains("not the pinned"), "{out}");
 }
 
-#[test]
-fn two_node_processes_connect_and_stop_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let reg_dir = tmp.path().join("registry");
-    let reg = spawn_registry(&reg_dir, &["--enrolment", "open", "--tunnels", "1"]);
-    let (n1, n2) = (tmp.path().join("n1"), tmp.path().join("n2"));
-    for d in [&n1, &n2] {
-        let (ok, out, err) = run(&["join", "--registry", &reg.url, "--dir", s(d)]);
-        assert!(ok, "join: {out} {err}");
-    }
-    let a = NodeProcess::start(&n1);
-    a.expect("QUIC on UDP", Duration::from_secs(20));
-    // Wait until the registry has its announcement, so that the second
-    // node's bootstrap finds it.
+/// Waits until the registry has an announcement, so that the next node's
+/// bootstrap finds a peer.
+fn wait_for_announcement(reg_dir: &Path) {
     let t0 = Instant::now();
     loop {
-        let (ok, out, _) = run(&["registry", "list", "--dir", s(&reg_dir), "--json"]);
+        let (ok, out, _) = run(&["registry", "list", "--dir", s(reg_dir), "--json"]);
         assert!(ok);
         let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
         let announced = rows
@@ -239,6 +233,21 @@ fn two_node_processes_connect_and_stop_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn two_node_processes_connect_and_stop_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg_dir = tmp.path().join("registry");
+    let reg = spawn_registry(&reg_dir, &["--enrolment", "open", "--tunnels", "1"]);
+    let (n1, n2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    for d in [&n1, &n2] {
+        let (ok, out, err) = run(&["join", "--registry", &reg.url, "--dir", s(d)]);
+        assert!(ok, "join: {out} {err}");
+    }
+    let a = NodeProcess::start(&n1);
+    a.expect("QUIC on UDP", Duration::from_secs(20));
+    wait_for_announcement(&reg_dir);
     let b = NodeProcess::start(&n2);
     b.expect("tunnel up", Duration::from_secs(20));
     a.expect("accepted a tunnel", Duration::from_secs(20));
@@ -266,4 +275,124 @@ fn two_node_processes_connect_and_stop_cleanly() {
         assert!(status.success(), "{status}");
         p.expect("shutting down", Duration::from_secs(1));
     }
+}
+
+/// `re6st CMD --dir DIR --json`, parsed.
+fn json(cmd: &str, dir: &Path) -> serde_json::Value {
+    let (ok, out, err) = run(&[cmd, "--dir", s(dir), "--json"]);
+    assert!(ok, "{cmd}: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The ids of the up tunnels.
+fn up_tunnels(dir: &Path) -> Vec<u64> {
+    let t = json("tunnels", dir);
+    t.as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "up")
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// The body of http://127.0.0.1:PORT/metrics, if it answers.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    c.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// SIGHUP re-reads node.toml: the tunnel replacement, the gateway prefixes
+/// and the metrics address change on the running node, the tunnel stays up
+/// (same id), the gateway route reaches the peer through it, options that
+/// need a restart are named, and a broken file changes nothing.
+#[test]
+fn sighup_reloads_the_configuration_file_without_dropping_tunnels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg_dir = tmp.path().join("registry");
+    let reg = spawn_registry(&reg_dir, &["--enrolment", "open", "--tunnels", "1"]);
+    let (n1, n2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    for d in [&n1, &n2] {
+        let (ok, out, err) = run(&["join", "--registry", &reg.url, "--dir", s(d)]);
+        assert!(ok, "join: {out} {err}");
+    }
+    let config = tmp.path().join("node.toml");
+    let (port1, port2) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!("metrics = \"127.0.0.1:{port1}\"\nmtu = 1400\n"),
+    )
+    .unwrap();
+    let a = NodeProcess::start_with(&n1, &["--config", s(&config)]);
+    a.expect("QUIC on UDP", Duration::from_secs(20));
+    wait_for_announcement(&reg_dir);
+    let b = NodeProcess::start(&n2);
+    b.expect("tunnel up", Duration::from_secs(20));
+    a.expect("accepted a tunnel", Duration::from_secs(20));
+    let before = up_tunnels(&n1);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(scrape(port1).is_some_and(|m| m.contains("re6st_")));
+
+    std::fs::write(
+        &config,
+        format!(
+            "metrics = \"127.0.0.1:{port2}\"\nmtu = 1300\n\
+             tunnel-replacement = \"least-used-best-of-3\"\n\
+             gateway = [\"2001:db8::/32\"]\ngateway-metric = 5\n"
+        ),
+    )
+    .unwrap();
+    a.signal(libc::SIGHUP);
+    let restart = a.expect("apply only at the next start", Duration::from_secs(10));
+    assert!(restart.contains("mtu"), "{restart}");
+    let done = a.expect("reloaded the configuration", Duration::from_secs(10));
+    for option in ["tunnel-replacement", "gateway", "metrics"] {
+        assert!(done.contains(option), "{option} not applied: {done}");
+    }
+    assert!(scrape(port2).is_some_and(|m| m.contains("re6st_")));
+    assert!(scrape(port1).is_none(), "the old metrics server stopped");
+    let status = json("status", &n1);
+    assert_eq!(status["edges"]["gateway"][0], "2001:db8::/32", "{status}");
+    // The peer learns the new gateway prefix through the same tunnel.
+    let t0 = Instant::now();
+    loop {
+        let routes = json("routes", &n2);
+        let learned = routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["prefix"] == "2001:db8::/32");
+        if learned {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the peer has no route to the gateway prefix: {routes}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(up_tunnels(&n1), before, "the tunnel stayed up");
+
+    // A broken file changes nothing, and the node keeps running.
+    std::fs::write(&config, "gateway = [\"not a prefix\"]\n").unwrap();
+    a.signal(libc::SIGHUP);
+    a.expect("keeping the options in force", Duration::from_secs(10));
+    assert!(scrape(port2).is_some());
+    assert_eq!(json("status", &n1)["edges"]["gateway"][0], "2001:db8::/32");
+    // Retracting the gateway is live too.
+    std::fs::write(&config, format!("metrics = \"127.0.0.1:{port2}\"\n")).unwrap();
+    a.signal(libc::SIGHUP);
+    let done = a.expect("reloaded the configuration", Duration::from_secs(10));
+    assert!(done.contains("gateway"), "{done}");
+    assert!(
+        json("status", &n1)["edges"]["gateway"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(up_tunnels(&n1), before, "the tunnel stayed up");
 }

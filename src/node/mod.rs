@@ -37,6 +37,7 @@ pub mod options;
 mod path;
 mod program;
 mod registry;
+mod reload;
 mod router;
 mod status;
 pub mod tun_host;
@@ -69,6 +70,7 @@ pub use link::LinkStats;
 pub use options::{NodeArgs, NodeOptions};
 pub use path::{Host, PacketPath, PathStats};
 pub use program::run;
+pub use router::reload::LiveOptions;
 pub use status::{
     LivenessStats, NodeStatus, ProbeRoundStatus, ProbeStatus, RegistryStatus, TunnelStatus,
 };
@@ -468,6 +470,15 @@ impl NodeHandle {
     /// The peer DB.
     pub async fn peers(&self) -> Option<Vec<PeerEntry>> {
         self.ask(RouterIn::Peers).await
+    }
+
+    /// Applies local options that need no restart (a reloaded
+    /// configuration file); the names of those that changed.
+    pub async fn reconfigure(&self, live: LiveOptions) -> anyhow::Result<Vec<&'static str>> {
+        self.ask(|tx| RouterIn::Reconfigure(live, tx))
+            .await
+            .context("the node is stopping")?
+            .map_err(anyhow::Error::msg)
     }
 
     /// Runs a registry round (announce, CRL, configuration, renewal) now.

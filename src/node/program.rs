@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use super::echo_host::{self, EchoHost, EchoQueue};
 use super::joining::{JOIN_RETRY_MAX, JOIN_RETRY_MIN, JoinProgress, join_until_enrolled};
 use super::kernel_route;
-use super::options::{CONFIG_FILE, DEFAULT_MTU, NodeArgs, NodeOptions, TunChoice};
+use super::options::{DEFAULT_MTU, NodeArgs, NodeOptions, TunChoice};
+use super::reload;
 use super::tun_host::{self, HostCounters, TunQueue, TunTasks};
 use super::{Host, HostConfig, Node, NodeConfig, NodeHandle};
 use crate::control::api::{HostInfo, SOCKET_FILE, counter_map};
@@ -32,18 +33,7 @@ use crate::state_dir::{NodeIdentity, StateDir, files};
 
 /// Runs `re6st node` until SIGINT or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let file = match args.config.clone().or_else(|| {
-        let p = args.dir.join(CONFIG_FILE);
-        p.exists().then_some(p)
-    }) {
-        Some(p) => {
-            tracing::info!(file = %p.display(), "reading the configuration file");
-            NodeOptions::from_file(&p)?
-        }
-        None => NodeOptions::default(),
-    };
-    let opts = args.options.clone().merge(file);
-    opts.validate()?;
+    let opts = reload::read(&args)?;
     let choice = opts.tun_choice()?;
     let join = join_args(&args.dir, &opts)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -54,7 +44,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(start(args.dir, opts, choice, join))
+    rt.block_on(start(args, opts, choice, join))
 }
 
 /// What to join with when the directory holds no certificate yet; says
@@ -100,12 +90,16 @@ impl Stop {
 /// Binds the control socket (a second node on the same directory stops
 /// here), joins when needed, then runs the node.
 async fn start(
-    dir: PathBuf,
+    args: NodeArgs,
     opts: NodeOptions,
     choice: TunChoice,
     join: Option<JoinArgs>,
 ) -> anyhow::Result<()> {
+    let dir = args.dir.clone();
     let mut stop = Stop::install()?;
+    // From here SIGHUP reloads instead of killing (its default action).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     if join.is_some() {
         StateDir::new(&dir).create()?;
     }
@@ -116,17 +110,17 @@ async fn start(
     let control = ControlSocket::bind(&control_path).await?;
     let (served, served_rx) = watch::channel(Served::Starting);
     let control_task = tokio::spawn(control.serve(served_rx));
-    if let Some(args) = join {
+    if let Some(join) = join {
         println!(
             "{} is not enrolled yet: joining {} (`re6st status --dir {0}` says how it goes)",
             dir.display(),
-            args.registry
+            join.registry
         );
-        let progress = Arc::new(JoinProgress::new(&args.registry, SystemTime::now()));
+        let progress = Arc::new(JoinProgress::new(&join.registry, SystemTime::now()));
         served.send_replace(Served::Joining(progress.clone()));
         let backoff = Backoff::new(JOIN_RETRY_MIN, JOIN_RETRY_MAX);
         let joined = tokio::select! {
-            r = join_until_enrolled(&args, &progress, backoff) => Some(r),
+            r = join_until_enrolled(&join, &progress, backoff) => Some(r),
             () = stop.wait() => None,
         };
         match joined {
@@ -147,7 +141,7 @@ async fn start(
         )
     })?;
     serve(
-        dir,
+        args,
         opts,
         choice,
         identity,
@@ -157,6 +151,7 @@ async fn start(
             task: control_task,
         },
         stop,
+        hup,
     )
     .await
 }
@@ -188,13 +183,15 @@ impl Drop for RouteGuard {
 }
 
 async fn serve(
-    dir: PathBuf,
-    opts: NodeOptions,
+    args: NodeArgs,
+    mut opts: NodeOptions,
     choice: TunChoice,
     identity: NodeIdentity,
     control: Control,
     mut stop: Stop,
+    mut hup: tokio::signal::unix::Signal,
 ) -> anyhow::Result<()> {
+    let dir = args.dir.clone();
     let metrics_listener = match opts.metrics {
         Some(a) => Some(metrics::bind(a).await?),
         None => None,
@@ -247,23 +244,29 @@ async fn serve(
     control.served.send_replace(Served::Node(source.clone()));
     let mut servers = vec![control.task];
     banner(&node, &info, network, &control.path, &dir);
-    if let Some(l) = metrics_listener {
+    let mut metrics_server = metrics_listener.map(|l| {
         if let Ok(a) = l.local_addr() {
             println!("  metrics: http://{a}/metrics");
         }
-        servers.push(tokio::spawn(metrics::serve(l, source.clone())));
-    }
+        tokio::spawn(metrics::serve(l, source.clone()))
+    });
 
-    let failure = tokio::select! {
-        () = stop.wait() => None,
-        e = async {
-            match tun_tasks.as_mut() {
-                Some(t) => t.failed().await,
-                None => std::future::pending().await,
+    let failure = loop {
+        tokio::select! {
+            () = stop.wait() => break None,
+            _ = hup.recv() => {
+                reload_options(&args, &mut opts, &node, &mut metrics_server, &source).await;
             }
-        } => Some(e),
+            e = async {
+                match tun_tasks.as_mut() {
+                    Some(t) => t.failed().await,
+                    None => std::future::pending().await,
+                }
+            } => break Some(e),
+        }
     };
     tracing::info!("shutting down: retracting routes and closing tunnels");
+    servers.extend(metrics_server);
     for s in &servers {
         s.abort();
     }
@@ -288,6 +291,84 @@ async fn serve(
             Ok(())
         }
     }
+}
+
+/// SIGHUP: re-reads the configuration file and applies what can change
+/// while the node runs. A file that does not parse or validate changes
+/// nothing.
+async fn reload_options(
+    args: &NodeArgs,
+    opts: &mut NodeOptions,
+    node: &NodeHandle,
+    metrics_server: &mut Option<tokio::task::JoinHandle<()>>,
+    source: &Arc<Source>,
+) {
+    let new = match reload::read(args) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("reload: {e:#}; keeping the options in force");
+            return;
+        }
+    };
+    let mut applied = match node.reconfigure(reload::live(&new)).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("reload: {e:#}; keeping the options in force");
+            return;
+        }
+    };
+    if new.metrics != opts.metrics {
+        match new.metrics {
+            Some(a) => match metrics::bind(a).await {
+                Ok(l) => {
+                    if let Some(old) =
+                        metrics_server.replace(tokio::spawn(metrics::serve(l, source.clone())))
+                    {
+                        old.abort();
+                    }
+                    applied.push("metrics");
+                }
+                Err(e) => tracing::error!(
+                    "reload: metrics on {a}: {e:#}; keeping the metrics server in force"
+                ),
+            },
+            None => {
+                if let Some(old) = metrics_server.take() {
+                    old.abort();
+                }
+                applied.push("metrics");
+            }
+        }
+    }
+    let fixed = reload::restart_needed(opts, &new);
+    if !fixed.is_empty() {
+        tracing::warn!(
+            options = fixed.join(", "),
+            "reload: these options apply only at the next start; restart the node to apply them"
+        );
+    }
+    tracing::info!(
+        applied = if applied.is_empty() {
+            "nothing".to_string()
+        } else {
+            applied.join(", ")
+        },
+        "reloaded the configuration"
+    );
+    // What differs and needs a restart stays as it runs, so it is named
+    // again at the next reload.
+    let keep = opts.clone();
+    *opts = NodeOptions {
+        tunnel_replacement: new.tunnel_replacement,
+        gateway: new.gateway,
+        gateway_metric: new.gateway_metric,
+        metrics: if applied.contains(&"metrics") {
+            new.metrics
+        } else {
+            keep.metrics
+        },
+        ..keep
+    };
 }
 
 /// Shuts the node down cleanly once the last control request let go of

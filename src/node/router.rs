@@ -87,6 +87,12 @@ pub(crate) enum RouterIn {
     Peers(oneshot::Sender<Vec<PeerEntry>>),
     /// Retract routes, close tunnels, stop.
     Shutdown(oneshot::Sender<()>),
+    /// Apply local options re-read from the configuration file
+    /// ([`reload`]); the reply names what changed.
+    Reconfigure(
+        reload::LiveOptions,
+        oneshot::Sender<Result<Vec<&'static str>, String>>,
+    ),
     /// A LAN link dial finished ([`edges`]).
     LanDialled {
         peer: crate::lan::LanPeer,
@@ -95,6 +101,7 @@ pub(crate) enum RouterIn {
 }
 
 mod edges;
+pub(crate) mod reload;
 
 /// An up tunnel's runtime objects.
 struct Up {
@@ -342,6 +349,9 @@ impl Router {
                 let _ = reply.send(self.db.iter().cloned().collect());
             }
             RouterIn::Shutdown(_) => {}
+            RouterIn::Reconfigure(live, reply) => {
+                let _ = reply.send(self.reconfigure(live, now));
+            }
             RouterIn::LanDialled { peer, result } => self.handle_lan_dialled(peer, result, now),
         }
     }
