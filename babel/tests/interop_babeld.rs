@@ -94,14 +94,30 @@ impl Lab {
     /// A kernel route for `prefix` (what babeld redistributes): on `lo`,
     /// as the dummy module may be missing.
     fn local_prefix(&self, ns: &str, prefix: &str) {
+        let family = if prefix.contains(':') { "-6" } else { "-4" };
         ip(
             ns,
-            &["-6", "route", "add", prefix, "dev", "lo", "proto", "44"],
+            &[family, "route", "add", prefix, "dev", "lo", "proto", "44"],
         );
     }
 
-    /// Starts babeld in `ns` on `ifaces`, announcing `prefix`.
+    /// Starts babeld in `ns` on `ifaces` (`type tunnel`, Hello every
+    /// second), announcing `prefix`.
     fn babeld(&mut self, ns: &str, ifaces: &[&str], prefix: &str) -> PathBuf {
+        let conf = "default type tunnel hello-interval 1 update-interval 4 enable-timestamps true";
+        self.babeld_with(ns, ifaces, &[prefix], conf)
+    }
+
+    /// Starts babeld in `ns` on `ifaces` with the interface defaults
+    /// `defaults`, redistributing the kernel routes to `prefixes` that
+    /// `local_prefix` added (IPv6 /64s, IPv4 /24s).
+    fn babeld_with(
+        &mut self,
+        ns: &str,
+        ifaces: &[&str],
+        prefixes: &[&str],
+        defaults: &str,
+    ) -> PathBuf {
         let sock = self.dir.join(format!("babeld-{ns}.sock"));
         let mut args: Vec<String> = vec![
             "netns".into(),
@@ -123,13 +139,13 @@ impl Lab {
             "-c".into(),
             "/dev/null".into(),
         ];
-        let conf = [
-            "default type tunnel hello-interval 1 update-interval 4 enable-timestamps true"
-                .to_string(),
-            format!("redistribute proto 44 ip {prefix} eq 64 allow"),
-            "redistribute local deny".to_string(),
-            "redistribute deny".to_string(),
-        ];
+        let mut conf = vec![defaults.to_string()];
+        for p in prefixes {
+            let plen = if p.contains(':') { 64 } else { 24 };
+            conf.push(format!("redistribute proto 44 ip {p} eq {plen} allow"));
+        }
+        conf.push("redistribute local deny".to_string());
+        conf.push("redistribute deny".to_string());
         for c in conf {
             args.push("-C".into());
             args.push(c);
@@ -149,6 +165,20 @@ impl Lab {
     /// Starts our engine in `ns` on `ifname`, announcing `prefix`; returns
     /// the state file it keeps up to date.
     fn ours(&mut self, ns: &str, ifname: &str, ll: &str, prefix: &str, id: u8) -> Ours {
+        self.ours_with(ns, ifname, ll, &[prefix], id, 1000)
+    }
+
+    /// `ours`, announcing every prefix of `prefixes` (IPv6 or IPv4), with
+    /// Hellos every `hello_ms` (IHU 3x, updates 4x).
+    fn ours_with(
+        &mut self,
+        ns: &str,
+        ifname: &str,
+        ll: &str,
+        prefixes: &[&str],
+        id: u8,
+        hello_ms: u64,
+    ) -> Ours {
         let state = self.dir.join(format!("ours-{ns}.json"));
         let stop = self.dir.join(format!("ours-{ns}.stop"));
         let exe = std::env::current_exe().unwrap();
@@ -159,8 +189,9 @@ impl Lab {
             .args(["driver_process", "--exact", "--ignored", "--nocapture"])
             .env("RE6ST_INTEROP_IFACE", ifname)
             .env("RE6ST_INTEROP_LL", ll)
-            .env("RE6ST_INTEROP_PREFIX", prefix)
+            .env("RE6ST_INTEROP_PREFIX", prefixes.join(","))
             .env("RE6ST_INTEROP_ID", id.to_string())
+            .env("RE6ST_INTEROP_HELLO_MS", hello_ms.to_string())
             .env("RE6ST_INTEROP_STATE", &state)
             .env("RE6ST_INTEROP_STOP", &stop)
             .stdout(log.try_clone().unwrap())
@@ -475,6 +506,170 @@ fn chain_ours_babeld_ours() {
     );
 }
 
+/// babeld's interface types, split horizon on and off, against one engine
+/// each: (name, babeld interface defaults, whether babeld echoes our routes
+/// back to us). babeld's split horizon is on by default for `wired` only.
+const SEQNO_CONFIGS: [(&str, &str, bool); 5] = [
+    ("wired", "type wired", false),
+    (
+        "wired, split horizon off",
+        "type wired split-horizon false",
+        true,
+    ),
+    ("wireless", "type wireless", true),
+    ("tunnel", "type tunnel", true),
+    (
+        "tunnel, split horizon on",
+        "type tunnel split-horizon true",
+        false,
+    ),
+];
+
+/// Steady state, measured in real time: babeld and we send Hellos every
+/// 0.5 s and full dumps every 2 s, so this spans 10 dumps and 40 Hellos
+/// each way (60 s of babeld's defaults span under 4 dumps). The five
+/// configurations run side by side, so the test costs the window once.
+const STEADY: Duration = Duration::from_secs(20);
+
+#[test]
+fn seqno_stays_put_against_babeld() {
+    if !prerequisites() {
+        return;
+    }
+    let mut lab = Lab::new("s");
+    let mut pairs = Vec::new();
+    for (k, (name, conf, echoes)) in SEQNO_CONFIGS.iter().enumerate() {
+        let a = lab.ns(&format!("a{k}"));
+        let b = lab.ns(&format!("b{k}"));
+        lab.veth(&a, "va", "fe80::a", &b, "vb", "fe80::b");
+        let (ours_p, theirs_p) = (format!("fd00:a{k}::/64"), format!("fd00:b{k}::/64"));
+        lab.local_prefix(&b, &theirs_p);
+        let ours = lab.ours_with(&a, "va", "fe80::a", &[&ours_p], 1, 500);
+        let defaults =
+            format!("default {conf} hello-interval 0.5 update-interval 2 enable-timestamps true");
+        lab.babeld_with(&b, &["vb"], &[&theirs_p], &defaults);
+        pairs.push((*name, *echoes, b, ours, ours_p, theirs_p));
+    }
+    for (name, _, b, ours, ours_p, theirs_p) in &pairs {
+        wait_for(
+            &format!("{name}: routes both ways"),
+            Duration::from_secs(30),
+            || {
+                ours.has_route(theirs_p)
+                    && kernel_routes(b).contains(&format!("{ours_p} via fe80::a"))
+            },
+        );
+    }
+    // Let a few full dumps go by (the first ones carry the start-up churn).
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = |ours: &Ours, theirs_p: &str| {
+        let st = ours.state();
+        let theirs = st["routes"]
+            .as_array()
+            .and_then(|r| {
+                r.iter()
+                    .find(|r| r["prefix"] == theirs_p && r["selected"] == true)
+            })
+            .map(|r| r["seqno"].clone());
+        (
+            st["seqno"].clone(),
+            theirs,
+            st["counters"]["own_router_id"].clone(),
+        )
+    };
+    let before: Vec<_> = pairs.iter().map(|p| seen(&p.3, &p.5)).collect();
+    std::thread::sleep(STEADY);
+    let mut failures = Vec::new();
+    for (p, (seqno, theirs, echoes)) in pairs.iter().zip(&before) {
+        let (name, babeld_echoes, _, ours, _, theirs_p) = p;
+        let (seqno2, theirs2, echoes2) = seen(ours, theirs_p);
+        let echoed = echoes2.as_u64().unwrap_or(0) - echoes.as_u64().unwrap_or(0);
+        println!(
+            "babeld {name}: our seqno {seqno} -> {seqno2}, babeld's {} -> {}, \
+             {echoed} echoes of our route in {STEADY:?}",
+            theirs.clone().unwrap_or_default(),
+            theirs2.clone().unwrap_or_default()
+        );
+        if *seqno != seqno2 || *theirs != theirs2 || theirs2.is_none() {
+            failures.push(format!("{name}: seqnos moved or route lost"));
+        }
+        // The configuration did what it says: babeld echoes our route
+        // back exactly when its split horizon is off.
+        if (echoed > 0) != *babeld_echoes {
+            failures.push(format!("{name}: {echoed} echoes"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn ipv4_via_ipv6_routes_with_babeld() {
+    if !prerequisites() {
+        return;
+    }
+    let mut lab = Lab::new("v");
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    // No IPv4 address anywhere: babeld can only announce its IPv4 prefix
+    // as v4-via-v6 (RFC 9229, AE 4), and we only that way.
+    lab.veth(&a, "va", "fe80::a", &b, "vb", "fe80::b");
+    lab.local_prefix(&b, "fd00:b::/64");
+    lab.local_prefix(&b, "10.66.2.0/24");
+    let ours = lab.ours_with(
+        &a,
+        "va",
+        "fe80::a",
+        &["fd00:a::/64", "10.66.1.0/24"],
+        1,
+        1000,
+    );
+    let defaults = "default type tunnel hello-interval 1 update-interval 4 v4-via-v6 true";
+    lab.babeld_with(&b, &["vb"], &["fd00:b::/64", "10.66.2.0/24"], defaults);
+
+    let kernel_v4 = |ns: &str| {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-4", "route", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(
+        "babeld installed our 10.66.1.0/24 via our link-local address",
+        Duration::from_secs(30),
+        || {
+            kernel_v4(&b)
+                .lines()
+                .any(|l| l.starts_with("10.66.1.0/24 via inet6 fe80::a dev vb proto babel"))
+        },
+    );
+    wait_for(
+        "we selected babeld's 10.66.2.0/24",
+        Duration::from_secs(30),
+        || ours.has_route("10.66.2.0/24"),
+    );
+    let st = ours.state();
+    let e = st["fib"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["prefix"] == "10.66.2.0/24")
+        .cloned()
+        .unwrap();
+    // An IPv6 next hop: babeld sent AE 4, whose next hop is the sender.
+    assert_eq!(e["next_hop"], "fe80::b", "{e}");
+    assert!(ours.has_route("fd00:b::/64"));
+    println!("babeld's IPv4 prefix in our FIB: {e}");
+    println!("babeld's kernel: {}", kernel_v4(&b).trim());
+
+    // Our retraction of the IPv4 prefix reaches babeld too.
+    ours.stop();
+    wait_for(
+        "our IPv4 retraction reached babeld",
+        Duration::from_secs(10),
+        || !kernel_v4(&b).contains("10.66.1.0/24 via"),
+    );
+}
+
 // ---------------------------------------------------------------- the driver
 
 /// Not a test: the engine driver run by the tests above inside a namespace
@@ -488,8 +683,12 @@ fn driver_process() {
     };
     let env = |k: &str| std::env::var(k).unwrap();
     let ll: Ipv6Addr = env("RE6ST_INTEROP_LL").parse().unwrap();
-    let prefix = env("RE6ST_INTEROP_PREFIX").parse().unwrap();
+    let prefixes: Vec<ipnet::IpNet> = env("RE6ST_INTEROP_PREFIX")
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
     let id: u8 = env("RE6ST_INTEROP_ID").parse().unwrap();
+    let hello = Duration::from_millis(env("RE6ST_INTEROP_HELLO_MS").parse().unwrap());
     let state = PathBuf::from(env("RE6ST_INTEROP_STATE"));
     let stop = PathBuf::from(env("RE6ST_INTEROP_STOP"));
     let ifindex: u32 = fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
@@ -503,14 +702,16 @@ fn driver_process() {
     sock.set_multicast_loop_v6(false).unwrap();
 
     let config = Config {
-        hello_interval: Duration::from_secs(1),
-        ihu_interval: Duration::from_secs(3),
-        update_interval: Duration::from_secs(4),
+        hello_interval: hello,
+        ihu_interval: hello * 3,
+        update_interval: hello * 4,
         ..Config::default()
     };
     let t0 = Instant::now();
     let mut e = Engine::new(config, RouterId([2, 0, 0, 0, 0, 0, 0xee, id]), 1, t0).unwrap();
-    e.add_xroute(prefix, 0, t0).unwrap();
+    for p in prefixes {
+        e.add_xroute(p, 0, t0).unwrap();
+    }
     let iface = IfaceId(ifindex);
     e.add_interface(
         iface,
@@ -543,6 +744,7 @@ fn driver_process() {
         if now - last_state > Duration::from_millis(200) {
             last_state = now;
             let doc = serde_json::json!({
+                "seqno": e.seqno(),
                 "fib": e.fib(),
                 "routes": e.routes(now),
                 "neighbours": e.neighbours(),
