@@ -302,3 +302,57 @@ fn a_costed_interface_drains_without_a_blackhole() {
         "no destination was unreachable while draining"
     );
 }
+
+#[test]
+fn ipv4_prefixes_route_like_ipv6_ones() {
+    use std::net::IpAddr;
+    // Every router of a random graph also originates an IPv4 /24, carried
+    // as v4-via-v6 (RFC 9229) over the IPv6-only tunnels.
+    let mut net = Net::random(20, 3, 13);
+    let v4 = |i: usize| -> ipnet::IpNet { format!("10.0.{i}.0/24").parse().unwrap() };
+    let now = net.now;
+    for (i, node) in net.nodes.iter_mut().enumerate() {
+        node.engine.add_xroute(v4(i), 0, now).unwrap();
+    }
+    let reaches = |net: &Net, i: usize, j: usize| {
+        let mut cur = i;
+        for _ in 0..net.nodes.len() {
+            if cur == j {
+                return true;
+            }
+            match net.next_hop_for(cur, v4(j)) {
+                Some(n) => cur = n,
+                None => return false,
+            }
+        }
+        false
+    };
+    let all = |net: &Net| {
+        net.converged() && (0..20).all(|i| (0..20).all(|j| i == j || reaches(net, i, j)))
+    };
+    let t = net.run_until(secs(60), all);
+    report("random(20) + IPv4", "initial convergence", t, &net);
+    assert!(t.is_some(), "{:?}", net.broken());
+    // IPv6 next hops, and the same tunnels as the IPv6 prefixes' routes
+    // (both prefixes of a router have the same source and metrics).
+    for i in 0..20 {
+        let fib = net.nodes[i].engine.fib();
+        for j in (0..20).filter(|j| *j != i) {
+            let e4 = fib.iter().find(|e| e.prefix == v4(j)).unwrap();
+            let e6 = fib.iter().find(|e| e.prefix == node_prefix(j)).unwrap();
+            assert!(matches!(e4.next_hop, IpAddr::V6(_)));
+            assert_eq!((e4.iface, e4.next_hop), (e6.iface, e6.next_hop));
+        }
+    }
+    // A router dies: its IPv4 prefix is withdrawn like its IPv6 one.
+    net.run_for(secs(20));
+    net.node_down(5);
+    let t = net.run_until(secs(60), |net| {
+        net.converged()
+            && (0..20)
+                .filter(|i| *i != 5)
+                .all(|i| net.next_hop_for(i, v4(5)).is_none())
+    });
+    report("random(20) + IPv4", "router failure", t, &net);
+    assert!(t.is_some());
+}

@@ -10,7 +10,7 @@
 //!   prefixes are sent whole, without 0x80, as babeld does.
 //! * A Next Hop TLV only when an Update names a next hop different from the
 //!   one in force. IPv4 prefixes use AE 1 with an IPv4 next hop and AE 4
-//!   (RFC 9229) with an IPv6 one or with none.
+//!   (RFC 9229) with an IPv6 one or with none (the sender).
 //! * TLVs are never split: a message that does not fit leaves the packet
 //!   unchanged and returns [`BuildError::Full`].
 //! * At most one Hello per packet (a second one would corrupt the
@@ -301,9 +301,8 @@ impl PacketBuilder {
             (IpAddr::V6(_), _) => (Ae::Ipv6, false),
             (IpAddr::V4(_), Some(IpAddr::V4(_))) => (Ae::Ipv4, true),
             (IpAddr::V4(_), Some(IpAddr::V6(_))) => (Ae::Ipv4ViaIpv6, false),
-            // No next hop: whichever family has none in force yet.
-            (IpAddr::V4(_), None) if self.state.next_hop_v6.is_none() => (Ae::Ipv4ViaIpv6, false),
-            (IpAddr::V4(_), None) => (Ae::Ipv4, true),
+            // The sender as next hop: AE 4 (AE 1 would need an IPv4 one).
+            (IpAddr::V4(_), None) => (Ae::Ipv4ViaIpv6, false),
         };
         let current = if slot_is_v4 {
             self.state.next_hop_v4

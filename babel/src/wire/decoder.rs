@@ -17,7 +17,9 @@
 //!   rather than attributed to the previous router);
 //! * an Update with flag 0x80 that fails to parse clears the default
 //!   prefixes of every AE (as babeld does);
-//! * a malformed Next Hop leaves the next hops unchanged (as babeld does).
+//! * a malformed Next Hop leaves the next hops unchanged (as babeld does);
+//! * a finite AE 1 Update with no IPv4 Next Hop before it is refused (as
+//!   babeld does: over IPv6 it has no next hop).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -259,6 +261,9 @@ impl State {
             return Err(ParseError::MissingRouterId);
         }
         let next_hop = match u.ae {
+            Ae::Ipv4 if self.next_hop_v4.is_none() && u.metric != INFINITY => {
+                return Err(ParseError::MissingIpv4NextHop);
+            }
             Ae::Ipv4 => self.next_hop_v4.map(IpAddr::V4),
             Ae::Ipv6 | Ae::Ipv4ViaIpv6 => self.next_hop_v6.map(IpAddr::V6),
             _ => None,

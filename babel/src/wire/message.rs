@@ -104,10 +104,11 @@ pub struct UpdateRepr {
     /// Router-id in force; required for finite updates.
     pub router_id: Option<RouterId>,
     /// Next hop in force for the prefix's address family; `None` means the
-    /// sender's source address. An IPv4 prefix decoded from AE 1 without an
-    /// IPv4 Next Hop TLV also has `None` (babeld refuses such finite
-    /// updates; on a tunnel the sender is the next hop anyway). The builder
-    /// sends IPv4 prefixes as AE 4 (RFC 9229) unless the next hop is IPv4.
+    /// sender's source address. An IPv4 prefix with an IPv6 next hop, or
+    /// the sender's, is v4-via-v6 (AE 4, RFC 9229); with an IPv4 next hop
+    /// it is AE 1, which the decoder refuses when finite without one (the
+    /// sender's IPv6 address cannot be an IPv4 next hop; babeld refuses it
+    /// too), so a finite IPv4 route always has a next hop it can use.
     pub next_hop: Option<IpAddr>,
 }
 

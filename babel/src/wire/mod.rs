@@ -196,6 +196,12 @@ pub enum ParseError {
     /// A finite Update with no router-id in force.
     #[error("finite update without a router-id")]
     MissingRouterId,
+    /// A finite AE 1 Update with no IPv4 Next Hop in force. Babel runs over
+    /// IPv6 here, so the sender's address cannot be its next hop (an IPv4
+    /// prefix reached through an IPv6 next hop is AE 4, RFC 9229); babeld
+    /// refuses it as well.
+    #[error("finite IPv4 update without an IPv4 next hop")]
+    MissingIpv4NextHop,
     /// A router-id that is all zeros or all ones (RFC 8966 §4.6.7); the
     /// packet's router-id is cleared.
     #[error("invalid router-id {0:02x?}")]

@@ -134,6 +134,27 @@ fn ipv4_prefixes_and_next_hops() {
 }
 
 #[test]
+fn ipv4_prefix_via_the_sender_is_always_ae4() {
+    let mut via_ll = upd("10.2.0.0/16", Some(ID), 5);
+    let Message::Update(u) = &mut via_ll else {
+        unreachable!()
+    };
+    u.next_hop = Some("fe80::7".parse().unwrap());
+    let mut b = PacketBuilder::new(1400);
+    b.push(&via_ll).unwrap();
+    // The sender as next hop cannot follow an IPv6 Next Hop in the same
+    // packet (AE 4 would take it, AE 1 has none): a new packet.
+    assert_eq!(
+        b.push(&upd("10.1.0.0/16", Some(ID), 5)),
+        Err(BuildError::Full)
+    );
+    let mut b = PacketBuilder::new(1400);
+    b.push(&upd("10.1.0.0/16", Some(ID), 5)).unwrap();
+    let bytes = b.finish();
+    assert_eq!(&bytes[16..19], &[8, 12, 4]);
+}
+
+#[test]
 fn budget_is_respected_and_tlvs_never_split() {
     let mut b = PacketBuilder::new(100);
     let mut pushed = 0;

@@ -29,6 +29,8 @@ fn update(m: &Result<Message, ParseError>) -> &UpdateRepr {
 const HELLO: [u8; 8] = [4, 6, 0, 0, 0, 1, 1, 144];
 const ROUTER_ID: [u8; 12] = [6, 10, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
 const ID: RouterId = RouterId([1, 2, 3, 4, 5, 6, 7, 8]);
+/// Next Hop 192.0.2.1 (AE 1), which a finite AE 1 Update needs.
+const NEXT_HOP_V4: [u8; 8] = [7, 6, 1, 0, 192, 0, 2, 1];
 
 fn net(s: &str) -> Option<ipnet::IpNet> {
     Some(s.parse().unwrap())
@@ -156,7 +158,9 @@ fn compression_with_default_prefix_per_ae() {
     body.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1]);
     // AE 2, /64 omitting 6 bytes: 2001:db8:1:2::/64.
     body.extend_from_slice(&[8, 12, 2, 0, 64, 6, 1, 144, 0, 5, 0, 96, 0, 2]);
-    // AE 1, 0x80, 10.1.2.0/24: sets the IPv4 default only.
+    // AE 1, 0x80, 10.1.2.0/24 (after its IPv4 next hop): sets the IPv4
+    // default only.
+    body.extend_from_slice(&NEXT_HOP_V4);
     body.extend_from_slice(&[8, 13, 1, 0x80, 24, 0, 1, 144, 0, 5, 0, 96, 10, 1, 2]);
     // AE 1, /32 omitting 3 bytes: 10.1.2.7/32.
     body.extend_from_slice(&[8, 11, 1, 0, 32, 3, 1, 144, 0, 5, 0, 96, 7]);
@@ -195,6 +199,7 @@ fn state_is_reset_for_every_packet() {
 #[test]
 fn host_bits_are_zeroed() {
     let mut body = ROUTER_ID.to_vec();
+    body.extend_from_slice(&NEXT_HOP_V4);
     // 10.1.15.0/20 transmitted with its host bits.
     body.extend_from_slice(&[8, 13, 1, 0, 20, 0, 1, 144, 0, 5, 0, 96, 10, 1, 0x0f]);
     assert_eq!(update(&messages(&body)[0]).prefix, net("10.1.0.0/20"));
@@ -216,7 +221,8 @@ fn router_id_from_prefix_flag() {
     assert_eq!(update(&msgs[1]).router_id, id);
     assert_eq!(update(&msgs[1]).prefix, net("fd00:0:0:1::/64"));
     // AE 1 with 0x40 (babeld): 4 zero bytes then the address.
-    let body = [8, 14, 1, 0x40, 32, 0, 1, 144, 0, 5, 0, 0, 10, 0, 0, 1];
+    let mut body = NEXT_HOP_V4.to_vec();
+    body.extend_from_slice(&[8, 14, 1, 0x40, 32, 0, 1, 144, 0, 5, 0, 0, 10, 0, 0, 1]);
     assert_eq!(
         update(&messages(&body)[0]).router_id,
         Some(RouterId([0, 0, 0, 0, 10, 0, 0, 1]))
@@ -350,6 +356,23 @@ fn next_hops_per_family() {
     assert_eq!(update(&msgs[1]).next_hop, Some(ll));
     assert_eq!(update(&msgs[1]).prefix, net("10.0.0.2/32"));
     assert_eq!(update(&msgs[2]).next_hop, Some(ll));
+}
+
+#[test]
+fn ipv4_update_needs_an_ipv4_next_hop() {
+    let mut body = ROUTER_ID.to_vec();
+    // Finite AE 1 with no IPv4 next hop: refused (babeld does too).
+    body.extend_from_slice(&[8, 14, 1, 0, 32, 0, 1, 144, 0, 5, 0, 96, 10, 0, 0, 1]);
+    // Its retraction needs no next hop.
+    body.extend_from_slice(&[8, 14, 1, 0, 32, 0, 1, 144, 0, 5, 255, 255, 10, 0, 0, 1]);
+    // AE 4 (RFC 9229): the sender is the next hop.
+    body.extend_from_slice(&[8, 14, 4, 0, 32, 0, 1, 144, 0, 5, 0, 96, 10, 0, 0, 2]);
+    let msgs = messages(&body);
+    assert_eq!(msgs[0], Err(ParseError::MissingIpv4NextHop));
+    assert_eq!(update(&msgs[1]).metric, INFINITY);
+    assert_eq!(update(&msgs[1]).next_hop, None);
+    assert_eq!(update(&msgs[2]).prefix, net("10.0.0.2/32"));
+    assert_eq!(update(&msgs[2]).next_hop, None);
 }
 
 #[test]

@@ -307,7 +307,11 @@ impl Net {
 
     /// The neighbour router `i` forwards to for router `j`'s prefix.
     pub fn next_hop(&self, i: usize, j: usize) -> Option<usize> {
-        let p = self.nodes[j].prefix;
+        self.next_hop_for(i, self.nodes[j].prefix)
+    }
+
+    /// The neighbour router `i` forwards to for `p`.
+    pub fn next_hop_for(&self, i: usize, p: IpNet) -> Option<usize> {
         let e = self.nodes[i]
             .engine
             .fib()

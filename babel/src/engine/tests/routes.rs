@@ -268,3 +268,48 @@ fn source_entries_are_garbage_collected() {
     t.sent(secs(181));
     assert!(t.e.sources.get(p1(), SRC, t.now).is_none());
 }
+
+#[test]
+fn ipv4_routes_go_through_ipv6_next_hops() {
+    let mut t = T::tunnels(2);
+    let v4 = pfx("10.1.0.0/24");
+    t.e.add_xroute(pfx("10.9.0.0/24"), 0, t.now).unwrap();
+    // Heard as v4-via-v6 (AE 4, no Next Hop): the sender is the next hop.
+    t.rx(T1, "fe80::2", &[update(v4, SRC, 7, 100)]);
+    assert_eq!(
+        t.e.fib(),
+        vec![FibEntry {
+            prefix: v4,
+            iface: T1,
+            next_hop: addr("fe80::2")
+        }]
+    );
+    // With an IPv4 next hop (AE 1 after a Next Hop TLV) it is kept as is.
+    let mut via_v4 = update(pfx("10.2.0.0/24"), SRC2, 3, 100);
+    if let Message::Update(u) = &mut via_v4 {
+        u.next_hop = Some(addr("192.0.2.1"));
+    }
+    t.rx(T2, "fe80::3", &[via_v4]);
+    assert!(t.e.fib().iter().any(|e| e.prefix == pfx("10.2.0.0/24")
+        && e.iface == T2
+        && e.next_hop == addr("192.0.2.1")));
+    // Ours and the relayed one go out as AE 4 (RFC 9229) with no Next Hop
+    // TLV: our link-local address is the next hop.
+    t.now += ms(50);
+    let mut ae4 = Vec::new();
+    while let Some(tx) = t.e.poll_transmit(t.now) {
+        for d in crate::wire::parse_packet(&tx.bytes).unwrap().decode() {
+            assert!(!matches!(d.result, Ok(crate::wire::Element::NextHop(_))));
+            if let (Ok(crate::wire::Element::Message(Message::Update(u))), Some(p)) =
+                (&d.result, d.prefix)
+                && u.metric < INFINITY
+                && p.addr().is_ipv4()
+            {
+                ae4.push((tx.iface, p, d.bytes[2]));
+            }
+        }
+    }
+    assert!(ae4.contains(&(T2, v4, 4)), "{ae4:?}");
+    assert!(ae4.contains(&(T1, pfx("10.9.0.0/24"), 4)), "{ae4:?}");
+    assert!(ae4.iter().all(|(_, _, ae)| *ae == 4), "{ae4:?}");
+}
