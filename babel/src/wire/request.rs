@@ -140,6 +140,22 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn requests_for_ipv4_prefixes_take_ae1_or_ae4() {
+        // A request carries no next hop: AE 4 (RFC 9229) means the same
+        // IPv4 prefix as AE 1, and we send AE 1.
+        let r = route(&[9, 5, 4, 24, 10, 1, 2]).unwrap();
+        assert_eq!(r.prefix, Some("10.1.2.0/24".parse().unwrap()));
+        let mut buf = [0u8; 7];
+        r.emit(&mut Tlv::new_unchecked(&mut buf[..]));
+        assert_eq!(buf, [9, 5, 1, 24, 10, 1, 2]);
+        let s = seqno(&[10, 17, 4, 24, 0, 9, 5, 0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 1, 2]).unwrap();
+        assert_eq!(s.prefix, "10.1.2.0/24".parse().unwrap());
+        let mut buf = [0u8; 19];
+        s.emit(&mut Tlv::new_unchecked(&mut buf[..]));
+        assert_eq!(buf[2], 1);
+    }
+
     // babel.pcap packet 11: Seqno Request (127 hops) for
     // 2001:660:3301:8063:218:f3ff:fea9:914e/128 seqno 40150
     // id 02:18:f3:ff:fe:a9:91:4e.

@@ -275,3 +275,31 @@ fn reconfigure_recosts_links_and_changes_the_advertised_intervals() {
     assert!(t.e.reconfigure(zero, t.now).is_err());
     assert_eq!(t.e.config(), &new);
 }
+
+#[test]
+fn a_lan_has_many_neighbours_up_to_its_bound() {
+    // RFC 8966 §3.2.4: neighbours are indexed by (interface, address), any
+    // number per interface; ours are bounded by `max_neighbours`.
+    let now = Instant::now();
+    let config = Config {
+        max_neighbours: 4,
+        ..Config::default()
+    };
+    let mut e = Engine::new(config, ME, 1, now).unwrap();
+    let me = addr("fe80::1");
+    e.add_interface(LAN, InterfaceKind::Lan { address: me }, 1400, now)
+        .unwrap();
+    for k in 2..8 {
+        e.handle_messages(LAN, addr(&format!("fe80::{k}")), &[hello(1, None)], now);
+    }
+    assert_eq!(e.neighbours().len(), 4);
+    assert_eq!(e.counters().neighbour_limit, 2);
+    // A tunnel is point-to-point: its IHUs carry no address (AE 0), which
+    // only one neighbour can own; a second address is refused.
+    e.add_interface(T1, InterfaceKind::Tunnel, 1400, now)
+        .unwrap();
+    e.handle_messages(T1, addr("fe80::a"), &[hello(1, None)], now);
+    e.handle_messages(T1, addr("fe80::b"), &[hello(1, None)], now);
+    assert_eq!(e.neighbours().iter().filter(|n| n.iface == T1).count(), 1);
+    assert_eq!(e.counters().neighbour_limit, 3);
+}

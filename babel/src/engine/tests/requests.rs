@@ -148,3 +148,68 @@ fn route_request_answers() {
     assert_eq!(updates_for(&sent, pfx("fd00:aa::/64")).len(), 1);
     assert!(sent.iter().any(|(_, _, m)| matches!(m, Message::Ihu(_))));
 }
+
+#[test]
+fn seqno_request_for_a_prefix_we_do_not_announce_is_ignored() {
+    // RFC 8966 §3.8.1.2: no selected route (or an infinite one), nothing to
+    // answer and nothing to forward.
+    let mut t = T::tunnels(2);
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC, 8, 10)]);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, INFINITY)]);
+    t.sent(ms(50));
+    t.rx(T2, "fe80::3", &[seqno_request(p1(), SRC, 8, 10)]);
+    let sent = t.sent(ms(5));
+    assert!(seqno_requests(&sent).is_empty(), "{sent:?}");
+    assert!(updates_for(&sent, p1()).is_empty(), "{sent:?}");
+    assert_eq!(t.e.counters().seqno_requests, 2);
+}
+
+#[test]
+fn seqno_request_falls_back_to_an_unfeasible_successor() {
+    // Selected through the requester (T1); the only other route (T2) is
+    // unfeasible: the request still goes there (a SHOULD of §3.8.1.2).
+    let mut t = T::tunnels(2);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.sent(ms(50)); // FD (7, 196)
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 500)]);
+    let r = t.e.routes(t.now);
+    assert!(r.iter().any(|r| r.iface == Some(T2) && !r.feasible));
+    t.sent(ms(50));
+    t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
+    let reqs = seqno_requests(&t.sent(ms(5)));
+    assert_eq!(
+        reqs.iter()
+            .map(|r| (r.0, r.2.hop_count, r.2.seqno))
+            .collect::<Vec<_>>(),
+        vec![(T2, 9, 8)]
+    );
+}
+
+#[test]
+fn ack_request_is_answered_within_its_interval() {
+    // RFC 8966 §3.3: an Acknowledgment echoing the opaque value, sent
+    // before the requested interval is over (unicast on a LAN).
+    let mut t = T::new();
+    let me = addr("fe80::1");
+    t.e.add_interface(LAN, InterfaceKind::Lan { address: me }, 1400, t.now)
+        .unwrap();
+    t.sent(ms(5));
+    let req = Message::AckRequest(crate::wire::AckRequestRepr {
+        opaque: 0xbeef,
+        interval: ms(300),
+    });
+    t.rx(LAN, "fe80::2", &[hello(1, None), req]);
+    let start = t.now;
+    let mut acked = None;
+    while t.now < start + ms(300) && acked.is_none() {
+        acked = t
+            .sent(ms(10))
+            .into_iter()
+            .find(|(_, _, m)| *m == Message::Ack(crate::wire::AckRepr { opaque: 0xbeef }))
+            .map(|(_, dst, _)| (dst, t.now - start));
+    }
+    let (dst, after) = acked.expect("no Ack");
+    assert_eq!(dst, Some(addr("fe80::2")));
+    assert!(after <= ms(300), "{after:?}");
+}

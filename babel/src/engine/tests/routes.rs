@@ -313,3 +313,47 @@ fn ipv4_routes_go_through_ipv6_next_hops() {
     assert!(ae4.contains(&(T1, pfx("10.9.0.0/24"), 4)), "{ae4:?}");
     assert!(ae4.iter().all(|(_, _, ae)| *ae == 4), "{ae4:?}");
 }
+
+#[test]
+fn periodic_full_dump_every_update_interval() {
+    // RFC 8966 §3.7.1: everything we announce, on every interface, at
+    // jittered intervals never longer than the one announced (16 s).
+    let mut t = T::tunnels(2);
+    t.e.add_xroute(pfx("fd00:aa::/64"), 0, t.now).unwrap();
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.sent(secs(1));
+    let mut dumps: Vec<(IfaceId, Instant)> = Vec::new();
+    let mut learned = Vec::new();
+    let start = t.now;
+    let mut seq = 2;
+    while t.now < start + secs(64) {
+        seq += 1;
+        t.rx(T1, "fe80::2", &[hello(seq, None), ihu(96)]);
+        t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+        let at = t.now;
+        for (iface, _, m) in t.sent(ms(500)) {
+            match &m {
+                Message::Update(u) if u.prefix == Some(pfx("fd00:aa::/64")) => {
+                    dumps.push((iface, at));
+                }
+                Message::Update(u) if u.prefix == Some(p1()) && u.metric < INFINITY => {
+                    learned.push(iface);
+                }
+                _ => {}
+            }
+        }
+    }
+    for iface in [T1, T2] {
+        let at: Vec<Instant> = dumps.iter().filter(|d| d.0 == iface).map(|d| d.1).collect();
+        assert!(at.len() >= 4, "{iface}: {} dumps in 64 s", at.len());
+        for w in at.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= secs(11) && gap <= secs(17), "{iface}: {gap:?}");
+        }
+    }
+    // Learned routes are in the dumps too, except back through T1.
+    assert!(
+        learned.len() >= 4 && learned.iter().all(|i| *i == T2),
+        "{learned:?}"
+    );
+}
