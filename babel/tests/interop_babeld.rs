@@ -291,12 +291,17 @@ fn ip(ns: &str, args: &[&str]) {
     sh(&v);
 }
 
+/// The kernel routes of `ns`, IPv6 then IPv4.
 fn kernel_routes(ns: &str) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-6", "route", "show"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut routes = String::new();
+    for family in ["-6", "-4"] {
+        let out = Command::new("ip")
+            .args(["-n", ns, family, "route", "show"])
+            .output()
+            .unwrap();
+        routes.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    routes
 }
 
 /// babeld's local interface: one `dump`.
@@ -626,18 +631,11 @@ fn ipv4_via_ipv6_routes_with_babeld() {
     let defaults = "default type tunnel hello-interval 1 update-interval 4 v4-via-v6 true";
     lab.babeld_with(&b, &["vb"], &["fd00:b::/64", "10.66.2.0/24"], defaults);
 
-    let kernel_v4 = |ns: &str| {
-        let out = Command::new("ip")
-            .args(["-n", ns, "-4", "route", "show"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     wait_for(
         "babeld installed our 10.66.1.0/24 via our link-local address",
         Duration::from_secs(30),
         || {
-            kernel_v4(&b)
+            kernel_routes(&b)
                 .lines()
                 .any(|l| l.starts_with("10.66.1.0/24 via inet6 fe80::a dev vb proto babel"))
         },
@@ -659,14 +657,14 @@ fn ipv4_via_ipv6_routes_with_babeld() {
     assert_eq!(e["next_hop"], "fe80::b", "{e}");
     assert!(ours.has_route("fd00:b::/64"));
     println!("babeld's IPv4 prefix in our FIB: {e}");
-    println!("babeld's kernel: {}", kernel_v4(&b).trim());
+    println!("babeld's kernel: {}", kernel_routes(&b).trim());
 
     // Our retraction of the IPv4 prefix reaches babeld too.
     ours.stop();
     wait_for(
         "our IPv4 retraction reached babeld",
         Duration::from_secs(10),
-        || !kernel_v4(&b).contains("10.66.1.0/24 via"),
+        || !kernel_routes(&b).contains("10.66.1.0/24 via"),
     );
 }
 
