@@ -165,20 +165,23 @@ impl Lab {
     /// Starts our engine in `ns` on `ifname`, announcing `prefix`; returns
     /// the state file it keeps up to date.
     fn ours(&mut self, ns: &str, ifname: &str, ll: &str, prefix: &str, id: u8) -> Ours {
-        self.ours_with(ns, ifname, ll, &[prefix], id, 1000)
+        let driver = Driver {
+            prefixes: &[prefix],
+            id,
+            ..Driver::default()
+        };
+        self.ours_with(ns, ifname, ll, &driver)
     }
 
-    /// `ours`, announcing every prefix of `prefixes` (IPv6 or IPv4), with
-    /// Hellos every `hello_ms` (IHU 3x, updates 4x).
-    fn ours_with(
-        &mut self,
-        ns: &str,
-        ifname: &str,
-        ll: &str,
-        prefixes: &[&str],
-        id: u8,
-        hello_ms: u64,
-    ) -> Ours {
+    /// `ours`, with the prefixes, Hello interval and starting seqno of
+    /// `driver`.
+    fn ours_with(&mut self, ns: &str, ifname: &str, ll: &str, driver: &Driver) -> Ours {
+        let Driver {
+            prefixes,
+            id,
+            hello_ms,
+            seqno,
+        } = driver;
         let state = self.dir.join(format!("ours-{ns}.json"));
         let stop = self.dir.join(format!("ours-{ns}.stop"));
         let exe = std::env::current_exe().unwrap();
@@ -192,6 +195,7 @@ impl Lab {
             .env("RE6ST_INTEROP_PREFIX", prefixes.join(","))
             .env("RE6ST_INTEROP_ID", id.to_string())
             .env("RE6ST_INTEROP_HELLO_MS", hello_ms.to_string())
+            .env("RE6ST_INTEROP_SEQNO", seqno.to_string())
             .env("RE6ST_INTEROP_STATE", &state)
             .env("RE6ST_INTEROP_STOP", &stop)
             .stdout(log.try_clone().unwrap())
@@ -249,6 +253,29 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What our driver runs with.
+struct Driver<'a> {
+    /// The prefixes it originates (IPv6 or IPv4).
+    prefixes: &'a [&'a str],
+    /// The last byte of its router-id.
+    id: u8,
+    /// Hello interval; IHUs every 3, full dumps every 4.
+    hello_ms: u64,
+    /// Its seqno at start.
+    seqno: u16,
+}
+
+impl Default for Driver<'_> {
+    fn default() -> Self {
+        Driver {
+            prefixes: &[],
+            id: 1,
+            hello_ms: 1000,
+            seqno: 1,
+        }
     }
 }
 
@@ -549,7 +576,12 @@ fn seqno_stays_put_against_babeld() {
         lab.veth(&a, "va", "fe80::a", &b, "vb", "fe80::b");
         let (ours_p, theirs_p) = (format!("fd00:a{k}::/64"), format!("fd00:b{k}::/64"));
         lab.local_prefix(&b, &theirs_p);
-        let ours = lab.ours_with(&a, "va", "fe80::a", &[&ours_p], 1, 500);
+        let driver = Driver {
+            prefixes: &[&ours_p],
+            hello_ms: 500,
+            ..Driver::default()
+        };
+        let ours = lab.ours_with(&a, "va", "fe80::a", &driver);
         let defaults =
             format!("default {conf} hello-interval 0.5 update-interval 2 enable-timestamps true");
         lab.babeld_with(&b, &["vb"], &[&theirs_p], &defaults);
@@ -620,14 +652,11 @@ fn ipv4_via_ipv6_routes_with_babeld() {
     lab.veth(&a, "va", "fe80::a", &b, "vb", "fe80::b");
     lab.local_prefix(&b, "fd00:b::/64");
     lab.local_prefix(&b, "10.66.2.0/24");
-    let ours = lab.ours_with(
-        &a,
-        "va",
-        "fe80::a",
-        &["fd00:a::/64", "10.66.1.0/24"],
-        1,
-        1000,
-    );
+    let driver = Driver {
+        prefixes: &["fd00:a::/64", "10.66.1.0/24"],
+        ..Driver::default()
+    };
+    let ours = lab.ours_with(&a, "va", "fe80::a", &driver);
     let defaults = "default type tunnel hello-interval 1 update-interval 4 v4-via-v6 true";
     lab.babeld_with(&b, &["vb"], &["fd00:b::/64", "10.66.2.0/24"], defaults);
 
@@ -668,6 +697,61 @@ fn ipv4_via_ipv6_routes_with_babeld() {
     );
 }
 
+#[test]
+fn seqno_lost_is_caught_up_from_babelds_echo() {
+    if !prerequisites() {
+        return;
+    }
+    // babeld sends no catch-up hint, but with split horizon off (its
+    // default on tunnels) its full dumps echo our route back to us, seqno
+    // included, and that is enough.
+    let mut lab = Lab::new("l");
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    lab.veth(&a, "va", "fe80::a", &b, "vb", "fe80::b");
+    lab.local_prefix(&b, "fd00:b::/64");
+    let defaults = "default type tunnel hello-interval 0.5 update-interval 2";
+    lab.babeld_with(&b, &["vb"], &["fd00:b::/64"], defaults);
+    let before = Driver {
+        prefixes: &["fd00:a::/64"],
+        hello_ms: 500,
+        seqno: 1000,
+        ..Driver::default()
+    };
+    let ours = lab.ours_with(&a, "va", "fe80::a", &before);
+    wait_for(
+        "babeld installed our prefix",
+        Duration::from_secs(30),
+        || kernel_routes(&b).contains("fd00:a::/64 via fe80::a"),
+    );
+    wait_for(
+        "our driver reports seqno 1000",
+        Duration::from_secs(5),
+        || ours.state()["seqno"] == 1000,
+    );
+    // A crash (no retraction), then a restart that lost the seqno.
+    lab.terminate(&format!("ours-{a}"));
+    let restarted = Driver {
+        seqno: 900,
+        ..before
+    };
+    let ours2 = lab.ours_with(&a, "va", "fe80::a", &restarted);
+    let caught_up = wait_for(
+        "we caught up past seqno 1000 from babeld's echo",
+        Duration::from_secs(20),
+        || ours2.state()["seqno"].as_u64().is_some_and(|s| s > 1000),
+    );
+    let st = ours2.state();
+    println!(
+        "restarted at 900: seqno {} after {caught_up:?}, counters {}",
+        st["seqno"], st["counters"]
+    );
+    assert_eq!(st["counters"]["seqno_catch_ups"], 1);
+    wait_for("routes both ways again", Duration::from_secs(10), || {
+        ours2.has_route("fd00:b::/64") && kernel_routes(&b).contains("fd00:a::/64 via fe80::a")
+    });
+}
+
 // ---------------------------------------------------------------- the driver
 
 /// Not a test: the engine driver run by the tests above inside a namespace
@@ -687,6 +771,7 @@ fn driver_process() {
         .collect();
     let id: u8 = env("RE6ST_INTEROP_ID").parse().unwrap();
     let hello = Duration::from_millis(env("RE6ST_INTEROP_HELLO_MS").parse().unwrap());
+    let seqno: u16 = env("RE6ST_INTEROP_SEQNO").parse().unwrap();
     let state = PathBuf::from(env("RE6ST_INTEROP_STATE"));
     let stop = PathBuf::from(env("RE6ST_INTEROP_STOP"));
     let ifindex: u32 = fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
@@ -706,7 +791,7 @@ fn driver_process() {
         ..Config::default()
     };
     let t0 = Instant::now();
-    let mut e = Engine::new(config, RouterId([2, 0, 0, 0, 0, 0, 0xee, id]), 1, t0).unwrap();
+    let mut e = Engine::new(config, RouterId([2, 0, 0, 0, 0, 0, 0xee, id]), seqno, t0).unwrap();
     for p in prefixes {
         e.add_xroute(p, 0, t0).unwrap();
     }
