@@ -157,8 +157,9 @@ pub enum Event {
     /// The set of selected routes changed: publish [`Engine::fib`] (its
     /// generation is given).
     FibChanged(u64),
-    /// Our seqno changed (in answer to a seqno request): persist it with
-    /// the router-id, so that a restart does not go back in time.
+    /// Our seqno changed (in answer to a seqno request, or catching up
+    /// with one we had lost): persist it with the router-id, so that a
+    /// restart does not go back in time.
     SeqnoChanged(u16),
 }
 
