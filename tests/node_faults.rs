@@ -156,15 +156,14 @@ async fn a_revoked_node_is_cut_off_everywhere_and_the_crl_floods() {
         .unwrap_or_else(|m| panic!("unreachable pairs: {m:?}"));
     let bad = n - 1;
     let bad_prefix = net.node(bad).handle.prefix();
-    let number = net.registry().registry.with_sync(|r, i| {
-        i.store
-            .revoke(&r.ca, RevokeTarget::Prefix(bad_prefix), SystemTime::now())
-            .unwrap();
-        let der = i.store.crl(&r.ca, SystemTime::now()).unwrap();
-        re6st::identity::Crl::from_der(&der, r.ca.cert_der())
-            .unwrap()
-            .number
-    });
+    let r = &net.registry().registry;
+    r.store
+        .revoke(&r.ca, RevokeTarget::Prefix(bad_prefix), SystemTime::now())
+        .unwrap();
+    let der = r.store.crl(&r.ca, SystemTime::now()).unwrap();
+    let number = re6st::identity::Crl::from_der(&der, r.ca.cert_der())
+        .unwrap()
+        .number;
     // Only node 0 asks the registry; the others learn the CRL from peers.
     net.node(0).handle.refresh_registry().await;
     let took = net

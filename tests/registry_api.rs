@@ -219,14 +219,13 @@ async fn bootstrap_excludes_revoked_and_revoked_are_refused() {
     assert!(!got.contains(&nodes[0].cert.prefix.to_string()));
     assert_eq!(r.client(&nodes[0]).bootstrap(2).await.unwrap().len(), 2);
 
-    r.registry
-        .with_sync(|reg, i| {
-            i.store.revoke(
-                &reg.ca,
-                RevokeTarget::Prefix(nodes[1].cert.prefix),
-                SystemTime::now(),
-            )
-        })
+    let reg = &r.registry;
+    reg.store
+        .revoke(
+            &reg.ca,
+            RevokeTarget::Prefix(nodes[1].cert.prefix),
+            SystemTime::now(),
+        )
         .unwrap();
     let got = prefixes(r.client(&nodes[0]).bootstrap(10).await.unwrap());
     assert_eq!(got.len(), 2);
@@ -265,11 +264,10 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
     let raw = r.raw(None);
     let url = |p: &str| format!("{}{p}", r.url);
     let serial = || {
-        r.registry.with_sync(|_, i| {
-            i.store
-                .meta(re6st::registry::store::META_NEXT_SERIAL)
-                .unwrap()
-        })
+        r.registry
+            .store
+            .meta(re6st::registry::store::META_NEXT_SERIAL)
+            .unwrap()
     };
     let before = (r.counts(), serial());
     let good_csr = make_csr(&NodeKey::generate().unwrap()).unwrap();
@@ -630,18 +628,18 @@ fn network_config_version_changes_only_with_parameters() {
     let open = |f: fn(&mut re6st::registry::core::Settings)| {
         Registry::open(dir.path(), None, url.clone(), f, now).unwrap()
     };
-    let v1 = open(|_| {}).settings.network.version;
+    let v1 = open(|_| {}).settings().network.version;
     let again = open(|_| {});
-    assert_eq!(again.settings.network.version, v1);
+    assert_eq!(again.settings().network.version, v1);
     let ca_key = again.ca.public_key().clone();
     drop(again);
     let r = open(|s| s.network.tunnels = 6);
-    assert_eq!(r.settings.network.version, v1 + 1);
-    let cfg = r.network_config.verify(&ca_key).unwrap();
+    assert_eq!(r.settings().network.version, v1 + 1);
+    let cfg = r.config().network_config.verify(&ca_key).unwrap();
     assert_eq!((cfg.tunnels, cfg.version), (6, v1 + 1));
     drop(r);
     // Settings persist: a plain restart keeps k = 6.
-    assert_eq!(open(|_| {}).settings.network.tunnels, 6);
+    assert_eq!(open(|_| {}).settings().network.tunnels, 6);
 }
 
 /// What a node that waits for its registry retries and what it gives up

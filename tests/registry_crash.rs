@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use re6st::identity::{NodeCert, NodeKey, make_csr};
 use re6st::registry::client::{RegistryClient, fetch_ca};
-use re6st::registry::store::Store;
+use re6st::registry::store::{Location, Store};
 use registry_support::spawn_registry;
 
 async fn client(url: &str) -> RegistryClient {
@@ -71,7 +71,7 @@ async fn sigkill_during_enrolments_loses_nothing() {
     }
 
     // Every certificate a client received is in the store, as issued.
-    let store = Store::open(&dir.join("registry.db")).unwrap();
+    let store = Store::open(&Location::Sqlite(dir.join("registry.db"))).unwrap();
     let rows: HashMap<String, u64> = store
         .list_nodes(true)
         .unwrap()

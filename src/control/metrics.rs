@@ -209,15 +209,16 @@ pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
     m.out
 }
 
-/// Builds the exposition, writing each metric family's HELP and TYPE once.
+/// Builds the exposition, writing each metric family's HELP and TYPE once
+/// (also used by the registry's metrics).
 #[derive(Default)]
-struct Metrics {
-    out: String,
+pub(crate) struct Metrics {
+    pub(crate) out: String,
     last_family: String,
 }
 
 impl Metrics {
-    fn family(&mut self, name: &str, help: &str, kind: &str) {
+    pub(crate) fn family(&mut self, name: &str, help: &str, kind: &str) {
         if self.last_family != name {
             let _ = writeln!(self.out, "# HELP {name} {help}");
             let _ = writeln!(self.out, "# TYPE {name} {kind}");
@@ -225,7 +226,7 @@ impl Metrics {
         }
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, String)], v: f64) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, String)], v: f64) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -240,12 +241,12 @@ impl Metrics {
         let _ = writeln!(self.out, " {v}");
     }
 
-    fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, String)], v: f64) {
+    pub(crate) fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, String)], v: f64) {
         self.family(name, help, "gauge");
         self.sample(name, labels, v);
     }
 
-    fn counter(&mut self, name: &str, help: &str, labels: &[(&str, String)], v: f64) {
+    pub(crate) fn counter(&mut self, name: &str, help: &str, labels: &[(&str, String)], v: f64) {
         self.family(name, help, "counter");
         self.sample(name, labels, v);
     }
@@ -285,7 +286,8 @@ async fn handler(State(source): State<Arc<Source>>) -> impl IntoResponse {
     }
 }
 
-/// Binds the metrics listener. Only loopback addresses are accepted: the
+/// Binds the metrics listener (the node's and the registry's). Only
+/// loopback addresses are accepted: the
 /// metrics name the node's peers and addresses, and the endpoint has no
 /// authentication (put a reverse proxy in front to export them).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

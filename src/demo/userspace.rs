@@ -84,7 +84,7 @@ impl UserNet {
             },
             now,
         )?;
-        let network = registry.settings.network.network;
+        let network = registry.network;
         let ca_der = registry.ca.cert_der().to_vec();
         let tls = re6st::registry::server::server_tls(&registry, &["127.0.0.1".into()], now)?;
         let registry = tokio::spawn(re6st::registry::server::serve(

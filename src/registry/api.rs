@@ -168,6 +168,11 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The registry failed (its fault, not the request's).
     Internal,
+    /// The registry's database cannot be reached right now (503): try
+    /// again, or another replica.
+    DatabaseUnavailable,
+    /// Too many requests are waiting (503): try again in a moment.
+    Busy,
     /// A code this client does not know (sent by a newer registry).
     #[serde(other)]
     Unknown,

@@ -1,28 +1,39 @@
-//! The registry's state: its directory, settings, CA, store and allocator,
-//! opened once and shared by the HTTPS handlers.
+//! The registry's state: where it lives, its settings, CA, store and
+//! writer, opened once and shared by the HTTPS handlers.
 //!
-//! Registry directory layout:
+//! With SQLite (the default), the registry directory holds everything:
 //!
 //! ```text
 //! DIR/
-//!   ca.key        PKCS#8 PEM CA key, mode 0600 (the network's root secret)
+//!   ca.key        PKCS#8 PEM CA key, mode 0600, or the same encrypted
+//!                 (`RE6ST ENCRYPTED CA KEY`) when a CA key secret is given
 //!   ca.crt        PEM CA certificate (what nodes pin)
 //!   registry.db   SQLite store (+ -wal/-shm files)
 //!   registry.lock held (flock) by the running server: one server per store
 //! ```
+//!
+//! With PostgreSQL (`--database postgres://...`), the CA certificate and
+//! the encrypted CA key live in the database's `meta` table, so every
+//! replica shares them; the secret that decrypts the key is given to each
+//! replica (`--ca-key-secret-file` or `RE6ST_CA_KEY_SECRET`) and never
+//! stored in the database.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
-use super::alloc::BuddyAllocator;
+use super::ca_key::{CaSecret, is_sealed};
+use super::metrics::RegistryMetrics;
 use super::store::{
-    META_NETWORK, META_NETWORK_CONFIG, META_NEXT_SERIAL, META_SETTINGS, Policy, Store,
+    self, Backend, Location, META_CA_CERT, META_CA_KEY, META_NETWORK, META_NETWORK_CONFIG,
+    META_NEXT_SERIAL, META_SETTINGS, Policy, Store, StoreError, Tx,
 };
+use super::writer::Writer;
 use crate::identity::{Ca, NetworkConfig, SignedNetworkConfig};
 use crate::state_dir::write_atomic;
 
@@ -37,6 +48,41 @@ pub const LOCK: &str = "registry.lock";
 
 /// Lifetime of the CA certificate made at first start.
 const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 86_400);
+
+/// Where a registry keeps its state.
+#[derive(Debug)]
+pub struct Place {
+    /// The registry directory (SQLite: everything; PostgreSQL: unused).
+    pub dir: PathBuf,
+    /// The database.
+    pub database: Location,
+    /// The secret that encrypts the CA key at rest (required with
+    /// PostgreSQL).
+    pub secret: Option<CaSecret>,
+}
+
+impl Place {
+    /// SQLite in `dir`, CA key unencrypted.
+    pub fn sqlite(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            database: Location::Sqlite(dir.join(DB)),
+            secret: None,
+        }
+    }
+}
+
+/// Runs `f` on a thread outside the async executor when called inside it
+/// (the PostgreSQL client blocks on a runtime of its own).
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    })
+}
 
 /// Persistent settings: chosen at first start, changed by later `run`
 /// options, kept in the store so a restart without options keeps them.
@@ -85,85 +131,205 @@ impl Settings {
     }
 }
 
-/// The opened registry.
-pub struct Registry {
-    /// The directory.
-    pub dir: PathBuf,
-    /// The CA.
-    pub ca: Ca,
+/// The settings in force and the signed configuration they make.
+#[derive(Debug, Clone)]
+pub struct Config {
     /// Settings in force.
     pub settings: Settings,
     /// The signed network configuration served to nodes.
     pub network_config: SignedNetworkConfig,
-    inner: Mutex<Inner>,
+}
+
+/// The opened registry.
+pub struct Registry {
+    /// The directory (SQLite), or where the process was started from.
+    pub dir: PathBuf,
+    /// The CA.
+    pub ca: Ca,
+    /// The network prefix.
+    pub network: Ipv6Net,
+    config: RwLock<Arc<Config>>,
+    /// The database (reads, admin writes).
+    pub store: Store,
+    /// The group-commit writer (every write of the API).
+    pub writer: Writer,
+    /// This process's counts.
+    pub metrics: Arc<RegistryMetrics>,
     /// Bootstrap requests answered since start (how much nodes rely on the
     /// registry to find peers; peer exchange should keep it low).
-    pub bootstrap_requests: std::sync::atomic::AtomicU64,
+    pub bootstrap_requests: AtomicU64,
     _lock: Option<std::fs::File>,
 }
 
-/// The store and the allocator, always used together under one lock.
-pub struct Inner {
-    /// The database.
-    pub store: Store,
-    /// Free prefixes (derived from the store).
-    pub alloc: BuddyAllocator,
-}
-
-/// Opens the store of `dir`, creating the directory, CA and database on
+/// Opens the store of `place`, creating the directory, CA and database on
 /// first use. `network` is only used (and random if `None`) at creation;
-/// afterwards it must match.
+/// afterwards it must match. Returns the store, the CA and the network.
 pub fn open_store(
-    dir: &Path,
+    place: &Place,
     network: Option<Ipv6Net>,
     now: SystemTime,
 ) -> anyhow::Result<(Store, Ca, Ipv6Net)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("setting mode 0700 on {}", dir.display()))?;
-    }
-    let store = Store::open(&dir.join(DB))
-        .with_context(|| format!("opening {}", dir.join(DB).display()))?;
-    let stored: Option<Ipv6Net> = store
-        .meta(META_NETWORK)?
-        .map(|s| s.parse().context("bad network prefix in the store"))
-        .transpose()?;
-    let net = match (stored, network) {
-        (Some(s), Some(n)) if s != n.trunc() => anyhow::bail!(
-            "this registry serves {s}; the network prefix is fixed when the registry is created \
-             (a new prefix needs a new registry directory)"
-        ),
-        (Some(s), _) => s,
-        (None, n) => n.map(|n| n.trunc()).unwrap_or_else(random_ula),
-    };
-    let (key_path, cert_path) = (dir.join(CA_KEY), dir.join(CA_CERT));
-    let ca = if key_path.exists() && cert_path.exists() {
-        let key = std::fs::read_to_string(&key_path)
-            .with_context(|| format!("reading {}", key_path.display()))?;
-        let cert = std::fs::read_to_string(&cert_path)
-            .with_context(|| format!("reading {}", cert_path.display()))?;
-        Ca::from_pem(&cert, &key).context("loading the CA")?
-    } else if stored.is_some() {
+    off_runtime(|| {
+        let (store, net) = open_database(place, network, now)?;
+        let ca = load_ca(place, &store)?;
+        Ok((store, ca, net))
+    })
+}
+
+/// Opens the database (creating the directory, CA and network at first
+/// use) without loading the CA: what the admin commands that sign nothing
+/// need.
+pub fn open_database(
+    place: &Place,
+    network: Option<Ipv6Net>,
+    now: SystemTime,
+) -> anyhow::Result<(Store, Ipv6Net)> {
+    if place.database.backend() == Backend::Sqlite {
+        let dir = &place.dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("setting mode 0700 on {}", dir.display()))?;
+        }
+    } else if place.secret.is_none() {
         anyhow::bail!(
-            "{} or {} is missing: restore them from backup",
-            key_path.display(),
-            cert_path.display()
+            "a registry on PostgreSQL keeps its CA key in the database, encrypted: give the \
+             secret that encrypts it with --ca-key-secret-file FILE or {}",
+            super::ca_key::SECRET_ENV
         );
-    } else {
-        // Serial 1 is the CA's; node serials start at 2.
-        let ca = Ca::generate(net, 1, now, CA_LIFETIME)?;
-        write_atomic(&key_path, ca.key_pem().as_bytes(), 0o600)?;
-        write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
-        ca
-    };
-    if stored.is_none() {
-        store.set_meta(META_NETWORK, &net.to_string())?;
-        store.set_meta(META_NEXT_SERIAL, "2")?;
     }
-    Ok((store, ca, net))
+    let store =
+        Store::open(&place.database).with_context(|| format!("opening {}", place.database))?;
+    // Creation runs in one write transaction: replicas starting together
+    // on an empty database make one CA, not two.
+    let net = store.write(|tx| {
+        let stored: Option<Ipv6Net> = store::meta(tx, META_NETWORK)?
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| StoreError::Config("bad network prefix in the store".into()))
+            })
+            .transpose()?;
+        let net = match (stored, network) {
+            (Some(s), Some(n)) if s != n.trunc() => {
+                return Err(StoreError::Config(format!(
+                    "this registry serves {s}; the network prefix is fixed when the registry \
+                     is created (a new prefix needs a new registry)"
+                )));
+            }
+            (Some(s), _) => return Ok(s),
+            (None, n) => n.map(|n| n.trunc()).unwrap_or_else(random_ula),
+        };
+        create_ca(place, tx, net, now)?;
+        store::set_meta(tx, META_NETWORK, &net.to_string())?;
+        store::set_meta(tx, META_NEXT_SERIAL, "2")?;
+        Ok(net)
+    })?;
+    Ok((store, net))
+}
+
+fn config_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Config(e.to_string())
+}
+
+/// Makes the CA of a new network (SQLite: its files, unless a previous
+/// start made them and stopped before recording the network).
+fn create_ca(
+    place: &Place,
+    tx: &mut dyn Tx,
+    net: Ipv6Net,
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    let sealed = |ca: &Ca| -> Result<String, StoreError> {
+        match &place.secret {
+            Some(s) => s.seal(ca.key_pem()).map_err(config_error),
+            None => Ok(ca.key_pem().to_string()),
+        }
+    };
+    match place.database.backend() {
+        Backend::Sqlite => {
+            let (key_path, cert_path) = (place.dir.join(CA_KEY), place.dir.join(CA_CERT));
+            if key_path.exists() && cert_path.exists() {
+                return Ok(());
+            }
+            // Serial 1 is the CA's; node serials start at 2.
+            let ca = Ca::generate(net, 1, now, CA_LIFETIME)?;
+            write_atomic(&key_path, sealed(&ca)?.as_bytes(), 0o600).map_err(config_error)?;
+            write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644).map_err(config_error)?;
+        }
+        Backend::Postgres => {
+            let ca = Ca::generate(net, 1, now, CA_LIFETIME)?;
+            store::set_meta(tx, META_CA_KEY, &sealed(&ca)?)?;
+            store::set_meta(tx, META_CA_CERT, &ca.cert_pem())?;
+        }
+    }
+    Ok(())
+}
+
+/// The CA certificate (PEM) and key (PEM, maybe encrypted) of an
+/// existing registry.
+fn ca_texts(place: &Place, store: &Store) -> anyhow::Result<(String, String)> {
+    Ok(match place.database.backend() {
+        Backend::Sqlite => {
+            let (key_path, cert_path) = (place.dir.join(CA_KEY), place.dir.join(CA_CERT));
+            if !key_path.exists() || !cert_path.exists() {
+                anyhow::bail!(
+                    "{} or {} is missing: restore them from backup",
+                    key_path.display(),
+                    cert_path.display()
+                );
+            }
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            (read(&cert_path)?, read(&key_path)?)
+        }
+        Backend::Postgres => {
+            let get = |k: &str| -> anyhow::Result<String> {
+                store.meta(k)?.ok_or_else(|| {
+                    anyhow::anyhow!("the database has no {k}: was it made by re6st?")
+                })
+            };
+            (get(META_CA_CERT)?, get(META_CA_KEY)?)
+        }
+    })
+}
+
+/// The CA certificate's fingerprint (no secret needed).
+pub fn ca_fingerprint(
+    place: &Place,
+    store: &Store,
+) -> anyhow::Result<crate::identity::Fingerprint> {
+    let (cert, _) = ca_texts(place, store)?;
+    Ok(crate::identity::Fingerprint::of(
+        &crate::identity::ca_der_from_pem(&cert)?,
+    ))
+}
+
+/// Loads the CA of an existing registry, decrypting its key with the
+/// secret. On SQLite, a plain `ca.key` is encrypted in place when a secret
+/// is given.
+pub fn load_ca(place: &Place, store: &Store) -> anyhow::Result<Ca> {
+    let (cert, key) = ca_texts(place, store)?;
+    if place.database.backend() == Backend::Sqlite
+        && let Some(s) = &place.secret
+        && !is_sealed(&key)
+    {
+        Ca::from_pem(&cert, &key).context("loading the CA")?;
+        let key_path = place.dir.join(CA_KEY);
+        write_atomic(&key_path, s.seal(&key)?.as_bytes(), 0o600)?;
+        tracing::info!(path = %key_path.display(), "the CA key is now encrypted at rest");
+    }
+    let key = match (is_sealed(&key), &place.secret) {
+        (false, _) => key,
+        (true, Some(s)) => s.open(&key)?,
+        (true, None) => anyhow::bail!(
+            "the CA key is encrypted: give its secret with --ca-key-secret-file FILE or {}",
+            super::ca_key::SECRET_ENV
+        ),
+    };
+    Ca::from_pem(&cert, &key).context("loading the CA")
 }
 
 /// A random ULA /48 (RFC 4193: fd00::/8 + 40 random bits).
@@ -177,92 +343,193 @@ pub fn random_ula() -> Ipv6Net {
 }
 
 impl Registry {
-    /// Opens the registry in `dir` for serving: takes the lock, merges
-    /// `apply` into the stored settings, re-signs the network configuration
-    /// if its parameters or `registry_url` changed, rebuilds the allocator.
+    /// Opens the SQLite registry in `dir` for serving (see [`Self::open_at`]).
     pub fn open(
         dir: &Path,
+        network: Option<Ipv6Net>,
+        registry_url: String,
+        apply: impl FnOnce(&mut Settings) + Send,
+        now: SystemTime,
+    ) -> anyhow::Result<Self> {
+        Self::open_at(&Place::sqlite(dir), network, registry_url, apply, now)
+    }
+
+    /// Opens the registry at `place` for serving: takes the directory lock
+    /// (SQLite), merges `apply` into the stored settings, re-signs the
+    /// network configuration if its parameters or `registry_url` changed,
+    /// starts the writer.
+    pub fn open_at(
+        place: &Place,
+        network: Option<Ipv6Net>,
+        registry_url: String,
+        apply: impl FnOnce(&mut Settings) + Send,
+        now: SystemTime,
+    ) -> anyhow::Result<Self> {
+        off_runtime(|| Self::open_blocking(place, network, registry_url, apply, now))
+    }
+
+    fn open_blocking(
+        place: &Place,
         network: Option<Ipv6Net>,
         registry_url: String,
         apply: impl FnOnce(&mut Settings),
         now: SystemTime,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK))
-            .context("opening the lock file")?;
-        lock.try_lock()
-            .map_err(|_| anyhow::anyhow!("another registry is running on {}", dir.display()))?;
-        let (store, ca, net) = open_store(dir, network, now)?;
-        let mut settings: Settings = match store.meta(META_SETTINGS)? {
-            Some(j) => serde_json::from_str(&j).context("bad settings in the store")?,
-            None => Settings::defaults(net),
-        };
-        apply(&mut settings);
-        settings.network.network = net;
-        settings.network.registry_url = registry_url;
-        settings
-            .network
-            .validate()
-            .context("invalid network parameters")?;
-        let previous: Option<SignedNetworkConfig> = store
-            .meta(META_NETWORK_CONFIG)?
-            .map(|j| serde_json::from_str(&j))
-            .transpose()
-            .context("bad network configuration in the store")?;
-        let stored_signed = previous.clone();
-        let previous = previous.map(|p| p.verify(ca.public_key())).transpose()?;
-        let network_config = match previous {
-            Some(p) if p.same_parameters(&settings.network) => {
-                settings.network = p;
-                // Unchanged: keep serving the stored signed copy.
-                stored_signed
-                    .ok_or_else(|| anyhow::anyhow!("unreachable: no stored configuration"))?
+        let lock = match place.database.backend() {
+            Backend::Sqlite => {
+                let dir = &place.dir;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(LOCK))
+                    .context("opening the lock file")?;
+                lock.try_lock().map_err(|_| {
+                    anyhow::anyhow!("another registry is running on {}", dir.display())
+                })?;
+                Some(lock)
             }
-            p => {
-                settings.network.version = p.map_or(1, |p| p.version + 1);
-                settings.network.issued_at = crate::identity::unix_secs(now);
-                let signed = settings.network.sign(&ca)?;
-                store.set_meta(META_NETWORK_CONFIG, &serde_json::to_string(&signed)?)?;
-                signed
-            }
+            // Replicas share the database: no lock.
+            Backend::Postgres => None,
         };
-        store.set_meta(META_SETTINGS, &serde_json::to_string(&settings)?)?;
-        let alloc = store.allocator(net)?;
+        let (store, ca, net) = open_store(place, network, now)?;
+        let config = store.write(|tx| {
+            let mut settings: Settings = match store::meta(tx, META_SETTINGS)? {
+                Some(j) => serde_json::from_str(&j)
+                    .map_err(|e| StoreError::Config(format!("bad settings in the store: {e}")))?,
+                None => Settings::defaults(net),
+            };
+            apply(&mut settings);
+            settings.network.network = net;
+            settings.network.registry_url = registry_url;
+            settings
+                .network
+                .validate()
+                .map_err(|e| StoreError::Config(format!("invalid network parameters: {e}")))?;
+            let stored_signed: Option<SignedNetworkConfig> = store::meta(tx, META_NETWORK_CONFIG)?
+                .map(|j| serde_json::from_str(&j))
+                .transpose()
+                .map_err(|e| {
+                    StoreError::Config(format!("bad network configuration in the store: {e}"))
+                })?;
+            let previous = stored_signed
+                .clone()
+                .map(|p| p.verify(ca.public_key()))
+                .transpose()?;
+            let network_config = match (previous, stored_signed) {
+                (Some(p), Some(signed)) if p.same_parameters(&settings.network) => {
+                    settings.network = p;
+                    // Unchanged: keep serving the stored signed copy.
+                    signed
+                }
+                (p, _) => {
+                    settings.network.version = p.map_or(1, |p| p.version + 1);
+                    settings.network.issued_at = crate::identity::unix_secs(now);
+                    let signed = settings.network.sign(&ca)?;
+                    store::set_meta(tx, META_NETWORK_CONFIG, &to_json(&signed)?)?;
+                    signed
+                }
+            };
+            store::set_meta(tx, META_SETTINGS, &to_json(&settings)?)?;
+            Ok(Config {
+                settings,
+                network_config,
+            })
+        })?;
+        let metrics = Arc::new(RegistryMetrics::default());
+        let writer = Writer::start(&store, net, metrics.clone())?;
         Ok(Self {
-            dir: dir.to_path_buf(),
+            dir: place.dir.clone(),
             ca,
-            settings,
-            network_config,
-            inner: Mutex::new(Inner { store, alloc }),
-            bootstrap_requests: std::sync::atomic::AtomicU64::new(0),
-            _lock: Some(lock),
+            network: net,
+            config: RwLock::new(Arc::new(config)),
+            store,
+            writer,
+            metrics,
+            bootstrap_requests: AtomicU64::new(0),
+            _lock: lock,
         })
     }
 
-    /// Runs `f` on the store and allocator on a blocking thread (SQLite
-    /// calls block, and fsync takes milliseconds).
-    pub async fn with<T: Send + 'static>(
-        self: &std::sync::Arc<Self>,
-        f: impl FnOnce(&Self, &mut Inner) -> T + Send + 'static,
-    ) -> T {
-        let me = self.clone();
-        let run = move || {
-            let mut g = me.inner.lock().unwrap_or_else(|p| p.into_inner());
-            f(&me, &mut g)
+    /// The settings and signed configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        self.config().settings.clone()
+    }
+
+    /// The issuing policy in force.
+    pub fn policy(&self) -> Policy {
+        self.config().settings.policy()
+    }
+
+    /// Picks up settings another replica (or a restart) stored, when their
+    /// signed configuration is newer than the one served. Returns whether
+    /// it changed. Blocking: call from a blocking thread.
+    pub fn reload(&self) -> Result<bool, StoreError> {
+        let (settings, signed) = self.store.read(|tx| {
+            Ok((
+                store::meta(tx, META_SETTINGS)?,
+                store::meta(tx, META_NETWORK_CONFIG)?,
+            ))
+        })?;
+        let (Some(settings), Some(signed)) = (settings, signed) else {
+            return Ok(false);
         };
-        match tokio::task::spawn_blocking(run).await {
+        let settings: Settings = serde_json::from_str(&settings)
+            .map_err(|e| StoreError::Config(format!("bad settings in the store: {e}")))?;
+        let signed: SignedNetworkConfig = serde_json::from_str(&signed)
+            .map_err(|e| StoreError::Config(format!("bad network configuration: {e}")))?;
+        let version = signed.verify(self.ca.public_key())?.version;
+        if version <= self.config().settings.network.version {
+            return Ok(false);
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Config {
+            settings,
+            network_config: signed,
+        });
+        tracing::info!(
+            version,
+            "network configuration changed by another registry replica"
+        );
+        Ok(true)
+    }
+
+    /// Runs `f` on a pooled connection, on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Self, &mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || me.store.read(|tx| f(&me, tx))).await {
             Ok(v) => v,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 
-    /// Runs `f` on the store synchronously (for startup and tests).
-    pub fn with_sync<T>(&self, f: impl FnOnce(&Self, &mut Inner) -> T) -> T {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(self, &mut g)
+    /// The current CRL (DER), signed again through the writer when stale.
+    pub async fn crl(self: &Arc<Self>, now: SystemTime) -> Result<Vec<u8>, StoreError> {
+        if let Some(der) = self
+            .read(move |_, tx| store::revoke::current_crl(tx, now))
+            .await?
+        {
+            return Ok(der);
+        }
+        let me = self.clone();
+        self.writer
+            .run(move |tx, _| store::revoke::refresh_crl(tx, &me.ca, now, false))
+            .await
     }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
 }

@@ -13,21 +13,25 @@
 pub mod alloc;
 pub mod api;
 pub mod backoff;
+pub mod ca_key;
 pub mod client;
 pub mod core;
+pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod writer;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use ipnet::Ipv6Net;
 
-use self::core::{DB, Registry, Settings, open_store};
-use self::store::RevokeTarget;
+use self::ca_key::{CaSecret, SECRET_ENV};
+use self::core::{Place, Registry, Settings, load_ca, open_database};
+use self::store::{Backend, Location, RevokeTarget};
 
 /// Default registry directory.
 pub const DEFAULT_DIR: &str = "/var/lib/re6st/registry";
@@ -57,9 +61,47 @@ pub enum RegistryCommand {
 /// Where the registry keeps its state.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DirArgs {
-    /// Registry directory (CA key, CA certificate, database).
+    /// Registry directory (SQLite: CA key, CA certificate, database).
     #[arg(long, env = "RE6ST_REGISTRY_DIR", default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
+    /// The database: `postgres://user[:password]@host[:port]/db` for
+    /// several replicas on one PostgreSQL (the CA then lives in the
+    /// database, its key encrypted), or `sqlite:PATH`. Default: SQLite in
+    /// the registry directory.
+    #[arg(long, env = "RE6ST_REGISTRY_DATABASE", value_name = "URL")]
+    pub database: Option<Location>,
+    /// File holding the secret that encrypts the CA key at rest (at least
+    /// 16 bytes; e.g. `head -c 32 /dev/urandom | base64 > FILE`). Required
+    /// with PostgreSQL; with SQLite, a plain ca.key is encrypted in place
+    /// the first time it is given. The secret may instead be given in the
+    /// environment variable RE6ST_CA_KEY_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub ca_key_secret_file: Option<PathBuf>,
+}
+
+impl DirArgs {
+    /// Where the state is, with the CA key secret read.
+    pub fn place(&self) -> anyhow::Result<Place> {
+        let secret = match &self.ca_key_secret_file {
+            Some(f) => {
+                let b = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                Some(CaSecret::new(&b).with_context(|| format!("in {}", f.display()))?)
+            }
+            None => std::env::var_os(SECRET_ENV)
+                .map(|v| CaSecret::new(v.as_encoded_bytes()))
+                .transpose()
+                .with_context(|| format!("in {SECRET_ENV}"))?,
+        };
+        let database = self
+            .database
+            .clone()
+            .unwrap_or_else(|| Location::Sqlite(self.dir.join(core::DB)));
+        Ok(Place {
+            dir: self.dir.clone(),
+            database,
+            secret,
+        })
+    }
 }
 
 /// Whether nodes need a token to enrol.
@@ -327,22 +369,18 @@ async fn run_server(args: RunArgs) -> anyhow::Result<()> {
         )
     });
     let now = SystemTime::now();
-    let registry = Registry::open(
-        &args.dir.dir,
-        args.network,
-        url.clone(),
-        |s| args.apply(s),
-        now,
-    )?;
+    let place = args.dir.place()?;
+    let registry = Registry::open_at(&place, args.network, url.clone(), |s| args.apply(s), now)?;
     let tls = server::server_tls(&registry, &hostnames, now)?;
-    let s = &registry.settings;
+    let s = registry.settings();
     println!(
-        "re6st registry: listening on {} (network {}, node prefixes /{}, {} enrolment, config v{}), CA {}",
+        "re6st registry: listening on {} (network {}, node prefixes /{}, {} enrolment, config v{}, {}), CA {}",
         https_url(&bound.ip().to_string(), bound.port()),
         s.network.network,
         s.network.node_prefix_len,
         if s.open { "open" } else { "token" },
         s.network.version,
+        place.database,
         registry.ca.fingerprint(),
     );
     use std::io::Write;
@@ -367,18 +405,22 @@ async fn run_server(args: RunArgs) -> anyhow::Result<()> {
     .await
 }
 
-fn open_existing(dir: &Path) -> anyhow::Result<(store::Store, crate::identity::Ca, Ipv6Net)> {
-    if !dir.join(DB).exists() {
+/// The store of an existing registry (the CA is loaded only by the
+/// commands that sign).
+fn open_existing(a: &DirArgs) -> anyhow::Result<(store::Store, Place, Ipv6Net)> {
+    let place = a.place()?;
+    if place.database.backend() == Backend::Sqlite && !place.dir.join(core::DB).exists() {
         anyhow::bail!(
             "no registry in {} (start one with `re6st registry run --dir {0}`)",
-            dir.display()
+            place.dir.display()
         );
     }
-    open_store(dir, None, SystemTime::now())
+    let (store, net) = open_database(&place, None, SystemTime::now())?;
+    Ok((store, place, net))
 }
 
 fn admin_token(a: &TokenArgs) -> anyhow::Result<()> {
-    let (mut store, _, net) = open_existing(&a.dir.dir)?;
+    let (store, _, net) = open_existing(&a.dir)?;
     if let Some(t) = &a.delete {
         if !store.delete_token(t)? {
             anyhow::bail!(
@@ -413,7 +455,7 @@ fn fmt_time(secs: u64) -> String {
 }
 
 fn admin_tokens(a: &ListArgs) -> anyhow::Result<()> {
-    let (store, _, _) = open_existing(&a.dir.dir)?;
+    let (store, _, _) = open_existing(&a.dir)?;
     let rows = store.list_tokens()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -438,7 +480,7 @@ fn admin_tokens(a: &ListArgs) -> anyhow::Result<()> {
 }
 
 fn admin_list(a: &ListArgs) -> anyhow::Result<()> {
-    let (store, _, _) = open_existing(&a.dir.dir)?;
+    let (store, _, _) = open_existing(&a.dir)?;
     let rows = store.list_nodes(a.all)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -462,7 +504,8 @@ fn admin_list(a: &ListArgs) -> anyhow::Result<()> {
 }
 
 fn admin_revoke(a: &RevokeArgs) -> anyhow::Result<()> {
-    let (mut store, ca, _) = open_existing(&a.dir.dir)?;
+    let (store, place, _) = open_existing(&a.dir)?;
+    let ca = load_ca(&place, &store)?;
     let out = store.revoke(&ca, a.target, SystemTime::now())?;
     let serials = out
         .serials
@@ -485,13 +528,15 @@ fn admin_revoke(a: &RevokeArgs) -> anyhow::Result<()> {
 }
 
 fn admin_info(a: &DirArgs) -> anyhow::Result<()> {
-    let (store, ca, net) = open_existing(&a.dir)?;
+    let (store, place, net) = open_existing(a)?;
+    let fingerprint = core::ca_fingerprint(&place, &store)?;
     let (active, revoked, certs) = store.counts()?;
     let settings: Option<Settings> = store
         .meta(store::META_SETTINGS)?
         .and_then(|j| serde_json::from_str(&j).ok());
     println!("network:         {net}");
-    println!("CA fingerprint:  {}", ca.fingerprint());
+    println!("database:        {}", place.database);
+    println!("CA fingerprint:  {fingerprint}");
     if let Some(s) = settings {
         println!("registry URL:    {}", s.network.registry_url);
         println!("enrolment:       {}", if s.open { "open" } else { "token" });

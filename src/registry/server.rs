@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::api::{self, ApiError, ErrorCode};
 use super::core::Registry;
-use super::store::{NodeState, StoreError};
+use super::store::{self, NodeState, StoreError};
 use crate::identity::tls::{CaVerifier, TlsIdentity, Trust, provider};
 use crate::identity::{
     CertificateRequest, IdentityError, IssueParams, NodeCert, NodeKey, SignedAnnouncement, cert_pem,
@@ -109,7 +109,13 @@ impl From<StoreError> for ApiErr {
             StoreError::Revoked(_) => forbidden(ErrorCode::CertificateRevoked, msg),
             StoreError::Expired(_) => forbidden(ErrorCode::CertificateExpired, msg),
             StoreError::Identity(e) => e.into(),
-            StoreError::Sqlite(_) | StoreError::Internal(_) => {
+            StoreError::Unavailable(_) => ApiErr(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::DatabaseUnavailable,
+                msg,
+            ),
+            StoreError::Busy(_) => ApiErr(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, msg),
+            StoreError::Database(_) | StoreError::Config(_) | StoreError::Internal(_) => {
                 ApiErr(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, msg)
             }
         }
@@ -173,14 +179,14 @@ async fn get_ca(State(r): State<Arc<Registry>>) -> ApiResult<api::CaResponse> {
 }
 
 async fn get_crl(State(r): State<Arc<Registry>>) -> ApiResult<api::CrlResponse> {
-    let der = r.with(|r, i| i.store.crl(&r.ca, SystemTime::now())).await?;
+    let der = r.crl(SystemTime::now()).await?;
     Ok(Json(api::CrlResponse {
         crl: crate::identity::crl_pem(&der),
     }))
 }
 
 async fn get_network(State(r): State<Arc<Registry>>) -> ApiResult<api::SignedNetworkConfig> {
-    Ok(Json(r.network_config.clone()))
+    Ok(Json(r.config().network_config.clone()))
 }
 
 async fn enrol(
@@ -196,30 +202,34 @@ async fn enrol(
     {
         return Err(forbidden(ErrorCode::UnknownToken, "unknown token"));
     }
-    let (issued, crl) = r
-        .with(move |r, i| -> Result<_, StoreError> {
-            let now = SystemTime::now();
-            let policy = r.settings.policy();
-            let issued = i.store.enrol(
-                &mut i.alloc,
-                &r.ca,
+    let policy = r.policy();
+    let me = r.clone();
+    let issued = r
+        .writer
+        .run(move |tx, prefixes| {
+            store::issue::enrol(
+                tx,
+                prefixes,
+                &me.ca,
                 &policy,
                 &csr.public_key,
                 req.token.as_deref(),
-                now,
-            )?;
-            let crl = i.store.crl(&r.ca, now)?;
-            Ok((issued, crl))
+                SystemTime::now(),
+            )
         })
         .await?;
+    let crl = r.crl(SystemTime::now()).await?;
     if issued.new {
+        r.metrics.count(&r.metrics.enrolled);
         info!(prefix = %issued.prefix, serial = issued.serial, "enrolled");
+    } else {
+        r.metrics.count(&r.metrics.enrol_repeated);
     }
     Ok(Json(api::EnrolResponse {
         certificate: cert_pem(&issued.der),
         ca: r.ca.cert_pem(),
         crl: crate::identity::crl_pem(&crl),
-        network: r.network_config.clone(),
+        network: r.config().network_config.clone(),
     }))
 }
 
@@ -240,7 +250,9 @@ async fn client_node(
     let node = NodeCert::from_der(der)
         .map_err(|e| forbidden(ErrorCode::UnknownCertificate, e.to_string()))?;
     let serial = node.serial;
-    let state = r.with(move |_, i| i.store.node_state(serial)).await?;
+    let state = r
+        .read(move |_, tx| store::peers::node_state(tx, serial))
+        .await?;
     match state {
         None | Some(NodeState::Released) => {
             return Err(forbidden(
@@ -278,11 +290,15 @@ async fn renew(
         .map(CertificateRequest::from_pem)
         .transpose()?
         .map(|c| c.public_key);
+    let policy = r.policy();
+    let me = r.clone();
     let out = r
-        .with(move |r, i| {
-            i.store.renew(
-                &r.ca,
-                &r.settings.policy(),
+        .writer
+        .run(move |tx, _| {
+            store::issue::renew(
+                tx,
+                &me.ca,
+                &policy,
                 node.serial,
                 key.as_ref(),
                 SystemTime::now(),
@@ -290,7 +306,10 @@ async fn renew(
         })
         .await?;
     if out.renewed {
+        r.metrics.count(&r.metrics.renewed);
         info!(prefix = %out.cert.prefix, serial = out.cert.serial, "renewed");
+    } else {
+        r.metrics.count(&r.metrics.renew_not_due);
     }
     Ok(Json(api::RenewResponse {
         certificate: cert_pem(&out.cert.der),
@@ -307,7 +326,7 @@ async fn announce(
     let Json(signed) = body.map_err(json_rejection)?;
     let now = SystemTime::now();
     let verifier = CaVerifier::new(&Trust::new(r.ca.cert_der(), None))?;
-    let max_age = Duration::from_secs(r.settings.announce_max_age_secs);
+    let max_age = Duration::from_secs(r.config().settings.announce_max_age_secs);
     let verified = signed
         .verify(&verifier, now, max_age)
         .map_err(|e| bad(ErrorCode::BadAnnouncement, e.to_string()))?;
@@ -321,8 +340,12 @@ async fn announce(
         ));
     }
     let stored = r
-        .with(move |_, i| i.store.announce(&verified, &signed, now))
+        .writer
+        .run(move |tx, _| store::peers::announce(tx, &verified, &signed, now))
         .await?;
+    if stored {
+        r.metrics.count(&r.metrics.announcements);
+    }
     Ok(Json(api::AnnounceResponse { stored }))
 }
 
@@ -342,10 +365,11 @@ async fn bootstrap(
         ));
     }
     let now = SystemTime::now();
-    let since = now - Duration::from_secs(r.settings.announce_max_age_secs);
+    let since = now - Duration::from_secs(r.config().settings.announce_max_age_secs);
     let peers = r
-        .with(move |_, i| i.store.bootstrap(node.serial, q.n, since, now))
+        .read(move |_, tx| store::peers::bootstrap(tx, node.serial, q.n, since, now))
         .await?;
+    r.metrics.count(&r.metrics.bootstraps);
     Ok(Json(api::BootstrapResponse { peers }))
 }
 
@@ -475,7 +499,7 @@ fn issue_server_config(
             Err(_) => dns.push(h.clone()),
         }
     }
-    let serial = registry.with_sync(|_, i| i.store.take_serials(1))?;
+    let serial = super::core::off_runtime(|| registry.store.take_serials(1))?;
     let p = IssueParams {
         serial,
         not_before: now - Duration::from_secs(300),
@@ -483,8 +507,9 @@ fn issue_server_config(
     };
     let spki = key.spki_der();
     let der = registry.ca.issue_server(&spki, &dns, &ips, p)?;
-    registry.with_sync(|_, i| {
-        i.store
+    super::core::off_runtime(|| {
+        registry
+            .store
             .record_server_cert(serial, &der, &spki, p.not_before, p.not_after, now)
     })?;
     let trust = Trust::new(registry.ca.cert_der(), None);
@@ -573,13 +598,16 @@ async fn sweep_loop(registry: Arc<Registry>, tls: Arc<ServerTls>, every: Duratio
         if let Err(e) = tls.refresh_if_due(&registry, SystemTime::now()) {
             warn!("renewing the HTTPS certificate: {e:#}");
         }
-        let grace = Duration::from_secs(registry.settings.grace_period_secs);
+        let grace = Duration::from_secs(registry.config().settings.grace_period_secs);
         let res = registry
-            .with(move |_, i| {
-                let now = SystemTime::now();
-                i.store.sweep(&mut i.alloc, grace, now)
-            })
+            .writer
+            .run(move |tx, prefixes| store::revoke::sweep(tx, prefixes, grace, SystemTime::now()))
             .await;
+        let r = registry.clone();
+        match tokio::task::spawn_blocking(move || r.reload()).await {
+            Ok(Err(e)) => warn!("reading the settings: {e}"),
+            Ok(Ok(_)) | Err(_) => {}
+        }
         match res {
             Ok(released) => {
                 for p in released {

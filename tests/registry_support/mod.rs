@@ -152,26 +152,22 @@ impl TestRegistry {
 
     pub fn tokens(&self, n: u32) -> Vec<String> {
         self.registry
-            .with_sync(|_, i| {
-                i.store
-                    .create_tokens(n, None, None, "test", SystemTime::now())
-            })
+            .store
+            .create_tokens(n, None, None, "test", SystemTime::now())
             .unwrap()
     }
 
     /// (active nodes, revoked nodes, node certificates issued, tokens used).
     pub fn counts(&self) -> (u64, u64, u64, usize) {
-        self.registry.with_sync(|_, i| {
-            let (a, r, c) = i.store.counts().unwrap();
-            let used = i
-                .store
-                .list_tokens()
-                .unwrap()
-                .iter()
-                .filter(|t| t.used_by.is_some())
-                .count();
-            (a, r, c, used)
-        })
+        let store = &self.registry.store;
+        let (a, r, c) = store.counts().unwrap();
+        let used = store
+            .list_tokens()
+            .unwrap()
+            .iter()
+            .filter(|t| t.used_by.is_some())
+            .count();
+        (a, r, c, used)
     }
 
     /// Stops and starts again on the same address and directory with other

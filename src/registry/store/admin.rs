@@ -3,9 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use rusqlite::params;
 use serde::Serialize;
 
+use super::db::{Tx, vals};
 use super::{Store, StoreError, secs};
 
 /// A node's life-cycle state.
@@ -18,6 +18,17 @@ pub enum NodeState {
     Revoked,
     /// Gone; the prefix is free.
     Released,
+}
+
+impl NodeState {
+    /// From the `node.state` column.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "active" => Self::Active,
+            "revoked" => Self::Revoked,
+            _ => Self::Released,
+        }
+    }
 }
 
 /// One node, for `re6st registry list`.
@@ -56,14 +67,10 @@ pub struct TokenRow {
     pub used_by: Option<String>,
 }
 
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl Store {
     /// Makes `count` single-use tokens (120 random bits each).
     pub fn create_tokens(
-        &mut self,
+        &self,
         count: u32,
         valid_for: Option<Duration>,
         prefix_len: Option<u8>,
@@ -71,16 +78,17 @@ impl Store {
         now: SystemTime,
     ) -> Result<Vec<String>, StoreError> {
         let rng = ring::rand::SystemRandom::new();
-        self.immediate(|tx| {
+        self.write(|tx| {
             let mut out = vec![];
             for _ in 0..count {
                 let mut b = [0u8; 15];
-                ring::rand::SecureRandom::fill(&rng, &mut b).map_err(|_| StoreError::Internal("no randomness".into()))?;
+                ring::rand::SecureRandom::fill(&rng, &mut b)
+                    .map_err(|_| StoreError::Internal("no randomness".into()))?;
                 let t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
                 let expires = valid_for.map(|d| secs(now + d));
                 tx.execute(
-                    "INSERT INTO token(token, created, expires, prefix_len, comment) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![t, secs(now), expires, prefix_len, comment],
+                    "INSERT INTO token(token, created, expires, prefix_len, comment) VALUES ($1, $2, $3, $4, $5)",
+                    vals![&t, secs(now), expires, prefix_len, comment],
                 )?;
                 out.push(t);
             }
@@ -90,67 +98,83 @@ impl Store {
 
     /// Every token, newest first.
     pub fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT t.token, t.created, t.expires, t.prefix_len, t.comment, n.prefix
-             FROM token t LEFT JOIN node n ON n.id = t.used_by ORDER BY t.created DESC, t.token",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(TokenRow {
-                token: r.get(0)?,
-                created: u(r.get(1)?),
-                expires: r.get::<_, Option<i64>>(2)?.map(u),
-                prefix_len: r.get(3)?,
-                comment: r.get(4)?,
-                used_by: r.get(5)?,
+        self.read(|tx| {
+            tx.query(
+                "SELECT t.token, t.created, t.expires, t.prefix_len, t.comment, n.prefix
+                 FROM token t LEFT JOIN node n ON n.id = t.used_by ORDER BY t.created DESC, t.token",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(TokenRow {
+                    token: r.text(0)?,
+                    created: r.uint(1)?,
+                    expires: r.opt_int(2)?.map(u),
+                    prefix_len: r.opt_int(3)?.and_then(|l| u8::try_from(l).ok()),
+                    comment: r.text(4)?,
+                    used_by: r.opt_text(5)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
+        })
     }
 
     /// Deletes an unused token; returns whether one was deleted.
-    pub fn delete_token(&mut self, token: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
-            "DELETE FROM token WHERE token = ?1 AND used_by IS NULL",
-            [token],
-        )? == 1)
+    pub fn delete_token(&self, token: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM token WHERE token = $1 AND used_by IS NULL",
+                vals![token],
+            )? == 1)
+        })
     }
 
     /// Every node (released ones only with `all`), by prefix.
     pub fn list_nodes(&self, all: bool) -> Result<Vec<NodeRow>, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT n.prefix, n.state, MAX(c.serial), MAX(c.not_after), n.created, n.token, a.received
-             FROM node n JOIN cert c ON c.node_id = n.id LEFT JOIN announcement a ON a.node_id = n.id
-             WHERE ?1 OR n.state != 'released'
-             GROUP BY n.id ORDER BY n.state != 'active', n.prefix, n.id",
-        )?;
-        let rows = st.query_map([all], |r| {
-            let state = match r.get::<_, String>(1)?.as_str() {
-                "active" => NodeState::Active,
-                "revoked" => NodeState::Revoked,
-                _ => NodeState::Released,
-            };
-            Ok(NodeRow {
-                prefix: r.get(0)?,
-                state,
-                serial: u(r.get(2)?),
-                not_after: u(r.get(3)?),
-                created: u(r.get(4)?),
-                token: r.get(5)?,
-                last_announce: r.get::<_, Option<i64>>(6)?.map(u),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|tx| list_nodes(tx, all))
     }
 
     /// Counts of nodes per state and certificates issued.
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
-        let c = |q: &str| -> Result<u64, StoreError> {
-            Ok(u(self.conn.query_row(q, [], |r| r.get(0))?))
-        };
-        Ok((
-            c("SELECT COUNT(*) FROM node WHERE state = 'active'")?,
-            c("SELECT COUNT(*) FROM node WHERE state = 'revoked'")?,
-            c("SELECT COUNT(*) FROM cert WHERE kind = 'node'")?,
-        ))
+        self.read(counts)
     }
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// See [`Store::list_nodes`].
+pub fn list_nodes(tx: &mut dyn Tx, all: bool) -> Result<Vec<NodeRow>, StoreError> {
+    tx.query(
+        "SELECT n.prefix, n.state, MAX(c.serial), MAX(c.not_after), n.created, n.token, MAX(a.received)
+         FROM node n JOIN cert c ON c.node_id = n.id LEFT JOIN announcement a ON a.node_id = n.id
+         WHERE $1 = 1 OR n.state != 'released'
+         GROUP BY n.id ORDER BY n.state != 'active', n.prefix, n.id",
+        vals![all],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(NodeRow {
+            prefix: r.text(0)?,
+            state: NodeState::parse(&r.text(1)?),
+            serial: r.uint(2)?,
+            not_after: r.uint(3)?,
+            created: r.uint(4)?,
+            token: r.opt_text(5)?,
+            last_announce: r.opt_int(6)?.map(u),
+        })
+    })
+    .collect()
+}
+
+/// Counts of nodes per state and certificates issued.
+pub fn counts(tx: &mut dyn Tx) -> Result<(u64, u64, u64), StoreError> {
+    let r = tx.query_one(
+        "SELECT (SELECT COUNT(*) FROM node WHERE state = 'active'),
+                (SELECT COUNT(*) FROM node WHERE state = 'revoked'),
+                (SELECT COUNT(*) FROM cert WHERE kind = 'node')",
+        &[],
+    )?;
+    Ok((r.uint(0)?, r.uint(1)?, r.uint(2)?))
 }

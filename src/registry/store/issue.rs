@@ -3,11 +3,10 @@
 use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv6Net;
-use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Policy, Store, StoreError, secs, serial_i64, take_serials};
+use super::db::{Tx, vals};
+use super::{Policy, Prefixes, StoreError, parse_prefix, secs, serial_i64, take_serials};
 use crate::identity::{Ca, IssueParams, PublicKey, from_unix_secs};
-use crate::registry::alloc::BuddyAllocator;
 
 /// Backdating of `not_before`, for nodes whose clock is a little behind.
 const BACKDATE: Duration = Duration::from_secs(300);
@@ -34,118 +33,127 @@ pub struct RenewOutcome {
     pub renewed: bool,
 }
 
-impl Store {
-    /// Enrols the key `key` (from a verified CSR): checks the token, takes a
-    /// prefix, signs and records the certificate, marks the token used, all
-    /// in one transaction. On any error nothing changes.
-    ///
-    /// A key that is already enrolled (live node) gets its current
-    /// certificate back and consumes no token: a client that lost the
-    /// answer can simply retry.
-    pub fn enrol(
-        &mut self,
-        alloc: &mut BuddyAllocator,
-        ca: &Ca,
-        policy: &Policy,
-        key: &PublicKey,
-        token: Option<&str>,
-        now: SystemTime,
-    ) -> Result<Issued, StoreError> {
-        let key_id = key.id().to_vec();
-        let mut allocated = None;
-        let result = self.immediate(|tx| {
-            if let Some(existing) = latest_for_key(tx, &key_id)? {
-                return Ok(existing);
+/// Enrols the key `key` (from a verified CSR), in the caller's write
+/// transaction: checks the token, takes a prefix, signs and records the
+/// certificate, marks the token used. On any error the caller rolls back
+/// (and undoes `prefixes`' operation).
+///
+/// A key that is already enrolled (live node) gets its current
+/// certificate back and consumes no token: a client that lost the
+/// answer can simply retry, on any replica.
+pub fn enrol(
+    tx: &mut dyn Tx,
+    prefixes: &mut Prefixes,
+    ca: &Ca,
+    policy: &Policy,
+    key: &PublicKey,
+    token: Option<&str>,
+    now: SystemTime,
+) -> Result<Issued, StoreError> {
+    let key_id = key.id().to_vec();
+    if let Some(existing) = latest_for_key(tx, &key_id)? {
+        return Ok(existing);
+    }
+    let mut len = policy.node_prefix_len;
+    match token {
+        Some(t) => {
+            let row = tx
+                .query_opt(
+                    "SELECT expires, prefix_len, used_by FROM token WHERE token = $1",
+                    vals![t],
+                )?
+                .ok_or(StoreError::UnknownToken)?;
+            if row.opt_int(2)?.is_some() {
+                return Err(StoreError::TokenUsed);
             }
-            let mut len = policy.node_prefix_len;
-            match token {
-                Some(t) => {
-                    let row: Option<(Option<i64>, Option<u8>, Option<i64>)> = tx
-                        .query_row(
-                            "SELECT expires, prefix_len, used_by FROM token WHERE token = ?1",
-                            [t],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                        )
-                        .optional()?;
-                    let (expires, plen, used_by) = row.ok_or(StoreError::UnknownToken)?;
-                    if used_by.is_some() {
-                        return Err(StoreError::TokenUsed);
-                    }
-                    if expires.is_some_and(|e| e < secs(now)) {
-                        return Err(StoreError::TokenExpired);
-                    }
-                    len = plen.unwrap_or(len);
-                }
-                None if !policy.open => return Err(StoreError::TokenRequired),
-                None => {}
+            if row.opt_int(0)?.is_some_and(|e| e < secs(now)) {
+                return Err(StoreError::TokenExpired);
             }
-            let prefix = alloc.allocate(len).map_err(StoreError::Exhausted)?;
-            allocated = Some(prefix);
-            tx.execute(
-                "INSERT INTO node(prefix, state, key_id, token, created) VALUES (?1, 'active', ?2, ?3, ?4)",
-                params![prefix.to_string(), key_id, token, secs(now)],
-            )?;
-            let node_id = tx.last_insert_rowid();
-            if let Some(t) = token {
-                tx.execute(
-                    "UPDATE token SET used_by = ?1, used_at = ?2 WHERE token = ?3",
-                    params![node_id, secs(now), t],
-                )?;
+            if let Some(l) = row.opt_int(1)? {
+                len = u8::try_from(l)
+                    .map_err(|_| StoreError::Internal(format!("bad token prefix length {l}")))?;
             }
-            issue(tx, ca, policy, node_id, prefix, &key.spki_der, now)
-        });
-        if result.is_err()
-            && let Some(p) = allocated
-        {
-            // The transaction rolled back: give the prefix back.
-            let _ = alloc.free(p);
         }
-        result
+        None if !policy.open => return Err(StoreError::TokenRequired),
+        None => {}
     }
+    let prefix = prefixes.allocate(tx, len)?;
+    let node_id = tx
+        .query_one(
+            "INSERT INTO node(prefix, state, key_id, token, created) VALUES ($1, 'active', $2, $3, $4)
+             RETURNING id",
+            vals![prefix.to_string(), key_id, token, secs(now)],
+        )?
+        .int(0)?;
+    if let Some(t) = token {
+        let n = tx.execute(
+            "UPDATE token SET used_by = $1, used_at = $2 WHERE token = $3 AND used_by IS NULL",
+            vals![node_id, secs(now), t],
+        )?;
+        if n != 1 {
+            return Err(StoreError::TokenUsed);
+        }
+    }
+    issue(tx, ca, policy, node_id, prefix, &key.spki_der, now)
+}
 
-    /// Renews the node whose certificate has serial `presented`: returns its
-    /// newest certificate, issuing a new one (same prefix, new serial) when
-    /// the newest is within the renewal window, has expired (within the
-    /// grace period), or `new_key` differs from its key.
-    pub fn renew(
-        &mut self,
-        ca: &Ca,
-        policy: &Policy,
-        presented: u64,
-        new_key: Option<&PublicKey>,
-        now: SystemTime,
-    ) -> Result<RenewOutcome, StoreError> {
-        self.immediate(|tx| {
-            let (node_id, state, prefix) = node_of_serial(tx, presented)?;
-            match state.as_str() {
-                "active" => {}
-                "revoked" => return Err(StoreError::Revoked(presented)),
-                _ => return Err(StoreError::Unknown(format!("serial {presented}: prefix released, enrol again"))),
-            }
-            let (serial, der, spki, not_after): (i64, Vec<u8>, Vec<u8>, i64) = tx.query_row(
-                "SELECT serial, der, spki, not_after FROM cert WHERE node_id = ?1 ORDER BY serial DESC LIMIT 1",
-                [node_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
-            if not_after.saturating_add(secs_of(policy.grace_period)) < secs(now) {
-                return Err(StoreError::Expired(presented));
-            }
-            let key_spki = new_key.map(|k| k.spki_der.clone()).unwrap_or(spki.clone());
-            let due = not_after - secs_of(policy.renew_window) <= secs(now) || key_spki != spki;
-            let prefix: Ipv6Net = prefix
-                .parse()
-                .map_err(|_| StoreError::Internal(format!("bad prefix {prefix:?}")))?;
-            if !due {
-                let cert = Issued { der, serial: u64::try_from(serial).unwrap_or(0), prefix, new: false };
-                return Ok(RenewOutcome { cert, renewed: false });
-            }
-            if let Some(k) = new_key {
-                tx.execute("UPDATE node SET key_id = ?1 WHERE id = ?2", params![k.id().to_vec(), node_id])?;
-            }
-            let cert = issue(tx, ca, policy, node_id, prefix, &key_spki, now)?;
-            Ok(RenewOutcome { cert, renewed: true })
-        })
+/// Renews the node whose certificate has serial `presented`, in the
+/// caller's write transaction: returns its newest certificate, issuing a
+/// new one (same prefix, new serial) when the newest is within the
+/// renewal window, has expired (within the grace period), or `new_key`
+/// differs from its key.
+pub fn renew(
+    tx: &mut dyn Tx,
+    ca: &Ca,
+    policy: &Policy,
+    presented: u64,
+    new_key: Option<&PublicKey>,
+    now: SystemTime,
+) -> Result<RenewOutcome, StoreError> {
+    let (node_id, state, prefix) = node_of_serial(tx, presented)?;
+    match state.as_str() {
+        "active" => {}
+        "revoked" => return Err(StoreError::Revoked(presented)),
+        _ => {
+            return Err(StoreError::Unknown(format!(
+                "serial {presented}: prefix released, enrol again"
+            )));
+        }
     }
+    let row = tx.query_one(
+        "SELECT serial, der, spki, not_after FROM cert WHERE node_id = $1 ORDER BY serial DESC LIMIT 1",
+        vals![node_id],
+    )?;
+    let (serial, der, spki, not_after) = (row.uint(0)?, row.blob(1)?, row.blob(2)?, row.int(3)?);
+    if not_after.saturating_add(secs_of(policy.grace_period)) < secs(now) {
+        return Err(StoreError::Expired(presented));
+    }
+    let key_spki = new_key.map(|k| k.spki_der.clone()).unwrap_or(spki.clone());
+    let due = not_after - secs_of(policy.renew_window) <= secs(now) || key_spki != spki;
+    let prefix = parse_prefix(&prefix)?;
+    if !due {
+        let cert = Issued {
+            der,
+            serial,
+            prefix,
+            new: false,
+        };
+        return Ok(RenewOutcome {
+            cert,
+            renewed: false,
+        });
+    }
+    if let Some(k) = new_key {
+        tx.execute(
+            "UPDATE node SET key_id = $1 WHERE id = $2",
+            vals![k.id().to_vec(), node_id],
+        )?;
+    }
+    let cert = issue(tx, ca, policy, node_id, prefix, &key_spki, now)?;
+    Ok(RenewOutcome {
+        cert,
+        renewed: true,
+    })
 }
 
 fn secs_of(d: Duration) -> i64 {
@@ -154,44 +162,39 @@ fn secs_of(d: Duration) -> i64 {
 
 /// The node, state and prefix owning certificate `serial`.
 pub(crate) fn node_of_serial(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     serial: u64,
 ) -> Result<(i64, String, String), StoreError> {
-    tx.query_row(
-        "SELECT n.id, n.state, n.prefix FROM cert c JOIN node n ON n.id = c.node_id WHERE c.serial = ?1",
-        [serial_i64(serial)?],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::Unknown(format!("no node certificate with serial {serial}")))
+    let row = tx
+        .query_opt(
+            "SELECT n.id, n.state, n.prefix FROM cert c JOIN node n ON n.id = c.node_id WHERE c.serial = $1",
+            vals![serial_i64(serial)?],
+        )?
+        .ok_or_else(|| StoreError::Unknown(format!("no node certificate with serial {serial}")))?;
+    Ok((row.int(0)?, row.text(1)?, row.text(2)?))
 }
 
 /// The newest certificate of the live node holding key `key_id`, if any.
-fn latest_for_key(tx: &Transaction<'_>, key_id: &[u8]) -> Result<Option<Issued>, StoreError> {
-    let row: Option<(Vec<u8>, i64, String)> = tx
-        .query_row(
-            "SELECT c.der, c.serial, n.prefix FROM node n JOIN cert c ON c.node_id = n.id
-             WHERE n.key_id = ?1 AND n.state = 'active' ORDER BY c.serial DESC LIMIT 1",
-            [key_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    row.map(|(der, serial, prefix)| {
-        Ok(Issued {
-            der,
-            serial: u64::try_from(serial).unwrap_or(0),
-            prefix: prefix
-                .parse()
-                .map_err(|_| StoreError::Internal(format!("bad prefix {prefix:?}")))?,
-            new: false,
-        })
-    })
-    .transpose()
+fn latest_for_key(tx: &mut dyn Tx, key_id: &[u8]) -> Result<Option<Issued>, StoreError> {
+    let Some(row) = tx.query_opt(
+        "SELECT c.der, c.serial, n.prefix FROM node n JOIN cert c ON c.node_id = n.id
+         WHERE n.key_id = $1 AND n.state = 'active' ORDER BY c.serial DESC LIMIT 1",
+        vals![key_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Issued {
+        der: row.blob(0)?,
+        serial: row.uint(1)?,
+        prefix: parse_prefix(&row.text(2)?)?,
+        new: false,
+    }))
 }
 
 /// Signs and records a certificate for node `node_id`.
 fn issue(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     ca: &Ca,
     policy: &Policy,
     node_id: i64,
@@ -210,14 +213,14 @@ fn issue(
     let der = ca.issue_node(spki, prefix, p)?;
     tx.execute(
         "INSERT INTO cert(serial, node_id, kind, not_before, not_after, spki, der, issued)
-         VALUES (?1, ?2, 'node', ?3, ?4, ?5, ?6, ?7)",
-        params![
+         VALUES ($1, $2, 'node', $3, $4, $5, $6, $7)",
+        vals![
             serial_i64(serial)?,
             node_id,
             secs(p.not_before),
             secs(p.not_after),
             spki,
-            der,
+            &der,
             secs(now)
         ],
     )?;

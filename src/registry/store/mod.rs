@@ -1,38 +1,52 @@
-//! The registry's SQLite store (rusqlite, bundled): nodes and their
-//! prefixes, every certificate issued, tokens, the CRL, announcements.
+//! The registry's store: nodes and their prefixes, every certificate
+//! issued, tokens, the CRL, announcements; in SQLite (the embedded
+//! default) or PostgreSQL (several replicas), with the same schema
+//! ([`schema`]) and the same statements ([`db`]).
 //!
-//! Durability: WAL journal with `synchronous=FULL`, and every operation that
-//! issues or changes something runs in one `BEGIN IMMEDIATE` transaction
+//! The rules are functions over a [`Tx`], so both databases run exactly
+//! the same code: [`issue`] (enrolment, renewal), [`revoke`] (revocation,
+//! CRL, release of prefixes), [`peers`] (announcements, bootstrap),
+//! [`admin`] (tokens and listings). Every operation that issues or
+//! changes something runs in one write transaction ([`TxKind::Write`])
 //! that records the certificate, its serial and its prefix together. A
 //! certificate is returned to a client only after its transaction
-//! committed, so a crash (even SIGKILL or power loss) never loses an issued
-//! certificate, and the partial unique index on live prefixes makes it
-//! impossible to hand one prefix to two live nodes.
+//! committed, so a crash (even SIGKILL, or power loss: SQLite runs with
+//! `synchronous=FULL`, PostgreSQL with its default `synchronous_commit`)
+//! never loses an issued certificate, and the partial unique index on live
+//! prefixes makes it impossible to hand one prefix to two live nodes.
 //!
 //! Node life cycle (`node.state`): `active` → (`revoked`) → `released`. A
 //! released node's prefix is free again; the row stays for history.
 //!
-//! The admin CLI opens the same database while the server runs (WAL allows
-//! it; `busy_timeout` serialises writers). Only the server allocates and
-//! releases prefixes, so its in-memory [`BuddyAllocator`] stays exact.
+//! The admin commands open the same database while servers run (SQLite
+//! WAL and `busy_timeout`, or PostgreSQL): they only make tokens and
+//! revoke, which never allocates nor frees a prefix.
 
-mod admin;
-mod issue;
-mod peers;
-mod revoke;
+pub mod admin;
+pub mod db;
+pub mod issue;
+pub mod peers;
+pub mod pool;
+mod postgres;
+pub mod prefixes;
+pub mod revoke;
+pub mod schema;
+mod sqlite;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv6Net;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use admin::{NodeRow, NodeState, TokenRow};
+pub use db::{Backend, Conn, Row, Tx, TxKind, Value};
 pub use issue::{Issued, RenewOutcome};
+pub use pool::{Location, Pool};
+pub use prefixes::Prefixes;
 pub use revoke::{RevokeOutcome, RevokeTarget};
 
-use super::alloc::{AllocError, BuddyAllocator};
-use crate::identity::{IdentityError, unix_secs};
+use self::db::vals;
+use super::alloc::AllocError;
+use crate::identity::{Ca, IdentityError, unix_secs};
 
 /// Issuing rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +65,7 @@ pub struct Policy {
 }
 
 /// Why a store operation failed. The first variants are the client's fault
-/// (the server maps them to 4xx); `Sqlite` and `Internal` are ours.
+/// (the server maps them to 4xx); the others are ours.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -82,73 +96,40 @@ pub enum StoreError {
     /// A bad identity object (CSR key, announcement...).
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// The database failed.
+    /// The database cannot be reached (it restarts, the network failed):
+    /// the request may succeed if tried again.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Too many writes are queued: try again in a moment.
+    #[error("the registry is busy ({0} writes queued); try again")]
+    Busy(usize),
+    /// The database refused a statement.
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(String),
+    /// The database or its settings do not fit this registry.
+    #[error("{0}")]
+    Config(String),
     /// Anything else that is the registry's fault.
     #[error("internal: {0}")]
     Internal(String),
 }
 
-/// The open database.
-pub struct Store {
-    conn: Connection,
+impl StoreError {
+    /// A copy of a failure shared by several requests (a failed commit of
+    /// a batch).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Busy(n) => Self::Busy(*n),
+            other => Self::Database(other.to_string()),
+        }
+    }
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS meta(
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS node(
-    id INTEGER PRIMARY KEY,
-    prefix TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('active', 'revoked', 'released')),
-    key_id BLOB NOT NULL,
-    token TEXT,
-    created INTEGER NOT NULL,
-    revoked_at INTEGER,
-    released_at INTEGER
-);
--- One live node per prefix, enforced by the database itself.
-CREATE UNIQUE INDEX IF NOT EXISTS node_live_prefix ON node(prefix) WHERE state != 'released';
-CREATE INDEX IF NOT EXISTS node_key ON node(key_id);
-CREATE TABLE IF NOT EXISTS cert(
-    serial INTEGER PRIMARY KEY,
-    node_id INTEGER REFERENCES node(id),
-    kind TEXT NOT NULL CHECK (kind IN ('node', 'server')),
-    not_before INTEGER NOT NULL,
-    not_after INTEGER NOT NULL,
-    spki BLOB NOT NULL,
-    der BLOB NOT NULL,
-    issued INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cert_node ON cert(node_id);
-CREATE TABLE IF NOT EXISTS token(
-    token TEXT PRIMARY KEY,
-    created INTEGER NOT NULL,
-    expires INTEGER,
-    prefix_len INTEGER,
-    comment TEXT NOT NULL DEFAULT '',
-    used_by INTEGER REFERENCES node(id),
-    used_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS crl(
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    number INTEGER NOT NULL,
-    this_update INTEGER NOT NULL,
-    serials TEXT NOT NULL,
-    der BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS announcement(
-    node_id INTEGER PRIMARY KEY REFERENCES node(id),
-    serial INTEGER NOT NULL,
-    timestamp INTEGER NOT NULL,
-    received INTEGER NOT NULL,
-    not_after INTEGER NOT NULL,
-    signed TEXT NOT NULL
-);
-"#;
+/// The open store: a bounded pool of connections.
+pub struct Store {
+    pool: Pool,
+}
 
 /// Meta key: the network prefix.
 pub const META_NETWORK: &str = "network";
@@ -158,88 +139,89 @@ pub const META_NEXT_SERIAL: &str = "next_serial";
 pub const META_SETTINGS: &str = "settings";
 /// Meta key: the signed network configuration (JSON).
 pub const META_NETWORK_CONFIG: &str = "network_config";
+/// Meta key: the CA certificate, PEM (PostgreSQL; SQLite keeps files).
+pub const META_CA_CERT: &str = "ca_cert";
+/// Meta key: the CA key, encrypted (PostgreSQL; SQLite keeps files).
+pub const META_CA_KEY: &str = "ca_key";
 
 pub(crate) fn secs(t: SystemTime) -> i64 {
     i64::try_from(unix_secs(t)).unwrap_or(i64::MAX)
 }
 
+/// Reader connections of a SQLite store (its writer has its own).
+const SQLITE_READERS: usize = 4;
+/// Connections of a PostgreSQL store, per registry process.
+const POSTGRES_CONNECTIONS: usize = 8;
+
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+    /// Opens (creating if needed) the database and brings its schema up to
+    /// date.
+    pub fn open(location: &Location) -> Result<Self, StoreError> {
+        let max = match location.backend() {
+            Backend::Sqlite => SQLITE_READERS,
+            Backend::Postgres => POSTGRES_CONNECTIONS,
+        };
+        let pool = Pool::new(location.clone(), max);
+        pool.with(schema::migrate)?;
+        Ok(Self { pool })
+    }
+
+    /// Where the database is.
+    pub fn location(&self) -> &Location {
+        self.pool.location()
+    }
+
+    /// Which database.
+    pub fn backend(&self) -> Backend {
+        self.location().backend()
+    }
+
+    /// A connection of its own (the registry's writer).
+    pub fn connect(&self) -> Result<Box<dyn Conn>, StoreError> {
+        self.location().connect()
+    }
+
+    /// Runs `f`'s statements one by one (no transaction).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.pool.with(|c| f(c))
+    }
+
+    /// Runs `f` in a write transaction (committed on `Ok`).
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.pool
+            .with(|c| db::transaction(c, TxKind::Write, |c| f(c)))
     }
 
     /// Reads a meta value.
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        self.read(|tx| meta(tx, key))
     }
 
     /// Writes a meta value.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        set_meta(&self.conn, key, value)
+        self.write(|tx| set_meta(tx, key, value))
     }
 
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction (committed on `Ok`).
-    pub(crate) fn immediate<T>(
-        &mut self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    /// Takes `count` serials from the counter and returns the first.
+    pub fn take_serials(&self, count: u64) -> Result<u64, StoreError> {
+        self.write(|tx| take_serials(tx, count))
     }
 
-    /// Takes `count` serials from the counter (inside the caller's
-    /// transaction when given one) and returns the first.
-    pub fn take_serials(&mut self, count: u64) -> Result<u64, StoreError> {
-        self.immediate(|tx| take_serials(tx, count))
-    }
-
-    /// The prefixes of every node that is not released (to rebuild the
-    /// allocator).
+    /// The prefixes of every node that is not released.
     pub fn live_prefixes(&self) -> Result<Vec<Ipv6Net>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT prefix FROM node WHERE state != 'released'")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = vec![];
-        for p in rows {
-            let p = p?;
-            out.push(
-                p.parse().map_err(|_| {
-                    StoreError::Internal(format!("bad prefix {p:?} in the database"))
-                })?,
-            );
-        }
-        Ok(out)
-    }
-
-    /// Builds the allocator for `network` from the live prefixes.
-    pub fn allocator(&self, network: Ipv6Net) -> Result<BuddyAllocator, StoreError> {
-        let mut a = BuddyAllocator::new(network);
-        for p in self.live_prefixes()? {
-            a.reserve(p)
-                .map_err(|e| StoreError::Internal(format!("rebuilding the allocator: {e}")))?;
-        }
-        Ok(a)
+        self.read(live_prefixes)
     }
 
     /// Records a certificate that belongs to no node (the registry's HTTPS
     /// server certificate), so its serial is never reused.
     pub fn record_server_cert(
-        &mut self,
+        &self,
         serial: u64,
         der: &[u8],
         spki: &[u8],
@@ -247,27 +229,56 @@ impl Store {
         na: SystemTime,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO cert(serial, node_id, kind, not_before, not_after, spki, der, issued)
-             VALUES (?1, NULL, 'server', ?2, ?3, ?4, ?5, ?6)",
-            params![
-                serial_i64(serial)?,
-                secs(nb),
-                secs(na),
-                spki,
-                der,
-                secs(now)
-            ],
-        )?;
-        Ok(())
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO cert(serial, node_id, kind, not_before, not_after, spki, der, issued)
+                 VALUES ($1, NULL, 'server', $2, $3, $4, $5, $6)",
+                vals![
+                    serial_i64(serial)?,
+                    secs(nb),
+                    secs(na),
+                    spki,
+                    der,
+                    secs(now)
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Revokes a node (see [`revoke::revoke`]).
+    pub fn revoke(
+        &self,
+        ca: &Ca,
+        target: RevokeTarget,
+        now: SystemTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.write(|tx| revoke::revoke(tx, ca, target, now))
+    }
+
+    /// The current CRL (DER): the stored one while current, else signed
+    /// again in a write transaction.
+    pub fn crl(&self, ca: &Ca, now: SystemTime) -> Result<Vec<u8>, StoreError> {
+        if let Some(der) = self.read(|tx| revoke::current_crl(tx, now))? {
+            return Ok(der);
+        }
+        self.write(|tx| revoke::refresh_crl(tx, ca, now, false))
     }
 }
 
-pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+/// Reads a meta value.
+pub fn meta(tx: &mut dyn Tx, key: &str) -> Result<Option<String>, StoreError> {
+    tx.query_opt("SELECT value FROM meta WHERE key = $1", vals![key])?
+        .map(|r| r.text(0))
+        .transpose()
+}
+
+/// Writes a meta value.
+pub fn set_meta(tx: &mut dyn Tx, key: &str, value: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES ($1, $2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [key, value],
+        vals![key, value],
     )?;
     Ok(())
 }
@@ -276,14 +287,10 @@ pub(crate) fn serial_i64(serial: u64) -> Result<i64, StoreError> {
     i64::try_from(serial).map_err(|_| StoreError::Internal("serial overflow".into()))
 }
 
-pub(crate) fn take_serials(conn: &Connection, count: u64) -> Result<u64, StoreError> {
-    let next: u64 = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [META_NEXT_SERIAL],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()?
+/// Takes `count` serials from the counter (in the caller's write
+/// transaction) and returns the first.
+pub fn take_serials(tx: &mut dyn Tx, count: u64) -> Result<u64, StoreError> {
+    let next: u64 = meta(tx, META_NEXT_SERIAL)?
         .map(|v| {
             v.parse()
                 .map_err(|_| StoreError::Internal("bad next_serial".into()))
@@ -294,8 +301,22 @@ pub(crate) fn take_serials(conn: &Connection, count: u64) -> Result<u64, StoreEr
         .checked_add(count)
         .ok_or_else(|| StoreError::Internal("serial overflow".into()))?;
     serial_i64(after)?;
-    set_meta(conn, META_NEXT_SERIAL, &after.to_string())?;
+    set_meta(tx, META_NEXT_SERIAL, &after.to_string())?;
     Ok(next)
+}
+
+/// The prefixes of every node that is not released.
+pub fn live_prefixes(tx: &mut dyn Tx) -> Result<Vec<Ipv6Net>, StoreError> {
+    tx.query("SELECT prefix FROM node WHERE state != 'released'", &[])?
+        .iter()
+        .map(|r| parse_prefix(&r.text(0)?))
+        .collect()
+}
+
+/// A prefix read from the database.
+pub(crate) fn parse_prefix(p: &str) -> Result<Ipv6Net, StoreError> {
+    p.parse()
+        .map_err(|_| StoreError::Internal(format!("bad prefix {p:?} in the database")))
 }
 
 #[cfg(test)]

@@ -3,12 +3,11 @@
 use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv6Net;
-use rusqlite::{Connection, OptionalExtension, params};
 
+use super::db::{Tx, vals};
 use super::issue::node_of_serial;
-use super::{Store, StoreError, secs};
+use super::{Prefixes, StoreError, parse_prefix, secs};
 use crate::identity::{Ca, from_unix_secs};
-use crate::registry::alloc::BuddyAllocator;
 
 /// A CRL is valid this long...
 pub const CRL_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
@@ -49,118 +48,107 @@ pub struct RevokeOutcome {
     pub newly: bool,
 }
 
-impl Store {
-    /// Revokes a node: every unexpired certificate of it goes on the CRL
-    /// (signed again in the same transaction), its announcement is dropped,
-    /// and its prefix is released after its last certificate expires.
-    pub fn revoke(
-        &mut self,
-        ca: &Ca,
-        target: RevokeTarget,
-        now: SystemTime,
-    ) -> Result<RevokeOutcome, StoreError> {
-        self.immediate(|tx| {
-            let (node_id, state, prefix) = match target {
-                RevokeTarget::Serial(s) => node_of_serial(tx, s)?,
-                RevokeTarget::Prefix(p) => tx
-                    .query_row(
-                        "SELECT id, state, prefix FROM node WHERE prefix = ?1 AND state != 'released'",
-                        [p.trunc().to_string()],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?
-                    .ok_or_else(|| StoreError::Unknown(format!("no live node holds {p}")))?,
-            };
-            let newly = match state.as_str() {
-                "active" => true,
-                "revoked" => false,
-                _ => return Err(StoreError::Unknown(format!("{prefix} was released already"))),
-            };
-            if newly {
-                tx.execute("UPDATE node SET state = 'revoked', revoked_at = ?1 WHERE id = ?2", params![secs(now), node_id])?;
-                tx.execute("DELETE FROM announcement WHERE node_id = ?1", [node_id])?;
-            }
-            refresh_crl(tx, ca, now, true)?;
-            let mut st = tx.prepare("SELECT serial FROM cert WHERE node_id = ?1 AND not_after >= ?2 ORDER BY serial")?;
-            let serials = st
-                .query_map(params![node_id, secs(now)], |r| r.get::<_, i64>(0))?
-                .map(|s| s.map(|s| u64::try_from(s).unwrap_or(0)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let prefix = prefix.parse().map_err(|_| StoreError::Internal(format!("bad prefix {prefix:?}")))?;
-            Ok(RevokeOutcome { prefix, serials, newly })
-        })
-    }
-
-    /// The current CRL (DER), signed again when its content changed (a
-    /// revoked certificate expired) or it is older than [`CRL_REFRESH`].
-    pub fn crl(&mut self, ca: &Ca, now: SystemTime) -> Result<Vec<u8>, StoreError> {
-        // Fast path without a write transaction.
-        if let Some(der) = current_crl(&self.conn, now)? {
-            return Ok(der);
+/// Revokes a node, in the caller's write transaction: every unexpired
+/// certificate of it goes on the CRL (signed again in the same
+/// transaction), its announcement is dropped, and its prefix is released
+/// after its last certificate expires.
+pub fn revoke(
+    tx: &mut dyn Tx,
+    ca: &Ca,
+    target: RevokeTarget,
+    now: SystemTime,
+) -> Result<RevokeOutcome, StoreError> {
+    let (node_id, state, prefix) = match target {
+        RevokeTarget::Serial(s) => node_of_serial(tx, s)?,
+        RevokeTarget::Prefix(p) => {
+            let r = tx
+                .query_opt(
+                    "SELECT id, state, prefix FROM node WHERE prefix = $1 AND state != 'released'",
+                    vals![p.trunc().to_string()],
+                )?
+                .ok_or_else(|| StoreError::Unknown(format!("no live node holds {p}")))?;
+            (r.int(0)?, r.text(1)?, r.text(2)?)
         }
-        self.immediate(|tx| refresh_crl(tx, ca, now, false))
-    }
-
-    /// Releases the prefixes of nodes whose newest certificate expired more
-    /// than `grace` ago, and of revoked nodes whose certificates all
-    /// expired; returns them (already freed in `alloc`).
-    pub fn sweep(
-        &mut self,
-        alloc: &mut BuddyAllocator,
-        grace: Duration,
-        now: SystemTime,
-    ) -> Result<Vec<Ipv6Net>, StoreError> {
-        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let released = self.immediate(|tx| {
-            let mut st = tx.prepare(
-                "SELECT n.id, n.prefix FROM node n JOIN cert c ON c.node_id = n.id
-                 WHERE n.state != 'released' GROUP BY n.id
-                 HAVING (n.state = 'active' AND MAX(c.not_after) + ?1 < ?2)
-                     OR (n.state = 'revoked' AND MAX(c.not_after) < ?2)",
-            )?;
-            let rows = st
-                .query_map(params![grace, secs(now)], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut out = vec![];
-            for (id, prefix) in rows {
-                tx.execute(
-                    "UPDATE node SET state = 'released', released_at = ?1 WHERE id = ?2",
-                    params![secs(now), id],
-                )?;
-                tx.execute("DELETE FROM announcement WHERE node_id = ?1", [id])?;
-                out.push(
-                    prefix
-                        .parse::<Ipv6Net>()
-                        .map_err(|_| StoreError::Internal(format!("bad prefix {prefix:?}")))?,
-                );
-            }
-            Ok(out)
-        })?;
-        for p in &released {
-            alloc
-                .free(*p)
-                .map_err(|e| StoreError::Internal(format!("freeing {p}: {e}")))?;
+    };
+    let newly = match state.as_str() {
+        "active" => true,
+        "revoked" => false,
+        _ => {
+            return Err(StoreError::Unknown(format!(
+                "{prefix} was released already"
+            )));
         }
-        Ok(released)
+    };
+    if newly {
+        tx.execute(
+            "UPDATE node SET state = 'revoked', revoked_at = $1 WHERE id = $2",
+            vals![secs(now), node_id],
+        )?;
+        tx.execute(
+            "DELETE FROM announcement WHERE node_id = $1",
+            vals![node_id],
+        )?;
     }
+    refresh_crl(tx, ca, now, true)?;
+    let serials = tx
+        .query(
+            "SELECT serial FROM cert WHERE node_id = $1 AND not_after >= $2 ORDER BY serial",
+            vals![node_id, secs(now)],
+        )?
+        .iter()
+        .map(|r| r.uint(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RevokeOutcome {
+        prefix: parse_prefix(&prefix)?,
+        serials,
+        newly,
+    })
+}
+
+/// Releases, in the caller's write transaction, the prefixes of nodes
+/// whose newest certificate expired more than `grace` ago, and of revoked
+/// nodes whose certificates all expired; returns them (freed in
+/// `prefixes` too).
+pub fn sweep(
+    tx: &mut dyn Tx,
+    prefixes: &mut Prefixes,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<Vec<Ipv6Net>, StoreError> {
+    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    let rows = tx.query(
+        "SELECT n.id, n.prefix FROM node n JOIN cert c ON c.node_id = n.id
+         WHERE n.state != 'released' GROUP BY n.id
+         HAVING (n.state = 'active' AND MAX(c.not_after) + $1 < $2)
+             OR (n.state = 'revoked' AND MAX(c.not_after) < $2)",
+        vals![grace, secs(now)],
+    )?;
+    let mut out = vec![];
+    for r in rows {
+        let (id, prefix) = (r.int(0)?, parse_prefix(&r.text(1)?)?);
+        tx.execute(
+            "UPDATE node SET state = 'released', released_at = $1 WHERE id = $2",
+            vals![secs(now), id],
+        )?;
+        tx.execute("DELETE FROM announcement WHERE node_id = $1", vals![id])?;
+        prefixes.release(tx, prefix)?;
+        out.push(prefix);
+    }
+    prefixes.prune(tx)?;
+    Ok(out)
 }
 
 /// Serials that must be on the CRL at `now`: unexpired certificates of
 /// revoked nodes, with their revocation time.
-fn revoked_serials(conn: &Connection, now: SystemTime) -> Result<Vec<(u64, i64)>, StoreError> {
-    let mut st = conn.prepare(
+fn revoked_serials(tx: &mut dyn Tx, now: SystemTime) -> Result<Vec<(u64, i64)>, StoreError> {
+    tx.query(
         "SELECT c.serial, n.revoked_at FROM cert c JOIN node n ON n.id = c.node_id
-         WHERE n.state = 'revoked' AND c.not_after >= ?1 ORDER BY c.serial",
-    )?;
-    let rows = st
-        .query_map([secs(now)], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?
-        .map(|r| r.map(|(s, t)| (u64::try_from(s).unwrap_or(0), t.unwrap_or(0))))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+         WHERE n.state = 'revoked' AND c.not_after >= $1 ORDER BY c.serial",
+        vals![secs(now)],
+    )?
+    .iter()
+    .map(|r| Ok((r.uint(0)?, r.opt_int(1)?.unwrap_or(0))))
+    .collect()
 }
 
 fn serial_list(v: &[(u64, i64)]) -> String {
@@ -171,35 +159,41 @@ fn serial_list(v: &[(u64, i64)]) -> String {
 }
 
 /// The stored CRL if it is still current.
-fn current_crl(conn: &Connection, now: SystemTime) -> Result<Option<Vec<u8>>, StoreError> {
-    let row: Option<(i64, String, Vec<u8>)> = conn
-        .query_row(
-            "SELECT this_update, serials, der FROM crl WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((this_update, serials, der)) = row else {
+pub fn current_crl(tx: &mut dyn Tx, now: SystemTime) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(row) = tx.query_opt(
+        "SELECT this_update, serials, der FROM crl WHERE id = 1",
+        &[],
+    )?
+    else {
         return Ok(None);
     };
+    let (this_update, serials) = (row.int(0)?, row.text(1)?);
     let fresh = this_update + i64::try_from(CRL_REFRESH.as_secs()).unwrap_or(0) > secs(now);
-    Ok((fresh && serials == serial_list(&revoked_serials(conn, now)?)).then_some(der))
+    Ok(
+        (fresh && serials == serial_list(&revoked_serials(tx, now)?))
+            .then(|| row.blob(2))
+            .transpose()?,
+    )
 }
 
-/// Signs a new CRL if needed (or always with `force`) and stores it.
-fn refresh_crl(
-    conn: &Connection,
+/// Signs a new CRL if needed (or always with `force`) and stores it, in
+/// the caller's write transaction. Its number is the stored one plus one,
+/// read under the write lock, so it never goes backwards whichever
+/// replica signs.
+pub fn refresh_crl(
+    tx: &mut dyn Tx,
     ca: &Ca,
     now: SystemTime,
     force: bool,
 ) -> Result<Vec<u8>, StoreError> {
-    if !force && let Some(der) = current_crl(conn, now)? {
+    if !force && let Some(der) = current_crl(tx, now)? {
         return Ok(der);
     }
-    let list = revoked_serials(conn, now)?;
-    let number: i64 = conn
-        .query_row("SELECT number FROM crl WHERE id = 1", [], |r| r.get(0))
-        .optional()?
+    let list = revoked_serials(tx, now)?;
+    let number = tx
+        .query_opt("SELECT number FROM crl WHERE id = 1", &[])?
+        .map(|r| r.int(0))
+        .transpose()?
         .unwrap_or(0)
         + 1;
     let entries: Vec<(u64, SystemTime)> = list
@@ -212,11 +206,11 @@ fn refresh_crl(
         now,
         now + CRL_VALIDITY,
     )?;
-    conn.execute(
-        "INSERT INTO crl(id, number, this_update, serials, der) VALUES (1, ?1, ?2, ?3, ?4)
+    tx.execute(
+        "INSERT INTO crl(id, number, this_update, serials, der) VALUES (1, $1, $2, $3, $4)
          ON CONFLICT(id) DO UPDATE SET number = excluded.number, this_update = excluded.this_update,
            serials = excluded.serials, der = excluded.der",
-        params![number, secs(now), serial_list(&list), der],
+        vals![number, secs(now), serial_list(&list), &der],
     )?;
     Ok(der)
 }

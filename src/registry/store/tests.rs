@@ -3,11 +3,11 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::identity::{Ca, Crl, NodeCert, NodeKey, PublicKey};
+use crate::identity::{Crl, NodeCert, NodeKey, PublicKey};
 
 pub(crate) struct Fx {
     pub store: Store,
-    pub alloc: BuddyAllocator,
+    pub prefixes: Prefixes,
     pub ca: Ca,
     pub policy: Policy,
     pub now: SystemTime,
@@ -18,12 +18,11 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 pub(crate) fn fx(network: &str, open: bool) -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("r.db")).unwrap();
+    let store = Store::open(&Location::Sqlite(dir.path().join("r.db"))).unwrap();
     let network: Ipv6Net = network.parse().unwrap();
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let ca = Ca::generate(network, 1, now, 3650 * DAY).unwrap();
     store.set_meta(META_NEXT_SERIAL, "2").unwrap();
-    let alloc = store.allocator(network).unwrap();
     let policy = Policy {
         open,
         node_prefix_len: 64,
@@ -33,7 +32,7 @@ pub(crate) fn fx(network: &str, open: bool) -> Fx {
     };
     Fx {
         store,
-        alloc,
+        prefixes: Prefixes::new(network),
         ca,
         policy,
         now,
@@ -46,9 +45,45 @@ fn key() -> PublicKey {
 }
 
 impl Fx {
+    /// Runs `f` as the writer does: a write transaction, the allocator
+    /// synced first and its changes undone when `f` fails.
+    pub fn w<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Tx, &mut Prefixes, &Ca, &Policy, SystemTime) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Self {
+            store,
+            prefixes,
+            ca,
+            policy,
+            now,
+            ..
+        } = self;
+        store.write(|tx| {
+            prefixes.sync(tx)?;
+            prefixes.begin_op();
+            let out = f(tx, prefixes, ca, policy, *now);
+            if out.is_err() {
+                prefixes.undo_op();
+            }
+            out
+        })
+    }
+
     pub fn enrol(&mut self, k: &PublicKey, token: Option<&str>) -> Result<Issued, StoreError> {
-        self.store
-            .enrol(&mut self.alloc, &self.ca, &self.policy, k, token, self.now)
+        self.w(|tx, p, ca, pol, now| issue::enrol(tx, p, ca, pol, k, token, now))
+    }
+
+    pub fn renew(
+        &mut self,
+        serial: u64,
+        k: Option<&PublicKey>,
+    ) -> Result<RenewOutcome, StoreError> {
+        self.w(|tx, _, ca, pol, now| issue::renew(tx, ca, pol, serial, k, now))
+    }
+
+    pub fn sweep(&mut self) -> Result<Vec<Ipv6Net>, StoreError> {
+        self.w(|tx, p, _, pol, now| revoke::sweep(tx, p, pol.grace_period, now))
     }
 }
 
@@ -122,44 +157,29 @@ fn renewal_keeps_prefix() {
     let mut f = fx("fd00:1::/48", true);
     let k = key();
     let a = f.enrol(&k, None).unwrap();
-    let r = f
-        .store
-        .renew(&f.ca, &f.policy, a.serial, None, f.now)
-        .unwrap();
+    let r = f.renew(a.serial, None).unwrap();
     assert!(!r.renewed, "not due");
     assert_eq!(r.cert.serial, a.serial);
     f.now += 340 * DAY;
-    let r = f
-        .store
-        .renew(&f.ca, &f.policy, a.serial, None, f.now)
-        .unwrap();
+    let r = f.renew(a.serial, None).unwrap();
     assert!(r.renewed);
     assert_eq!(r.cert.prefix, a.prefix);
     assert!(r.cert.serial > a.serial);
     // The old certificate renews to the newest.
-    let r2 = f
-        .store
-        .renew(&f.ca, &f.policy, a.serial, None, f.now)
-        .unwrap();
+    let r2 = f.renew(a.serial, None).unwrap();
     assert_eq!(r2.cert.serial, r.cert.serial);
     // Key rotation issues at once.
     let k2 = key();
-    let r3 = f
-        .store
-        .renew(&f.ca, &f.policy, r.cert.serial, Some(&k2), f.now)
-        .unwrap();
+    let r3 = f.renew(r.cert.serial, Some(&k2)).unwrap();
     assert!(r3.renewed);
     assert_eq!(NodeCert::from_der(&r3.cert.der).unwrap().public_key, k2);
     // Past expiry + grace: refused.
     f.now += 400 * DAY;
     assert!(matches!(
-        f.store.renew(&f.ca, &f.policy, r3.cert.serial, None, f.now),
+        f.renew(r3.cert.serial, None),
         Err(StoreError::Expired(_))
     ));
-    assert!(matches!(
-        f.store.renew(&f.ca, &f.policy, 999, None, f.now),
-        Err(StoreError::Unknown(_))
-    ));
+    assert!(matches!(f.renew(999, None), Err(StoreError::Unknown(_))));
 }
 
 #[test]
@@ -187,48 +207,41 @@ fn revoke_updates_crl_and_frees_prefix_after_expiry() {
             .newly
     );
     assert!(matches!(
-        f.store.renew(&f.ca, &f.policy, a.serial, None, f.now),
+        f.renew(a.serial, None),
         Err(StoreError::Revoked(_))
     ));
     // Still reserved before expiry.
-    assert!(
-        f.store
-            .sweep(&mut f.alloc, f.policy.grace_period, f.now)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.sweep().unwrap().is_empty());
     let c = f.enrol(&key(), None).unwrap();
     assert_ne!(c.prefix, a.prefix);
     // After expiry the revoked prefix is released and the CRL drops it;
     // active nodes keep theirs until expiry + grace.
     f.now += 366 * DAY;
-    let released = f
-        .store
-        .sweep(&mut f.alloc, f.policy.grace_period, f.now)
-        .unwrap();
+    let released = f.sweep().unwrap();
     assert_eq!(released, vec![a.prefix]);
     let crl = Crl::from_der(&f.store.crl(&f.ca, f.now).unwrap(), f.ca.cert_der()).unwrap();
     assert_eq!(crl.entries().count(), 0);
     let d = f.enrol(&key(), None).unwrap();
     assert_eq!(d.prefix, a.prefix, "released prefix is reused");
     f.now += 31 * DAY;
-    let mut released = f
-        .store
-        .sweep(&mut f.alloc, f.policy.grace_period, f.now)
-        .unwrap();
+    let mut released = f.sweep().unwrap();
     released.sort();
     assert_eq!(released, vec![b.prefix, c.prefix]);
     let rows = f.store.list_nodes(true).unwrap();
     assert_eq!(rows.len(), 4);
     assert_eq!(f.store.list_nodes(false).unwrap().len(), 1);
     // The allocator matches a rebuild from the store.
-    let rebuilt = f.store.allocator("fd00:1::/48".parse().unwrap()).unwrap();
-    assert_eq!(rebuilt.free_count(64), f.alloc.free_count(64));
+    let mut rebuilt = Prefixes::new("fd00:1::/48".parse().unwrap());
+    f.store.write(|tx| rebuilt.sync(tx)).unwrap();
+    assert_eq!(
+        rebuilt.allocator().free_count(64),
+        f.prefixes.allocator().free_count(64)
+    );
 }
 
 #[test]
 fn revoke_unknown_is_an_error() {
-    let mut f = fx("fd00:1::/48", true);
+    let f = fx("fd00:1::/48", true);
     assert!(matches!(
         f.store.revoke(&f.ca, RevokeTarget::Serial(77), f.now),
         Err(StoreError::Unknown(_))
