@@ -9,8 +9,9 @@ use re6st::identity::tls::{CaVerifier, Trust};
 use re6st::identity::{Crl, Fingerprint, NodeCert, NodeKey, PeerAnnouncement, make_csr, unix_secs};
 use re6st::registry::api::{self, ApiError, ErrorCode};
 use re6st::registry::client::{ClientError, fetch_ca};
+use re6st::registry::core::off_runtime;
 use re6st::registry::store::RevokeTarget;
-use registry_support::{Node, TestRegistry};
+use registry_support::{Db, Node, TestRegistry};
 
 /// An RSA-1024 CSR made with `openssl req -new -newkey rsa:1024`.
 const RSA_CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----
@@ -35,6 +36,33 @@ fn announcement(n: &Node, port: u16) -> re6st::identity::SignedAnnouncement {
     .unwrap()
 }
 
+/// Every test of the suite, on SQLite and on PostgreSQL.
+macro_rules! suite {
+    ($($test:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test]
+        async fn $sqlite() {
+            $test(Db::Sqlite).await
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let Some(db) = Db::postgres() else { return };
+            $test(db).await
+        }
+    )*};
+}
+
+suite! {
+    enrol_and_fetch_signed_documents => sqlite_enrol_and_fetch_signed_documents, postgres_enrol_and_fetch_signed_documents;
+    renewal_keeps_prefix_and_announcements_feed_bootstrap => sqlite_renewal_keeps_prefix_and_announcements_feed_bootstrap, postgres_renewal_keeps_prefix_and_announcements_feed_bootstrap;
+    bootstrap_excludes_revoked_and_revoked_are_refused => sqlite_bootstrap_excludes_revoked_and_revoked_are_refused, postgres_bootstrap_excludes_revoked_and_revoked_are_refused;
+    bad_input_gets_a_4xx_json_error_and_changes_nothing => sqlite_bad_input_gets_a_4xx_json_error_and_changes_nothing, postgres_bad_input_gets_a_4xx_json_error_and_changes_nothing;
+    exhausted_prefix_space_is_a_409 => sqlite_exhausted_prefix_space_is_a_409, postgres_exhausted_prefix_space_is_a_409;
+    concurrent_enrolments_get_distinct_prefixes_and_serials => sqlite_concurrent_enrolments_get_distinct_prefixes_and_serials, postgres_concurrent_enrolments_get_distinct_prefixes_and_serials;
+    expired_prefixes_are_released_after_the_grace_period => sqlite_expired_prefixes_are_released_after_the_grace_period, postgres_expired_prefixes_are_released_after_the_grace_period;
+    network_config_version_changes_only_with_parameters => sqlite_network_config_version_changes_only_with_parameters, postgres_network_config_version_changes_only_with_parameters;
+}
+
 fn api_code(e: ClientError) -> (u16, ErrorCode) {
     match e {
         ClientError::Api { status, error } => (status, error.error),
@@ -42,9 +70,8 @@ fn api_code(e: ClientError) -> (u16, ErrorCode) {
     }
 }
 
-#[tokio::test]
-async fn enrol_and_fetch_signed_documents() {
-    let r = TestRegistry::start(&["--network", "fd00:6::/48"]).await;
+async fn enrol_and_fetch_signed_documents(db: Db) {
+    let r = TestRegistry::start_with(&db, &["--network", "fd00:6::/48"]).await;
     let tok = r.tokens(1);
     let node = r.enrol(Some(&tok[0])).await;
     assert_eq!(node.cert.prefix.to_string(), "fd00:6::/64");
@@ -100,17 +127,19 @@ async fn enrol_and_fetch_signed_documents() {
     assert!(matches!(wrong.ca().await, Err(ClientError::Http(_))));
 }
 
-#[tokio::test]
-async fn renewal_keeps_prefix_and_announcements_feed_bootstrap() {
+async fn renewal_keeps_prefix_and_announcements_feed_bootstrap(db: Db) {
     // Lifetime shorter than the renewal window: every renewal is due.
-    let r = TestRegistry::start(&[
-        "--enrolment",
-        "open",
-        "--cert-lifetime",
-        "1h",
-        "--renew-window",
-        "2h",
-    ])
+    let r = TestRegistry::start_with(
+        &db,
+        &[
+            "--enrolment",
+            "open",
+            "--cert-lifetime",
+            "1h",
+            "--renew-window",
+            "2h",
+        ],
+    )
     .await;
     let a = r.enrol(None).await;
     let b = r.enrol(None).await;
@@ -187,9 +216,8 @@ async fn renewal_keeps_prefix_and_announcements_feed_bootstrap() {
     assert_eq!(api_code(e), (400, ErrorCode::BadAnnouncement));
 }
 
-#[tokio::test]
-async fn bootstrap_excludes_revoked_and_revoked_are_refused() {
-    let r = TestRegistry::start(&["--enrolment", "open"]).await;
+async fn bootstrap_excludes_revoked_and_revoked_are_refused(db: Db) {
+    let r = TestRegistry::start_with(&db, &["--enrolment", "open"]).await;
     let mut nodes = vec![];
     for i in 0..4 {
         let n = r.enrol(None).await;
@@ -220,13 +248,14 @@ async fn bootstrap_excludes_revoked_and_revoked_are_refused() {
     assert_eq!(r.client(&nodes[0]).bootstrap(2).await.unwrap().len(), 2);
 
     let reg = &r.registry;
-    reg.store
-        .revoke(
+    off_runtime(|| {
+        reg.store.revoke(
             &reg.ca,
             RevokeTarget::Prefix(nodes[1].cert.prefix),
             SystemTime::now(),
         )
-        .unwrap();
+    })
+    .unwrap();
     let got = prefixes(r.client(&nodes[0]).bootstrap(10).await.unwrap());
     assert_eq!(got.len(), 2);
     assert!(!got.contains(&nodes[1].cert.prefix.to_string()));
@@ -256,18 +285,19 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: ErrorCode) {
     assert!(!body.message.is_empty());
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
-    let r = TestRegistry::start(&[]).await;
+async fn bad_input_gets_a_4xx_json_error_and_changes_nothing(db: Db) {
+    let r = TestRegistry::start_with(&db, &[]).await;
     let tok = r.tokens(2);
     let first = r.enrol(Some(&tok[0])).await;
     let raw = r.raw(None);
     let url = |p: &str| format!("{}{p}", r.url);
     let serial = || {
-        r.registry
-            .store
-            .meta(re6st::registry::store::META_NEXT_SERIAL)
-            .unwrap()
+        off_runtime(|| {
+            r.registry
+                .store
+                .meta(re6st::registry::store::META_NEXT_SERIAL)
+                .unwrap()
+        })
     };
     let before = (r.counts(), serial());
     let good_csr = make_csr(&NodeKey::generate().unwrap()).unwrap();
@@ -492,9 +522,9 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
     r.enrol(Some(&tok[1])).await;
 }
 
-#[tokio::test]
-async fn exhausted_prefix_space_is_a_409() {
-    let r = TestRegistry::start(&["--network", "fd00:7::/63", "--enrolment", "open"]).await;
+async fn exhausted_prefix_space_is_a_409(db: Db) {
+    let r =
+        TestRegistry::start_with(&db, &["--network", "fd00:7::/63", "--enrolment", "open"]).await;
     r.enrol(None).await;
     r.enrol(None).await;
     let before = r.counts();
@@ -507,9 +537,8 @@ async fn exhausted_prefix_space_is_a_409() {
     assert_eq!(r.counts(), before);
 }
 
-#[tokio::test]
-async fn concurrent_enrolments_get_distinct_prefixes_and_serials() {
-    let r = TestRegistry::start(&["--enrolment", "open"]).await;
+async fn concurrent_enrolments_get_distinct_prefixes_and_serials(db: Db) {
+    let r = TestRegistry::start_with(&db, &["--enrolment", "open"]).await;
     let keys: Vec<String> = (0..200)
         .map(|_| make_csr(&NodeKey::generate().unwrap()).unwrap())
         .collect();
@@ -536,21 +565,23 @@ async fn concurrent_enrolments_get_distinct_prefixes_and_serials() {
     assert_eq!(r.counts().0, 200);
 }
 
-#[tokio::test]
-async fn expired_prefixes_are_released_after_the_grace_period() {
+async fn expired_prefixes_are_released_after_the_grace_period(db: Db) {
     // Two /64s, 1-second certificates, 1 second of grace, sweeps every 100 ms.
-    let r = TestRegistry::start(&[
-        "--network",
-        "fd00:8::/63",
-        "--enrolment",
-        "open",
-        "--cert-lifetime",
-        "1s",
-        "--grace-period",
-        "1s",
-        "--sweep-every",
-        "100ms",
-    ])
+    let r = TestRegistry::start_with(
+        &db,
+        &[
+            "--network",
+            "fd00:8::/63",
+            "--enrolment",
+            "open",
+            "--cert-lifetime",
+            "1s",
+            "--grace-period",
+            "1s",
+            "--sweep-every",
+            "100ms",
+        ],
+    )
     .await;
     let a = r.enrol(None).await;
     let b = r.enrol(None).await;
@@ -619,14 +650,14 @@ fn https_certificate_is_renewed_before_it_expires() {
     assert!(!std::sync::Arc::ptr_eq(&first, &tls.config()));
 }
 
-#[test]
-fn network_config_version_changes_only_with_parameters() {
+async fn network_config_version_changes_only_with_parameters(db: Db) {
     use re6st::registry::core::Registry;
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();
     let url = "https://r.example:8443".to_string();
+    let place = db.place(dir.path());
     let open = |f: fn(&mut re6st::registry::core::Settings)| {
-        Registry::open(dir.path(), None, url.clone(), f, now).unwrap()
+        Registry::open_at(&place, None, url.clone(), f, now).unwrap()
     };
     let v1 = open(|_| {}).settings().network.version;
     let again = open(|_| {});

@@ -88,6 +88,7 @@ impl DirArgs {
                 Some(CaSecret::new(&b).with_context(|| format!("in {}", f.display()))?)
             }
             None => std::env::var_os(SECRET_ENV)
+                .filter(|v| !v.is_empty())
                 .map(|v| CaSecret::new(v.as_encoded_bytes()))
                 .transpose()
                 .with_context(|| format!("in {SECRET_ENV}"))?,

@@ -604,9 +604,8 @@ async fn sweep_loop(registry: Arc<Registry>, tls: Arc<ServerTls>, every: Duratio
             .run(move |tx, prefixes| store::revoke::sweep(tx, prefixes, grace, SystemTime::now()))
             .await;
         let r = registry.clone();
-        match tokio::task::spawn_blocking(move || r.reload()).await {
-            Ok(Err(e)) => warn!("reading the settings: {e}"),
-            Ok(Ok(_)) | Err(_) => {}
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reload()).await {
+            warn!("reading the settings: {e}");
         }
         match res {
             Ok(released) => {

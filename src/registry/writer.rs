@@ -77,6 +77,7 @@ impl<T: Send> Job for Typed<T> {
 pub struct Writer {
     tx: SyncSender<Box<dyn Job>>,
     queued: Arc<AtomicUsize>,
+    max_batch: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -89,9 +90,10 @@ impl Writer {
     ) -> Result<Self, StoreError> {
         let (tx, rx) = sync_channel(QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
+        let max_batch = Arc::new(AtomicUsize::new(MAX_BATCH));
         let conn = store.connect()?;
         let location = store.location().clone();
-        let q = queued.clone();
+        let (q, mb) = (queued.clone(), max_batch.clone());
         std::thread::Builder::new()
             .name("registry-writer".into())
             .spawn(move || {
@@ -100,12 +102,24 @@ impl Writer {
                     location,
                     prefixes: Prefixes::new(network),
                     queued: q,
+                    max_batch: mb,
                     metrics,
                 };
                 w.run(&rx);
             })
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
-        Ok(Self { tx, queued })
+        Ok(Self {
+            tx,
+            queued,
+            max_batch,
+        })
+    }
+
+    /// Commits at most `n` operations together (1: one commit per request,
+    /// the baseline `benches/registry_enrol.rs` compares with).
+    pub fn set_max_batch(&self, n: usize) {
+        self.max_batch
+            .store(n.clamp(1, MAX_BATCH), Ordering::Relaxed);
     }
 
     /// Queues `op` and waits for its committed result.
@@ -165,6 +179,7 @@ struct Loop {
     location: super::store::Location,
     prefixes: Prefixes,
     queued: Arc<AtomicUsize>,
+    max_batch: Arc<AtomicUsize>,
     metrics: Arc<RegistryMetrics>,
 }
 
@@ -172,7 +187,8 @@ impl Loop {
     fn run(&mut self, rx: &Receiver<Box<dyn Job>>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            let max = self.max_batch.load(Ordering::Relaxed);
+            while batch.len() < max {
                 match rx.try_recv() {
                     Ok(j) => batch.push(j),
                     Err(_) => break,

@@ -1,6 +1,9 @@
 //! Shared helpers of the registry integration tests: an in-process registry
-//! on a random loopback port, and node-side helpers.
+//! on a random loopback port (on SQLite, or on a database of the test
+//! PostgreSQL cluster), and node-side helpers.
 #![allow(dead_code)]
+
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,8 +14,47 @@ use clap::Parser;
 use re6st::identity::tls::{TlsIdentity, Trust};
 use re6st::identity::{NodeCert, NodeKey, make_csr};
 use re6st::registry::RunArgs;
+use re6st::registry::ca_key::CaSecret;
 use re6st::registry::client::RegistryClient;
-use re6st::registry::core::Registry;
+use re6st::registry::core::{Place, Registry};
+use re6st::registry::store::Location;
+
+/// The database a test registry runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Db {
+    /// SQLite in the registry's directory.
+    Sqlite,
+    /// A database of the test cluster.
+    Postgres(String),
+}
+
+impl Db {
+    /// A new database on the test cluster; `None` when PostgreSQL is not
+    /// installed (the test is then skipped).
+    pub fn postgres() -> Option<Self> {
+        postgres::cluster().map(|c| Self::Postgres(c.database()))
+    }
+
+    /// Where a registry with directory `dir` keeps its state.
+    pub fn place(&self, dir: &Path) -> Place {
+        match self {
+            Self::Sqlite => Place::sqlite(dir),
+            Self::Postgres(url) => Place {
+                dir: dir.to_path_buf(),
+                database: Location::Postgres(url.clone()),
+                secret: Some(CaSecret::new(postgres::TEST_SECRET.as_bytes()).unwrap()),
+            },
+        }
+    }
+
+    /// `re6st registry` options that select this database.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Self::Sqlite => vec![],
+            Self::Postgres(url) => vec!["--database".into(), url.clone()],
+        }
+    }
+}
 
 /// Parses `re6st registry run`-style options (so tests use the real CLI
 /// parsing and defaults).
@@ -35,6 +77,7 @@ pub fn run_args(dir: &Path, extra: &[&str]) -> RunArgs {
 }
 
 pub struct TestRegistry {
+    pub db: Db,
     pub url: String,
     pub addr: SocketAddr,
     pub registry: Arc<Registry>,
@@ -47,7 +90,12 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts a registry in a fresh directory with `extra` run options.
     pub async fn start(extra: &[&str]) -> Self {
-        Self::start_in(tempfile::tempdir().unwrap(), extra).await
+        Self::start_with(&Db::Sqlite, extra).await
+    }
+
+    /// Starts a registry on `db` in a fresh directory.
+    pub async fn start_with(db: &Db, extra: &[&str]) -> Self {
+        Self::start_on_db("127.0.0.1", 0, tempfile::tempdir().unwrap(), db, extra).await
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
@@ -62,7 +110,17 @@ impl TestRegistry {
 
     /// Starts on `ip`:`port` (0: any free port).
     pub async fn start_on(ip: &str, port: u16, dir: tempfile::TempDir, extra: &[&str]) -> Self {
-        match Self::try_start_on(ip, port, dir, extra).await {
+        Self::start_on_db(ip, port, dir, &Db::Sqlite, extra).await
+    }
+
+    async fn start_on_db(
+        ip: &str,
+        port: u16,
+        dir: tempfile::TempDir,
+        db: &Db,
+        extra: &[&str],
+    ) -> Self {
+        match Self::try_start_on(ip, port, dir, db, extra).await {
             Ok(r) => r,
             Err(d) => panic!("cannot open the registry in {}", d.path().display()),
         }
@@ -74,6 +132,7 @@ impl TestRegistry {
         ip: &str,
         port: u16,
         dir: tempfile::TempDir,
+        db: &Db,
         extra: &[&str],
     ) -> Result<Self, tempfile::TempDir> {
         let args = run_args(dir.path(), extra);
@@ -83,14 +142,19 @@ impl TestRegistry {
         let addr = listener.local_addr().unwrap();
         let url = format!("https://{ip}:{}", addr.port());
         let now = SystemTime::now();
-        let Ok(reg) = Registry::open(
-            dir.path(),
+        let reg = Registry::open_at(
+            &db.place(dir.path()),
             args.network,
             url.clone(),
             |s| args.apply(s),
             now,
-        ) else {
-            return Err(dir);
+        );
+        let reg = match reg {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("opening the registry: {e:#}");
+                return Err(dir);
+            }
         };
         let tls = re6st::registry::server::server_tls(&reg, &[ip.into()], now).unwrap();
         let ca_der = reg.ca.cert_der().to_vec();
@@ -106,6 +170,7 @@ impl TestRegistry {
             },
         ));
         Ok(Self {
+            db: db.clone(),
             url,
             addr,
             registry,
@@ -151,23 +216,27 @@ impl TestRegistry {
     }
 
     pub fn tokens(&self, n: u32) -> Vec<String> {
-        self.registry
-            .store
-            .create_tokens(n, None, None, "test", SystemTime::now())
-            .unwrap()
+        re6st::registry::core::off_runtime(|| {
+            self.registry
+                .store
+                .create_tokens(n, None, None, "test", SystemTime::now())
+                .unwrap()
+        })
     }
 
     /// (active nodes, revoked nodes, node certificates issued, tokens used).
     pub fn counts(&self) -> (u64, u64, u64, usize) {
         let store = &self.registry.store;
-        let (a, r, c) = store.counts().unwrap();
-        let used = store
-            .list_tokens()
-            .unwrap()
-            .iter()
-            .filter(|t| t.used_by.is_some())
-            .count();
-        (a, r, c, used)
+        re6st::registry::core::off_runtime(|| {
+            let (a, r, c) = store.counts().unwrap();
+            let used = store
+                .list_tokens()
+                .unwrap()
+                .iter()
+                .filter(|t| t.used_by.is_some())
+                .count();
+            (a, r, c, used)
+        })
     }
 
     /// Stops and starts again on the same address and directory with other
@@ -176,9 +245,10 @@ impl TestRegistry {
     /// directory lock) alive for a moment: the start is retried.
     pub async fn restart(self, extra: &[&str]) -> Self {
         let (ip, port) = (self.addr.ip().to_string(), self.addr.port());
+        let db = self.db.clone();
         let mut dir = self.stop().await;
         for _ in 0..100 {
-            match Self::try_start_on(&ip, port, dir, extra).await {
+            match Self::try_start_on(&ip, port, dir, &db, extra).await {
                 Ok(r) => return r,
                 Err(d) => dir = d,
             }
@@ -250,6 +320,14 @@ pub fn spawn_registry_on(dir: &Path, listen: &str, extra: &[&str]) -> RegistryPr
         .arg(dir)
         .args(["--listen", listen, "--hostname", "127.0.0.1"])
         .args(extra)
+        .env(
+            re6st::registry::ca_key::SECRET_ENV,
+            if extra.contains(&"--database") {
+                postgres::TEST_SECRET
+            } else {
+                ""
+            },
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -169,11 +169,9 @@ pub fn current_crl(tx: &mut dyn Tx, now: SystemTime) -> Result<Option<Vec<u8>>, 
     };
     let (this_update, serials) = (row.int(0)?, row.text(1)?);
     let fresh = this_update + i64::try_from(CRL_REFRESH.as_secs()).unwrap_or(0) > secs(now);
-    Ok(
-        (fresh && serials == serial_list(&revoked_serials(tx, now)?))
-            .then(|| row.blob(2))
-            .transpose()?,
-    )
+    (fresh && serials == serial_list(&revoked_serials(tx, now)?))
+        .then(|| row.blob(2))
+        .transpose()
 }
 
 /// Signs a new CRL if needed (or always with `force`) and stores it, in
