@@ -36,7 +36,8 @@ pub const DEFAULT_DIR: &str = "/var/lib/re6st/node";
 /// Arguments of `re6st join`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JoinArgs {
-    /// Registry URL, e.g. https://registry.example.net:8443.
+    /// Registry URL, e.g. https://registry.example.net:8443 (several
+    /// replicas: a name with several addresses, or URLs separated by commas).
     #[arg(long)]
     pub registry: String,
     /// Enrolment token (from `re6st registry token` on the registry).

@@ -6,12 +6,23 @@
 //! from the network CA, and with a node identity the client presents its
 //! certificate (mutual TLS) for renew/announce/bootstrap.
 //!
+//! Several replicas: the registry URL may be a comma-separated list
+//! (`https://r1:8443,https://r2:8443`), and a host name may resolve to
+//! several addresses (the connector tries each). A request that fails in
+//! transport (refused, reset, timed out) or gets 502/503/504 is tried
+//! again on the next URL, then once more around the list after a pause;
+//! the URL that answered is tried first next time. Every request is safe
+//! to repeat: enrolment with the same key returns the certificate already
+//! issued (and consumes the token once), renewal returns the newest
+//! certificate, an announcement replaces itself.
+//!
 //! Before a node has the CA, [`fetch_ca`] does trust-on-first-use: it
 //! accepts whatever certificate the server shows, downloads the CA, then
 //! checks that the server's certificate was issued by that CA for the URL's
 //! host. The caller compares the CA's fingerprint with a pinned one (or
 //! warns that it did not).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -127,11 +138,39 @@ fn rejects_certificate(e: &reqwest::Error) -> bool {
     false
 }
 
-/// A client for one registry.
+/// A client for one registry (one or several replicas).
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
-    base: String,
+    bases: Vec<String>,
     http: reqwest::Client,
+    /// The replica that answered last.
+    preferred: Arc<AtomicUsize>,
+}
+
+/// Pause before going around the list of replicas again.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Whether trying another replica may help.
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Http(e) => !rejects_certificate(e),
+        ClientError::Api { status, .. } => matches!(status, 502..=504),
+        _ => false,
+    }
+}
+
+/// The URLs of a comma-separated list, each checked.
+fn base_urls(urls: &str) -> Result<Vec<(String, String)>, ClientError> {
+    let list: Vec<_> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(base_url)
+        .collect::<Result<_, _>>()?;
+    if list.is_empty() {
+        return Err(ClientError::BadUrl(urls.into()));
+    }
+    Ok(list)
 }
 
 fn base_url(url: &str) -> Result<(String, String), ClientError> {
@@ -157,23 +196,61 @@ fn http_client(mut cfg: rustls::ClientConfig) -> Result<reqwest::Client, ClientE
 }
 
 impl RegistryClient {
-    /// A client for `url` trusting `trust`'s CA, presenting `identity` (a
-    /// node certificate) when given.
+    /// A client for `url` (one URL, or several separated by commas)
+    /// trusting `trust`'s CA, presenting `identity` (a node certificate)
+    /// when given.
     pub fn new(
         url: &str,
         trust: &Trust,
         identity: Option<TlsIdentity>,
     ) -> Result<Self, ClientError> {
-        let (base, _) = base_url(url)?;
+        let bases = base_urls(url)?.into_iter().map(|(b, _)| b).collect();
         Ok(Self {
-            base,
+            bases,
             http: http_client(trust.client_config(identity)?)?,
+            preferred: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// The base URL.
+    /// The base URL tried first.
     pub fn url(&self) -> &str {
-        &self.base
+        &self.bases[self.preferred.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Every base URL.
+    pub fn urls(&self) -> &[String] {
+        &self.bases
+    }
+
+    /// Sends `make(base)` to each replica in turn until one answers.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        make: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let n = self.bases.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for attempt in 0..2 * n {
+            if attempt == n {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            let i = (first + attempt) % n;
+            let out = match make(&self.bases[i]).send().await {
+                Ok(resp) => Self::answer(resp).await,
+                Err(e) => Err(e.into()),
+            };
+            match out {
+                Err(e) if retryable(&e) => {
+                    tracing::debug!(url = %self.bases[i], error = %e, "registry replica failed; trying the next");
+                    last = Some(e);
+                }
+                other => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return other;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::BadUrl(String::new())))
     }
 
     async fn answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
@@ -194,7 +271,8 @@ impl RegistryClient {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        Self::answer(self.http.get(format!("{}{path}", self.base)).send().await?).await
+        self.call(|base| self.http.get(format!("{base}{path}")))
+            .await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -202,14 +280,8 @@ impl RegistryClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        Self::answer(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .json(body)
-                .send()
-                .await?,
-        )
-        .await
+        self.call(|base| self.http.post(format!("{base}{path}")).json(body))
+            .await
     }
 
     /// `GET /v1/ca`: the CA certificate (PEM).
@@ -270,12 +342,24 @@ impl RegistryClient {
     }
 }
 
-/// Fetches the CA from `url` without knowing it yet (trust on first use),
-/// and checks that the server's own certificate was issued by it for the
-/// URL's host. Returns the CA's DER. Compare its fingerprint with a pinned
-/// one before trusting it.
+/// Fetches the CA from `url` (or the first of several comma-separated
+/// URLs that answers) without knowing it yet (trust on first use), and
+/// checks that the server's own certificate was issued by it for the URL's
+/// host. Returns the CA's DER. Compare its fingerprint with a pinned one
+/// before trusting it.
 pub async fn fetch_ca(url: &str) -> Result<Vec<u8>, ClientError> {
-    let (base, host) = base_url(url)?;
+    let mut last = None;
+    for (base, host) in base_urls(url)? {
+        match fetch_ca_from(&base, &host).await {
+            Err(e) if retryable(&e) => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| ClientError::BadUrl(url.into())))
+}
+
+async fn fetch_ca_from(base: &str, host: &str) -> Result<Vec<u8>, ClientError> {
+    let url = base;
     let capture = Arc::new(CaptureVerifier {
         seen: Mutex::new(None),
     });
@@ -296,7 +380,8 @@ pub async fn fetch_ca(url: &str) -> Result<Vec<u8>, ClientError> {
         .unwrap_or_else(|p| p.into_inner())
         .clone()
         .ok_or_else(|| ClientError::Protocol("no server certificate seen".into()))?;
-    let name = ServerName::try_from(host.clone()).map_err(|_| ClientError::BadUrl(url.into()))?;
+    let name =
+        ServerName::try_from(host.to_string()).map_err(|_| ClientError::BadUrl(url.into()))?;
     Trust::new(&ca_der, None)
         .server_verifier()?
         .verify_server_cert(&server, &[], &name, &[], UnixTime::now())

@@ -352,3 +352,64 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Checks that the store holds no half-written state: every node has a
+/// certificate, tokens and nodes point at each other, the serial counter
+/// is past every serial, and the prefix log replays to the live prefixes.
+pub fn check_consistency(store: &re6st::registry::store::Store) {
+    re6st::registry::core::off_runtime(|| {
+        store
+            .read(|tx| {
+                for (what, sql) in [
+                    (
+                        "nodes without a certificate",
+                        "SELECT COUNT(*) FROM node n WHERE NOT EXISTS (SELECT 1 FROM cert c WHERE c.node_id = n.id)",
+                    ),
+                    (
+                        "tokens used by no node holding them",
+                        "SELECT COUNT(*) FROM token t WHERE t.used_by IS NOT NULL AND NOT EXISTS \
+                         (SELECT 1 FROM node n WHERE n.id = t.used_by AND n.token = t.token)",
+                    ),
+                    (
+                        "nodes whose token is not marked used by them",
+                        "SELECT COUNT(*) FROM node n WHERE n.token IS NOT NULL AND NOT EXISTS \
+                         (SELECT 1 FROM token t WHERE t.token = n.token AND t.used_by = n.id)",
+                    ),
+                    (
+                        "live prefixes held twice",
+                        "SELECT COUNT(*) FROM (SELECT prefix FROM node WHERE state != 'released' \
+                         GROUP BY prefix HAVING COUNT(*) > 1) d",
+                    ),
+                ] {
+                    assert_eq!(tx.query_one(sql, &[])?.int(0)?, 0, "{what}");
+                }
+                let next: i64 = re6st::registry::store::meta(tx, "next_serial")?
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let max = tx
+                    .query_one("SELECT COALESCE(MAX(serial), 0) FROM cert", &[])?
+                    .int(0)?;
+                assert!(next > max, "next serial {next} <= issued {max}");
+                let mut live = std::collections::BTreeSet::new();
+                for r in tx.query("SELECT prefix, op FROM prefix_log ORDER BY seq", &[])? {
+                    let p = r.text(0)?;
+                    if r.text(1)? == "take" {
+                        assert!(live.insert(p.clone()), "log takes {p} twice");
+                    } else {
+                        assert!(live.remove(&p), "log frees {p}, not taken");
+                    }
+                }
+                let mut db: Vec<String> = re6st::registry::store::live_prefixes(tx)?
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                db.sort();
+                let mut log: Vec<String> = live.into_iter().collect();
+                log.sort();
+                assert_eq!(log, db, "the prefix log and the live prefixes differ");
+                Ok(())
+            })
+            .unwrap()
+    })
+}
