@@ -410,3 +410,94 @@ async fn a_wiped_node_is_dialled_under_its_old_identity_at_most_once_per_peer() 
         .await
         .unwrap_or_else(|m| panic!("unreachable pairs after the restart: {m:?}"));
 }
+
+/// Certificates due while the registry is down: the nodes keep running on
+/// them (their tunnel stays up), retry with back-off, say so in their
+/// status, and renew as soon as the registry is back, before expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_due_while_the_registry_is_down_are_renewed_when_it_returns() {
+    // Certificates of 50 s, due for renewal 5 s after they are issued.
+    let mut args = registry_args(1, "1h");
+    args.extend(["--cert-lifetime", "50s", "--renew-window", "45s"].map(String::from));
+    let mut net = Net::new(1, &args).await;
+    net.config = Box::new(|seed| re6st::node::NodeConfig {
+        registry_retry: Duration::from_millis(500),
+        registry_retry_max: Duration::from_secs(2),
+        ..fast_config(seed)
+    });
+    net.add_nodes(2).await;
+    net.wait_for("a tunnel", Duration::from_secs(20), |st| {
+        st.values().all(|s| up_tunnels(s) >= 1)
+    })
+    .await;
+    let before = net.statuses().await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stopped = net.registry.take().unwrap().pause().await;
+    for i in 0..2 {
+        net.node(i).handle.refresh_registry().await;
+    }
+
+    // Down past the time the registry would renew (5 s after issue), for
+    // 8 s: every node retries, says that renewal is overdue, and keeps its
+    // tunnel.
+    let t0 = Instant::now();
+    let overdue = loop {
+        let st = net.statuses().await;
+        for s in st.values() {
+            assert!(up_tunnels(s) >= 1, "the tunnel went down: {s:?}");
+            assert!(
+                s.serial == before[&0].serial || s.serial == before[&1].serial,
+                "renewed without a registry"
+            );
+        }
+        if t0.elapsed() > Duration::from_secs(8)
+            && st
+                .values()
+                .all(|s| s.renewal == re6st::node::renewal::Renewal::Overdue)
+        {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never overdue: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for (i, s) in &overdue {
+        let left = s.cert_not_after.saturating_sub(node_support::now_unix());
+        println!(
+            "n{i}: renewal {}, {left} s left, {} failed registry exchanges, next try in {:?} s: {}",
+            s.renewal,
+            s.registry.failures,
+            s.registry.next_round_in_secs,
+            s.registry.last_error.as_deref().unwrap_or("-")
+        );
+        assert!(s.registry.failures >= 3, "retried: {}", s.registry.failures);
+        assert!(s.registry.last_error.is_some());
+        assert!(s.registry.next_round_in_secs.is_some_and(|n| n <= 2));
+    }
+
+    net.registry = Some(stopped.start(&args).await);
+    let took = net
+        .wait_for("renewed certificates", Duration::from_secs(8), |st| {
+            st.iter()
+                .all(|(i, s)| s.serial != before[i].serial && s.registry.last_error.is_none())
+        })
+        .await;
+    for (i, s) in net.statuses().await {
+        println!(
+            "n{i}: serial {} -> {}, valid {} s more",
+            before[&i].serial,
+            s.serial,
+            s.cert_not_after.saturating_sub(node_support::now_unix())
+        );
+        assert!(s.cert_not_after > before[&i].cert_not_after);
+        assert_eq!(s.renewal, re6st::node::renewal::Renewal::Ok);
+        assert!(up_tunnels(&s) >= 1);
+        assert!(
+            s.cert_not_after > node_support::now_unix() + 30,
+            "a fresh certificate"
+        );
+    }
+    println!("renewed {took:?} after the registry came back");
+}

@@ -104,6 +104,10 @@ pub struct Status {
     pub prefix: Ipv6Net,
     /// Certificate serial.
     pub serial: u64,
+    /// The certificate's end of validity and renewal (absent from older
+    /// nodes).
+    #[serde(default)]
+    pub certificate: CertificateInfo,
     /// Network prefix.
     pub network: Ipv6Net,
     /// Bound UDP address of the QUIC endpoint.
@@ -220,6 +224,18 @@ pub struct HostInfo {
     pub route: String,
 }
 
+/// The node's certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    /// End of validity (UNIX seconds).
+    pub not_after: u64,
+    /// `ok`; `overdue`: due for renewal and the registry does not answer
+    /// (renewal is retried with back-off); `critical`: the same, with less
+    /// than a quarter of the renewal window left; `expired`: peers refuse
+    /// the node.
+    pub renewal: String,
+}
+
 /// Registry reachability.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryInfo {
@@ -231,6 +247,9 @@ pub struct RegistryInfo {
     pub last_error: Option<String>,
     /// Failed exchanges so far.
     pub failures: u64,
+    /// Seconds until the next round (the back-off while it fails).
+    #[serde(default)]
+    pub next_round_in_secs: Option<u64>,
 }
 
 /// One tunnel.

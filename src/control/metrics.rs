@@ -91,6 +91,13 @@ pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
         &[],
         status.registry.failures as f64,
     );
+    m.gauge(
+        "re6st_certificate_expiry_timestamp_seconds",
+        "End of validity of the node's certificate (UNIX time): alert on it \
+         minus time() while the registry is unreachable.",
+        &[],
+        status.certificate.not_after as f64,
+    );
     let e = &status.edges;
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     for (name, help, v) in [
@@ -324,6 +331,10 @@ pub(crate) mod tests {
             address: "fd00:1:2:3::1".parse().unwrap(),
             prefix: "fd00:1:2:3::/64".parse().unwrap(),
             serial: 7,
+            certificate: crate::control::api::CertificateInfo {
+                not_after: 1_900_000_000,
+                renewal: "ok".into(),
+            },
             network: "fd00:1:2::/48".parse().unwrap(),
             listen: None,
             advertised: vec![],
@@ -349,6 +360,7 @@ pub(crate) mod tests {
                 last_ok: Some(1),
                 last_error: None,
                 failures: 3,
+                next_round_in_secs: Some(600),
             },
             counters: [(
                 "path".to_string(),
@@ -444,6 +456,7 @@ pub(crate) mod tests {
         assert!(text.contains("re6st_path_forwarded 11\n"));
         assert!(text.contains("re6st_registry_reachable 1\n"));
         assert!(text.contains("re6st_registry_failures_total 3\n"));
+        assert!(text.contains("re6st_certificate_expiry_timestamp_seconds 1900000000\n"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();

@@ -127,6 +127,10 @@ impl Source {
             address: s.address,
             prefix: s.prefix,
             serial: s.serial,
+            certificate: api::CertificateInfo {
+                not_after: s.cert_not_after,
+                renewal: s.renewal.to_string(),
+            },
             network: s.network,
             listen: s.listen,
             advertised: s.advertised.clone(),
@@ -148,6 +152,7 @@ impl Source {
                 last_ok: s.registry.last_ok,
                 last_error: s.registry.last_error.clone(),
                 failures: s.registry.failures,
+                next_round_in_secs: s.registry.next_round_in_secs,
             },
             counters,
             edges: crate::control::api::EdgesInfo {

@@ -210,15 +210,24 @@ pub fn status(s: &Status) -> String {
         format!("{} destinations  peer DB {} entries", s.routes, s.peer_db),
     );
     let r = &s.registry;
+    let next = r
+        .next_round_in_secs
+        .map(|n| format!(", next try in {}", duration(n)))
+        .unwrap_or_default();
     kv(
         "registry",
         match (&r.url, &r.last_error, r.last_ok) {
             (None, _, _) => "none (running without a registry)".into(),
-            (Some(u), Some(e), _) => format!("{u}  UNREACHABLE: {e} ({} failures)", r.failures),
+            (Some(u), Some(e), _) => {
+                format!("{u}  UNREACHABLE: {e} ({} failures{next})", r.failures)
+            }
             (Some(u), None, Some(ok)) => format!("{u}  ok {}", ago(ok)),
             (Some(u), None, None) => format!("{u}  not contacted yet"),
         },
     );
+    if s.certificate.not_after > 0 {
+        kv("certificate", certificate(&s.certificate));
+    }
     let c = |g: &str, n: &str| {
         s.counters
             .get(g)
@@ -243,6 +252,26 @@ pub fn status(s: &Status) -> String {
         ),
     );
     t.to_string()
+}
+
+/// `valid until TIME (in 29d)`, and what a failing renewal means.
+fn certificate(c: &super::api::CertificateInfo) -> String {
+    let now = crate::identity::unix_secs(SystemTime::now());
+    let until = humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(c.not_after),
+    );
+    let when = match c.not_after.checked_sub(now) {
+        Some(left) => format!("valid until {until} (in {})", duration(left)),
+        None => format!("EXPIRED at {until}"),
+    };
+    match c.renewal.as_str() {
+        "overdue" | "critical" => format!(
+            "{when}  RENEWAL {}: the registry does not answer; retried with back-off",
+            c.renewal.to_uppercase()
+        ),
+        "expired" => format!("{when}: peers refuse this node until the registry renews it"),
+        _ => when,
+    }
 }
 
 /// A node waiting for its registry: `joining: registry URL unreachable
@@ -493,6 +522,30 @@ mod tests {
                 .starts_with("dial-out only, behind NAT")
         );
         assert!(edges_rows(&EdgesInfo::default()).is_empty());
+    }
+
+    #[test]
+    fn the_certificate_row_says_when_and_how_urgent() {
+        let now = crate::identity::unix_secs(SystemTime::now());
+        let c = |not_after, renewal: &str| super::super::api::CertificateInfo {
+            not_after,
+            renewal: renewal.into(),
+        };
+        let ok = certificate(&c(now + 3 * 86_400, "ok"));
+        assert!(
+            ok.starts_with("valid until ") && (ok.contains("(in 2d") || ok.contains("(in 3d")),
+            "{ok}"
+        );
+        let due = certificate(&c(now + 3600, "overdue"));
+        assert!(
+            due.contains("RENEWAL OVERDUE: the registry does not answer"),
+            "{due}"
+        );
+        let gone = certificate(&c(now - 10, "expired"));
+        assert!(
+            gone.starts_with("EXPIRED at ") && gone.contains("peers refuse"),
+            "{gone}"
+        );
     }
 
     #[test]

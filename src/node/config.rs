@@ -75,6 +75,13 @@ pub struct NodeConfig {
     /// Period of the registry round (announce, CRL, configuration,
     /// renewal): twice a day.
     pub registry_interval: Duration,
+    /// First wait before a failed registry round is tried again; it
+    /// doubles (jittered) up to `registry_retry_max`, so a certificate due
+    /// while the registry is down is renewed soon after it returns.
+    pub registry_retry: Duration,
+    /// Longest wait between two tries of a failing registry round (at most
+    /// `registry_interval`).
+    pub registry_retry_max: Duration,
     /// First delay before asking the registry again for peers when the DB
     /// is still too small (doubles up to an hour).
     pub bootstrap_retry: Duration,
@@ -143,6 +150,8 @@ impl Default for NodeConfig {
             backoff_max: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(120),
             registry_interval: Duration::from_secs(12 * 3600),
+            registry_retry: Duration::from_secs(30),
+            registry_retry_max: Duration::from_secs(15 * 60),
             bootstrap_retry: Duration::from_secs(30),
             bootstrap_peers: crate::registry::api::MAX_BOOTSTRAP,
             seed_peers: Vec::new(),

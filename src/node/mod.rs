@@ -38,6 +38,7 @@ mod path;
 mod program;
 mod registry;
 mod reload;
+pub mod renewal;
 mod router;
 mod status;
 pub mod tun_host;

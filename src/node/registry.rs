@@ -5,7 +5,10 @@
 //! empty or too small, and for a [`RegistryCmd::Round`] at start and twice
 //! a day: announce our addresses, fetch the CRL and the network
 //! configuration, renew the certificate when the registry says it is due.
-//! Every failure is reported and the node goes on with what it knows.
+//! Every failure is reported and the node goes on with what it knows (the
+//! router tries a failed round again with back-off). A step the registry
+//! refuses does not stop the next ones (a refused announcement must not
+//! block the renewal); an unreachable registry ends the round at once.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,7 +19,7 @@ use super::router::RouterIn;
 use super::{NodeConfig, persist};
 use crate::identity::tls::{CaVerifier, TlsIdentity, Trust};
 use crate::identity::{Crl, NodeCert, NodeKey, PublicKey, SignedAnnouncement};
-use crate::registry::client::RegistryClient;
+use crate::registry::client::{ClientError, RegistryClient};
 use crate::state_dir::files;
 use crate::transport::Transport;
 
@@ -40,12 +43,17 @@ pub(crate) enum RegistryEvent {
     Crl(Crl),
     /// Our renewed certificate (already in use by the transport).
     Renewed(NodeCert),
+    /// From when the registry renews our current certificate.
+    RenewAfter(SystemTime),
     /// A newer network configuration (verified; already saved).
     Network(Box<crate::identity::NetworkConfig>),
     /// A round completed.
     Done,
-    /// The registry could not be reached or refused; why.
-    Failed(String),
+    /// A round failed: the registry could not be reached, or refused a
+    /// step; why.
+    RoundFailed(String),
+    /// A bootstrap request failed; why.
+    BootstrapFailed(String),
 }
 
 pub(crate) struct RegistryTask {
@@ -59,6 +67,17 @@ pub(crate) struct RegistryTask {
     pub(crate) network_version: u64,
     pub(crate) rx: mpsc::Receiver<RegistryCmd>,
     pub(crate) router: mpsc::Sender<RouterIn>,
+}
+
+/// A failed step of a round: an unreachable registry ends the round
+/// (`Err`), a refusal is noted and the round goes on.
+fn step_failed(what: &str, e: ClientError, refused: &mut Vec<String>) -> Result<(), String> {
+    let why = format!("{what}: {e}");
+    if e.is_transient() {
+        return Err(why);
+    }
+    refused.push(why);
+    Ok(())
 }
 
 impl RegistryTask {
@@ -80,11 +99,11 @@ impl RegistryTask {
             let ev = match cmd {
                 RegistryCmd::Bootstrap { n } => match self.bootstrap(n).await {
                     Ok(list) => RegistryEvent::Bootstrapped(list),
-                    Err(e) => RegistryEvent::Failed(format!("bootstrap: {e}")),
+                    Err(e) => RegistryEvent::BootstrapFailed(format!("bootstrap: {e}")),
                 },
                 RegistryCmd::Round { announcement } => match self.round(announcement).await {
                     Ok(()) => RegistryEvent::Done,
-                    Err(e) => RegistryEvent::Failed(e),
+                    Err(e) => RegistryEvent::RoundFailed(e),
                 },
             };
             self.report(ev).await;
@@ -97,15 +116,19 @@ impl RegistryTask {
 
     async fn round(&mut self, announcement: Option<SignedAnnouncement>) -> Result<(), String> {
         let client = self.client()?;
-        if let Some(a) = &announcement {
-            client
-                .announce(a)
-                .await
-                .map_err(|e| format!("announce: {e}"))?;
+        let mut refused = Vec::new();
+        if let Some(a) = &announcement
+            && let Err(e) = client.announce(a).await
+        {
+            step_failed("announce", e, &mut refused)?;
         }
-        let pem = client.crl().await.map_err(|e| format!("CRL: {e}"))?;
-        let crl = Crl::from_pem(&pem, &self.ca_der).map_err(|e| format!("CRL: {e}"))?;
-        self.report(RegistryEvent::Crl(crl)).await;
+        match client.crl().await {
+            Ok(pem) => match Crl::from_pem(&pem, &self.ca_der) {
+                Ok(crl) => self.report(RegistryEvent::Crl(crl)).await,
+                Err(e) => refused.push(format!("CRL: {e}")),
+            },
+            Err(e) => step_failed("CRL", e, &mut refused)?,
+        }
         match client.network().await {
             Ok(signed) => match signed.verify(&self.ca_key) {
                 Ok(cfg) if cfg.version > self.network_version => {
@@ -120,16 +143,27 @@ impl RegistryTask {
                     tracing::warn!(error = %e, "the registry's network configuration does not verify")
                 }
             },
-            Err(e) => return Err(format!("network configuration: {e}")),
+            Err(e) => step_failed("network configuration", e, &mut refused)?,
         }
-        let renewed = client
-            .renew(None)
-            .await
-            .map_err(|e| format!("renew: {e}"))?;
-        if renewed.renewed {
-            self.adopt(&renewed.certificate).await?;
+        match client.renew(None).await {
+            Ok(r) => {
+                if r.renewed
+                    && let Err(e) = self.adopt(&r.certificate).await
+                {
+                    refused.push(e);
+                }
+                if let Some(t) = r.renew_after {
+                    let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t);
+                    self.report(RegistryEvent::RenewAfter(t)).await;
+                }
+            }
+            Err(e) => step_failed("renew", e, &mut refused)?,
         }
-        Ok(())
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(refused.join("; "))
+        }
     }
 
     /// Checks and installs a renewed certificate.

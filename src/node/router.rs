@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ipnet::{IpNet, Ipv6Net};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use re6st_babel::engine::{Engine, Event, IfaceId, InterfaceKind, MIN_BUDGET};
 use re6st_dataplane::fib::{Fib, Route};
 use re6st_dataplane::nexthop::{NextHop, NextHopId};
@@ -38,6 +40,7 @@ use crate::identity::{
 };
 use crate::peers::wire::{self, ExchangeMessage};
 use crate::peers::{Exchange, Inserted, PeerDb, PeerEntry};
+use crate::registry::backoff::Backoff;
 use crate::transport::Transport;
 use crate::transport::control::{self, Control, ControlError, close};
 use crate::tunnels::driver::{Command, Dialled, Driver, PeerKey};
@@ -166,6 +169,14 @@ pub(crate) struct Router {
     registry: Option<(String, mpsc::Sender<RegistryCmd>)>,
     registry_status: RegistryStatus,
     next_round: Instant,
+    /// A round is with the registry task.
+    round_busy: bool,
+    /// Waits between tries of a failing round.
+    registry_backoff: Backoff,
+    /// The router's own random choices (the back-off's jitter).
+    rng: StdRng,
+    /// From when the registry renews our certificate, as it said last.
+    renew_after: Option<SystemTime>,
     next_bootstrap: Option<Instant>,
     bootstrap_delay: Duration,
     bootstrap_busy: bool,
@@ -197,6 +208,16 @@ impl Router {
                 ..RegistryStatus::default()
             },
             next_round: now,
+            round_busy: false,
+            registry_backoff: Backoff::new(
+                p.config.registry_retry,
+                p.config.registry_retry_max.min(p.config.registry_interval),
+            ),
+            rng: match p.config.seed {
+                Some(s) => StdRng::seed_from_u64(s ^ 0x0072_656e_6577),
+                None => rand::make_rng(),
+            },
+            renew_after: None,
             next_bootstrap: Some(now),
             bootstrap_delay,
             bootstrap_busy: false,
@@ -934,16 +955,42 @@ impl Router {
                     self.key.clone(),
                 ));
                 self.cert = cert;
+                // The registry says when the new one is due, next.
+                self.renew_after = None;
             }
             RegistryEvent::Network(cfg) => self.adopt_network(*cfg, now),
-            RegistryEvent::Done => self.registry_ok(),
-            RegistryEvent::Failed(why) => {
+            RegistryEvent::RenewAfter(t) => self.renew_after = Some(t),
+            RegistryEvent::Done => {
+                self.round_busy = false;
+                self.registry_backoff.reset();
+                self.registry_ok();
+            }
+            RegistryEvent::RoundFailed(why) => {
+                // Keep running on what we have; try again soon (a
+                // certificate may be due), then less and less often.
+                self.round_busy = false;
+                let delay = self.registry_backoff.next_delay(&mut self.rng);
+                self.next_round = now + delay;
+                super::renewal::log_failed_round(
+                    &self.cert,
+                    self.renew_after,
+                    &why,
+                    delay,
+                    SystemTime::now(),
+                );
+                self.registry_failed(why);
+            }
+            RegistryEvent::BootstrapFailed(why) => {
                 self.bootstrap_busy = false;
                 tracing::info!(reason = %why, "registry unreachable; going on with what we know");
-                self.registry_status.last_error = Some(why);
-                self.registry_status.failures += 1;
+                self.registry_failed(why);
             }
         }
+    }
+
+    fn registry_failed(&mut self, why: String) {
+        self.registry_status.last_error = Some(why);
+        self.registry_status.failures += 1;
     }
 
     /// A newer network configuration, applied live where it can be (the
@@ -1120,10 +1167,10 @@ impl Router {
         let Some((_, reg)) = &self.registry else {
             return;
         };
-        if now >= self.next_round {
+        if now >= self.next_round && !self.round_busy {
             self.next_round = now + self.config.registry_interval;
             let announcement = self.announcement();
-            let _ = reg.try_send(RegistryCmd::Round { announcement });
+            self.round_busy = reg.try_send(RegistryCmd::Round { announcement }).is_ok();
         }
         let wanted = self.db.len() < usize::from(self.network.tunnels)
             || (self.tunnels.is_empty() && self.driver.policy().own_count() == 0);
@@ -1207,6 +1254,13 @@ impl Router {
             address: self.cert.address,
             prefix: self.cert.prefix,
             serial: self.cert.serial,
+            cert_not_after: unix_secs(self.cert.not_after),
+            renewal: super::renewal::Renewal::of(
+                &self.cert,
+                self.renew_after,
+                self.registry_status.last_error.is_some(),
+                SystemTime::now(),
+            ),
             network: self.network.network,
             listen: self.transport.local_addr().ok(),
             advertised: self.advertised(),
@@ -1232,7 +1286,13 @@ impl Router {
                 .collect(),
             routes: self.engine.fib().len(),
             peer_db: self.db.len(),
-            registry: self.registry_status.clone(),
+            registry: RegistryStatus {
+                next_round_in_secs: self
+                    .registry
+                    .as_ref()
+                    .map(|_| self.next_round.saturating_duration_since(now).as_secs()),
+                ..self.registry_status.clone()
+            },
             policy: self.driver.policy().stats().clone(),
             driver: self.driver.stats().clone(),
             transport: self.transport.stats(),

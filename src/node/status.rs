@@ -22,6 +22,10 @@ pub struct NodeStatus {
     pub prefix: Ipv6Net,
     /// Certificate serial.
     pub serial: u64,
+    /// End of the certificate's validity (UNIX seconds).
+    pub cert_not_after: u64,
+    /// Where its renewal stands.
+    pub renewal: super::renewal::Renewal,
     /// Network prefix.
     pub network: Ipv6Net,
     /// Bound UDP address.
@@ -128,6 +132,9 @@ pub struct RegistryStatus {
     pub bootstraps: u64,
     /// Failed exchanges.
     pub failures: u64,
+    /// Seconds until the next round (announce, CRL, configuration,
+    /// renewal): the regular period, or the back-off after a failure.
+    pub next_round_in_secs: Option<u64>,
 }
 
 /// Counters of the tunnel liveness detector

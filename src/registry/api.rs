@@ -95,6 +95,11 @@ pub struct RenewResponse {
     pub certificate: String,
     /// Whether it was issued now (false: not due yet, this is the current one).
     pub renewed: bool,
+    /// From when (UNIX seconds) the registry renews `certificate`: a node
+    /// that cannot reach it after that is overdue (absent from older
+    /// registries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_after: Option<u64>,
 }
 
 /// Answer to an announcement.
@@ -229,7 +234,8 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&RenewResponse {
                 certificate: "X".into(),
-                renewed: true
+                renewed: true,
+                renew_after: None,
             })
             .unwrap(),
             r#"{"certificate":"X","renewed":true}"#

@@ -311,9 +311,14 @@ async fn renew(
     } else {
         r.metrics.count(&r.metrics.renew_not_due);
     }
+    let renew_after = NodeCert::from_der(&out.cert.der).ok().map(|c| {
+        crate::identity::unix_secs(c.not_after)
+            .saturating_sub(r.config().settings.renew_window_secs)
+    });
     Ok(Json(api::RenewResponse {
         certificate: cert_pem(&out.cert.der),
         renewed: out.renewed,
+        renew_after,
     }))
 }
 

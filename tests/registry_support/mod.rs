@@ -244,17 +244,19 @@ impl TestRegistry {
     /// Connections still being served keep the old registry (and its
     /// directory lock) alive for a moment: the start is retried.
     pub async fn restart(self, extra: &[&str]) -> Self {
+        self.pause().await.start(extra).await
+    }
+
+    /// Stops, keeping what it takes to start again on the same address
+    /// and directory.
+    pub async fn pause(self) -> StoppedRegistry {
         let (ip, port) = (self.addr.ip().to_string(), self.addr.port());
-        let db = self.db.clone();
-        let mut dir = self.stop().await;
-        for _ in 0..100 {
-            match Self::try_start_on(&ip, port, dir, &db, extra).await {
-                Ok(r) => return r,
-                Err(d) => dir = d,
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        StoppedRegistry {
+            ip,
+            port,
+            db: self.db.clone(),
+            dir: self.stop().await,
         }
-        panic!("the registry did not release its directory within 10 s");
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {
@@ -265,6 +267,31 @@ impl TestRegistry {
         // Release the directory lock held by the registry.
         drop(self.registry);
         self.dir
+    }
+}
+
+/// A registry stopped by [`TestRegistry::pause`].
+pub struct StoppedRegistry {
+    ip: String,
+    port: u16,
+    db: Db,
+    dir: tempfile::TempDir,
+}
+
+impl StoppedRegistry {
+    /// Starts it again with `extra` run options. Connections still being
+    /// served keep the old registry (and its directory lock) alive for a
+    /// moment: the start is retried.
+    pub async fn start(self, extra: &[&str]) -> TestRegistry {
+        let mut dir = self.dir;
+        for _ in 0..100 {
+            match TestRegistry::try_start_on(&self.ip, self.port, dir, &self.db, extra).await {
+                Ok(r) => return r,
+                Err(d) => dir = d,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the registry did not release its directory within 10 s");
     }
 }
 
