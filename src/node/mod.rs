@@ -223,6 +223,7 @@ impl Node {
             .context("reading the bound address")?;
 
         let (tx, rx) = mpsc::channel(4096);
+        let (watch_tx, watch_rx) = mpsc::channel(tunnel::WATCH_QUEUE);
         let (host, sink): (Arc<dyn Host>, SinkParts) = match &config.host {
             HostConfig::Sink { capacity } => {
                 let (to_host, from_node) = mpsc::channel(*capacity);
@@ -252,6 +253,7 @@ impl Node {
             },
             counters: PathCounters::default(),
             board: Arc::new(StatsBoard::default()),
+            liveness: watch_tx,
         });
 
         let rid = router_id(cert.prefix);
@@ -310,7 +312,11 @@ impl Node {
             Some(u) => u.clone(),
             None => network.registry_url.clone(),
         };
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(tunnel::liveness_clock(
+            watch_rx,
+            config.transport.suspect_after,
+            tx.clone(),
+        ))];
         let registry = if url.is_empty() {
             None
         } else {

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use super::link::TunnelLink;
 use super::router::RouterIn;
 use crate::peers::wire;
+use crate::tunnels::policy::TunnelId;
 
 /// Where packets for this node's prefix go: the TUN device (issue 8) or a
 /// test sink. Called on the packet path: must not block.
@@ -171,6 +172,8 @@ pub(crate) struct PathShared {
     pub(crate) forward: ForwardConfig,
     pub(crate) counters: PathCounters,
     pub(crate) board: Arc<StatsBoard>,
+    /// Registers up tunnels with the node's liveness clock.
+    pub(crate) liveness: mpsc::Sender<super::tunnel::Watch>,
 }
 
 impl PathShared {
@@ -252,6 +255,16 @@ impl PacketPath {
             slot,
             next_publish: Instant::now(),
         }
+    }
+
+    /// Hands an up tunnel's connection to the liveness clock; `Err` when
+    /// the node is stopping.
+    pub(crate) async fn watch(&self, tunnel: TunnelId, conn: quinn::Connection) -> Result<(), ()> {
+        self.shared
+            .liveness
+            .send((tunnel, conn))
+            .await
+            .map_err(|_| ())
     }
 
     /// A packet from the local host (TUN or sink): route it into the

@@ -3,6 +3,7 @@
 //! datagram loop (the packet path) and its control stream reader and
 //! writer.
 
+use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use super::link::TunnelLink;
 use super::path::PacketPath;
 use super::router::RouterIn;
 use crate::transport::control::{self, Control, StreamError, close};
-use crate::transport::liveness::{Liveness, Verdict};
+use crate::transport::liveness::{Clock, Sample, Verdict, authenticated};
 use crate::transport::{Connected, DialError as TransportDialError, Transport};
 use crate::tunnels::policy::{Failure, Refusal, TunnelId};
 
@@ -202,8 +203,9 @@ pub(crate) async fn accept(
     }
 }
 
-/// The datagram loop of an up tunnel: every datagram through the packet
-/// path. Reports the connection's end to the router.
+/// The datagram loop of an up tunnel: registers the tunnel with the
+/// liveness clock, then every datagram through the packet path. Reports
+/// the connection's end to the router.
 pub(crate) async fn datagrams(
     link: Arc<TunnelLink>,
     iface: IfaceId,
@@ -212,6 +214,7 @@ pub(crate) async fn datagrams(
     router: mpsc::Sender<RouterIn>,
 ) {
     let conn = link.conn().clone();
+    let _ = path.watch(tunnel, conn.clone()).await;
     let mut reassembler = Reassembler::default();
     let error = loop {
         match conn.read_datagram().await {
@@ -226,42 +229,79 @@ pub(crate) async fn datagrams(
     let _ = router.send(RouterIn::Closed { tunnel, error }).await;
 }
 
-/// Watches an up tunnel's liveness ([`Liveness`]): reads the connection's
-/// received-datagram counter (every datagram, keep-alives and their
-/// acknowledgements included) and tells the router when the tunnel falls
-/// silent for `suspect_after` and when it is heard again. Ends with the
-/// connection.
+/// The liveness task of one tunnel, as the router spawns it: nothing to do
+/// any more, since the node's one [`liveness_clock`] watches every tunnel
+/// (the datagram loop registers its connection there).
 pub(crate) async fn liveness(
-    conn: quinn::Connection,
-    tunnel: TunnelId,
+    _conn: quinn::Connection,
+    _tunnel: TunnelId,
+    _suspect_after: Duration,
+    _router: mpsc::Sender<RouterIn>,
+) {
+}
+
+/// A connection for the liveness clock to watch.
+pub(crate) type Watch = (TunnelId, quinn::Connection);
+
+/// Tunnels waiting to be registered with the clock before the datagram
+/// loops wait (a node has at most a few hundred tunnels).
+pub(crate) const WATCH_QUEUE: usize = 256;
+
+/// The liveness of every up tunnel of the node, in one task and one timer
+/// ([`Clock`]): it reads the authenticated-frame count of the tunnels due
+/// (all of them once per `suspect_after / 12`, in one wake-up) and tells
+/// the router when a tunnel falls silent for `suspect_after` and when it
+/// is heard again. With no tunnel it sleeps until one registers.
+pub(crate) async fn liveness_clock(
+    mut watch: mpsc::Receiver<Watch>,
     suspect_after: Duration,
     router: mpsc::Sender<RouterIn>,
 ) {
-    let closed = conn.closed();
-    tokio::pin!(closed);
-    let mut live = Liveness::new(suspect_after, conn.stats().udp_rx.datagrams, Instant::now());
+    let mut clock = Clock::new(suspect_after, Instant::now());
+    let mut conns: HashMap<TunnelId, quinn::Connection> = HashMap::new();
     loop {
+        let wake = clock.poll_timeout();
         tokio::select! {
-            _ = &mut closed => return,
-            () = tokio::time::sleep_until(live.poll_timeout().into()) => {}
+            w = watch.recv() => match w {
+                Some((tunnel, conn)) => {
+                    let count = authenticated(&conn.stats().frame_rx);
+                    clock.insert(tunnel, count, Instant::now());
+                    conns.insert(tunnel, conn);
+                }
+                None => return,
+            },
+            () = sleep_until(wake) => {}
         }
         let now = Instant::now();
-        live.handle_rx(conn.stats().udp_rx.datagrams, conn.rtt(), now);
-        if let Some(v) = live.poll_verdict() {
-            let alive = v == Verdict::Alive;
-            let silent = live.silent_for(now);
-            if router
-                .send(RouterIn::Liveness {
-                    tunnel,
-                    alive,
-                    silent,
-                })
-                .await
-                .is_err()
-            {
+        clock.handle_timeout(now, |t| {
+            let conn = conns.get(&t).filter(|c| c.close_reason().is_none())?;
+            let stats = conn.stats();
+            Some(Sample {
+                authenticated: authenticated(&stats.frame_rx),
+                rtt: stats.path.rtt,
+            })
+        });
+        if conns.len() != clock.len() {
+            conns.retain(|t, _| clock.contains(*t));
+        }
+        while let Some(t) = clock.poll_transition() {
+            let msg = RouterIn::Liveness {
+                tunnel: t.tunnel,
+                alive: t.verdict == Verdict::Alive,
+                silent: t.silent,
+            };
+            if router.send(msg).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -218,3 +218,94 @@ async fn dual_stack_wildcard_reaches_ipv4_peers() {
     assert_eq!(out.peer.serial, 3);
     assert!(acc.await.unwrap().is_some());
 }
+
+/// A UDP relay on loopback between a dialler and `to`: forwards both ways,
+/// remembers the connection id the acceptor puts on its short-header
+/// packets to the dialler, and, once `cut`, forwards nothing and sends the
+/// dialler forged packets with that connection id instead (an on-path
+/// attacker pretending a crashed peer is still there).
+async fn forging_relay(to: SocketAddr, cut: Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut client = None;
+        let mut cid: Option<[u8; 8]> = None;
+        let mut buf = vec![0u8; 65536];
+        let mut forge = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                r = sock.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { return };
+                    if cut.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if from == to {
+                        // Short header (first bit 0): 8-byte DCID follows.
+                        if n > 9 && buf[0] & 0x80 == 0 {
+                            cid = Some(buf[1..9].try_into().unwrap());
+                        }
+                        if let Some(c) = client {
+                            let _ = sock.send_to(&buf[..n], c).await;
+                        }
+                    } else {
+                        client = Some(from);
+                        let _ = sock.send_to(&buf[..n], to).await;
+                    }
+                }
+                _ = forge.tick() => {
+                    if let (true, Some(c), Some(id)) = (cut.load(Ordering::Relaxed), client, cid) {
+                        let mut p = vec![0x41u8];
+                        p.extend_from_slice(&id);
+                        p.extend(std::iter::repeat_n(0xa5u8, 60));
+                        let _ = sock.send_to(&p, c).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn forged_packets_do_not_keep_a_dead_tunnel_alive() {
+    use super::liveness::{Clock, Sample, Verdict, authenticated};
+    let pki = Pki::new();
+    let a = Arc::new(pki.transport(2, None));
+    let b = Arc::new(pki.transport(3, None));
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = forging_relay(b.local_addr().unwrap(), cut.clone()).await;
+    let acc = accept_one(b.clone());
+    let out = a.dial(&[relay], b.me().address).await.unwrap();
+    let _inc = acc.await.unwrap().expect("accepted");
+    // Traffic both ways through the relay, so it learns the connection id.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let suspect_after = Duration::from_millis(300);
+    let start = std::time::Instant::now();
+    let mut clock = Clock::new(suspect_after, start);
+    clock.insert(1u32, authenticated(&out.conn.stats().frame_rx), start);
+    cut.store(true, Ordering::Relaxed);
+    let udp_at_cut = out.conn.stats().udp_rx.datagrams;
+    let mut suspected = None;
+    while start.elapsed() < Duration::from_secs(3) && suspected.is_none() {
+        let at = clock.poll_timeout().unwrap();
+        tokio::time::sleep_until(at.into()).await;
+        clock.handle_timeout(std::time::Instant::now(), |_| {
+            let s = out.conn.stats();
+            Some(Sample {
+                authenticated: authenticated(&s.frame_rx),
+                rtt: s.path.rtt,
+            })
+        });
+        if let Some(t) = clock.poll_transition() {
+            assert_eq!(t.verdict, Verdict::Suspect);
+            suspected = Some(start.elapsed());
+        }
+    }
+    let forged = out.conn.stats().udp_rx.datagrams - udp_at_cut;
+    assert!(forged >= 10, "the relay forged packets ({forged} received)");
+    let took = suspected.expect("forged packets kept the dead tunnel alive");
+    assert!(
+        took < Duration::from_millis(800),
+        "suspected after {took:?}"
+    );
+}
