@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{babel_dump, cli_pages, control, demo, join, node, registry, sim};
+use crate::{babel_dump, bench, cli_pages, control, demo, join, node, registry, sim};
 
 /// `re6st --version`: the release and the commit it was built from.
 const VERSION: &str = concat!(
@@ -77,6 +77,9 @@ changed options are logged as needing a restart."
     Completions(cli_pages::CompletionsArgs),
     /// Print the manual page re6st(1), or write every page with --out.
     Man(cli_pages::ManArgs),
+    /// Measure the packet path (root): raw veth, two nodes, a three-node
+    /// chain, TCP and ping RTT, and the CPU of an idle node.
+    Bench(bench::BenchArgs),
 }
 
 impl Command {
@@ -84,7 +87,7 @@ impl Command {
     /// story and keeps the nodes' logs for warnings.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Demo(_) => "warn",
+            Command::Demo(_) | Command::Bench(_) => "warn",
             _ => "info",
         }
     }
@@ -104,6 +107,7 @@ impl Command {
             Command::BabelDump(args) => babel_dump::run(args),
             Command::Completions(args) => cli_pages::completions(args),
             Command::Man(args) => cli_pages::man(args),
+            Command::Bench(args) => bench::run(args),
         }
     }
 }

@@ -17,6 +17,7 @@ use re6st::tunnels;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod babel_dump;
+mod bench;
 mod cli;
 mod cli_pages;
 mod demo;

@@ -1,0 +1,228 @@
+//! The packet-path lab of `re6st bench`: three namespaces in a line,
+//! `a`–`b` on `fd00:be:ab::/64` and `b`–`c` on `fd00:be:bc::/64` (veths,
+//! MTU 1500, no forwarding in `b`'s kernel), a registry in `b`, and one
+//! `re6st node` with its TUN device in each. `a` and `c` cannot open a
+//! tunnel to each other, so `a`'s traffic to `c` crosses node `b`: one lab
+//! gives the raw veth (`a` to `b`'s underlay address), the two-node
+//! overlay (`a` to `b`'s overlay address) and the three-node chain (`a`
+//! to `c`'s overlay address).
+
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ipnet::{IpNet, Ipv6Net};
+use re6st::control::api::{Request, Response, SOCKET_FILE};
+use re6st::lab::Lab;
+
+/// One way through the lab that the bench measures.
+#[derive(Debug, Clone)]
+pub struct PathRow {
+    /// Short name (`raw`, `two-node`, `chain`), for `--only` and JSON.
+    pub key: &'static str,
+    /// What the table calls it.
+    pub title: String,
+    /// Namespace the traffic starts in.
+    pub from: &'static str,
+    /// Where it goes.
+    pub dst: Ipv6Addr,
+    /// Processes that carry it (their CPU is reported).
+    pub pids: Vec<u32>,
+}
+
+/// A running node of the lab.
+#[derive(Debug, Clone)]
+struct LabNode {
+    pid: u32,
+    socket: PathBuf,
+    address: Ipv6Addr,
+    prefix: Ipv6Net,
+}
+
+/// The running lab (everything goes when it is dropped).
+pub struct PathLab {
+    pub lab: Lab,
+    rows: Vec<PathRow>,
+}
+
+const AB_A: &str = "fd00:be:ab::1";
+const AB_B: &str = "fd00:be:ab::2";
+const BC_B: &str = "fd00:be:bc::2";
+const BC_C: &str = "fd00:be:bc::3";
+
+impl PathLab {
+    /// Builds the lab and waits until `a` routes to `c` through `b`.
+    pub async fn start(node_args: &[String], keep: bool) -> anyhow::Result<PathLab> {
+        let exe = exe()?;
+        let mut lab = Lab::new("bench")?;
+        if keep {
+            lab.keep_dir();
+        }
+        for ns in ["a", "b", "c"] {
+            lab.add_ns(ns)?;
+        }
+        lab.veth(
+            ("a", "ab", Some(&format!("{AB_A}/64"))),
+            ("b", "ba", Some(&format!("{AB_B}/64"))),
+        )?;
+        lab.veth(
+            ("b", "bc", Some(&format!("{BC_B}/64"))),
+            ("c", "cb", Some(&format!("{BC_C}/64"))),
+        )?;
+        let reg_dir = lab.dir().join("registry");
+        let reg: Vec<String> = [
+            "registry",
+            "run",
+            "--dir",
+            reg_dir.to_str().context("path")?,
+            "--listen",
+            "[::]:8443",
+            "--hostname",
+            AB_B,
+            "--hostname",
+            BC_B,
+            "--enrolment",
+            "open",
+            "--tunnels",
+            "2",
+            // No tunnel replacement while measuring.
+            "--tunnel-refresh",
+            "1h",
+        ]
+        .map(String::from)
+        .to_vec();
+        let fp = lab.start_registry("b", &exe, &reg)?.fingerprint;
+        let mut nodes = Vec::new();
+        for (ns, registry, advertise) in [
+            ("b", AB_B, vec![AB_B, BC_B]),
+            ("a", AB_B, vec![AB_A]),
+            ("c", BC_B, vec![BC_C]),
+        ] {
+            let dir = lab.dir().join(format!("node-{ns}"));
+            let mut args: Vec<String> = vec![
+                "node".into(),
+                "--dir".into(),
+                dir.to_str().context("path")?.into(),
+                "--registry".into(),
+                format!("https://[{registry}]:8443"),
+                "--ca-fingerprint".into(),
+                fp.clone(),
+                "--listen".into(),
+                "[::]:4326".into(),
+            ];
+            for a in advertise {
+                args.extend(["--advertise".into(), format!("[{a}]:4326")]);
+            }
+            args.extend(node_args.iter().cloned());
+            let p = lab.spawn(Some(ns), &format!("node-{ns}"), &exe, &args, |_| {})?;
+            p.wait_for_line("control socket", Duration::from_secs(60))?;
+            let pid = p.pid();
+            let socket = dir.join(SOCKET_FILE);
+            let status = match re6st::control::query(&socket, Request::Status).await? {
+                Response::Status(s) => s,
+                other => bail!("node {ns} answered {other:?}"),
+            };
+            nodes.push(LabNode {
+                pid,
+                socket,
+                address: status.address,
+                prefix: status.prefix,
+            });
+        }
+        let (b, a, c) = (&nodes[0], &nodes[1], &nodes[2]);
+        for ns in ["b", "c"] {
+            lab.spawn(
+                Some(ns),
+                &format!("iperf3-{ns}"),
+                "iperf3",
+                &["-s".into(), "-B".into(), "::".into()],
+                |_| {},
+            )
+            .context("starting iperf3 (install it: apt-get install iperf3)")?;
+        }
+        wait_routes(a, c, b.prefix).await?;
+        wait_routes(c, a, b.prefix).await?;
+        let rows = vec![
+            PathRow {
+                key: "raw",
+                title: "raw veth (MTU 1500)".into(),
+                from: "a",
+                dst: AB_B.parse()?,
+                pids: Vec::new(),
+            },
+            PathRow {
+                key: "two-node",
+                title: "re6st, two nodes".into(),
+                from: "a",
+                dst: b.address,
+                pids: vec![a.pid, b.pid],
+            },
+            PathRow {
+                key: "chain",
+                title: "re6st, three-node chain".into(),
+                from: "a",
+                dst: c.address,
+                pids: vec![a.pid, b.pid, c.pid],
+            },
+        ];
+        // The first packets find the routes: ping until they are answered.
+        for row in &rows[1..] {
+            let start = Instant::now();
+            while crate::bench::measure::ping(
+                &lab,
+                row.from,
+                row.dst,
+                3,
+                Duration::from_millis(100),
+            )
+            .await?
+            .len()
+                < 3
+            {
+                if start.elapsed() > Duration::from_secs(30) {
+                    bail!("{}: pings to {} are not answered", row.title, row.dst);
+                }
+            }
+        }
+        Ok(PathLab { lab, rows })
+    }
+
+    /// The ways to measure.
+    pub fn rows(&self) -> &[PathRow] {
+        &self.rows
+    }
+}
+
+/// The binary to run the nodes with: this one.
+pub fn exe() -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("locating the re6st binary")?;
+    Ok(exe.to_str().context("binary path")?.to_string())
+}
+
+/// Waits until `from` has a selected route to `to`'s prefix through
+/// `via`.
+async fn wait_routes(from: &LabNode, to: &LabNode, via: Ipv6Net) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Response::Routes(routes)) =
+            re6st::control::query(&from.socket, Request::Routes).await
+            && routes.iter().any(|r| {
+                r.selected
+                    && r.metric != u16::MAX
+                    && r.prefix == IpNet::V6(to.prefix)
+                    && r.via == Some(via)
+            })
+        {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            bail!(
+                "no route from {} to {} through {via} after 90 s",
+                from.address,
+                to.address
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
