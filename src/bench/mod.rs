@@ -13,6 +13,7 @@
 mod idle;
 mod measure;
 mod paths;
+mod trace;
 
 use std::time::Duration;
 
@@ -60,6 +61,13 @@ pub struct BenchArgs {
     /// Keep the working directory (logs, state directories).
     #[arg(long)]
     pub keep: bool,
+    /// Before the rounds, record scheduler and syscall traces of the two
+    /// nodes (`perf record`) during pings over the two-node overlay, idle
+    /// and under a TCP transfer, into DIR (`idle.data`, `load.data`, the
+    /// nodes' open files); `benches/stages.py DIR` turns them into the
+    /// per-stage latency of a packet.
+    #[arg(long, value_name = "DIR")]
+    pub perf: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -190,6 +198,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             .filter(|r| args.wants(r.key))
             .cloned()
             .collect();
+        if let Some(dir) = &args.perf {
+            say(format!("recording perf traces into {}", dir.display()));
+            trace::record(&lab, args, dir).await?;
+        }
         let mut samples: Vec<Samples> = rows.iter().map(|_| Samples::default()).collect();
         for round in 1..=args.runs {
             for (row, s) in rows.iter().zip(&mut samples) {
