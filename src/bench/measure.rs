@@ -4,6 +4,7 @@
 //! of repeated figures (median and spread).
 
 use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -63,23 +64,55 @@ pub fn median(values: &[f64]) -> Option<f64> {
     Spread::of(values).map(|s| s.median)
 }
 
+/// Whether the bench runs its tools and nodes under `SCHED_FIFO`
+/// (`--fifo`).
+static FIFO: AtomicBool = AtomicBool::new(false);
+
+/// Runs the nodes, `iperf3` and `ping` under `chrt -f 10` from now on.
+pub fn set_fifo(on: bool) {
+    FIFO.store(on, Ordering::Relaxed);
+}
+
+/// `program` and the arguments before the caller's: `chrt -f 10 program`
+/// under `--fifo`.
+pub fn wrapped(program: &str) -> (String, Vec<String>) {
+    if FIFO.load(Ordering::Relaxed) {
+        (
+            "chrt".into(),
+            vec!["-f".into(), "10".into(), program.into()],
+        )
+    } else {
+        (program.into(), Vec::new())
+    }
+}
+
 /// A command of the lab that dies with the bench (Ctrl-C drops it).
 fn command(lab: &Lab, ns: &str, program: &str) -> tokio::process::Command {
-    let mut c = tokio::process::Command::from(lab.command(ns, program));
+    let (program, first) = wrapped(program);
+    let mut c = tokio::process::Command::from(lab.command(ns, &program));
+    c.args(first);
     c.kill_on_drop(true)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     c
 }
 
-/// TCP goodput in Gbit/s of an `iperf3` transfer of `secs` seconds from
-/// namespace `from` to `dst` (an `iperf3 -s` must listen there). Retries
-/// for a few seconds while the server starts.
-pub async fn tcp(lab: &Lab, from: &str, dst: Ipv6Addr, secs: f64) -> anyhow::Result<f64> {
+/// TCP goodput in Gbit/s of an `iperf3` transfer of `secs` seconds with
+/// `streams` parallel connections from namespace `from` to `dst` (an
+/// `iperf3 -s` must listen there). Retries for a few seconds while the
+/// server starts.
+pub async fn tcp(
+    lab: &Lab,
+    from: &str,
+    dst: Ipv6Addr,
+    secs: f64,
+    streams: u32,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     loop {
         let out = command(lab, from, "iperf3")
             .args(["-c", &dst.to_string(), "-t", &format!("{secs}"), "-J"])
+            .args(["-P", &streams.to_string()])
             .output()
             .await
             .context("running iperf3 (install it: apt-get install iperf3)")?;

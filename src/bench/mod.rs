@@ -33,6 +33,13 @@ pub struct BenchArgs {
     /// Seconds of each TCP transfer.
     #[arg(long, default_value_t = 8.0)]
     pub secs: f64,
+    /// Parallel TCP connections of each transfer (`iperf3 -P`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub streams: u32,
+    /// Run the nodes, iperf3 and ping under SCHED_FIFO (`chrt -f 10`):
+    /// closer to a dedicated machine when other jobs load this one.
+    #[arg(long)]
+    pub fifo: bool,
     /// Pings per measurement (0.2 s apart idle, spread over the transfer
     /// under load).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -51,6 +58,11 @@ pub struct BenchArgs {
     /// spaces), e.g. "--no-offload".
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub node_args: String,
+    /// Run the registry and the nodes from this `re6st` binary instead
+    /// of this one: an older build, to compare two builds with the same
+    /// bench.
+    #[arg(long, value_name = "PATH")]
+    pub node_bin: Option<std::path::PathBuf>,
     /// A smoke run in seconds (CI): one round, 1 s transfers, 5 pings, an
     /// idle row with 2 tunnels for 2 s.
     #[arg(long)]
@@ -139,6 +151,13 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     if !(args.secs > 0.0 && args.idle_secs > 0.0) {
         bail!("--secs and --idle-secs must be positive");
+    }
+    measure::set_fifo(args.fifo);
+    if let Some(bin) = &args.node_bin {
+        if !bin.is_file() {
+            bail!("--node-bin {}: no such file", bin.display());
+        }
+        paths::set_node_bin(bin.clone());
     }
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let report = rt.block_on(async {
@@ -278,7 +297,10 @@ async fn measure_row(
         tokio::time::sleep(Duration::from_millis(500)).await;
         measure::ping(&lab.lab, row.from, row.dst, args.pings, interval).await
     };
-    let (tcp, loaded) = tokio::join!(measure::tcp(&lab.lab, row.from, row.dst, args.secs), loaded);
+    let (tcp, loaded) = tokio::join!(
+        measure::tcp(&lab.lab, row.from, row.dst, args.secs, args.streams),
+        loaded
+    );
     let wall = t0.elapsed().as_nanos() as f64;
     for (pid, b) in row.pids.iter().zip(&before) {
         if let Ok(after) = measure::CpuSample::read(*pid) {

@@ -115,7 +115,9 @@ impl PathLab {
                 args.extend(["--advertise".into(), format!("[{a}]:4326")]);
             }
             args.extend(node_args.iter().cloned());
-            let p = lab.spawn(Some(ns), &format!("node-{ns}"), &exe, &args, |_| {})?;
+            let (program, mut full) = crate::bench::measure::wrapped(&exe);
+            full.extend(args);
+            let p = lab.spawn(Some(ns), &format!("node-{ns}"), &program, &full, |_| {})?;
             p.wait_for_line("control socket", Duration::from_secs(60))?;
             let pid = p.pid();
             let socket = dir.join(SOCKET_FILE);
@@ -194,9 +196,21 @@ impl PathLab {
     }
 }
 
-/// The binary to run the nodes with: this one.
+/// Another `re6st` binary for the registry and the nodes (`--node-bin`).
+static NODE_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Runs the labs' registry and nodes from `bin` instead of this binary.
+pub fn set_node_bin(bin: PathBuf) {
+    let _ = NODE_BIN.set(bin);
+}
+
+/// The binary to run the registry and the nodes with: `--node-bin`, or
+/// this one.
 pub fn exe() -> anyhow::Result<String> {
-    let exe = std::env::current_exe().context("locating the re6st binary")?;
+    let exe = match NODE_BIN.get() {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("locating the re6st binary")?,
+    };
     Ok(exe.to_str().context("binary path")?.to_string())
 }
 

@@ -84,7 +84,10 @@ pub async fn record(lab: &PathLab, args: &BenchArgs, dir: &Path) -> anyhow::Resu
         )
         .await
     };
-    let (tcp, pings) = tokio::join!(measure::tcp(&lab.lab, row.from, row.dst, args.secs), pings);
+    let (tcp, pings) = tokio::join!(
+        measure::tcp(&lab.lab, row.from, row.dst, args.secs, args.streams),
+        pings
+    );
     tcp?;
     pings?;
     check(load.wait_with_output().await?)
