@@ -145,6 +145,13 @@ pub struct NodeOptions {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
+    /// Bytes of datagrams a tunnel queues when QUIC's congestion control
+    /// holds them back; beyond it the oldest are dropped, which is what
+    /// tells the TCP inside to slow down. A large queue adds its whole
+    /// length to the RTT of every packet during a bulk transfer
+    /// [default: 2 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub datagram_queue: Option<usize>,
     /// A private network that every node of the overlay can reach (a
     /// company's 10.0.0.0/8, a lab's fd00:1::/64): local addresses in it
     /// are announced like public ones (repeat for several). Private
@@ -246,6 +253,7 @@ impl NodeOptions {
             keep_alive: self.keep_alive.or(file.keep_alive),
             suspect_after: self.suspect_after.or(file.suspect_after),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            datagram_queue: self.datagram_queue.or(file.datagram_queue),
             routable: if self.routable.is_empty() {
                 file.routable
             } else {
@@ -330,6 +338,12 @@ impl NodeOptions {
         if s <= k {
             bail!("suspect-after ({s:?}) must be longer than keep-alive ({k:?})");
         }
+        if self
+            .datagram_queue
+            .is_some_and(|q| !(4096..=(64 << 20)).contains(&q))
+        {
+            bail!("datagram-queue must be 4096 bytes to 64 MiB");
+        }
         Ok(())
     }
 
@@ -346,6 +360,7 @@ impl NodeOptions {
                 None => d.suspect_after,
             }),
             idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
+            datagram_send_buffer: self.datagram_queue.unwrap_or(d.datagram_send_buffer),
             ..d
         }
     }
