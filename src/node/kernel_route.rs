@@ -1,44 +1,61 @@
 //! The kernel side of the TUN device: the route that sends the network's
 //! traffic into it, and the node address on it.
 //!
-//! The node reads `/proc/net/ipv6_route` and `/proc/net/if_inet6` (no
-//! privilege needed) to say what is in place, and installs the route with
-//! `ip -6 route replace` when it may; when it may not, the operator gets
-//! the exact command to run.
+//! On Linux the node reads `/proc/self/net/ipv6_route` and `if_inet6` (no
+//! privilege needed; `self`, so that a systemd unit's `ProcSubset=pid`
+//! leaves them visible) to say what is in place, and installs the route
+//! with `ip -6 route replace` when it may; when it may not, the operator
+//! gets the exact command to run. macOS does the same with `route` and
+//! `ifconfig` (`kernel_route/macos.rs`).
 
+#[cfg(not(target_os = "macos"))]
 use std::net::Ipv6Addr;
+#[cfg(not(target_os = "macos"))]
 use std::process::Command;
 
+#[cfg(not(target_os = "macos"))]
 use ipnet::Ipv6Net;
 
+#[cfg(any(test, target_os = "macos"))]
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::{address_command, has_address, has_route, install, remove, route_command};
+
+#[cfg(not(target_os = "macos"))]
 /// The `ip` command that routes `network` into `dev`.
 pub fn route_command(network: Ipv6Net, dev: &str) -> String {
     format!("ip -6 route replace {network} dev {dev}")
 }
 
+#[cfg(not(target_os = "macos"))]
 /// The `ip` command that puts `address/len` on `dev`.
 pub fn address_command(address: Ipv6Net, dev: &str) -> String {
     format!("ip -6 addr add {address} dev {dev}")
 }
 
+#[cfg(not(target_os = "macos"))]
 /// Whether the kernel routes `network` (exactly that prefix) into `dev`.
 pub fn has_route(network: Ipv6Net, dev: &str) -> bool {
-    std::fs::read_to_string("/proc/net/ipv6_route")
+    std::fs::read_to_string("/proc/self/net/ipv6_route")
         .map(|t| routes_contain(&t, network, dev))
         .unwrap_or(false)
 }
 
+#[cfg(not(target_os = "macos"))]
 /// Whether `dev` has `address`.
 pub fn has_address(address: Ipv6Addr, dev: &str) -> bool {
-    std::fs::read_to_string("/proc/net/if_inet6")
+    std::fs::read_to_string("/proc/self/net/if_inet6")
         .map(|t| addresses_contain(&t, address, dev))
         .unwrap_or(false)
 }
 
+#[cfg(not(target_os = "macos"))]
 fn hex_addr(a: Ipv6Addr) -> String {
     a.octets().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(not(target_os = "macos"))]
 /// `/proc/net/ipv6_route`: dest plen src splen nexthop metric refcnt use
 /// flags device, addresses as 32 hex digits.
 fn routes_contain(table: &str, network: Ipv6Net, dev: &str) -> bool {
@@ -50,6 +67,7 @@ fn routes_contain(table: &str, network: Ipv6Net, dev: &str) -> bool {
     })
 }
 
+#[cfg(not(target_os = "macos"))]
 /// `/proc/net/if_inet6`: address ifindex plen scope flags device.
 fn addresses_contain(table: &str, address: Ipv6Addr, dev: &str) -> bool {
     let want = hex_addr(address);
@@ -59,6 +77,7 @@ fn addresses_contain(table: &str, address: Ipv6Addr, dev: &str) -> bool {
     })
 }
 
+#[cfg(not(target_os = "macos"))]
 /// Routes `network` into `dev` with `ip`; the error is `ip`'s message.
 pub fn install(network: Ipv6Net, dev: &str) -> Result<(), String> {
     let out = Command::new("ip")
@@ -72,6 +91,7 @@ pub fn install(network: Ipv6Net, dev: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(not(target_os = "macos"))]
 /// Removes the route installed by [`install`] (errors ignored: the device
 /// may be gone already, taking its routes with it).
 pub fn remove(network: Ipv6Net, dev: &str) {
@@ -80,7 +100,7 @@ pub fn remove(network: Ipv6Net, dev: &str) {
         .output();
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_os = "macos")))]
 mod tests {
     use super::*;
 

@@ -18,13 +18,24 @@ pub(super) const NO_ATTACH: &str = "macOS has no persistent user-owned utun devi
      run as root to create one, or have a privileged helper pass its fd (--tun-fd N)";
 
 pub(super) fn create(config: &CreateConfig) -> io::Result<AsyncDevice> {
-    let mut b = DeviceBuilder::new().name(&config.name).mtu(config.mtu);
+    let mut b = DeviceBuilder::new().mtu(config.mtu);
+    // The system names utun devices (utunN); any other name, such as the
+    // node's default re6st0, lets it pick the next free one.
+    if is_utun_name(&config.name) {
+        b = b.name(&config.name);
+    }
     if let Some(net) = config.address {
         b = b.ipv6(net.addr(), net.prefix_len());
     }
     let dev = b.packet_information(true).build_async()?;
     take_af_header(&dev);
     Ok(dev)
+}
+
+/// `utun` followed by a unit number.
+pub(super) fn is_utun_name(name: &str) -> bool {
+    name.strip_prefix("utun")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Makes tun-rs pass the address-family header through to us.

@@ -26,6 +26,8 @@ mod batch;
 mod error;
 #[cfg(target_os = "macos")]
 mod macos;
+#[cfg(target_os = "linux")]
+mod persistent;
 
 use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
@@ -38,6 +40,8 @@ use tun_rs::DeviceBuilder;
 pub use af_header::{AF_HEADER_LEN, AfHeaderError, ipv6_header, strip as strip_af_header};
 pub use batch::{BATCH_SIZE, RecvBatch, SendBatch};
 pub use error::TunError;
+#[cfg(target_os = "linux")]
+pub use persistent::{PersistentConfig, make_persistent};
 
 #[cfg(not(target_os = "macos"))]
 use error::interface_exists;
@@ -88,7 +92,8 @@ impl Default for TunOptions {
 /// Settings of a device the node creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateConfig {
-    /// Device name; on macOS it must be `utunN`.
+    /// Device name; on macOS a `utunN` name, or any other to let the
+    /// system pick the next free utun.
     pub name: String,
     /// Address and prefix length to assign (the node's overlay address).
     pub address: Option<Ipv6Net>,
@@ -141,7 +146,8 @@ impl Tun {
     fn create(config: CreateConfig, _options: TunOptions) -> Result<Tun, TunError> {
         let dev =
             macos::create(&config).map_err(|e| classify(Doing::Create, &config.name, false, e))?;
-        Ok(Self::wrap(dev, config.name))
+        let name = dev.name().unwrap_or(config.name);
+        Ok(Self::wrap(dev, name))
     }
 
     #[cfg(not(target_os = "macos"))]
