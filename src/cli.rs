@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{babel_dump, bench, cli_pages, control, demo, join, node, registry, sim};
+use crate::{babel_dump, bench, cli_pages, control, demo, join, node, registry, sim, tun_setup};
 
 /// `re6st --version`: the release and the commit it was built from.
 const VERSION: &str = concat!(
@@ -58,6 +58,9 @@ applies tunnel-replacement, gateway, gateway-metric and metrics without dropping
 changed options are logged as needing a restart."
     )]
     Node(node::NodeArgs),
+    /// Make the TUN device a node attaches to without privileges (run
+    /// once as root in the node's network namespace, after enrolment).
+    TunSetup(tun_setup::TunSetupArgs),
     /// Show a running node's status.
     Status(control::ClientArgs),
     /// List a running node's peer database.
@@ -98,6 +101,7 @@ impl Command {
             Command::Registry(cmd) => registry::run(cmd),
             Command::Join(args) => join::run(args),
             Command::Node(args) => node::run(args),
+            Command::TunSetup(args) => tun_setup::run(args),
             Command::Status(args) => control::run(control::Query::Status, args),
             Command::Peers(args) => control::run(control::Query::Peers, args),
             Command::Tunnels(args) => control::run(control::Query::Tunnels, args),

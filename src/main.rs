@@ -22,6 +22,7 @@ mod cli;
 mod cli_pages;
 mod demo;
 mod sim;
+mod tun_setup;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -1,7 +1,8 @@
 //! The unprivileged mode on real kernels: node `y` runs as `nobody` with
 //! no capability at all, attached to a TUN device that root prepared with
-//! `ip tuntap add dev re6st0 mode tun user nobody` (plus address, MTU, up
-//! and the network route). Nodes `x` and `z` (root, their own devices) sit
+//! `re6st tun-setup --user nobody` (what `ip tuntap add dev re6st0 mode tun
+//! user nobody` plus address, MTU and up do, with an on-link route for the
+//! network). Nodes `x` and `z` (root, their own devices) sit
 //! on either side of it (veths x–y and y–z only), so `y` both delivers to
 //! its own host and forwards between `x` and `z`.
 
@@ -71,27 +72,47 @@ fn node_as_nobody_on_a_premade_tun_forwards_traffic() {
         .verify(&id.ca_key)
         .unwrap()
         .network;
-    let address = format!("{}/{}", id.cert.address, id.cert.prefix.prefix_len());
-    for cmd in [
-        vec![
-            "ip", "tuntap", "add", "dev", "re6st0", "mode", "tun", "user", NOBODY,
+    // `re6st tun-setup` makes the device as `ip tuntap add ... user nobody`
+    // plus `ip addr` and `ip link` would, with the network's prefix length
+    // so that the on-link route covers the whole overlay.
+    let out = lab
+        .exec(
+            "y",
+            &[
+                &exe(),
+                "tun-setup",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--user",
+                NOBODY,
+            ],
+        )
+        .unwrap();
+    eprintln!("{out}");
+    let owner = lab
+        .exec("y", &["cat", "/sys/class/net/re6st0/owner"])
+        .unwrap();
+    assert_eq!(owner.trim(), NOBODY);
+    let addr = lab
+        .exec("y", &["ip", "-6", "addr", "show", "dev", "re6st0"])
+        .unwrap();
+    let want = format!("{}/{}", id.cert.address, network.prefix_len());
+    assert!(addr.contains(&want) && addr.contains("mtu 1400"), "{addr}");
+    let again = lab.exec(
+        "y",
+        &[
+            &exe(),
+            "tun-setup",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--user",
+            NOBODY,
         ],
-        vec![
-            "ip", "-6", "addr", "add", &address, "dev", "re6st0", "nodad",
-        ],
-        vec!["ip", "link", "set", "re6st0", "mtu", "1400", "up"],
-        vec![
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &network.to_string(),
-            "dev",
-            "re6st0",
-        ],
-    ] {
-        lab.exec("y", &cmd).unwrap();
-    }
+    );
+    assert!(
+        again.is_err_and(|e| e.to_string().contains("exists already")),
+        "a second tun-setup refuses to touch the device"
+    );
     re6st::lab::run(&[
         "chown",
         "-R",

@@ -77,6 +77,15 @@ pub enum TunError {
         #[source]
         source: io::Error,
     },
+    /// A device to make exists already.
+    #[error(
+        "TUN device {name} exists already: remove it with `ip link del {name}` to make it again, \
+         or attach to it as its owner"
+    )]
+    Exists {
+        /// Device name.
+        name: String,
+    },
     /// This platform cannot open a device this way.
     #[error("{0}")]
     Unsupported(&'static str),
