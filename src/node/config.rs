@@ -31,7 +31,7 @@ pub enum HostConfig {
     },
     /// The caller's device: the node calls [`Host::deliver`] for packets to
     /// the host and the caller feeds packets from the host to
-    /// [`super::NodeHandle::packet_path`] (issue 8 plugs the TUN here).
+    /// [`super::NodeHandle::packet_path`].
     External(Arc<dyn Host>),
 }
 
@@ -102,7 +102,7 @@ pub struct NodeConfig {
     pub replacement: Option<Replacement>,
     /// Seed of the node's random choices (`None`: from the OS).
     pub seed: Option<u64>,
-    /// The edges of the network (issue 10): address discovery, UPnP, LAN
+    /// The edges of the network: address discovery, UPnP, LAN
     /// discovery, gateway.
     pub edges: EdgesConfig,
 }

@@ -1,4 +1,4 @@
-//! The node's edges (issue 10), gathered for the router task: the address
+//! The node's edges, gathered for the router task: the address
 //! book ([`crate::addresses`]), the UPnP port mapper ([`crate::upnp`]), LAN
 //! discovery ([`crate::lan`]) and the gateway prefixes
 //! ([`crate::gateway`]). The router owns one [`Edges`]; it waits on

@@ -33,7 +33,7 @@ use super::router::RouterIn;
 use crate::peers::wire;
 use crate::tunnels::policy::TunnelId;
 
-/// Where packets for this node's prefix go: the TUN device (issue 8) or a
+/// Where packets for this node's prefix go: the TUN device or a
 /// test sink. Called on the packet path: must not block.
 pub trait Host: Send + Sync + 'static {
     /// Delivers one IPv6 packet to the local host.

@@ -116,7 +116,7 @@ struct Up {
     /// The peer's CRL number, as last known.
     peer_crl: u64,
     budget: usize,
-    /// A LAN link (issue 10), not one of the policy's tunnels.
+    /// A LAN link, not one of the policy's tunnels.
     lan: bool,
     /// Silent for the suspect time: its Babel interface is down (routes
     /// moved away), the connection is kept.

@@ -1,5 +1,5 @@
 //! What a running node reports about itself: the types the control socket
-//! (issue 8) serves as JSON and the CLI prints as tables.
+//! serves as JSON and the CLI prints as tables.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
@@ -62,7 +62,7 @@ pub struct NodeStatus {
     pub babel: re6st_babel::engine::Counters,
     /// Tunnel liveness: suspicions and recoveries.
     pub liveness: LivenessStats,
-    /// Addresses, NAT, UPnP, LAN neighbours, gateway (issue 10).
+    /// Addresses, NAT, UPnP, LAN neighbours, gateway.
     pub edges: super::edges::EdgesStatus,
 }
 

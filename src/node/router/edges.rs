@@ -1,4 +1,4 @@
-//! The router's side of the edges (issue 10): LAN links, address changes,
+//! The router's side of the edges: LAN links, address changes,
 //! UPnP events. Kept apart from the tunnel logic of `router.rs`; the hooks
 //! there call these.
 //!
