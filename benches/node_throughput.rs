@@ -90,6 +90,7 @@ fn announce(cert: &NodeCert, key: &NodeKey, node: &NodeHandle) -> SignedAnnounce
         prefix: cert.prefix,
         addresses: vec![node.local_addr()],
         timestamp: unix_secs(SystemTime::now()),
+        topology: None,
     }
     .sign(cert, key)
     .unwrap()

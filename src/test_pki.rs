@@ -132,6 +132,7 @@ impl Pki {
             prefix: cert.prefix,
             addresses: vec![addr.parse().unwrap()],
             timestamp: unix_secs(self.now - age),
+            topology: None,
         }
         .sign(cert, key)
         .unwrap()

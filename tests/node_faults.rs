@@ -247,6 +247,7 @@ async fn forged_announcements_are_dropped_and_counted() {
         // Loopback only: the node will try to dial it.
         addresses: vec!["127.0.0.1:9".parse().unwrap()],
         timestamp: now,
+        topology: None,
     }
     .sign(&x_cert, &x_key)
     .unwrap();
@@ -256,6 +257,7 @@ async fn forged_announcements_are_dropped_and_counted() {
         prefix: victim_prefix,
         addresses: vec![fake_addr],
         timestamp: now,
+        topology: None,
     })
     .unwrap();
     let lie = SignedAnnouncement {

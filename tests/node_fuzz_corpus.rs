@@ -116,6 +116,7 @@ fn regenerate_seeds() {
             "[2001:db8::1]:4433".parse().unwrap(),
         ],
         timestamp: unix_secs(now),
+        topology: None,
     }
     .sign(&cert, &key)
     .unwrap();

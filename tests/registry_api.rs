@@ -31,6 +31,7 @@ fn announcement(n: &Node, port: u16) -> re6st::identity::SignedAnnouncement {
         prefix: n.cert.prefix,
         addresses: vec![format!("127.0.0.1:{port}").parse().unwrap()],
         timestamp: unix_secs(SystemTime::now()),
+        topology: None,
     }
     .sign(&n.cert, &n.key)
     .unwrap()
@@ -190,6 +191,7 @@ async fn renewal_keeps_prefix_and_announcements_feed_bootstrap(db: Db) {
         prefix: a3.cert.prefix,
         addresses: vec!["127.0.0.1:1".parse().unwrap()],
         timestamp: unix_secs(SystemTime::now()) - 100,
+        topology: None,
     };
     assert!(
         !r.client(&a3)

@@ -90,6 +90,7 @@ fn write_seeds() {
             "[2001:db8::2]:4433".parse().unwrap(),
         ],
         timestamp: unix_secs(now),
+        topology: None,
     }
     .sign(&cert, &key)
     .unwrap();

@@ -6,6 +6,13 @@
 //! so announcements can be relayed by the registry (bootstrap) and by other
 //! nodes (peer exchange) without trusting the relay. The prefix must be the
 //! certificate's: a node cannot announce addresses for another's prefix.
+//!
+//! The announcement a node sends to the registry also carries its
+//! [`Topology`] (its tunnels, LAN links, gateway prefixes and version),
+//! from which the registry draws the network. The field is optional and
+//! bounded ([`MAX_TOPOLOGY_LINKS`], [`MAX_PAYLOAD`]): older nodes omit it,
+//! and older readers ignore it (unknown JSON fields are skipped; the
+//! signature covers the payload text as sent).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -22,6 +29,17 @@ use super::{IdentityError, NodeCert, NodeKey, unix_secs};
 /// Most addresses one announcement may carry.
 pub const MAX_ADDRESSES: usize = 16;
 
+/// Most links one topology report may list (3k tunnels for k = 10, LAN
+/// links, and room for larger k).
+pub const MAX_TOPOLOGY_LINKS: usize = 128;
+/// Most gateway prefixes one topology report may list.
+pub const MAX_TOPOLOGY_GATEWAYS: usize = 16;
+/// Longest software version string in a topology report.
+pub const MAX_VERSION_LEN: usize = 32;
+/// Longest announcement payload accepted (with a full topology report it
+/// stays under 10 KiB).
+pub const MAX_PAYLOAD: usize = 16 * 1024;
+
 /// How far in the future a timestamp may be (clock skew between nodes).
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
@@ -34,6 +52,86 @@ pub struct PeerAnnouncement {
     pub addresses: Vec<SocketAddr>,
     /// When it was made (UNIX seconds); newer replaces older.
     pub timestamp: u64,
+    /// The node's place in the overlay (only in what it sends the
+    /// registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+}
+
+/// How a node is linked to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// A tunnel the node opened (one of its k).
+    Out,
+    /// A tunnel the peer opened.
+    In,
+    /// A LAN link (found by beacon, outside k).
+    Lan,
+}
+
+/// One link of a node, as it reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReport {
+    /// The peer's prefix.
+    pub peer: Ipv6Net,
+    /// What kind of link.
+    pub kind: LinkKind,
+    /// Round-trip time, milliseconds, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u32>,
+}
+
+/// What a node reports of its place in the overlay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Its software version.
+    #[serde(default)]
+    pub version: String,
+    /// Its tunnels and LAN links that are up.
+    #[serde(default)]
+    pub links: Vec<LinkReport>,
+    /// Prefixes it is a gateway for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<Ipv6Net>,
+}
+
+impl Topology {
+    /// A report, cut to the bounds (a node with more links than
+    /// [`MAX_TOPOLOGY_LINKS`] reports its first ones).
+    pub fn new(version: &str, mut links: Vec<LinkReport>, mut gateways: Vec<Ipv6Net>) -> Self {
+        links.truncate(MAX_TOPOLOGY_LINKS);
+        gateways.truncate(MAX_TOPOLOGY_GATEWAYS);
+        let version = version.chars().take(MAX_VERSION_LEN).collect();
+        Self {
+            version,
+            links,
+            gateways,
+        }
+    }
+
+    fn check(&self) -> Result<(), IdentityError> {
+        let bad = |detail: String| IdentityError::Invalid {
+            field: "topology",
+            detail,
+        };
+        if self.links.len() > MAX_TOPOLOGY_LINKS {
+            return Err(bad(format!(
+                "{} links (at most {MAX_TOPOLOGY_LINKS})",
+                self.links.len()
+            )));
+        }
+        if self.gateways.len() > MAX_TOPOLOGY_GATEWAYS {
+            return Err(bad(format!(
+                "{} gateway prefixes (at most {MAX_TOPOLOGY_GATEWAYS})",
+                self.gateways.len()
+            )));
+        }
+        if self.version.len() > MAX_VERSION_LEN || self.version.chars().any(|c| c.is_control()) {
+            return Err(bad("unreadable version".into()));
+        }
+        Ok(())
+    }
 }
 
 impl PeerAnnouncement {
@@ -52,8 +150,17 @@ impl PeerAnnouncement {
             });
         }
         check_addresses(&self.addresses)?;
+        if let Some(t) = &self.topology {
+            t.check()?;
+        }
         let payload =
             serde_json::to_string(self).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(IdentityError::Invalid {
+                field: "announcement",
+                detail: format!("{} bytes (at most {MAX_PAYLOAD})", payload.len()),
+            });
+        }
         let signature = sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| {
             key.sign(m)
         })?;
@@ -129,6 +236,12 @@ impl SignedAnnouncement {
                 detail: "too long".into(),
             });
         }
+        if self.payload.len() > MAX_PAYLOAD {
+            return Err(IdentityError::Invalid {
+                field: "announcement",
+                detail: format!("{} bytes (at most {MAX_PAYLOAD})", self.payload.len()),
+            });
+        }
         let der = B64
             .decode(&self.certificate)
             .map_err(|_| IdentityError::Malformed {
@@ -166,6 +279,9 @@ impl SignedAnnouncement {
             });
         }
         check_addresses(&announcement.addresses)?;
+        if let Some(t) = &announcement.topology {
+            t.check()?;
+        }
         Ok(VerifiedAnnouncement { announcement, cert })
     }
 }
@@ -183,7 +299,84 @@ mod tests {
                 "[2001:db8::1]:4433".parse().unwrap(),
             ],
             timestamp: ts,
+            topology: None,
         }
+    }
+
+    #[test]
+    fn topology_is_optional_bounded_and_ignored_by_older_readers() {
+        let f = Pki::new();
+        let v = f.verifier(None);
+        let (cert, key) = f.node(2);
+        let now_s = unix_secs(f.now);
+        let link = |i: u16, kind| LinkReport {
+            peer: format!("fd00:77:0:{i:x}::/64").parse().unwrap(),
+            kind,
+            rtt_ms: Some(u32::from(i)),
+        };
+        let links: Vec<_> = (0..200).map(|i| link(i, LinkKind::Out)).collect();
+        let mut a = ann("fd00:77:0:2::/64", now_s);
+        a.topology = Some(Topology::new(
+            &"v".repeat(99),
+            links,
+            vec!["::/0".parse().unwrap()],
+        ));
+        let signed = a.sign(&cert, &key).unwrap();
+        assert!(signed.payload.len() < 10 * 1024, "{}", signed.payload.len());
+        let got = signed.verify(&v, f.now, Duration::from_secs(60)).unwrap();
+        let t = got.announcement.topology.unwrap();
+        assert_eq!(
+            (t.links.len(), t.version.len()),
+            (MAX_TOPOLOGY_LINKS, MAX_VERSION_LEN)
+        );
+        // What an older node reads: the same fields, the topology skipped.
+        #[derive(Deserialize)]
+        struct Old {
+            prefix: Ipv6Net,
+            timestamp: u64,
+        }
+        let old: Old = serde_json::from_str(&signed.payload).unwrap();
+        assert_eq!((old.prefix, old.timestamp), (cert.prefix, now_s));
+        // An older node's announcement (no field) reads as no topology.
+        assert!(
+            ann("fd00:77:0:2::/64", now_s)
+                .sign(&cert, &key)
+                .unwrap()
+                .verify(&v, f.now, Duration::from_secs(60))
+                .unwrap()
+                .announcement
+                .topology
+                .is_none()
+        );
+        // Over the bounds (a hand-made payload): refused.
+        let mut big = ann("fd00:77:0:2::/64", now_s);
+        big.topology = Some(Topology {
+            version: String::new(),
+            links: (0..129).map(|i| link(i, LinkKind::In)).collect(),
+            gateways: vec![],
+        });
+        let payload = serde_json::to_string(&big).unwrap();
+        let signature = sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| {
+            key.sign(m)
+        })
+        .unwrap();
+        let forged = SignedAnnouncement {
+            payload,
+            signature,
+            certificate: signed.certificate.clone(),
+        };
+        assert!(matches!(
+            forged.verify(&v, f.now, Duration::from_secs(60)),
+            Err(IdentityError::Invalid {
+                field: "topology",
+                ..
+            })
+        ));
+        let huge = SignedAnnouncement {
+            payload: "x".repeat(MAX_PAYLOAD + 1),
+            ..signed
+        };
+        assert!(huge.verify(&v, f.now, Duration::from_secs(60)).is_err());
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub mod tls;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use announce::{MAX_ADDRESSES, PeerAnnouncement, SignedAnnouncement, VerifiedAnnouncement};
+pub use announce::{
+    LinkKind, LinkReport, MAX_ADDRESSES, PeerAnnouncement, SignedAnnouncement, Topology,
+    VerifiedAnnouncement,
+};
 pub use ca::{Ca, IssueParams};
 pub use cert::{NodeCert, node_address};
 pub use crl::{Crl, CrlEntry};

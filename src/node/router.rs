@@ -807,6 +807,39 @@ impl Router {
 
     /// Our announcement, signed now.
     fn announcement(&self) -> Option<SignedAnnouncement> {
+        self.sign_announcement(None)
+    }
+
+    /// Our announcement for the registry: with our links, gateway prefixes
+    /// and version, from which the registry draws the network.
+    fn registry_announcement(&self) -> Option<SignedAnnouncement> {
+        use crate::identity::{LinkKind, LinkReport, Topology};
+        let links = self
+            .tunnels
+            .values()
+            .filter(|up| !up.suspected)
+            .map(|up| LinkReport {
+                peer: up.peer.prefix,
+                kind: match (up.lan, up.direction) {
+                    (true, _) => LinkKind::Lan,
+                    (_, Direction::Outgoing) => LinkKind::Out,
+                    (_, Direction::Incoming) => LinkKind::In,
+                },
+                rtt_ms: u32::try_from(up.link.conn().rtt().as_millis()).ok(),
+            })
+            .collect();
+        let gateways = self.edges.gateway.fib_routes().map(|(p, _)| p).collect();
+        self.sign_announcement(Some(Topology::new(
+            env!("CARGO_PKG_VERSION"),
+            links,
+            gateways,
+        )))
+    }
+
+    fn sign_announcement(
+        &self,
+        topology: Option<crate::identity::Topology>,
+    ) -> Option<SignedAnnouncement> {
         let mut addresses = self.advertised();
         if addresses.is_empty() {
             return None;
@@ -816,6 +849,7 @@ impl Router {
             prefix: self.cert.prefix,
             addresses,
             timestamp: unix_secs(SystemTime::now()),
+            topology,
         };
         match a.sign(&self.cert, &self.key) {
             Ok(s) => Some(s),
@@ -1169,7 +1203,7 @@ impl Router {
         };
         if now >= self.next_round && !self.round_busy {
             self.next_round = now + self.config.registry_interval;
-            let announcement = self.announcement();
+            let announcement = self.registry_announcement();
             self.round_busy = reg.try_send(RegistryCmd::Round { announcement }).is_ok();
         }
         let wanted = self.db.len() < usize::from(self.network.tunnels)

@@ -10,6 +10,8 @@
 //! | POST | `/v1/renew` | node | [`RenewRequest`] | [`RenewResponse`] |
 //! | POST | `/v1/announce` | node | [`SignedAnnouncement`] | [`AnnounceResponse`] |
 //! | GET  | `/v1/bootstrap?n=N` | node | – | [`BootstrapResponse`] |
+//! | GET  | `/v1/health` | – | – | [`HealthResponse`] (200, or 503) |
+//! | GET  | `/v1/topology.svg`, `/v1/topology.json` | – | – | the map (only with `--public-topology`; always on the metrics listener) |
 //!
 //! Every error is a 4xx (or 5xx for the registry's own faults) with an
 //! [`ApiError`] body, e.g. `{"error":"unknown_token","message":"..."}`.
@@ -32,6 +34,12 @@ pub const PATH_RENEW: &str = "/v1/renew";
 pub const PATH_ANNOUNCE: &str = "/v1/announce";
 /// Path of bootstrap (mutual TLS).
 pub const PATH_BOOTSTRAP: &str = "/v1/bootstrap";
+/// Path of the health check.
+pub const PATH_HEALTH: &str = "/v1/health";
+/// Path of the drawing of the network.
+pub const PATH_TOPOLOGY_SVG: &str = "/v1/topology.svg";
+/// Path of the network's graph, JSON.
+pub const PATH_TOPOLOGY_JSON: &str = "/v1/topology.json";
 
 /// Largest request body the registry reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -125,6 +133,21 @@ pub struct BootstrapResponse {
     pub peers: Vec<SignedAnnouncement>,
 }
 
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok`, or `unavailable` (with status 503).
+    pub status: String,
+    /// `ok`, or why the database cannot be used.
+    pub database: String,
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// The registry's version.
+    pub version: String,
+    /// Write operations waiting in this replica.
+    pub writes_queued: u64,
+}
+
 /// What went wrong, as a stable machine-readable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -178,6 +201,11 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     /// Too many requests are waiting (503): try again in a moment.
     Busy,
+    /// The request (headers or body) did not arrive in time (408).
+    RequestTimeout,
+    /// The map of the network is served only on the metrics listener
+    /// unless the registry runs with `--public-topology`.
+    TopologyNotPublic,
     /// A code this client does not know (sent by a newer registry).
     #[serde(other)]
     Unknown,

@@ -158,6 +158,9 @@ pub struct Registry {
     /// Bootstrap requests answered since start (how much nodes rely on the
     /// registry to find peers; peer exchange should keep it low).
     pub bootstrap_requests: AtomicU64,
+    /// Whether the API serves the map of the network to anyone
+    /// (`--public-topology`); the metrics listener always does.
+    pub public_topology: std::sync::atomic::AtomicBool,
     _lock: Option<std::fs::File>,
 }
 
@@ -449,6 +452,7 @@ impl Registry {
             writer,
             metrics,
             bootstrap_requests: AtomicU64::new(0),
+            public_topology: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         })
     }

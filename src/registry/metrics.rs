@@ -10,10 +10,11 @@
 //! `other`; statuses are the few the API answers with.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::core::Registry;
 use crate::control::metrics::Metrics;
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
@@ -175,6 +176,27 @@ pub struct DbView {
     pub revocations: u64,
     /// Number of the current CRL.
     pub crl_number: u64,
+}
+
+/// Reads [`DbView`] (one statement).
+pub fn db_view(
+    tx: &mut dyn crate::registry::store::Tx,
+) -> Result<DbView, crate::registry::store::StoreError> {
+    let r = tx.query_one(
+        "SELECT (SELECT COUNT(*) FROM node WHERE state = 'active'),
+                (SELECT COUNT(*) FROM node WHERE state = 'revoked'),
+                (SELECT COUNT(*) FROM cert WHERE kind = 'node'),
+                (SELECT COUNT(*) FROM node WHERE revoked_at IS NOT NULL),
+                (SELECT COALESCE(MAX(number), 0) FROM crl)",
+        &[],
+    )?;
+    Ok(DbView {
+        active: r.uint(0)?,
+        revoked: r.uint(1)?,
+        certificates: r.uint(2)?,
+        revocations: r.uint(3)?,
+        crl_number: r.uint(4)?,
+    })
 }
 
 fn inc(c: &AtomicU64) {
@@ -366,6 +388,43 @@ impl RegistryMetrics {
             );
         }
         m.out
+    }
+}
+
+/// `GET /metrics` of the metrics listener.
+async fn scrape(
+    axum::extract::State(r): axum::extract::State<Arc<Registry>>,
+) -> impl axum::response::IntoResponse {
+    let db = r.read(|_, tx| db_view(tx)).await;
+    if db.is_err() {
+        r.metrics.database_error("scrape");
+    }
+    let body = r.metrics.render(db.as_ref().ok(), r.writer.queued());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+}
+
+/// Serves the metrics (`/metrics`), the health check and the map of the
+/// network (`/v1/topology.svg`, `/v1/topology.json`) over plain HTTP on
+/// `listener` (a loopback address: see
+/// [`crate::control::metrics::bind`]).
+pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    use super::api;
+    use super::server::{health, topology_json, topology_svg};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/metrics", get(scrape))
+        .route(api::PATH_HEALTH, get(health))
+        .route(api::PATH_TOPOLOGY_SVG, get(topology_svg))
+        .route(api::PATH_TOPOLOGY_JSON, get(topology_json))
+        .with_state(registry);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "registry metrics server stopped");
     }
 }
 

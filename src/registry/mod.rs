@@ -16,9 +16,12 @@ pub mod backoff;
 pub mod ca_key;
 pub mod client;
 pub mod core;
+pub mod listener;
 pub mod metrics;
 pub mod server;
+pub mod server_tls;
 pub mod store;
+pub mod topology;
 pub mod writer;
 
 use std::net::{IpAddr, SocketAddr};
@@ -56,6 +59,30 @@ pub enum RegistryCommand {
     /// Show the network prefix, the CA fingerprint to give to joining nodes,
     /// and counts.
     Info(DirArgs),
+    /// Draw the overlay as the nodes last reported it: nodes (version,
+    /// gateway), tunnels and LAN links. Text summary by default.
+    Topology(TopologyArgs),
+}
+
+/// Options of `re6st registry topology`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopologyArgs {
+    /// The registry directory.
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Print the graph as JSON.
+    #[arg(long, conflicts_with_all = ["dot", "svg"])]
+    pub json: bool,
+    /// Print Graphviz DOT (e.g. `| neato -Tpng > map.png`).
+    #[arg(long, conflicts_with = "svg")]
+    pub dot: bool,
+    /// Print SVG (the drawing `GET /v1/topology.svg` serves).
+    #[arg(long)]
+    pub svg: bool,
+    /// Only nodes that announced within this [default: the registry's
+    /// --announce-max-age].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
 }
 
 /// Where the registry keeps its state.
@@ -208,9 +235,29 @@ pub struct RunArgs {
     /// node older than this logs an error asking for an upgrade.
     #[arg(long)]
     pub min_protocol: Option<u32>,
-    /// How often expired and revoked prefixes are released.
+    /// How often expired and revoked prefixes are released (and settings
+    /// changed by another replica picked up).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub sweep_every: Duration,
+    /// Serve Prometheus metrics (`/metrics`), the health check and the map
+    /// of the network (`/v1/topology.svg`, `/v1/topology.json`) over plain
+    /// HTTP on this loopback address, e.g. 127.0.0.1:9471.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Also serve the map of the network on the public API (it names every
+    /// node and who it is connected to).
+    #[arg(long)]
+    pub public_topology: bool,
+    /// Most HTTPS connections at once; when full, the longest-idle one is
+    /// closed for a new one.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake, the request headers and the body.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Connections without a request for this long are closed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 impl RunArgs {
@@ -346,6 +393,7 @@ pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         RegistryCommand::List(a) => admin_list(&a),
         RegistryCommand::Revoke(a) => admin_revoke(&a),
         RegistryCommand::Info(a) => admin_info(&a),
+        RegistryCommand::Topology(a) => admin_topology(&a),
     }
 }
 
@@ -387,6 +435,21 @@ async fn run_server(args: RunArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%url, "registry URL given to nodes");
+    let registry = Arc::new(registry);
+    registry
+        .public_topology
+        .store(args.public_topology, std::sync::atomic::Ordering::Relaxed);
+    if let Some(addr) = args.metrics {
+        let l = crate::control::metrics::bind(addr).await?;
+        println!("re6st registry: metrics and topology on http://{addr}");
+        tokio::spawn(metrics::serve(l, registry.clone()));
+    }
+    let limits = listener::Limits {
+        max_connections: connection_budget(args.max_connections),
+        request_timeout: args.request_timeout,
+        idle_timeout: args.idle_timeout,
+        busy_timeout: args.idle_timeout.max(args.request_timeout * 3),
+    };
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -396,14 +459,38 @@ async fn run_server(args: RunArgs) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    server::serve(
-        Arc::new(registry),
-        listener,
-        tls,
-        args.sweep_every,
-        shutdown,
-    )
-    .await
+    server::serve_with(registry, listener, tls, args.sweep_every, limits, shutdown).await
+}
+
+/// `wanted` connections, fewer if the open-file limit (raised to its hard
+/// maximum first) cannot hold them with room for the database and logs.
+fn connection_budget(wanted: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return wanted;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    let room = usize::try_from(lim.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64);
+    if room < wanted {
+        tracing::warn!(
+            wanted,
+            allowed = room,
+            "the open-file limit allows fewer connections than --max-connections"
+        );
+    }
+    wanted.min(room).max(1)
 }
 
 /// The store of an existing registry (the CA is loaded only by the
@@ -547,6 +634,57 @@ fn admin_info(a: &DirArgs) -> anyhow::Result<()> {
     println!(
         "nodes:           {active} active, {revoked} revoked; {certs} node certificates issued"
     );
+    Ok(())
+}
+
+fn admin_topology(a: &TopologyArgs) -> anyhow::Result<()> {
+    let (store, _, net) = open_existing(&a.dir)?;
+    let now = SystemTime::now();
+    let max_age = match a.max_age {
+        Some(d) => d,
+        None => {
+            let settings: Option<Settings> = store
+                .meta(store::META_SETTINGS)?
+                .and_then(|j| serde_json::from_str(&j).ok());
+            Duration::from_secs(settings.map_or(25 * 3600, |s| s.announce_max_age_secs))
+        }
+    };
+    let anns = store.read(|tx| store::peers::announcements(tx, now - max_age, now))?;
+    let map = topology::Map::build(Some(net), &anns, now);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&map)?);
+    } else if a.dot {
+        print!("{}", topology::dot::render(&map));
+    } else if a.svg {
+        print!("{}", topology::svg::render(&map));
+    } else {
+        let (nodes, tunnels, lan) = map.counts();
+        println!("network {net}: {nodes} nodes, {tunnels} tunnels, {lan} LAN links");
+        println!(
+            "{:<28} {:<10} {:>5} {:<6} GATEWAY",
+            "NODE", "VERSION", "LINKS", "REPORT"
+        );
+        for n in &map.nodes {
+            let links = map
+                .links
+                .iter()
+                .filter(|l| l.a == n.prefix || l.b == n.prefix)
+                .count();
+            let gw: Vec<String> = n.gateways.iter().map(ToString::to_string).collect();
+            println!(
+                "{:<28} {:<10} {:>5} {:<6} {}",
+                n.prefix.to_string(),
+                n.version.as_deref().unwrap_or("-"),
+                links,
+                if n.reported { "yes" } else { "no" },
+                if gw.is_empty() {
+                    "-".into()
+                } else {
+                    gw.join(",")
+                }
+            );
+        }
+    }
     Ok(())
 }
 

@@ -11,11 +11,13 @@
 //! grace period; every other endpoint refuses it.
 //!
 //! Bad input never reaches a 500: bodies are limited to
-//! [`super::api::MAX_BODY`], JSON and query rejections, unknown paths and
-//! methods all answer with an [`ApiError`].
+//! [`super::api::MAX_BODY`] (see [`super::listener`], which also bounds
+//! connections and time), JSON and query rejections, unknown paths and
+//! methods all answer with an [`ApiError`]. A database that cannot be
+//! reached is a 503 (`database_unavailable`), so clients try another
+//! replica.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -24,22 +26,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use rustls::DigitallySignedStruct;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use tokio::net::TcpListener;
+use rustls::pki_types::CertificateDer;
 use tracing::{debug, info, warn};
 
 use super::api::{self, ApiError, ErrorCode};
 use super::core::Registry;
 use super::store::{self, NodeState, StoreError};
-use crate::identity::tls::{CaVerifier, TlsIdentity, Trust, provider};
-use crate::identity::{
-    CertificateRequest, IdentityError, IssueParams, NodeCert, NodeKey, SignedAnnouncement, cert_pem,
-};
+use crate::identity::tls::{CaVerifier, Trust};
+use crate::identity::{CertificateRequest, IdentityError, NodeCert, SignedAnnouncement, cert_pem};
 
-/// Time allowed for a TLS handshake and for request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the health check waits for the database.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// An error answer: status, code, message.
 #[derive(Debug)]
@@ -153,6 +150,9 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route(api::PATH_RENEW, post(renew))
         .route(api::PATH_ANNOUNCE, post(announce))
         .route(api::PATH_BOOTSTRAP, get(bootstrap))
+        .route(api::PATH_HEALTH, get(health))
+        .route(api::PATH_TOPOLOGY_SVG, get(public_topology_svg))
+        .route(api::PATH_TOPOLOGY_JSON, get(public_topology_json))
         .fallback(|| async {
             ApiErr(
                 StatusCode::NOT_FOUND,
@@ -169,6 +169,78 @@ pub fn router(registry: Arc<Registry>) -> Router {
         })
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
         .with_state(registry)
+}
+
+/// `GET /v1/health`: 200 when this replica can reach its database, 503
+/// otherwise (what a load balancer checks).
+pub async fn health(State(r): State<Arc<Registry>>) -> Response {
+    let db = tokio::time::timeout(
+        HEALTH_TIMEOUT,
+        r.read(|_, tx| tx.query_one("SELECT 1", &[]).map(|_| ())),
+    )
+    .await;
+    let database = match db {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {HEALTH_TIMEOUT:?}"),
+    };
+    let ok = database == "ok";
+    let body = api::HealthResponse {
+        status: if ok { "ok" } else { "unavailable" }.into(),
+        database,
+        backend: r.store.backend().name().into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        writes_queued: r.writer.queued() as u64,
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The map of the network now (nodes that announced within the
+/// bootstrap age).
+pub async fn map(r: &Arc<Registry>) -> Result<super::topology::Map, ApiErr> {
+    let now = SystemTime::now();
+    let since = now - Duration::from_secs(r.config().settings.announce_max_age_secs);
+    let anns = r
+        .read(move |_, tx| store::peers::announcements(tx, since, now))
+        .await?;
+    Ok(super::topology::Map::build(Some(r.network), &anns, now))
+}
+
+/// `GET /v1/topology.svg`.
+pub async fn topology_svg(State(r): State<Arc<Registry>>) -> Result<Response, ApiErr> {
+    let svg = super::topology::svg::render(&map(&r).await?);
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+/// `GET /v1/topology.json`.
+pub async fn topology_json(State(r): State<Arc<Registry>>) -> ApiResult<super::topology::Map> {
+    Ok(Json(map(&r).await?))
+}
+
+fn topology_allowed(r: &Registry) -> Result<(), ApiErr> {
+    if r.public_topology.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    Err(forbidden(
+        ErrorCode::TopologyNotPublic,
+        "the map of the network is served on the registry's metrics listener; \
+         run the registry with --public-topology to serve it here",
+    ))
+}
+
+async fn public_topology_svg(State(r): State<Arc<Registry>>) -> Result<Response, ApiErr> {
+    topology_allowed(&r)?;
+    topology_svg(State(r)).await
+}
+
+async fn public_topology_json(State(r): State<Arc<Registry>>) -> ApiResult<super::topology::Map> {
+    topology_allowed(&r)?;
+    topology_json(State(r)).await
 }
 
 async fn get_ca(State(r): State<Arc<Registry>>) -> ApiResult<api::CaResponse> {
@@ -378,248 +450,5 @@ async fn bootstrap(
     Ok(Json(api::BootstrapResponse { peers }))
 }
 
-/// Accepts any CA-signed client certificate, also an expired one (checked
-/// at its own `notAfter`), and none at all; the handlers decide.
-#[derive(Debug)]
-struct LenientClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-}
-
-impl ClientCertVerifier for LenientClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        use rustls::{CertificateError, Error};
-        match self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-        {
-            Err(Error::InvalidCertificate(
-                CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            )) => {
-                let not_after = NodeCert::from_der(end_entity)
-                    .map_err(|_| Error::InvalidCertificate(CertificateError::Expired))?
-                    .not_after;
-                let at = UnixTime::since_unix_epoch(Duration::from_secs(
-                    crate::identity::unix_secs(not_after),
-                ));
-                self.inner.verify_client_cert(end_entity, intermediates, at)
-            }
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Lifetime of the registry's own HTTPS certificate...
-pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
-/// ...which is replaced (without a restart) when it has less than this left.
-pub const SERVER_CERT_RENEW: Duration = Duration::from_secs(30 * 86_400);
-
-/// The registry's HTTPS identity: a CA-signed certificate for its host
-/// names, replaced before it expires.
-#[derive(Debug)]
-pub struct ServerTls {
-    hostnames: Vec<String>,
-    current: RwLock<(Arc<rustls::ServerConfig>, SystemTime)>,
-}
-
-impl ServerTls {
-    /// The TLS config for new connections.
-    pub fn config(&self) -> Arc<rustls::ServerConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
-    }
-
-    /// Issues a new certificate if the current one expires within
-    /// [`SERVER_CERT_RENEW`].
-    pub fn refresh_if_due(&self, registry: &Registry, now: SystemTime) -> anyhow::Result<bool> {
-        let not_after = self.current.read().unwrap_or_else(|p| p.into_inner()).1;
-        if not_after > now + SERVER_CERT_RENEW {
-            return Ok(false);
-        }
-        let fresh = issue_server_config(registry, &self.hostnames, now)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        info!("registry HTTPS certificate renewed");
-        Ok(true)
-    }
-}
-
-/// Issues the registry's own HTTPS certificate (fresh key, CA-signed, valid
-/// [`SERVER_CERT_LIFETIME`]) for `hostnames` (DNS names or IPs).
-pub fn server_tls(
-    registry: &Registry,
-    hostnames: &[String],
-    now: SystemTime,
-) -> anyhow::Result<ServerTls> {
-    Ok(ServerTls {
-        hostnames: hostnames.to_vec(),
-        current: RwLock::new(issue_server_config(registry, hostnames, now)?),
-    })
-}
-
-fn issue_server_config(
-    registry: &Registry,
-    hostnames: &[String],
-    now: SystemTime,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, SystemTime)> {
-    let key = NodeKey::generate()?;
-    let (mut dns, mut ips) = (vec![], vec![]);
-    for h in hostnames {
-        match h.parse::<std::net::IpAddr>() {
-            Ok(ip) => ips.push(ip),
-            Err(_) => dns.push(h.clone()),
-        }
-    }
-    let serial = super::core::off_runtime(|| registry.store.take_serials(1))?;
-    let p = IssueParams {
-        serial,
-        not_before: now - Duration::from_secs(300),
-        not_after: now + SERVER_CERT_LIFETIME,
-    };
-    let spki = key.spki_der();
-    let der = registry.ca.issue_server(&spki, &dns, &ips, p)?;
-    super::core::off_runtime(|| {
-        registry
-            .store
-            .record_server_cert(serial, &der, &spki, p.not_before, p.not_after, now)
-    })?;
-    let trust = Trust::new(registry.ca.cert_der(), None);
-    let verifier = Arc::new(LenientClientVerifier {
-        inner: trust.client_verifier()?,
-    });
-    let me = TlsIdentity {
-        chain: vec![der.into()],
-        key: key.to_rustls(),
-    };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(me.chain, me.key)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(cfg), p.not_after))
-}
-
-/// Serves the API on `listener` until `shutdown` resolves. Every
-/// `sweep_every`, expired and revoked prefixes are released and the HTTPS
-/// certificate is renewed if due.
-pub async fn serve(
-    registry: Arc<Registry>,
-    listener: TcpListener,
-    tls: ServerTls,
-    sweep_every: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let tls = Arc::new(tls);
-    let app = router(registry.clone());
-    let sweeper = tokio::spawn(sweep_loop(registry.clone(), tls.clone(), sweep_every));
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => { warn!("accept: {e}"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-            () = &mut shutdown => break,
-        };
-        let cfg = tls.config();
-        tokio::spawn(connection(tcp, peer, cfg, app.clone()));
-    }
-    sweeper.abort();
-    Ok(())
-}
-
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    cfg: Arc<rustls::ServerConfig>,
-    app: Router,
-) {
-    let _ = tcp.set_nodelay(true);
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return debug!(%peer, "TLS handshake failed: {e}"),
-        Err(_) => return debug!(%peer, "TLS handshake timed out"),
-    };
-    let client = ClientCert(
-        stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.clone().into_owned()),
-    );
-    let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(client)));
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
-    if let Err(e) = builder
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-        .await
-    {
-        debug!(%peer, "connection: {e}");
-    }
-}
-
-async fn sweep_loop(registry: Arc<Registry>, tls: Arc<ServerTls>, every: Duration) {
-    loop {
-        if let Err(e) = tls.refresh_if_due(&registry, SystemTime::now()) {
-            warn!("renewing the HTTPS certificate: {e:#}");
-        }
-        let grace = Duration::from_secs(registry.config().settings.grace_period_secs);
-        let res = registry
-            .writer
-            .run(move |tx, prefixes| store::revoke::sweep(tx, prefixes, grace, SystemTime::now()))
-            .await;
-        let r = registry.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reload()).await {
-            warn!("reading the settings: {e}");
-        }
-        match res {
-            Ok(released) => {
-                for p in released {
-                    info!(prefix = %p, "prefix released (certificate expired past the grace period, or revoked and expired)");
-                }
-            }
-            Err(e) => warn!("sweep: {e}"),
-        }
-        tokio::time::sleep(every).await;
-    }
-}
+pub use super::listener::{Limits, serve, serve_with};
+pub use super::server_tls::{ServerTls, server_tls};

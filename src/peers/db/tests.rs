@@ -67,6 +67,7 @@ fn forged_revoked_stale_and_own_announcements_are_refused_and_counted() {
         prefix: c3.prefix,
         addresses: vec!["192.0.2.1:1".parse().unwrap()],
         timestamp: unix_secs(pki.now),
+        topology: None,
     })
     .unwrap();
     let good = pki.announce(&c2, &k2, "192.0.2.1:1", Duration::ZERO);
@@ -229,6 +230,7 @@ fn a_replaced_node_is_forgotten_and_its_old_copies_refused() {
         prefix: c.prefix,
         addresses: vec!["192.0.2.7:7".parse().unwrap()],
         timestamp: unix_secs(later),
+        topology: None,
     }
     .sign(&c, &k)
     .unwrap();
