@@ -41,6 +41,7 @@ pub const DEFAULT_DIR: &str = "/var/lib/re6st/registry";
 
 /// `re6st registry` subcommands.
 #[derive(Debug, clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum RegistryCommand {
     /// Run the registry server. The first start creates the directory, the
     /// CA (ECDSA P-256) and the database; later starts keep them. Options

@@ -80,8 +80,8 @@ impl Map {
         let mut nodes: BTreeMap<Ipv6Net, MapNode> = BTreeMap::new();
         // (low, high, lan) -> (dialler, rtt, reporters)
         type Key = (Ipv6Net, Ipv6Net, bool);
-        let mut links: BTreeMap<Key, (Option<Ipv6Net>, Option<u32>, BTreeSet<Ipv6Net>)> =
-            BTreeMap::new();
+        type Seen = (Option<Ipv6Net>, Option<u32>, BTreeSet<Ipv6Net>);
+        let mut links: BTreeMap<Key, Seen> = BTreeMap::new();
         for (signed, received) in announcements {
             let Ok(a) = serde_json::from_str::<PeerAnnouncement>(&signed.payload) else {
                 continue;
