@@ -123,8 +123,9 @@ pub struct TlvDescription {
 /// One sub-TLV.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SubTlvDescription {
-    /// Type name: pad1, padn, diversity, timestamp, source-prefix, unknown,
-    /// or "overrun" when it runs past its TLV.
+    /// Type name: pad1, padn, diversity, timestamp, origin-proof,
+    /// proof-wanted, source-prefix, unknown, or "overrun" when it runs past
+    /// its TLV.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// Type code.
@@ -229,6 +230,8 @@ fn sub_tlvs(kind: TlvType, bytes: &[u8]) -> Vec<SubTlvDescription> {
                     subtype::PADN => "padn",
                     subtype::DIVERSITY => "diversity",
                     subtype::TIMESTAMP => "timestamp",
+                    subtype::ORIGIN_PROOF => "origin-proof",
+                    subtype::PROOF_WANTED => "proof-wanted",
                     subtype::SOURCE_PREFIX => "source-prefix",
                     _ => "unknown",
                 };
@@ -321,6 +324,8 @@ fn describe_raw(tlv: &Tlv<&[u8]>) -> TlvDescription {
             d.plen = Some(v[1]);
             if let Ok(r) = RouteRequestRepr::parse(tlv) {
                 d.prefix = r.prefix.map(|p| p.to_string());
+                let used = crate::wire::address::prefix_bytes(v[1]);
+                d.sub_tlvs = sub_tlvs(kind, v.get(2 + used..).unwrap_or_default());
             }
         }
         TlvType::SeqnoRequest if v.len() >= 14 => {
@@ -442,6 +447,18 @@ impl TlvDescription {
                         _ => s.push_str(" (bogus)"),
                     }
                 }
+                "origin-proof" => {
+                    let _ = write!(s, " sub-origin-proof {}B", sub.len);
+                    if self.kind != "update" {
+                        s.push_str(" (bogus)");
+                    }
+                }
+                "proof-wanted" => {
+                    s.push_str(" sub-proof-wanted");
+                    if self.kind != "route-request" {
+                        s.push_str(" (bogus)");
+                    }
+                }
                 "overrun" => s.push_str(" (invalid)"),
                 _ => {
                     let _ = write!(s, " sub-unknown-0x{:02x}", sub.code);
@@ -546,6 +563,7 @@ impl TlvDescription {
                     let what = if self.ae == Some(0) { "any" } else { prefix };
                     let _ = write!(s, " for {what}{v4v6}");
                 }
+                self.sub_text(&mut s);
             }
             "seqno-request" => {
                 s.push_str("Seqno Request");
@@ -637,6 +655,24 @@ mod tests {
         );
         assert_eq!(json["tlvs"][4]["status"], "skipped");
         assert_eq!(json["trailer"][0]["type"], "mac");
+    }
+
+    #[test]
+    fn origin_proof_and_proof_wanted_are_named() {
+        #[rustfmt::skip]
+        let bytes = [
+            42, 2, 0, 39,
+            6, 10, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8,
+            8, 17, 2, 0x80, 16, 0, 6, 0x40, 0, 7, 0, 96, 0xfd, 0, 112, 3, 9, 9, 9,
+            9, 6, 2, 16, 0xfd, 0, 113, 0,
+        ];
+        let d = describe(&parse_packet(&bytes).unwrap());
+        let lines = d.text_lines();
+        assert!(lines[1].ends_with("sub-origin-proof 3B"), "{lines:?}");
+        assert!(lines[2].ends_with("sub-proof-wanted"), "{lines:?}");
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["tlvs"][1]["sub_tlvs"][0]["type"], "origin-proof");
+        assert_eq!(json["tlvs"][2]["sub_tlvs"][0]["type"], "proof-wanted");
     }
 
     #[test]

@@ -151,10 +151,13 @@ fn message() -> impl Strategy<Value = Message> {
                 metric,
                 router_id: Some(rid),
                 next_hop: None,
+                proof: None,
             })
         ),
-        proptest::option::of(prefix())
-            .prop_map(|prefix| Message::RouteRequest(RouteRequestRepr { prefix })),
+        proptest::option::of(prefix()).prop_map(|prefix| Message::RouteRequest(RouteRequestRepr {
+            prefix,
+            proof_wanted: false
+        })),
         (prefix(), seqno(), 1u8..=255, router_id()).prop_map(
             |(prefix, seqno, hop_count, router_id)| {
                 Message::SeqnoRequest(SeqnoRequestRepr {
@@ -243,8 +246,8 @@ proptest! {
         let msgs = vec![
             Message::Hello(HelloRepr { unicast: false, seqno: 1, interval: Duration::from_secs(4), timestamp: Some(5) }),
             Message::Ihu(IhuRepr { rxcost: 96, interval: Duration::from_secs(12), address: None, timestamp: Some(IhuTimestamp { origin: 1, receive: 2 }) }),
-            Message::Update(UpdateRepr { prefix: Some("fd00:2::/64".parse().unwrap()), interval: Duration::from_secs(16), seqno: 3, metric: 96, router_id: Some(RouterId([2, 0, 0, 0, 0, 0, 0, 2])), next_hop: None }),
-            Message::Update(UpdateRepr { prefix: Some("fd00:3::/48".parse().unwrap()), interval: Duration::from_secs(16), seqno: 3, metric: 96, router_id: Some(RouterId([2, 0, 0, 0, 0, 0, 0, 2])), next_hop: None }),
+            Message::Update(UpdateRepr { prefix: Some("fd00:2::/64".parse().unwrap()), interval: Duration::from_secs(16), seqno: 3, metric: 96, router_id: Some(RouterId([2, 0, 0, 0, 0, 0, 0, 2])), next_hop: None, proof: None }),
+            Message::Update(UpdateRepr { prefix: Some("fd00:3::/48".parse().unwrap()), interval: Duration::from_secs(16), seqno: 3, metric: 96, router_id: Some(RouterId([2, 0, 0, 0, 0, 0, 0, 2])), next_hop: None, proof: None }),
             Message::SeqnoRequest(SeqnoRequestRepr { prefix: "fd00:1::/64".parse().unwrap(), seqno: 101, hop_count: 3, router_id: ME }),
         ];
         let good = encode(&msgs).remove(0);

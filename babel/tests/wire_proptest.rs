@@ -64,8 +64,9 @@ fn update() -> impl Strategy<Value = Message> {
             ipv4().prop_map(IpAddr::V4)
         ]),
         any::<bool>(),
+        prop::option::of(prop::collection::vec(any::<u8>(), 1..=OriginProof::MAX_LEN)),
     )
-        .prop_map(|(net, interval, seqno, metric, id, nh, host_id)| {
+        .prop_map(|(net, interval, seqno, metric, id, nh, host_id, proof)| {
             // Sometimes a /128 whose low bytes are the router-id (flag 0x40).
             let net = match net {
                 IpNet::V6(n) if host_id => {
@@ -87,6 +88,7 @@ fn update() -> impl Strategy<Value = Message> {
                 metric,
                 router_id,
                 next_hop,
+                proof: proof.and_then(|p| OriginProof::new(&p)),
             })
         })
 }
@@ -114,8 +116,8 @@ fn message() -> impl Strategy<Value = Message> {
                 address,
                 timestamp: ts.map(|(origin, receive)| IhuTimestamp { origin, receive }),
             })),
-        1 => prop::option::of(prefix())
-            .prop_map(|prefix| Message::RouteRequest(RouteRequestRepr { prefix })),
+        1 => (prop::option::of(prefix()), any::<bool>())
+            .prop_map(|(prefix, proof_wanted)| Message::RouteRequest(RouteRequestRepr { prefix, proof_wanted })),
         1 => (prefix(), any::<u16>(), 1u8..=255, router_id()).prop_map(
             |(prefix, seqno, hop_count, router_id)| Message::SeqnoRequest(SeqnoRequestRepr {
                 prefix,
@@ -135,6 +137,7 @@ fn message() -> impl Strategy<Value = Message> {
                 metric: INFINITY,
                 router_id: None,
                 next_hop: None,
+                proof: None,
             })
         }),
     ]
@@ -153,13 +156,18 @@ proptest! {
     }
 
     /// Within any budget of at least 64 bytes (the largest message: Router-Id,
-    /// Next Hop and Update with header), packets never exceed it and nothing
-    /// is lost.
+    /// Next Hop and Update with header) plus the largest Origin Proof
+    /// sub-TLV, packets never exceed it and nothing is lost.
     #[test]
     fn budgets_are_respected(
         msgs in prop::collection::vec(message(), 0..60),
         budget in 64usize..1500,
     ) {
+        let proofs = msgs.iter().filter_map(|m| match m {
+            Message::Update(u) => u.proof.as_ref().map(|p| 2 + p.as_bytes().len()),
+            _ => None,
+        });
+        let budget = budget.max(64 + proofs.max().unwrap_or(0));
         let (expected, packets) = encode_all(&msgs, budget);
         prop_assert_eq!(expected.len(), msgs.len());
         for p in &packets {

@@ -9,13 +9,14 @@ use ipnet::IpNet;
 use tracing::debug;
 
 use super::neighbour::NeighbourId;
+use super::origin::OriginAuth;
 use super::resend::{PendingRequest, RequestTarget};
 use super::route::{SelectParams, Selected, Selection};
 use super::{Engine, IfaceId};
 use crate::metric::{seqno_ge, seqno_gt};
 use crate::wire::{INFINITY, Message, RouteRequestRepr, RouterId, SeqnoRequestRepr};
 
-impl Engine {
+impl<A: OriginAuth> Engine<A> {
     fn select_params(&self) -> SelectParams {
         SelectParams {
             half_life: self.config.smoothing_half_life,
@@ -276,7 +277,10 @@ impl Engine {
             .and_then(|n| self.neighbours.get(n))
             .and_then(|nb| ifc.unicast_dst(nb.addr));
         let at = now + self.config.urgent_delay;
-        let msg = Message::RouteRequest(RouteRequestRepr { prefix });
+        let msg = Message::RouteRequest(RouteRequestRepr {
+            prefix,
+            proof_wanted: false,
+        });
         self.output.buffer((iface, dst), at).messages.push(msg);
     }
 

@@ -82,6 +82,11 @@ pub struct Config {
     pub max_neighbours: usize,
     /// Bound on pending seqno requests.
     pub max_pending_requests: usize,
+    /// Our seqno moves at most once per this interval in answer to seqno
+    /// requests (a request within it is answered at its end): a neighbour
+    /// flooding requests cannot make us re-announce, and re-prove, our
+    /// prefixes more often.
+    pub seqno_bump_interval: Duration,
 }
 
 impl Default for Config {
@@ -120,6 +125,7 @@ impl Default for Config {
             max_routes: 1 << 16,
             max_neighbours: 256,
             max_pending_requests: 1024,
+            seqno_bump_interval: Duration::from_secs(1),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use super::neighbour::STAMP_MAX_AGE;
+use super::origin::{Claim, OriginAuth};
 use super::output::{Buffer, Outgoing};
 use super::{Engine, IfaceId, Transmit};
 use crate::wire::{
@@ -21,21 +22,24 @@ use crate::wire::{
     UpdateRepr,
 };
 
-impl Engine {
+impl<A: OriginAuth> Engine<A> {
     /// Returns the next packet to send, flushing the buffers due at `now`.
     /// Call it until it returns `None` after every `handle_*` call.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if let Some(t) = self.packed.pop_front() {
-            return Some(t);
+        if self.packed.is_empty() {
+            self.flush_due(now);
+            while self.packed.is_empty() {
+                let Some(out) = self.output.ready.pop_front() else {
+                    break;
+                };
+                self.pack(out, now);
+            }
         }
-        self.flush_due(now);
-        while self.packed.is_empty() {
-            let out = self.output.ready.pop_front()?;
-            self.pack(out, now);
-        }
-        self.timeout = self.next_deadline();
         let t = self.packed.pop_front();
+        // After the pop: what is left decides whether a flush is still due
+        // (a deadline left at "now" would wake the caller for nothing).
+        self.timeout = self.next_deadline();
         if t.is_some() {
             self.counters.packets_sent += 1;
         }
@@ -171,6 +175,18 @@ impl Engine {
         } else {
             (self.router_id, self.seqno, INFINITY)
         };
+        let proof = if metric < INFINITY {
+            let claim = Claim {
+                prefix,
+                router_id: rid,
+                seqno,
+            };
+            self.proof_to_send(iface, &claim, now)
+        } else {
+            // Retracted here: the next finite announcement proves again.
+            self.proofs.forget(iface, Some(prefix));
+            None
+        };
         Some((
             rid,
             Message::Update(UpdateRepr {
@@ -180,6 +196,7 @@ impl Engine {
                 metric,
                 router_id: Some(rid),
                 next_hop: None,
+                proof,
             }),
         ))
     }
@@ -191,7 +208,7 @@ impl Engine {
         };
         let mut packets: Vec<Vec<u8>> = Vec::new();
         let mut builder = PacketBuilder::new(budget);
-        for msg in out.messages {
+        for mut msg in out.messages {
             // Bounded: at worst a new packet, a Hello, then the message.
             let mut placed = false;
             for _ in 0..4 {
@@ -210,6 +227,15 @@ impl Engine {
                     Err(BuildError::Full) if !builder.is_empty() => {
                         let full = std::mem::replace(&mut builder, PacketBuilder::new(budget));
                         packets.push(full.finish());
+                    }
+                    Err(BuildError::TooBig { .. }) if has_proof(&msg) => {
+                        // A budget too small for the proof: the Update
+                        // goes without (the receiver asks again, in vain,
+                        // until the budget grows).
+                        if let Message::Update(u) = &mut msg {
+                            u.proof = None;
+                        }
+                        self.counters.oversized_messages += 1;
                     }
                     Err(_) => break,
                 }
@@ -244,4 +270,8 @@ impl Engine {
             timestamp: Some(ts),
         })
     }
+}
+
+fn has_proof(msg: &Message) -> bool {
+    matches!(msg, Message::Update(u) if u.proof.is_some())
 }

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use tracing::trace;
 
 use super::neighbour::{HelloOutcome, HelloStamp, NeighbourId};
+use super::origin::{Claim, OriginAuth};
 use super::route::Route;
 use super::{Engine, IfaceId};
 use crate::metric::{RttParams, metric_add, rtt_sample, seqno_ge};
@@ -31,7 +32,7 @@ pub(super) struct PacketCtx {
     pub(super) rx_ts: u32,
 }
 
-impl Engine {
+impl<A: OriginAuth> Engine<A> {
     /// Processes one received Babel packet. `from` is the sender's address
     /// (link-local on a LAN; on a tunnel any stable address for the peer).
     pub fn handle_packet(&mut self, iface: IfaceId, from: IpAddr, bytes: &[u8], now: Instant) {
@@ -207,7 +208,7 @@ impl Engine {
         }
         let prefix = prefix.trunc();
         if u.router_id == Some(self.router_id) {
-            self.handle_own_update(prefix, u.seqno, now);
+            self.handle_own_update(ctx, prefix, u.seqno, u.proof.as_ref(), now);
             return;
         }
         let rid = match u.router_id {
@@ -225,6 +226,16 @@ impl Engine {
                 return;
             }
         };
+        if u.metric < INFINITY {
+            let claim = Claim {
+                prefix,
+                router_id: rid,
+                seqno: u.seqno,
+            };
+            if !self.origin_ok(ctx, &claim, u.proof.as_ref(), now) {
+                return;
+            }
+        }
         let interval = if u.interval.is_zero() {
             self.config.update_interval
         } else {
@@ -295,6 +306,10 @@ impl Engine {
 
     fn handle_route_request(&mut self, ctx: &PacketCtx, r: &RouteRequestRepr, now: Instant) {
         self.counters.route_requests += 1;
+        if r.proof_wanted {
+            self.counters.origin.proofs_requested += 1;
+            self.proofs.forget(ctx.iface, r.prefix.map(|p| p.trunc()));
+        }
         let at = now + self.config.triggered_delay;
         match r.prefix {
             None => {
@@ -303,7 +318,21 @@ impl Engine {
                     .buffer((ctx.iface, None), at)
                     .ihus
                     .insert(ctx.neighbour);
-                self.schedule_full_dump(ctx.iface, at);
+                // A full dump per request, but a flood of requests gets
+                // one dump per interval after a short burst.
+                let trigger = self.config.triggered_delay;
+                let Some(slot) = self
+                    .interfaces
+                    .get_mut(&ctx.iface)
+                    .and_then(|i| i.dump_slot(trigger, now))
+                else {
+                    self.counters.dumps_deferred += 1;
+                    return;
+                };
+                if slot > at {
+                    self.counters.dumps_deferred += 1;
+                }
+                self.schedule_full_dump(ctx.iface, slot);
             }
             Some(p) => {
                 self.output

@@ -38,6 +38,12 @@ pub enum InterfaceKind {
     },
 }
 
+/// Full dumps an interface sends at once in answer to wildcard Route
+/// Requests, and the pace after that burst: a neighbour flooding requests
+/// gets one dump per interval, never one per request.
+const DUMP_BURST: u32 = 4;
+const DUMP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Smallest packet budget accepted: room for the largest single message
 /// (an Update with a full IPv6 prefix and its Router-Id) plus a Hello.
 pub const MIN_BUDGET: usize = 128;
@@ -55,6 +61,10 @@ pub(crate) struct Interface {
     /// ([`super::Engine::set_interface_cost`]).
     pub(crate) extra_cost: u16,
     pub(crate) update_due: Instant,
+    /// The pace of full dumps answering requests (GCRA: the theoretical
+    /// arrival time of the next one), and the one scheduled, if any.
+    dump_tat: Instant,
+    dump_pending: Option<Instant>,
 }
 
 impl Interface {
@@ -67,7 +77,29 @@ impl Interface {
             hello_due: now,
             extra_cost: 0,
             update_due: now + Duration::from_secs(1),
+            dump_tat: now,
+            dump_pending: None,
         }
+    }
+
+    /// When to send the full dump a wildcard Route Request received at
+    /// `now` asks for: after `delay` within the burst, later beyond it.
+    /// `None` when a dump answering an earlier request is still to go: it
+    /// answers this one too.
+    pub(crate) fn dump_slot(&mut self, delay: Duration, now: Instant) -> Option<Instant> {
+        if self.dump_pending.is_some_and(|t| t > now) {
+            return None;
+        }
+        let tat = self.dump_tat.max(now);
+        let tolerance = DUMP_INTERVAL * (DUMP_BURST - 1);
+        let at = if tat <= now + tolerance {
+            now + delay
+        } else {
+            tat - tolerance
+        };
+        self.dump_tat = tat + DUMP_INTERVAL;
+        self.dump_pending = Some(at);
+        Some(at)
     }
 
     pub(crate) fn is_tunnel(&self) -> bool {

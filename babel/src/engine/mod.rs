@@ -76,7 +76,9 @@ mod flush;
 mod input;
 mod interface;
 mod neighbour;
+mod origin;
 mod output;
+mod proof;
 mod query;
 mod resend;
 mod route;
@@ -96,11 +98,13 @@ use thiserror::Error;
 
 pub use config::{Config, LinkParams};
 pub use interface::{IfaceId, InterfaceKind, MIN_BUDGET};
+pub use origin::{Claim, NoOriginAuth, OriginAuth, OriginCounters, Rejection, Sender, Verdict};
 pub use query::{Counters, FibEntry, NeighbourInfo, RouteInfo};
 
 use interface::Interface;
 use neighbour::NeighbourTable;
 use output::Output;
+use proof::ProofTable;
 use resend::ResendTable;
 use route::RouteTable;
 use source::SourceTable;
@@ -163,12 +167,21 @@ pub enum Event {
     SeqnoChanged(u16),
 }
 
-/// One Babel router. See the crate docs for the call order.
+/// One Babel router. See the crate docs for the call order. `A` checks
+/// route origins ([`OriginAuth`]); the default, [`NoOriginAuth`], is plain
+/// Babel.
 #[derive(Debug)]
-pub struct Engine {
+pub struct Engine<A: OriginAuth = NoOriginAuth> {
     config: Config,
     router_id: RouterId,
     seqno: u16,
+    /// When our seqno last moved, and the newest seqno a request asked for
+    /// that we have not given yet (at most one bump per
+    /// `Config::seqno_bump_interval`).
+    last_bump: Option<Instant>,
+    bump_wanted: Option<u16>,
+    auth: A,
+    proofs: ProofTable,
     /// Origin of RFC 9616 timestamps, with a random offset so that the
     /// 2^32 wrap is exercised in every long run rather than never.
     epoch: Instant,
@@ -193,10 +206,24 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A router with no interface yet. `seqno` is the one persisted with
-    /// `router_id` (random on first start); the engine reports every change
-    /// with [`Event::SeqnoChanged`].
+    /// A router with no interface yet, trusting every origin (plain
+    /// Babel). `seqno` is the one persisted with `router_id` (random on
+    /// first start); the engine reports every change with
+    /// [`Event::SeqnoChanged`].
     pub fn new(
+        config: Config,
+        router_id: RouterId,
+        seqno: u16,
+        now: Instant,
+    ) -> Result<Self, EngineError> {
+        Engine::with_origin_auth(NoOriginAuth, config, router_id, seqno, now)
+    }
+}
+
+impl<A: OriginAuth> Engine<A> {
+    /// [`Engine::new`] with route origins checked by `auth`.
+    pub fn with_origin_auth(
+        auth: A,
         config: Config,
         router_id: RouterId,
         seqno: u16,
@@ -214,6 +241,10 @@ impl Engine {
             config,
             router_id,
             seqno,
+            last_bump: None,
+            bump_wanted: None,
+            auth,
+            proofs: ProofTable::default(),
             epoch: now,
             ts_offset,
             rng,
@@ -369,6 +400,7 @@ impl Engine {
             self.flush_neighbour(n, now);
         }
         self.interfaces.remove(&id);
+        self.proofs.drop_interface(id);
         self.output.drop_interface(id);
         self.packed.retain(|t| t.iface != id);
         self.finish();
@@ -428,6 +460,7 @@ impl Engine {
                     metric: INFINITY,
                     router_id: None,
                     next_hop: None,
+                    proof: None,
                 }));
         }
         self.finish();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{Engine, IfaceId};
+use super::{Engine, IfaceId, OriginAuth};
 use crate::wire::{INFINITY, RouterId};
 
 /// One selected, reachable route: what the dataplane forwards by.
@@ -136,6 +136,14 @@ pub struct Counters {
     pub seqno_bumps: u64,
     /// Messages that did not fit an empty packet (never expected).
     pub oversized_messages: u64,
+    /// Full dumps asked for by wildcard Route Requests that were delayed
+    /// or merged with one already scheduled (a neighbour asking too often).
+    pub dumps_deferred: u64,
+    /// Seqno Requests for ours whose bump was put off (at most one bump per
+    /// `Config::seqno_bump_interval`).
+    pub bumps_deferred: u64,
+    /// Route-origin authentication.
+    pub origin: super::OriginCounters,
 }
 
 fn router_id_hex<S: serde::Serializer>(rid: &RouterId, s: S) -> Result<S::Ok, S::Error> {
@@ -143,7 +151,7 @@ fn router_id_hex<S: serde::Serializer>(rid: &RouterId, s: S) -> Result<S::Ok, S:
     s.serialize_str(&hex)
 }
 
-impl Engine {
+impl<A: OriginAuth> Engine<A> {
     /// Selected reachable routes, sorted by prefix: the FIB feed. Our own
     /// prefixes are not in it (the node delivers them locally).
     pub fn fib(&self) -> Vec<FibEntry> {

@@ -79,6 +79,12 @@ impl ResendTable {
         self.requests.get(&(prefix, rid))
     }
 
+    /// Updates being resent.
+    #[cfg(test)]
+    pub(crate) fn update_count(&self) -> usize {
+        self.updates.len()
+    }
+
     pub(crate) fn request_count(&self) -> usize {
         self.requests.len()
     }

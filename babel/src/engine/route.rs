@@ -226,6 +226,19 @@ impl RouteTable {
         touched
     }
 
+    /// Removes the route to `prefix` through `n`, if any.
+    pub(crate) fn remove_route(&mut self, prefix: &IpNet, n: NeighbourId) {
+        if let Some(e) = self.prefixes.get_mut(prefix) {
+            let before = e.routes.len();
+            e.routes.retain(|r| r.neighbour != n);
+            self.len -= before - e.routes.len();
+            if e.selected == Some(n) {
+                // Reselection then announces the loss (from `last`).
+                e.selected = None;
+            }
+        }
+    }
+
     /// Drops prefixes left with no route at all. Their selection must have
     /// been cleared (and announced) before.
     pub(crate) fn prune(&mut self, prefix: &IpNet) {

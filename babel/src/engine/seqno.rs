@@ -8,7 +8,15 @@
 //! * an Update carrying our router-id with a seqno strictly newer than ours:
 //!   only we issue our seqnos, so we issued it before a restart that lost it
 //!   (the persisted value was missing or stale). We continue from it + 1 at
-//!   once, and every prefix of ours is announced again.
+//!   once, and every prefix of ours is announced again. With origin
+//!   authentication ([`super::origin`]) only if the claim checks, that is
+//!   if it carries our own proof of that seqno: otherwise any neighbour
+//!   could push our seqno half-way round the circle, where every router
+//!   would take our next announcements for old ones.
+//!
+//! Bumps in answer to requests are paced: at most one per
+//! `Config::seqno_bump_interval`; a request within it is answered at its
+//! end, with an Update of every prefix of ours everywhere.
 //!
 //! An Update carrying our router-id at our seqno or an older one is an echo
 //! of our own announcement, which a neighbour without split horizon sends
@@ -33,16 +41,33 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use super::input::PacketCtx;
+use super::origin::{Claim, OriginAuth};
 use super::{Engine, Event};
 use crate::metric::seqno_gt;
-use crate::wire::{INFINITY, Message, RouterId, UpdateRepr};
+use crate::wire::{INFINITY, Message, OriginProof, RouterId, UpdateRepr};
 
-impl Engine {
+impl<A: OriginAuth> Engine<A> {
     /// An Update for `prefix` carrying our own router-id: an echo, ignored,
     /// unless its seqno is strictly newer than ours (see the module docs).
-    pub(super) fn handle_own_update(&mut self, prefix: IpNet, seqno: u16, now: Instant) {
+    pub(super) fn handle_own_update(
+        &mut self,
+        ctx: &PacketCtx,
+        prefix: IpNet,
+        seqno: u16,
+        proof: Option<&OriginProof>,
+        now: Instant,
+    ) {
         self.counters.own_router_id += 1;
         if !self.xroutes.contains(&prefix) || !seqno_gt(seqno, self.seqno) {
+            return;
+        }
+        let claim = Claim {
+            prefix,
+            router_id: self.router_id,
+            seqno,
+        };
+        if self.auth.enabled() && !self.origin_ok(ctx, &claim, proof, now) {
+            self.counters.origin.own_unproven += 1;
             return;
         }
         self.counters.seqno_catch_ups += 1;
@@ -66,9 +91,44 @@ impl Engine {
         now: Instant,
     ) {
         if rid == self.router_id && seqno_gt(seqno, self.seqno) {
-            self.set_seqno(self.seqno.wrapping_add(1), now);
+            let next = self.last_bump.map(|t| t + self.config.seqno_bump_interval);
+            if next.is_some_and(|t| t > now) {
+                self.counters.bumps_deferred += 1;
+                let wanted = match self.bump_wanted {
+                    Some(w) if seqno_gt(w, seqno) => w,
+                    _ => seqno,
+                };
+                self.bump_wanted = Some(wanted);
+            } else {
+                self.set_seqno(self.seqno.wrapping_add(1), now);
+            }
         }
         self.schedule_update(prefix, true, Some(ctx.iface), now);
+    }
+
+    /// When a put-off bump is due.
+    pub(super) fn bump_deadline(&self) -> Option<Instant> {
+        self.bump_wanted?;
+        Some(self.last_bump? + self.config.seqno_bump_interval)
+    }
+
+    /// Makes the bump put off by [`Self::answer_own_request`], if still
+    /// wanted, and announces every prefix of ours everywhere.
+    pub(super) fn bump_timer(&mut self, now: Instant) {
+        if self.bump_deadline().is_none_or(|t| t > now) {
+            return;
+        }
+        let Some(wanted) = self.bump_wanted.take() else {
+            return;
+        };
+        if !seqno_gt(wanted, self.seqno) {
+            return;
+        }
+        self.set_seqno(self.seqno.wrapping_add(1), now);
+        let ours: Vec<IpNet> = self.xroutes.iter().map(|(p, _)| p).collect();
+        for p in ours {
+            self.schedule_update(p, true, None, now);
+        }
     }
 
     /// The neighbour of `ctx` announced `rid` for `prefix` at `seqno`. If
@@ -102,10 +162,18 @@ impl Engine {
             .and_then(|r| self.neighbours.get(r.neighbour))
             .is_some_and(|nb| !split_horizon || nb.iface != ctx.iface);
         if announced_here {
+            // With its proof, even if it went out there before: the
+            // source needs it to trust the seqno.
+            self.proofs.forget(ctx.iface, Some(prefix));
             self.schedule_update(prefix, true, Some(ctx.iface), now);
             return;
         }
         let at = now + self.config.urgent_delay;
+        let claim = Claim {
+            prefix,
+            router_id: rid,
+            seqno: fd.seqno,
+        };
         let hint = Message::Update(UpdateRepr {
             prefix: Some(prefix),
             interval: self.config.update_interval,
@@ -113,13 +181,36 @@ impl Engine {
             metric: INFINITY,
             router_id: Some(rid),
             next_hop: None,
+            proof: self.proof_anyway(&claim, now),
         });
         self.output.buffer((ctx.iface, dst), at).messages.push(hint);
     }
 
+    /// Moves our seqno forward by one and announces every prefix of ours
+    /// everywhere. The caller does it when its origin proofs need signing
+    /// afresh (they expire, see [`super::origin`]); it is paced like the
+    /// bumps requests ask for, and none is made within
+    /// `Config::seqno_bump_interval` of the last.
+    pub fn bump_seqno(&mut self, now: Instant) {
+        if self
+            .last_bump
+            .is_some_and(|t| t + self.config.seqno_bump_interval > now)
+        {
+            self.bump_wanted = Some(self.seqno.wrapping_add(1));
+            return;
+        }
+        self.set_seqno(self.seqno.wrapping_add(1), now);
+        let ours: Vec<IpNet> = self.xroutes.iter().map(|(p, _)| p).collect();
+        for p in ours {
+            self.schedule_update(p, true, None, now);
+        }
+        self.finish();
+    }
+
     /// Our seqno changed: tell the caller to persist it.
-    pub(super) fn set_seqno(&mut self, seqno: u16, _now: Instant) {
+    pub(super) fn set_seqno(&mut self, seqno: u16, now: Instant) {
         self.seqno = seqno;
+        self.last_bump = Some(now);
         self.counters.seqno_bumps += 1;
         self.events.push_back(Event::SeqnoChanged(seqno));
     }

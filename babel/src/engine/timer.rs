@@ -5,11 +5,12 @@
 use std::time::Instant;
 
 use super::Engine;
+use super::origin::OriginAuth;
 use super::resend::RequestTarget;
 use super::route::ExpiryOutput;
 use crate::wire::{Message, SeqnoRequestRepr};
 
-impl Engine {
+impl<A: OriginAuth> Engine<A> {
     /// Runs every timer due at `now`: Hellos, periodic updates, missed
     /// Hellos and IHU expiry, route expiry, source GC, resends, held-back
     /// reselections.
@@ -21,6 +22,7 @@ impl Engine {
             self.sources.expire(now);
         }
         self.resend_timers(now);
+        self.bump_timer(now);
         if self.reselect_at.is_some_and(|t| t <= now) {
             self.reselect_at = None;
             let pending: Vec<_> = std::mem::take(&mut self.reselect).into_iter().collect();
@@ -128,6 +130,7 @@ impl Engine {
             self.sources.next_deadline(),
             self.resend.next_deadline(),
             self.reselect_at,
+            self.bump_deadline(),
             self.output.next_deadline(),
             ready,
         ]

@@ -32,7 +32,7 @@ use super::address::{Ae, high_mask, prefix_bytes};
 use super::update::flags;
 use super::{
     HEADER_LEN, Header, HelloRepr, INFINITY, IhuRepr, MAX_PACKET_LEN, Message, NextHopRepr,
-    RouterId, RouterIdRepr, Tlv, UpdateRepr, UpdateTlv, duration_to_centis,
+    OriginProof, RouterId, RouterIdRepr, Tlv, UpdateRepr, UpdateTlv, duration_to_centis,
 };
 
 /// Why a message could not be appended to a packet.
@@ -274,7 +274,8 @@ impl PacketBuilder {
             metric: u.metric,
             prefix: &bytes[omitted..prefix_bytes(plen)],
         };
-        self.tlv(tlv.buffer_len(), |t| tlv.emit(t));
+        let proof = u.proof.as_ref().map(OriginProof::as_bytes);
+        self.tlv(tlv.buffer_len_with(proof), |t| tlv.emit_with(t, proof));
         Ok(())
     }
 

@@ -27,8 +27,9 @@ use super::address::{Ae, high_mask, place_bytes, to_net};
 use super::update::flags;
 use super::{
     AckRepr, AckRequestRepr, HEADER_LEN, Header, HelloRepr, INFINITY, IhuRepr, MAGIC, Message,
-    NextHopRepr, ParseError, RouteRequestRepr, RouterId, RouterIdRepr, SeqnoRequestRepr, Tlv,
-    TlvIter, TlvType, UpdateRepr, UpdateTlv, VERSION, centis_to_duration, subtlv,
+    NextHopRepr, OriginProof, ParseError, RouteRequestRepr, RouterId, RouterIdRepr,
+    SeqnoRequestRepr, Tlv, TlvIter, TlvType, UpdateRepr, UpdateTlv, VERSION, centis_to_duration,
+    subtlv,
 };
 
 /// Validates the packet header and bounds the body.
@@ -256,7 +257,7 @@ impl State {
         if u.interval == 0 {
             return Err(ParseError::ZeroInterval(t));
         }
-        subtlv::scan(t, subs)?;
+        let found = subtlv::scan_all(t, subs)?;
         if u.metric != INFINITY && self.router_id.is_none() {
             return Err(ParseError::MissingRouterId);
         }
@@ -275,6 +276,7 @@ impl State {
             metric: u.metric,
             router_id: self.router_id,
             next_hop,
+            proof: found.proof.and_then(OriginProof::new),
         })
     }
 

@@ -88,8 +88,40 @@ pub struct IhuRepr {
     pub timestamp: Option<IhuTimestamp>,
 }
 
+/// The Origin Proof of an Update (our sub-TLV 112): opaque bytes by which
+/// the caller proves that the route's router-id originated its prefix at
+/// its seqno (the node puts the origin's signature there). The codec only
+/// carries it; what it means is the engine's caller's business.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OriginProof(Box<[u8]>);
+
+impl OriginProof {
+    /// The longest proof: an Update's value holds at most 255 bytes, of
+    /// which 10 are fixed fields, up to 16 the prefix and 2 the sub-TLV
+    /// header.
+    pub const MAX_LEN: usize = 255 - 10 - 16 - 2;
+
+    /// A proof of 1 to [`OriginProof::MAX_LEN`] bytes; `None` otherwise.
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        (1..=Self::MAX_LEN)
+            .contains(&bytes.len())
+            .then(|| OriginProof(bytes.into()))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OriginProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OriginProof({} bytes)", self.0.len())
+    }
+}
+
 /// Update (RFC 8966 §4.6.9), fully resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpdateRepr {
     /// The prefix; `None` is an AE 0 update, which retracts every route
     /// learned from the sender (plen 0, metric infinite only). Bits past the
@@ -110,6 +142,8 @@ pub struct UpdateRepr {
     /// sender's IPv6 address cannot be an IPv4 next hop; babeld refuses it
     /// too), so a finite IPv4 route always has a next hop it can use.
     pub next_hop: Option<IpAddr>,
+    /// The Origin Proof sub-TLV, if the Update carried one.
+    pub proof: Option<OriginProof>,
 }
 
 /// Route Request (RFC 8966 §4.6.10).
@@ -117,6 +151,9 @@ pub struct UpdateRepr {
 pub struct RouteRequestRepr {
     /// The requested prefix; `None` is a wildcard request (full dump).
     pub prefix: Option<IpNet>,
+    /// The Proof Wanted sub-TLV: the answer should carry the Origin Proof
+    /// (the requester could not check the origin of what it was sent).
+    pub proof_wanted: bool,
 }
 
 /// Seqno Request (RFC 8966 §4.6.11).

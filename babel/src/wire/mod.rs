@@ -46,6 +46,7 @@
 //!     metric: 96,
 //!     router_id: Some(RouterId([1, 2, 3, 4, 5, 6, 7, 8])),
 //!     next_hop: None,
+//!     proof: None,
 //! }))?;
 //! let bytes = packet.finish();
 //!

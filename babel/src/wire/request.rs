@@ -29,25 +29,39 @@ impl RouteRequestRepr {
         let v = tlv.value();
         need(t, v, 2)?;
         let (prefix, used) = read_prefix(t, v[0], v[1], &v[2..], 2)?;
-        subtlv::scan(t, &v[2 + used..])?;
-        Ok(RouteRequestRepr { prefix })
+        let found = subtlv::scan_all(t, &v[2 + used..])?;
+        Ok(RouteRequestRepr {
+            prefix,
+            proof_wanted: found.proof_wanted,
+        })
+    }
+
+    fn wanted_len(&self) -> usize {
+        if self.proof_wanted {
+            subtlv::PROOF_WANTED_LEN
+        } else {
+            0
+        }
     }
 
     /// Size of the TLV, header included.
     pub fn buffer_len(&self) -> usize {
-        4 + self.prefix.map_or(0, |p| prefix_bytes(p.prefix_len()))
+        4 + self.prefix.map_or(0, |p| prefix_bytes(p.prefix_len())) + self.wanted_len()
     }
 
     /// Writes the TLV (bits past the prefix length are not sent).
     pub fn emit(&self, tlv: &mut Tlv<&mut [u8]>) {
         let (bytes, plen) = self.prefix.as_ref().map_or(([0; 16], 0), net_bytes);
         let n = prefix_bytes(plen);
-        // At most 18 bytes.
-        tlv.set_header(TlvType::RouteRequest, (2 + n) as u8);
+        // At most 20 bytes.
+        tlv.set_header(TlvType::RouteRequest, (2 + n + self.wanted_len()) as u8);
         let v = tlv.value_mut();
         v[0] = prefix_ae(self.prefix.as_ref()).into();
         v[1] = plen;
         v[2..2 + n].copy_from_slice(&bytes[..n]);
+        if self.proof_wanted {
+            subtlv::emit_proof_wanted(&mut v[2 + n..]);
+        }
     }
 }
 

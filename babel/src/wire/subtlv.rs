@@ -4,6 +4,12 @@
 //! Timestamp (RFC 9616). Bit 0x80 marks a *mandatory* sub-TLV: a TLV that
 //! carries a mandatory sub-TLV we do not understand must be ignored as a
 //! whole; unknown non-mandatory ones are skipped.
+//!
+//! Two of ours, in the range RFC 8966 §6 leaves for experiments (112-126,
+//! not mandatory, so other implementations skip them): the Origin Proof of
+//! an Update (112), opaque bytes by which the caller proves who originated
+//! the route, and Proof Wanted in a Route Request (113, empty), which asks
+//! for the answer to carry its Origin Proof.
 
 use super::{ParseError, TlvType, be32};
 
@@ -17,6 +23,12 @@ pub mod subtype {
     pub const DIVERSITY: u8 = 2;
     /// RTT timestamp(s), RFC 9616.
     pub const TIMESTAMP: u8 = 3;
+    /// Origin Proof of an Update (ours; experimental range, not
+    /// mandatory).
+    pub const ORIGIN_PROOF: u8 = 112;
+    /// Proof Wanted in a Route Request (ours; experimental range, not
+    /// mandatory, empty).
+    pub const PROOF_WANTED: u8 = 113;
     /// Source prefix (RFC 9079), mandatory; we do not do source-specific
     /// routing, so a TLV carrying it is ignored.
     pub const SOURCE_PREFIX: u8 = 128;
@@ -44,7 +56,12 @@ impl SubTlv<'_> {
     pub fn is_known(&self) -> bool {
         matches!(
             self.kind,
-            subtype::PAD1 | subtype::PADN | subtype::DIVERSITY | subtype::TIMESTAMP
+            subtype::PAD1
+                | subtype::PADN
+                | subtype::DIVERSITY
+                | subtype::TIMESTAMP
+                | subtype::ORIGIN_PROOF
+                | subtype::PROOF_WANTED
         )
     }
 }
@@ -90,24 +107,46 @@ impl<'a> Iterator for SubTlvIter<'a> {
     }
 }
 
+/// What the sub-TLVs of one TLV carried that the codec uses (the first of
+/// each kind).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Found<'a> {
+    /// The value of a Timestamp sub-TLV.
+    pub(crate) timestamp: Option<&'a [u8]>,
+    /// The value of an Origin Proof sub-TLV.
+    pub(crate) proof: Option<&'a [u8]>,
+    /// A Proof Wanted sub-TLV was there.
+    pub(crate) proof_wanted: bool,
+}
+
 /// Checks the sub-TLVs of a TLV: an overrun or an unknown mandatory one is
 /// an error (the TLV must be ignored). Returns the value of the first
 /// Timestamp sub-TLV, if any.
 #[inline]
 pub(crate) fn scan(tlv: TlvType, bytes: &[u8]) -> Result<Option<&[u8]>, ParseError> {
-    let mut timestamp = None;
+    scan_all(tlv, bytes).map(|f| f.timestamp)
+}
+
+/// [`scan`], returning every sub-TLV the codec uses.
+#[inline]
+pub(crate) fn scan_all(tlv: TlvType, bytes: &[u8]) -> Result<Found<'_>, ParseError> {
+    let mut found = Found::default();
     for sub in SubTlvIter::new(tlv, bytes) {
         let sub = sub?;
-        if sub.kind == subtype::TIMESTAMP {
-            timestamp = timestamp.or(Some(sub.value));
-        } else if sub.is_mandatory() && !sub.is_known() {
-            return Err(ParseError::UnknownMandatorySubTlv {
-                tlv,
-                subtype: sub.kind,
-            });
+        match sub.kind {
+            subtype::TIMESTAMP => found.timestamp = found.timestamp.or(Some(sub.value)),
+            subtype::ORIGIN_PROOF => found.proof = found.proof.or(Some(sub.value)),
+            subtype::PROOF_WANTED => found.proof_wanted = true,
+            _ if sub.is_mandatory() && !sub.is_known() => {
+                return Err(ParseError::UnknownMandatorySubTlv {
+                    tlv,
+                    subtype: sub.kind,
+                });
+            }
+            _ => {}
         }
     }
-    Ok(timestamp)
+    Ok(found)
 }
 
 /// Reads `N` timestamps from a Timestamp sub-TLV value; a short one is
@@ -127,6 +166,28 @@ pub(crate) fn timestamps<const N: usize>(value: Option<&[u8]>) -> Option<[u32; N
 /// Size of a Timestamp sub-TLV carrying `n` timestamps.
 pub(crate) const fn timestamp_len(n: usize) -> usize {
     2 + 4 * n
+}
+
+/// Size of an Origin Proof sub-TLV carrying `proof`.
+pub(crate) const fn proof_len(proof: &[u8]) -> usize {
+    2 + proof.len()
+}
+
+/// Writes an Origin Proof sub-TLV; `buf` is [`proof_len`] long and the
+/// proof at most [`super::OriginProof::MAX_LEN`] bytes.
+pub(crate) fn emit_proof(buf: &mut [u8], proof: &[u8]) {
+    buf[0] = subtype::ORIGIN_PROOF;
+    buf[1] = u8::try_from(proof.len()).unwrap_or(u8::MAX);
+    buf[2..2 + proof.len()].copy_from_slice(proof);
+}
+
+/// Size of a Proof Wanted sub-TLV.
+pub(crate) const PROOF_WANTED_LEN: usize = 2;
+
+/// Writes a Proof Wanted sub-TLV; `buf` is [`PROOF_WANTED_LEN`] long.
+pub(crate) fn emit_proof_wanted(buf: &mut [u8]) {
+    buf[0] = subtype::PROOF_WANTED;
+    buf[1] = 0;
 }
 
 /// Writes a Timestamp sub-TLV; `buf` is [`timestamp_len`] long.
@@ -180,6 +241,27 @@ mod tests {
             scan(TlvType::Ihu, &[1]),
             Err(ParseError::SubTlvOverrun { tlv: TlvType::Ihu })
         );
+    }
+
+    #[test]
+    fn proofs_are_found_and_not_mandatory() {
+        // PadN, Origin Proof (3 bytes), Proof Wanted, a second proof.
+        let bytes = [1u8, 0, 112, 3, 7, 8, 9, 113, 0, 112, 1, 1];
+        let f = scan_all(TlvType::Update, &bytes).unwrap();
+        assert_eq!(f.proof, Some(&[7u8, 8, 9][..]));
+        assert!(f.proof_wanted);
+        assert_eq!(f.timestamp, None);
+        let mut buf = [0u8; 5];
+        emit_proof(&mut buf, &[7, 8, 9]);
+        assert_eq!(buf, bytes[2..7]);
+        let mut buf = [0u8; PROOF_WANTED_LEN];
+        emit_proof_wanted(&mut buf);
+        assert_eq!(buf, [113, 0]);
+        const {
+            assert!(
+                subtype::ORIGIN_PROOF & MANDATORY == 0 && subtype::PROOF_WANTED & MANDATORY == 0
+            )
+        };
     }
 
     #[test]

@@ -17,6 +17,7 @@ fn upd(prefix: &str, id: Option<RouterId>, metric: u16) -> Message {
         metric,
         router_id: id,
         next_hop: None,
+        proof: None,
     })
 }
 
@@ -267,6 +268,7 @@ fn invalid_messages_are_refused() {
         metric: 5,
         router_id: Some(ID),
         next_hop: None,
+        proof: None,
     });
     assert!(matches!(
         b.push(&wildcard_finite),

@@ -210,16 +210,28 @@ impl<'a> UpdateTlv<'a> {
 
     /// Size of the TLV, header included (no sub-TLVs).
     pub fn buffer_len(&self) -> usize {
-        2 + UPDATE_FIXED_LEN + self.prefix.len()
+        self.buffer_len_with(None)
+    }
+
+    /// Size of the TLV followed by an Origin Proof sub-TLV carrying
+    /// `proof` (none if `None`).
+    pub fn buffer_len_with(&self, proof: Option<&[u8]>) -> usize {
+        2 + UPDATE_FIXED_LEN + self.prefix.len() + proof.map_or(0, subtlv::proof_len)
     }
 
     /// Writes the TLV; `prefix` holds at most 16 bytes.
     pub fn emit(&self, tlv: &mut Tlv<&mut [u8]>) {
-        // At most 28 bytes.
-        tlv.set_header(
-            TlvType::Update,
-            (UPDATE_FIXED_LEN + self.prefix.len()) as u8,
-        );
+        self.emit_with(tlv, None);
+    }
+
+    /// Writes the TLV followed by an Origin Proof sub-TLV carrying `proof`
+    /// (at most [`super::OriginProof::MAX_LEN`] bytes); the buffer is
+    /// [`UpdateTlv::buffer_len_with`] long.
+    pub fn emit_with(&self, tlv: &mut Tlv<&mut [u8]>, proof: Option<&[u8]>) {
+        // At most 255 bytes: the prefix is at most 16 bytes, the proof at
+        // most OriginProof::MAX_LEN.
+        let len = self.buffer_len_with(proof) - 2;
+        tlv.set_header(TlvType::Update, u8::try_from(len).unwrap_or(u8::MAX));
         let v = tlv.value_mut();
         v[0] = self.ae.into();
         v[1] = self.flags;
@@ -228,7 +240,11 @@ impl<'a> UpdateTlv<'a> {
         v[4..6].copy_from_slice(&self.interval.to_be_bytes());
         v[6..8].copy_from_slice(&self.seqno.to_be_bytes());
         v[8..10].copy_from_slice(&self.metric.to_be_bytes());
-        v[UPDATE_FIXED_LEN..].copy_from_slice(self.prefix);
+        let end = UPDATE_FIXED_LEN + self.prefix.len();
+        v[UPDATE_FIXED_LEN..end].copy_from_slice(self.prefix);
+        if let Some(p) = proof {
+            subtlv::emit_proof(&mut v[end..], p);
+        }
     }
 }
 

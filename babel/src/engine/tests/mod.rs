@@ -3,10 +3,12 @@
 //! decides to send. This file holds the helpers; the tests are grouped in
 //! `neighbours` (Hello, IHU, RTT, link state), `routes` (updates,
 //! feasibility, selection, expiry, retractions), `requests` (route and
-//! seqno requests, starvation) and `seqno` (our own seqno: echoes, requests,
-//! catching up after a restart).
+//! seqno requests, starvation), `seqno` (our own seqno: echoes, requests,
+//! catching up after a restart) and `limits` (every table's bound, flooded).
 
+mod limits;
 mod neighbours;
+mod origin;
 mod requests;
 mod routes;
 mod seqno;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use super::output::Outgoing;
-use super::{Config, Engine, IfaceId, InterfaceKind, RouteInfo};
+use super::{Config, Engine, IfaceId, InterfaceKind, NoOriginAuth, OriginAuth, RouteInfo};
 use crate::wire::{
     HelloRepr, IhuRepr, IhuTimestamp, Message, RouterId, SeqnoRequestRepr, UpdateRepr,
 };
@@ -69,6 +71,7 @@ pub(super) fn update(prefix: IpNet, rid: RouterId, seqno: u16, metric: u16) -> M
         metric,
         router_id: Some(rid),
         next_hop: None,
+        proof: None,
     })
 }
 pub(super) fn seqno_request(prefix: IpNet, rid: RouterId, seqno: u16, hop_count: u8) -> Message {
@@ -80,18 +83,14 @@ pub(super) fn seqno_request(prefix: IpNet, rid: RouterId, seqno: u16, hop_count:
     })
 }
 
-pub(super) struct T {
-    pub(super) e: Engine,
+pub(super) struct T<A: OriginAuth = NoOriginAuth> {
+    pub(super) e: Engine<A>,
     pub(super) now: Instant,
 }
 
 impl T {
     pub(super) fn new() -> T {
-        let now = Instant::now();
-        T {
-            e: Engine::new(Config::default(), ME, 100, now).unwrap(),
-            now,
-        }
+        T::with_auth(NoOriginAuth)
     }
 
     /// Tunnels T1, T2, ... (ids 1..=n), each with a neighbour fe80::2,
@@ -102,6 +101,17 @@ impl T {
             t.tunnel(IfaceId(i), &format!("fe80::{}", i + 1));
         }
         t
+    }
+}
+
+impl<A: OriginAuth> T<A> {
+    /// An engine (router-id `ME`, seqno 100) checking origins with `auth`.
+    pub(super) fn with_auth(auth: A) -> T<A> {
+        let now = Instant::now();
+        T {
+            e: Engine::with_origin_auth(auth, Config::default(), ME, 100, now).unwrap(),
+            now,
+        }
     }
 
     /// A tunnel with a neighbour that has sent Hello + IHU.
@@ -190,7 +200,7 @@ pub(super) fn updates_for(
 ) -> Vec<(IfaceId, UpdateRepr)> {
     sent.iter()
         .filter_map(|(i, _, m)| match m {
-            Message::Update(u) if u.prefix == Some(p) => Some((*i, *u)),
+            Message::Update(u) if u.prefix == Some(p) => Some((*i, u.clone())),
             _ => None,
         })
         .collect()

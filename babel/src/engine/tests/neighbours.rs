@@ -17,7 +17,10 @@ fn interface_up_sends_hello_and_wildcard_request_at_once() {
             .iter()
             .any(|m| matches!(m, Message::Hello(h) if !h.unicast && h.timestamp.is_some()))
     );
-    assert!(kinds.contains(&Message::RouteRequest(RouteRequestRepr { prefix: None })));
+    assert!(kinds.contains(&Message::RouteRequest(RouteRequestRepr {
+        prefix: None,
+        proof_wanted: false
+    })));
     // Our prefix goes out at once too (it shares the Hello's packet).
     let ups = updates_for(&sent, pfx("fd00:aa::/64"));
     assert_eq!(ups.len(), 1);
@@ -38,10 +41,11 @@ fn tunnel_is_usable_after_one_hello_and_ihu() {
         sent.iter()
             .any(|(_, _, m)| matches!(m, Message::Ihu(i) if i.rxcost == 96 && i.address.is_none()))
     );
-    assert!(
-        sent.iter()
-            .any(|(_, _, m)| *m == Message::RouteRequest(RouteRequestRepr { prefix: None }))
-    );
+    assert!(sent.iter().any(|(_, _, m)| *m
+        == Message::RouteRequest(RouteRequestRepr {
+            prefix: None,
+            proof_wanted: false
+        })));
 }
 
 #[test]
@@ -178,7 +182,10 @@ fn packets_respect_the_interface_budget() {
     t.rx(
         T2,
         "fe80::3",
-        &[Message::RouteRequest(RouteRequestRepr { prefix: None })],
+        &[Message::RouteRequest(RouteRequestRepr {
+            prefix: None,
+            proof_wanted: false,
+        })],
     );
     t.now += ms(20);
     let mut seen = 0;
@@ -302,4 +309,27 @@ fn a_lan_has_many_neighbours_up_to_its_bound() {
     e.handle_messages(T1, addr("fe80::b"), &[hello(1, None)], now);
     assert_eq!(e.neighbours().iter().filter(|n| n.iface == T1).count(), 1);
     assert_eq!(e.counters().neighbour_limit, 3);
+}
+
+#[test]
+fn once_everything_is_sent_the_next_deadline_is_in_the_future() {
+    // The caller sleeps until poll_timeout: a deadline left at "now" after
+    // the last packet was taken would wake it again for nothing, at every
+    // burst (it did, once an interface had gone down).
+    let mut t = T::tunnels(2);
+    t.e.interface_down(T1, t.now).unwrap();
+    for _ in 0..20 {
+        let due = t.e.poll_timeout().unwrap();
+        t.now = t.now.max(due);
+        t.e.handle_timeout(t.now);
+        let mut packets = 0;
+        while t.e.poll_transmit(t.now).is_some() {
+            packets += 1;
+        }
+        assert!(
+            t.e.poll_timeout().unwrap() > t.now,
+            "after {packets} packets"
+        );
+    }
+    assert!(t.e.counters().packets_sent > 0);
 }

@@ -133,7 +133,12 @@ fn route_request_answers() {
     t.tunnel(T1, "fe80::2");
     t.sent(ms(50));
     // Specific request for something we do not have: a retraction.
-    let q = |p| Message::RouteRequest(RouteRequestRepr { prefix: Some(p) });
+    let q = |p| {
+        Message::RouteRequest(RouteRequestRepr {
+            prefix: Some(p),
+            proof_wanted: false,
+        })
+    };
     t.rx(T1, "fe80::2", &[q(pfx("fd00:bb::/64"))]);
     let ups = updates_for(&t.sent(ms(20)), pfx("fd00:bb::/64"));
     assert_eq!(ups.len(), 1);
@@ -142,7 +147,10 @@ fn route_request_answers() {
     t.rx(
         T1,
         "fe80::2",
-        &[Message::RouteRequest(RouteRequestRepr { prefix: None })],
+        &[Message::RouteRequest(RouteRequestRepr {
+            prefix: None,
+            proof_wanted: false,
+        })],
     );
     let sent = t.sent(ms(20));
     assert_eq!(updates_for(&sent, pfx("fd00:aa::/64")).len(), 1);

@@ -133,7 +133,10 @@ fn routes_expire_after_3_5_intervals_with_a_request_before() {
         let sent = t.sent(secs(1));
         if request_seen.is_none()
             && sent.iter().any(|(_, _, m)| {
-                *m == Message::RouteRequest(RouteRequestRepr { prefix: Some(p1()) })
+                *m == Message::RouteRequest(RouteRequestRepr {
+                    prefix: Some(p1()),
+                    proof_wanted: false,
+                })
             })
         {
             request_seen = Some(t.now - start);
@@ -185,6 +188,7 @@ fn bad_input_is_counted_and_dropped() {
                 metric: 10,
                 router_id: None,
                 next_hop: None,
+                proof: None,
             }),
             Message::Update(UpdateRepr {
                 prefix: None,
@@ -193,6 +197,7 @@ fn bad_input_is_counted_and_dropped() {
                 metric: 10,
                 router_id: None,
                 next_hop: None,
+                proof: None,
             }),
             ihu(0),
         ],
@@ -236,6 +241,7 @@ fn wildcard_retraction_drops_all_routes_of_the_neighbour() {
             metric: INFINITY,
             router_id: None,
             next_hop: None,
+            proof: None,
         })],
     );
     assert!(t.e.fib().is_empty());

@@ -71,10 +71,19 @@ fn seqno_request_moves_our_seqno_by_exactly_one() {
     let ups = updates_for(&t.sent(ms(5)), ours());
     assert_eq!(ups.last().map(|u| u.1.seqno), Some(101));
     // A request far ahead (the requester's FD is from before a restart
-    // that lost our seqno) still moves it by one only (RFC 8966 §3.8.1.2).
+    // that lost our seqno) still moves it by one only (RFC 8966 §3.8.1.2),
+    // and not before a second has passed since the last bump: a flood of
+    // requests moves our seqno once a second at most.
     t.rx(T1, "fe80::2", &[req(150)]);
+    t.rx(T1, "fe80::2", &[req(150)]);
+    assert_eq!(t.e.seqno(), 101);
+    assert_eq!(t.e.counters().bumps_deferred, 2);
+    let ups = updates_for(&t.sent(ms(900)), ours());
+    assert!(ups.iter().all(|u| u.1.seqno == 101), "{ups:?}");
+    let ups = updates_for(&t.sent(ms(200)), ours());
     assert_eq!(t.e.seqno(), 102);
     assert_eq!(seqno_events(&mut t), vec![102]);
+    assert_eq!(ups.last().map(|u| u.1.seqno), Some(102));
     // An older seqno, or another router-id: an update, no bump.
     t.rx(T1, "fe80::2", &[req(90)]);
     t.rx(T1, "fe80::2", &[seqno_request(ours(), SRC, 9000, 5)]);

@@ -2,7 +2,13 @@
 //! replay their corpus (rustls' `fuzzing` module pattern).
 //!
 //! Each function takes arbitrary bytes and panics only when an invariant of
-//! the codec is broken, which is what a fuzzer is looking for.
+//! the codec or the engine is broken, which is what a fuzzer is looking
+//! for: [`babel_packet`] for the codec, [`engine_sequence`] for an engine
+//! fed a sequence of packets, clock steps and caller inputs.
+
+mod engine;
+
+pub use engine::engine_sequence;
 
 use crate::wire::{
     BuildError, Message, PacketBuilder, SubTlvIter, TlvIter, TlvType, UpdateTlv, parse_packet,
