@@ -5,17 +5,19 @@
 //! (coalesced over a few milliseconds), the node builds a new [`Fib`] from
 //! `prefix -> Route` pairs and [`SharedFib::publish`]es it. Readers
 //! [`SharedFib::load`] once per batch of packets and call [`Fib::lookup`]
-//! per packet. The trie is an `iptrie` level-compressed trie
-//! (the fastest IPv6 longest-prefix match we measured, `benches/fib.rs`).
+//! (IPv6) or [`Fib::lookup_v4`] (IPv4) per packet. Each family is an
+//! `iptrie` level-compressed trie (the fastest longest-prefix match we
+//! measured, `benches/fib.rs`); one snapshot holds both, so a route
+//! change of either family is one swap.
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use ipnet::Ipv6Net;
-use iptrie::Ipv6Prefix;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use iptrie::map::{LCTrieMap, RTrieMap};
+use iptrie::{IpRootPrefix, Ipv4Prefix, Ipv6Prefix};
 
 use crate::nexthop::NextHopId;
 
@@ -32,9 +34,11 @@ pub enum Route {
     Unreachable,
 }
 
-/// An immutable FIB snapshot: longest-prefix match over IPv6 prefixes.
+/// An immutable FIB snapshot: longest-prefix match over IPv6 and IPv4
+/// prefixes.
 pub struct Fib {
-    trie: LCTrieMap<Ipv6Prefix, Option<Route>>,
+    v6: LCTrieMap<Ipv6Prefix, Option<Route>>,
+    v4: LCTrieMap<Ipv4Prefix, Option<Route>>,
     len: usize,
 }
 
@@ -46,7 +50,7 @@ impl std::fmt::Debug for Fib {
 
 impl Default for Fib {
     fn default() -> Self {
-        Fib::from_routes(std::iter::empty())
+        Fib::from_routes(std::iter::empty::<(IpNet, Route)>())
     }
 }
 
@@ -56,32 +60,37 @@ impl Fib {
         Self::default()
     }
 
-    /// Builds a snapshot. Host bits of each prefix are ignored; when a
-    /// prefix repeats, the last route wins.
-    pub fn from_routes(routes: impl IntoIterator<Item = (Ipv6Net, Route)>) -> Self {
-        let mut trie = RTrieMap::with_root(None);
-        let mut len = 0;
+    /// Builds a snapshot from IPv6 and IPv4 prefixes. Host bits of each
+    /// prefix are ignored; when a prefix repeats, the last route wins.
+    pub fn from_routes<N: Into<IpNet>>(routes: impl IntoIterator<Item = (N, Route)>) -> Self {
+        let mut v6 = Trie::<Ipv6Prefix>::default();
+        let mut v4 = Trie::<Ipv4Prefix>::default();
         for (net, route) in routes {
-            // The root slot (`::/0`) starts as `Some(None)`: count a prefix
-            // only when it had no route yet.
-            let previous = trie.insert(Ipv6Prefix::from(net.trunc()), Some(route));
-            if !matches!(previous, Some(Some(_))) {
-                len += 1;
+            match net.into() {
+                IpNet::V6(net) => v6.insert(Ipv6Prefix::from(net.trunc()), route),
+                IpNet::V4(net) => v4.insert(Ipv4Prefix::from(net.trunc()), route),
             }
         }
         Fib {
-            trie: trie.compress(),
-            len,
+            len: v6.len + v4.len,
+            v6: v6.trie.compress(),
+            v4: v4.trie.compress(),
         }
     }
 
-    /// The route of the longest prefix covering `addr`, if any.
+    /// The route of the longest IPv6 prefix covering `addr`, if any.
     #[inline]
     pub fn lookup(&self, addr: Ipv6Addr) -> Option<Route> {
-        *self.trie.lookup(&addr).1
+        *self.v6.lookup(&addr).1
     }
 
-    /// Number of prefixes.
+    /// The route of the longest IPv4 prefix covering `addr`, if any.
+    #[inline]
+    pub fn lookup_v4(&self, addr: Ipv4Addr) -> Option<Route> {
+        *self.v4.lookup(&addr).1
+    }
+
+    /// Number of prefixes, both families.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -91,12 +100,43 @@ impl Fib {
         self.len == 0
     }
 
-    /// All `(prefix, route)` entries (order unspecified).
+    /// All IPv6 `(prefix, route)` entries (order unspecified).
     pub fn iter(&self) -> impl Iterator<Item = (Ipv6Net, Route)> + '_ {
-        self.trie.iter().filter_map(|(prefix, route)| {
-            let net = Ipv6Net::from(*prefix);
-            Some((net, (*route)?))
-        })
+        self.v6
+            .iter()
+            .filter_map(|(prefix, route)| Some((Ipv6Net::from(*prefix), (*route)?)))
+    }
+
+    /// All IPv4 `(prefix, route)` entries (order unspecified).
+    pub fn iter_v4(&self) -> impl Iterator<Item = (Ipv4Net, Route)> + '_ {
+        self.v4
+            .iter()
+            .filter_map(|(prefix, route)| Some((Ipv4Net::from(*prefix), (*route)?)))
+    }
+}
+
+/// One family's trie while a snapshot is built, with its prefix count.
+struct Trie<P: IpRootPrefix> {
+    trie: RTrieMap<P, Option<Route>>,
+    len: usize,
+}
+
+impl<P: IpRootPrefix> Default for Trie<P> {
+    fn default() -> Self {
+        Trie {
+            trie: RTrieMap::with_root(None),
+            len: 0,
+        }
+    }
+}
+
+impl<P: IpRootPrefix> Trie<P> {
+    fn insert(&mut self, prefix: P, route: Route) {
+        // The root slot (`/0`) starts as `Some(None)`: count a prefix only
+        // when it had no route yet.
+        if !matches!(self.trie.insert(prefix, Some(route)), Some(Some(_))) {
+            self.len += 1;
+        }
     }
 }
 
@@ -104,7 +144,7 @@ impl Fib {
 /// changes, then [`FibBuilder::build`].
 #[derive(Debug, Clone, Default)]
 pub struct FibBuilder {
-    routes: BTreeMap<Ipv6Net, Route>,
+    routes: BTreeMap<IpNet, Route>,
 }
 
 impl FibBuilder {
@@ -114,13 +154,13 @@ impl FibBuilder {
     }
 
     /// Sets the route of `prefix` (host bits ignored).
-    pub fn insert(&mut self, prefix: Ipv6Net, route: Route) -> Option<Route> {
-        self.routes.insert(prefix.trunc(), route)
+    pub fn insert(&mut self, prefix: impl Into<IpNet>, route: Route) -> Option<Route> {
+        self.routes.insert(prefix.into().trunc(), route)
     }
 
     /// Withdraws `prefix`.
-    pub fn remove(&mut self, prefix: Ipv6Net) -> Option<Route> {
-        self.routes.remove(&prefix.trunc())
+    pub fn remove(&mut self, prefix: impl Into<IpNet>) -> Option<Route> {
+        self.routes.remove(&prefix.into().trunc())
     }
 
     /// Withdraws every route through `next_hop` (the tunnel went down).
@@ -258,6 +298,58 @@ mod tests {
         assert_eq!(after.lookup(addr("fd00:1::1")), None);
         assert_eq!(
             after.lookup(addr("fd00:2::1")),
+            Some(Route::Via(NextHopId(2)))
+        );
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_in_one_snapshot() {
+        let v4 = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let fib = Fib::from_routes([
+            (IpNet::V6(net("fd00::/16")), Route::Unreachable),
+            (IpNet::V4(v4("0.0.0.0/0")), Route::Via(NextHopId(9))),
+            (IpNet::V4(v4("10.0.0.0/8")), Route::Unreachable),
+            (IpNet::V4(v4("10.1.0.0/24")), Route::Local),
+            (IpNet::V4(v4("10.1.0.7/32")), Route::Via(NextHopId(7))),
+            (IpNet::V4(v4("10.2.0.9/16")), Route::Via(NextHopId(2))),
+        ]);
+        assert_eq!(fib.len(), 6);
+        let lookup = |a: &str| fib.lookup_v4(a.parse().unwrap());
+        assert_eq!(lookup("192.0.2.1"), Some(Route::Via(NextHopId(9))));
+        assert_eq!(lookup("10.9.0.1"), Some(Route::Unreachable));
+        assert_eq!(lookup("10.1.0.1"), Some(Route::Local));
+        assert_eq!(lookup("10.1.0.7"), Some(Route::Via(NextHopId(7))));
+        assert_eq!(lookup("10.2.255.1"), Some(Route::Via(NextHopId(2))));
+        // The families do not leak into each other: ::ffff:10.1.0.1 and
+        // ::a01:1 are IPv6 addresses, 0.0.0.0/0 is not ::/0.
+        assert_eq!(fib.lookup(addr("::ffff:10.1.0.1")), None);
+        assert_eq!(fib.lookup(addr("::a01:1")), None);
+        assert_eq!(fib.lookup(addr("fd00::1")), Some(Route::Unreachable));
+        let mut v4s: Vec<_> = fib.iter_v4().collect();
+        v4s.sort_by_key(|(n, _)| *n);
+        assert_eq!(v4s[0], (v4("0.0.0.0/0"), Route::Via(NextHopId(9))));
+        assert_eq!(v4s[4], (v4("10.2.0.0/16"), Route::Via(NextHopId(2))));
+        assert_eq!(fib.iter().count(), 1);
+    }
+
+    #[test]
+    fn builder_takes_both_families() {
+        let mut b = FibBuilder::new();
+        b.insert(net("fd00:1::/48"), Route::Via(NextHopId(1)));
+        b.insert(
+            "10.1.0.0/24".parse::<Ipv4Net>().unwrap(),
+            Route::Via(NextHopId(1)),
+        );
+        b.insert(
+            "10.2.0.0/24".parse::<Ipv4Net>().unwrap(),
+            Route::Via(NextHopId(2)),
+        );
+        b.remove_next_hop(NextHopId(1));
+        let fib = b.build();
+        assert_eq!(fib.len(), 1);
+        assert_eq!(fib.lookup_v4("10.1.0.1".parse().unwrap()), None);
+        assert_eq!(
+            fib.lookup_v4("10.2.0.1".parse().unwrap()),
             Some(Route::Via(NextHopId(2)))
         );
     }

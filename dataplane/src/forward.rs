@@ -1,21 +1,29 @@
-//! The forwarding decision (RFC 8200 section 3, RFC 4443 section 3): a pure
-//! [`verdict`] per packet, and a [`Forwarder`] that adds the stateful parts
-//! (ICMPv6 rate limit, counters) and builds the errors.
+//! The forwarding decision (RFC 8200 section 3, RFC 4443 section 3 for
+//! IPv6; RFC 1812 sections 4 and 5 for IPv4): a pure [`verdict`] per
+//! packet, and a [`Forwarder`] that adds the stateful parts (ICMP rate
+//! limit, counters) and builds the errors. The version nibble picks the
+//! family; both go through the same FIB snapshot and the same checks.
 //!
-//! Hop Limit: the node is one router. Packets from the TUN come from the
-//! local kernel, which already did its routing hop; packets delivered to the
-//! TUN are routed on by the kernel, which decrements them itself. So Hop
-//! Limit is decremented (and checked) only when a packet received from a
-//! tunnel leaves through a tunnel, which is also what makes `traceroute`
-//! show every overlay router.
+//! Hop Limit (IPv4: TTL): the node is one router. Packets from the TUN
+//! come from the local kernel, which already did its routing hop; packets
+//! delivered to the TUN are routed on by the kernel, which decrements them
+//! itself. So Hop Limit is decremented (and checked) only when a packet
+//! received from a tunnel leaves through a tunnel, which is also what
+//! makes `traceroute` show every overlay router.
+//!
+//! IPv4 sizes: a packet above the MTU with Don't Fragment set is answered
+//! with "fragmentation needed" (RFC 1191) like IPv6's Packet Too Big; one
+//! without DF is carried whole (the overlay fragments what its tunnels
+//! cannot carry, so no router fragmentation is needed).
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use crate::fib::{Fib, Route};
 use crate::icmp::{self, IcmpError, MAX_ERROR_LEN};
 use crate::nexthop::NextHopId;
 use crate::packet::ParseError;
+use crate::packet::ipv4::{self, Ipv4Packet};
 use crate::packet::ipv6::{self, Ipv6Packet};
 use crate::ratelimit::TokenBucket;
 
@@ -26,7 +34,7 @@ pub enum Ingress {
     Tun,
     /// From a tunnel (a datagram of this next hop).
     Tunnel(NextHopId),
-    /// Originated by the dataplane itself (an ICMPv6 error).
+    /// Originated by the dataplane itself (an ICMP error).
     Local,
 }
 
@@ -39,19 +47,24 @@ pub struct ForwardConfig {
     /// Source address of the ICMPv6 errors this node originates: one of
     /// its own overlay addresses.
     pub icmp_source: Ipv6Addr,
-    /// ICMPv6 errors per second (token bucket rate).
+    /// Source address of the ICMPv4 errors: the node's IPv4 address in the
+    /// overlay; without one, IPv4 packets that deserve an error are
+    /// dropped silently (and counted).
+    pub icmp_source_v4: Option<Ipv4Addr>,
+    /// ICMP errors per second (token bucket rate, both families).
     pub icmp_rate: u32,
-    /// ICMPv6 error burst (token bucket size).
+    /// ICMP error burst (token bucket size).
     pub icmp_burst: u32,
 }
 
 impl ForwardConfig {
-    /// Defaults for a node whose address is `icmp_source`: MTU 1280, errors
-    /// limited to 100 per second with bursts of 50.
+    /// Defaults for a node whose address is `icmp_source`: MTU 1280, no
+    /// IPv4 address, errors limited to 100 per second with bursts of 50.
     pub fn new(icmp_source: Ipv6Addr) -> Self {
         ForwardConfig {
             mtu: ipv6::MIN_MTU as u16,
             icmp_source,
+            icmp_source_v4: None,
             icmp_rate: 100,
             icmp_burst: 50,
         }
@@ -63,7 +76,8 @@ impl ForwardConfig {
 pub enum Verdict {
     /// Write it to the local TUN.
     Deliver,
-    /// Send it through this next hop (Hop Limit already decremented).
+    /// Send it through this next hop (Hop Limit or TTL already
+    /// decremented).
     Forward(NextHopId),
     /// Drop it, and answer with this error if the rate limit allows (its
     /// eligibility was already checked).
@@ -76,15 +90,17 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {
-    /// Not a valid IPv6 packet.
+    /// Not a valid IPv6 or IPv4 packet (an IPv4 header with a bad
+    /// checksum included).
     Malformed(ParseError),
-    /// Multicast, unspecified or loopback source.
+    /// Multicast, unspecified or loopback source (IPv4: also broadcast
+    /// and `240.0.0.0/4`).
     BadSource,
-    /// Multicast destination: the overlay carries unicast only (Babel has
-    /// its own frame type).
+    /// Multicast (or IPv4 broadcast) destination: the overlay carries
+    /// unicast only (Babel has its own frame type).
     Multicast,
     /// Link-local source or destination, or loopback destination: never
-    /// forwarded (RFC 4291 section 2.5.6).
+    /// forwarded (RFC 4291 section 2.5.6, RFC 3927 section 7).
     Scope,
     /// No route, and no error may be sent.
     NoRoute,
@@ -108,10 +124,18 @@ impl DropReason {
     }
 }
 
-/// Decides what to do with `packet` (whole buffer, trailing bytes allowed).
-/// Pure but for one write: when forwarding a packet received from a
-/// tunnel, it decrements Hop Limit in place.
+/// Decides what to do with `packet` (whole buffer, trailing bytes allowed),
+/// IPv6 or IPv4 by its version nibble. Pure but for one write: when
+/// forwarding a packet received from a tunnel, it decrements Hop Limit (or
+/// TTL, and the IPv4 header checksum with it) in place.
 pub fn verdict(packet: &mut [u8], ingress: Ingress, fib: &Fib, config: &ForwardConfig) -> Verdict {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => verdict_v4(packet, ingress, fib, config),
+        _ => verdict_v6(packet, ingress, fib, config),
+    }
+}
+
+fn verdict_v6(packet: &mut [u8], ingress: Ingress, fib: &Fib, config: &ForwardConfig) -> Verdict {
     let header = match Ipv6Packet::new_checked(&*packet) {
         Ok(p) => p,
         Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
@@ -158,6 +182,53 @@ pub fn verdict(packet: &mut [u8], ingress: Ingress, fib: &Fib, config: &ForwardC
     Verdict::Forward(next_hop)
 }
 
+fn verdict_v4(packet: &mut [u8], ingress: Ingress, fib: &Fib, config: &ForwardConfig) -> Verdict {
+    let header = match Ipv4Packet::new_checked(&*packet) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
+    };
+    if !header.verify_checksum() {
+        return Verdict::Drop(DropReason::Malformed(ParseError::BadChecksum));
+    }
+    let (src, dst) = (header.src_addr(), header.dst_addr());
+    if ipv4::is_bad_source(&src) {
+        return Verdict::Drop(DropReason::BadSource);
+    }
+    if dst.is_multicast() || dst.is_broadcast() {
+        return Verdict::Drop(DropReason::Multicast);
+    }
+    if ipv4::is_link_local(&src) || ipv4::is_link_local(&dst) || dst.is_loopback() {
+        return Verdict::Drop(DropReason::Scope);
+    }
+    let too_big = header.dont_frag() && header.total_len() > usize::from(config.mtu);
+    let answer = |error: IcmpError| match (config.icmp_source_v4, icmp::eligible_v4(&header)) {
+        (Some(_), Ok(())) => Verdict::Icmp(error),
+        _ => Verdict::Drop(DropReason::from_error(error)),
+    };
+    let next_hop = match fib.lookup_v4(dst) {
+        None => return answer(IcmpError::NoRoute),
+        Some(Route::Unreachable) => return answer(IcmpError::RejectRoute),
+        Some(Route::Local) if ingress == Ingress::Tun => {
+            return answer(IcmpError::AddressUnreachable);
+        }
+        Some(Route::Local) => return Verdict::Deliver,
+        Some(Route::Via(id)) => id,
+    };
+    let transit = matches!(ingress, Ingress::Tunnel(_));
+    if transit && header.ttl() <= 1 {
+        return answer(IcmpError::HopLimitExceeded);
+    }
+    if too_big {
+        return answer(IcmpError::PacketTooBig {
+            mtu: u32::from(config.mtu),
+        });
+    }
+    if transit {
+        Ipv4Packet::new_unchecked(&mut *packet).decrement_ttl();
+    }
+    Verdict::Forward(next_hop)
+}
+
 /// What the caller must do after [`Forwarder::handle_packet`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action<'a> {
@@ -186,6 +257,8 @@ pub struct ForwardStats {
     pub dropped_no_route: u64,
     pub dropped_hop_limit: u64,
     pub dropped_too_big: u64,
+    /// IPv4 packets among all the above (each also counted there).
+    pub ipv4: u64,
 }
 
 impl ForwardStats {
@@ -217,10 +290,11 @@ impl ForwardStats {
         self.dropped_no_route += other.dropped_no_route;
         self.dropped_hop_limit += other.dropped_hop_limit;
         self.dropped_too_big += other.dropped_too_big;
+        self.ipv4 += other.ipv4;
     }
 }
 
-/// The forwarding decision with its state: ICMPv6 rate limit and counters.
+/// The forwarding decision with its state: ICMP rate limit and counters.
 /// One per packet task (it is not shared, so it needs no lock).
 #[derive(Debug, Clone)]
 pub struct Forwarder {
@@ -250,7 +324,7 @@ impl Forwarder {
     }
 
     /// Decides and acts on one packet. `packet` may be modified (Hop
-    /// Limit); an ICMPv6 error is built into `icmp_buf`. The returned
+    /// Limit, TTL); an ICMP error is built into `icmp_buf`. The returned
     /// slices borrow one of the two, trimmed to the packet's length.
     pub fn handle_packet<'a>(
         &mut self,
@@ -260,6 +334,8 @@ impl Forwarder {
         icmp_buf: &'a mut [u8; MAX_ERROR_LEN],
         now: Instant,
     ) -> Action<'a> {
+        let v4 = packet.first().is_some_and(|b| b >> 4 == 4);
+        self.stats.ipv4 += u64::from(v4);
         match verdict(packet, ingress, fib, &self.config) {
             Verdict::Deliver => {
                 self.stats.delivered += 1;
@@ -279,8 +355,17 @@ impl Forwarder {
                     self.stats.icmp_rate_limited += 1;
                     return Action::Drop;
                 }
-                let invoking = Ipv6Packet::new_unchecked(&*packet);
-                let len = icmp::emit_error(error, self.config.icmp_source, &invoking, icmp_buf);
+                let len = match self.config.icmp_source_v4 {
+                    // `verdict` answers IPv4 only with a source.
+                    Some(source) if v4 => {
+                        let invoking = Ipv4Packet::new_unchecked(&*packet);
+                        icmp::emit_error_v4(error, source, &invoking, icmp_buf)
+                    }
+                    _ => {
+                        let invoking = Ipv6Packet::new_unchecked(&*packet);
+                        icmp::emit_error(error, self.config.icmp_source, &invoking, icmp_buf)
+                    }
+                };
                 self.stats.icmp_sent += 1;
                 let reply = &mut icmp_buf[..len];
                 if ingress == Ingress::Tun {
@@ -300,12 +385,20 @@ impl Forwarder {
     }
 }
 
-/// `packet` without bytes past its Payload Length (already checked).
+/// `packet` without bytes past its Payload (IPv4: Total) Length, already
+/// checked.
 fn trimmed(packet: &mut [u8]) -> &[u8] {
-    let len = Ipv6Packet::new_unchecked(&*packet).total_len();
+    let len = match packet.first().map(|b| b >> 4) {
+        Some(4) => Ipv4Packet::new_unchecked(&*packet).total_len(),
+        _ => Ipv6Packet::new_unchecked(&*packet).total_len(),
+    };
     &packet[..len]
 }
 
 #[cfg(test)]
 #[path = "forward_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "forward_v4_tests.rs"]
+mod tests_v4;

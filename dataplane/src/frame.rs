@@ -3,6 +3,7 @@
 //!
 //! Every QUIC datagram between two nodes is one of:
 //! - an IPv6 packet, sent bare: its first byte is `0x6_` (version 6);
+//! - an IPv4 packet, sent bare: its first byte is `0x4_` (version 4);
 //! - a Babel packet, sent bare: its first byte is the Babel magic, 42
 //!   (RFC 8966 section 4.2);
 //! - one of our control frames: `[code][body]`, where `code` is any other
@@ -11,8 +12,8 @@
 //!   peer announcements; the others are free for the node
 //!   ([`Frame::Control`]) and must be registered in [`code`].
 //!
-//! IPv6 and Babel need no header of ours, so the common case costs no byte
-//! and no copy.
+//! IP packets and Babel need no header of ours, so the common case costs
+//! no byte and no copy.
 
 /// The registry of first bytes. Add new codes here, never reuse one.
 pub mod code {
@@ -32,11 +33,17 @@ pub mod code {
         first >> 4 == 6
     }
 
+    /// Is `first` the first byte of an IPv4 packet (version nibble 4)?
+    #[inline]
+    pub const fn is_ipv4(first: u8) -> bool {
+        first >> 4 == 4
+    }
+
     /// May `code` start a node control frame ([`super::Frame::Control`]):
-    /// not IPv6, not Babel, not a fragment, not reserved?
+    /// not IP, not Babel, not a fragment, not reserved?
     #[inline]
     pub const fn is_control(code: u8) -> bool {
-        !is_ipv6(code) && code != BABEL && code != FRAGMENT && code != RESERVED
+        !is_ipv6(code) && !is_ipv4(code) && code != BABEL && code != FRAGMENT && code != RESERVED
     }
 }
 
@@ -45,6 +52,8 @@ pub mod code {
 pub enum Frame<'a> {
     /// An IPv6 packet (the whole datagram), not yet validated.
     Ipv6(&'a [u8]),
+    /// An IPv4 packet (the whole datagram), not yet validated.
+    Ipv4(&'a [u8]),
     /// A Babel packet (the whole datagram, magic included) for the engine.
     Babel(&'a [u8]),
     /// A fragment: the whole frame, for [`crate::fragment::Reassembler`].
@@ -78,6 +87,7 @@ pub fn demux(datagram: &[u8]) -> Result<Frame<'_>, FrameError> {
     };
     Ok(match first {
         f if code::is_ipv6(f) => Frame::Ipv6(datagram),
+        f if code::is_ipv4(f) => Frame::Ipv4(datagram),
         code::BABEL => Frame::Babel(datagram),
         code::FRAGMENT => Frame::Fragment(datagram),
         code::RESERVED => return Err(FrameError::Reserved),
@@ -113,6 +123,10 @@ mod tests {
             match demux(&datagram) {
                 Ok(Frame::Ipv6(d)) => {
                     assert!((0x60..=0x6f).contains(&first));
+                    assert_eq!(d, datagram);
+                }
+                Ok(Frame::Ipv4(d)) => {
+                    assert!((0x40..=0x4f).contains(&first));
                     assert_eq!(d, datagram);
                 }
                 Ok(Frame::Babel(d)) => {
@@ -153,6 +167,7 @@ mod tests {
             })
         );
         assert!(!emit_control(0x60, b"x", &mut out));
+        assert!(!emit_control(0x45, b"x", &mut out));
         assert!(out.is_empty());
         assert!(!emit_control(code::BABEL, b"x", &mut out));
         assert!(!emit_control(code::RESERVED, b"x", &mut out));

@@ -1,21 +1,31 @@
-//! ICMPv6 error messages the forwarder originates (RFC 4443 section 2.4 and
-//! section 3): which ones, when they are allowed, and how they are built.
+//! ICMP error messages the forwarder originates: ICMPv6 (RFC 4443 section
+//! 2.4 and section 3) and ICMPv4 (RFC 792, RFC 1812 section 4.3): which
+//! ones, when they are allowed, and how they are built.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::packet::icmpv4::{self, Icmpv4Packet, Icmpv4Repr};
 use crate::packet::icmpv6::{self, Icmpv6Packet, Icmpv6Repr, dst_unreachable, time_exceeded};
+use crate::packet::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::packet::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::packet::{UpperLayer, upper_layer};
 
 /// Largest ICMPv6 error packet, IPv6 header included: "as much of the
 /// invoking packet as possible without the ICMPv6 packet exceeding the
-/// minimum IPv6 MTU" (RFC 4443 section 2.4 c).
+/// minimum IPv6 MTU" (RFC 4443 section 2.4 c). Also the size of the
+/// buffer errors of both families are built in.
 pub const MAX_ERROR_LEN: usize = ipv6::MIN_MTU;
 
-/// Hop Limit of the errors we originate.
+/// Largest ICMPv4 error packet, IPv4 header included: "as much of the
+/// original datagram as possible without the length of the ICMP datagram
+/// exceeding 576 bytes" (RFC 1812 section 4.3.2.3).
+pub const MAX_ERROR_LEN_V4: usize = ipv4::MIN_MTU;
+
+/// Hop Limit (IPv6) and TTL (IPv4) of the errors we originate.
 pub const ERROR_HOP_LIMIT: u8 = 64;
 
-/// An ICMPv6 error the forwarder may answer a packet with.
+/// An ICMP error the forwarder may answer a packet with. The names are
+/// ICMPv6's; [`IcmpError::repr_v4`] says what each one is in ICMPv4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IcmpError {
     /// Destination Unreachable, no route to destination (code 0).
@@ -29,7 +39,8 @@ pub enum IcmpError {
     /// Time Exceeded, hop limit exceeded in transit (code 0).
     HopLimitExceeded,
     /// Packet Too Big: the packet exceeds the overlay MTU, which TCP path
-    /// MTU discovery learns from this message.
+    /// MTU discovery learns from this message (in IPv4: fragmentation
+    /// needed and DF set, only about packets with DF).
     PacketTooBig {
         /// The MTU to report.
         mtu: u32,
@@ -58,6 +69,33 @@ impl IcmpError {
             IcmpError::PacketTooBig { mtu } => Icmpv6Repr::PacketTooBig { mtu, invoking },
         }
     }
+
+    /// The ICMPv4 message: Destination Unreachable "net unreachable" for
+    /// no route, "host unreachable" for an address of ours or a reject
+    /// route (what a Linux `unreachable` route answers), Time Exceeded
+    /// "TTL exceeded in transit", and "fragmentation needed" with the MTU
+    /// (RFC 1191).
+    fn repr_v4<'a>(&self, invoking: &'a [u8]) -> Icmpv4Repr<'a> {
+        use icmpv4::{dst_unreachable as du, time_exceeded as te};
+        match *self {
+            IcmpError::NoRoute => Icmpv4Repr::DstUnreachable {
+                code: du::NET,
+                invoking,
+            },
+            IcmpError::AddressUnreachable | IcmpError::RejectRoute => Icmpv4Repr::DstUnreachable {
+                code: du::HOST,
+                invoking,
+            },
+            IcmpError::HopLimitExceeded => Icmpv4Repr::TimeExceeded {
+                code: te::TTL,
+                invoking,
+            },
+            IcmpError::PacketTooBig { mtu } => Icmpv4Repr::FragNeeded {
+                mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+                invoking,
+            },
+        }
+    }
 }
 
 /// Why no error may be sent about a packet (RFC 4443 section 2.4 e).
@@ -72,9 +110,13 @@ pub enum Ineligible {
     #[error("invoking packet has a multicast or unspecified source")]
     Source,
     /// The destination is multicast and the error is not Packet Too Big
-    /// (e.3).
+    /// (e.3); in IPv4, any error about a multicast or broadcast
+    /// destination (RFC 1812 section 4.3.2.7).
     #[error("invoking packet has a multicast destination")]
     MulticastDestination,
+    /// An IPv4 fragment other than the first (RFC 1812 section 4.3.2.7).
+    #[error("invoking packet is a later IPv4 fragment")]
+    LaterFragment,
 }
 
 /// May `error` be sent about the checked packet `invoking`?
@@ -130,6 +172,64 @@ pub fn emit_error(
     let (header, body) = out[..total].split_at_mut(ipv6::HEADER_LEN);
     ip.emit(&mut Ipv6Packet::new_unchecked(header));
     icmp.emit(&source, &dst, &mut Icmpv6Packet::new_unchecked(body));
+    total
+}
+
+/// May an error be sent about the checked IPv4 packet `invoking` (RFC
+/// 1812 section 4.3.2.7)? Never about an ICMP error (or a message too short to
+/// tell), a later fragment, a multicast or broadcast destination, or a
+/// source that names no single host.
+pub fn eligible_v4(invoking: &Ipv4Packet<&[u8]>) -> Result<(), Ineligible> {
+    if ipv4::is_bad_source(&invoking.src_addr()) {
+        return Err(Ineligible::Source);
+    }
+    let dst = invoking.dst_addr();
+    if dst.is_multicast() || dst.is_broadcast() {
+        return Err(Ineligible::MulticastDestination);
+    }
+    if invoking.frag_offset() != 0 {
+        return Err(Ineligible::LaterFragment);
+    }
+    if invoking.protocol() == ipv4::PROTOCOL_ICMP {
+        return match invoking.payload().first() {
+            Some(&t) if !icmpv4::is_error(t) => Ok(()),
+            _ => Err(Ineligible::ErrorMessage),
+        };
+    }
+    Ok(())
+}
+
+/// Builds `error` about the checked IPv4 packet `invoking` into `out`,
+/// from `source` (this node's IPv4 address) to the invoking packet's
+/// source; returns the length written. The invoking packet is quoted up
+/// to a total of [`MAX_ERROR_LEN_V4`] bytes. Does not check
+/// [`eligible_v4`]: call it first.
+pub fn emit_error_v4(
+    error: IcmpError,
+    source: Ipv4Addr,
+    invoking: &Ipv4Packet<&[u8]>,
+    out: &mut [u8; MAX_ERROR_LEN],
+) -> usize {
+    const ROOM: usize = MAX_ERROR_LEN_V4 - ipv4::HEADER_LEN - icmpv4::HEADER_LEN;
+    let quoted = invoking.packet();
+    let quoted = &quoted[..quoted.len().min(ROOM)];
+    let icmp = error.repr_v4(quoted);
+    let payload_len = icmp.buffer_len();
+    let ip = Ipv4Repr {
+        src_addr: source,
+        dst_addr: invoking.src_addr(),
+        protocol: ipv4::PROTOCOL_ICMP,
+        // payload_len <= ROOM + 8 < 65536.
+        payload_len: payload_len as u16,
+        ttl: ERROR_HOP_LIMIT,
+        dscp_ecn: 0,
+        ident: 0,
+        dont_frag: false,
+    };
+    let total = ipv4::HEADER_LEN + payload_len;
+    let (header, body) = out[..total].split_at_mut(ipv4::HEADER_LEN);
+    ip.emit(&mut Ipv4Packet::new_unchecked(header));
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(body));
     total
 }
 

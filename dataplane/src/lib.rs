@@ -1,5 +1,5 @@
-//! The packet path of a re6st node: TUN device, lock-free FIB, IPv6
-//! forwarding, ICMPv6 errors and overlay fragmentation.
+//! The packet path of a re6st node: TUN device, lock-free FIB, IPv6 and
+//! IPv4 forwarding, ICMPv6 and ICMPv4 errors and overlay fragmentation.
 //!
 //! This crate knows nothing of Babel or QUIC. It sees FIB snapshots
 //! ([`fib`]), a TUN device ([`tun`], its only I/O) and next hops behind a
@@ -13,7 +13,8 @@
 //!
 //! **Routing.** When the Babel engine's selected routes change, the node
 //! builds a [`fib::Fib`] (`prefix -> Route::Via(next-hop id)`, its own
-//! prefixes `Route::Local`) and calls [`fib::SharedFib::publish`]. Tunnels
+//! prefixes `Route::Local`; IPv6 and IPv4 prefixes in one snapshot) and
+//! calls [`fib::SharedFib::publish`]. Tunnels
 //! coming and going only touch [`nexthop::NextHops`] (`insert`/`remove`),
 //! which maps ids (the node's Babel interface ids) to handles.
 //!
@@ -23,19 +24,20 @@
 //! - [`forward::Action::NextHop`]: look the id up in `NextHops` and call
 //!   [`fragment::Fragmenter::send`], which sends the packet whole if it fits
 //!   the tunnel's datagram size and as fragments otherwise;
-//! - [`forward::Action::Tun`]: an ICMPv6 error for the local kernel, write
+//! - [`forward::Action::Tun`]: an ICMP error for the local kernel, write
 //!   it back ([`tun::SendBatch`]);
 //! - [`forward::Action::Drop`]: nothing (counted in
 //!   [`forward::Forwarder::stats`]).
 //!
 //! Zero copy to QUIC: `handle_packet` works on `RecvBatch::packet_mut(i)`;
 //! for a `NextHop` action, once the borrow ends, `RecvBatch::take(i)` is
-//! the same packet (trimmed to its IPv6 length) as `Bytes` sliced from the
+//! the same packet (trimmed to its IP length) as `Bytes` sliced from the
 //! receive buffer, ready for `send_datagram`.
 //!
 //! **Tunnels to TUN.** Per received datagram, [`frame::demux`]:
-//! - `Frame::Ipv6`: `handle_packet` with [`forward::Ingress::Tunnel`] (Hop
-//!   Limit is decremented for transit), then the same actions;
+//! - `Frame::Ipv6`, `Frame::Ipv4`: `handle_packet` with
+//!   [`forward::Ingress::Tunnel`] (Hop Limit or TTL is decremented for
+//!   transit), then the same actions;
 //! - `Frame::Babel`: to the engine;
 //! - `Frame::Fragment`: [`fragment::Reassembler::handle_fragment`]; a
 //!   completed datagram is demuxed again (schedule
@@ -49,6 +51,7 @@
 //! use std::sync::Mutex;
 //! use std::time::Instant;
 //! use bytes::Bytes;
+//! use ipnet::IpNet;
 //! use re6st_dataplane::fib::{Fib, Route, SharedFib};
 //! use re6st_dataplane::forward::{Action, ForwardConfig, Forwarder, Ingress};
 //! use re6st_dataplane::fragment::{Fragmenter, Reassembler, Sent};
@@ -71,9 +74,10 @@
 //! }
 //!
 //! // Routing: one remote /48 through next hop 7, our own /48 local.
+//! let net = |s: &str| s.parse::<IpNet>().unwrap();
 //! let fib = SharedFib::new(Fib::from_routes([
-//!     ("fd00:2::/48".parse().unwrap(), Route::Via(NextHopId(7))),
-//!     ("fd00:1::/48".parse().unwrap(), Route::Local),
+//!     (net("fd00:2::/48"), Route::Via(NextHopId(7))),
+//!     (net("fd00:1::/48"), Route::Local),
 //! ]));
 //! let hops = NextHops::new();
 //! let tunnel = std::sync::Arc::new(Tunnel { sent: Mutex::new(Vec::new()) });

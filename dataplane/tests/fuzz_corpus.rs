@@ -60,4 +60,22 @@ proptest! {
         data.extend(&payload);
         fuzzing::forward(&data);
     }
+
+    /// Random bytes behind a valid IPv4 header (checksum included) reach
+    /// the IPv4 forwarding and ICMPv4 code.
+    #[test]
+    fn random_ipv4_payloads_never_panic(
+        selector in any::<u8>(),
+        header in prop::collection::vec(any::<u8>(), 20),
+        payload in prop::collection::vec(any::<u8>(), 0..1500),
+    ) {
+        let mut ip = header;
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        ip.extend(&payload);
+        re6st_dataplane::packet::ipv4::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+        let mut data = vec![selector];
+        data.extend(&ip);
+        fuzzing::forward(&data);
+    }
 }

@@ -7,8 +7,8 @@
 
 use std::net::Ipv6Addr;
 
-use super::ParseError;
 use super::ipv6::NEXT_HEADER_ICMPV6;
+use super::{ParseError, checksum::add_words, checksum::finish};
 
 /// Length of the ICMPv6 header: type, code, checksum and the 4-byte
 /// type-specific word (MTU, pointer, or identifier + sequence).
@@ -184,22 +184,7 @@ pub fn checksum(src: &Ipv6Addr, dst: &Ipv6Addr, message: &[u8]) -> u16 {
     sum += message.len() as u64; // upper-layer length, 32 bits
     sum += u64::from(NEXT_HEADER_ICMPV6);
     sum = add_words(sum, message);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Adds `data` as big-endian 16-bit words (odd tail padded with zero).
-fn add_words(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    sum
+    finish(sum)
 }
 
 /// The ICMPv6 messages this crate emits and understands, as plain values.

@@ -6,7 +6,10 @@
 //! Contract: after `check_len` succeeded no accessor panics, and `emit`
 //! into a buffer of `buffer_len()` bytes never panics.
 
+pub mod checksum;
+pub mod icmpv4;
 pub mod icmpv6;
+pub mod ipv4;
 pub mod ipv6;
 
 /// Why bytes are not a valid packet. Every variant is a fault of the
@@ -24,8 +27,8 @@ pub enum ParseError {
         /// Bytes needed.
         min: usize,
     },
-    /// The IP version field is not 6.
-    #[error("IP version {0}, expected 6")]
+    /// The IP version field is not the one of the view (4 or 6).
+    #[error("unexpected IP version {0}")]
     BadVersion(u8),
     /// Payload Length announces more bytes than the buffer holds.
     #[error("IPv6 payload length {declared} exceeds the {available} bytes received")]
@@ -35,11 +38,31 @@ pub enum ParseError {
         /// Bytes after the fixed header.
         available: usize,
     },
-    /// The ICMPv6 checksum does not match.
-    #[error("bad ICMPv6 checksum")]
+    /// The IPv4 header length (IHL) is below 20 bytes or beyond Total
+    /// Length.
+    #[error("IPv4 header length {header_len} with total length {total}")]
+    HeaderLength {
+        /// IHL times 4.
+        header_len: usize,
+        /// Total Length field.
+        total: usize,
+    },
+    /// IPv4 Total Length announces more bytes than the buffer holds.
+    #[error("IPv4 total length {declared} exceeds the {available} bytes received")]
+    TotalLength {
+        /// Total Length field.
+        declared: usize,
+        /// Bytes received.
+        available: usize,
+    },
+    /// An IPv4 header or ICMP checksum does not match.
+    #[error("bad checksum")]
     BadChecksum,
-    /// An ICMPv6 type this crate has no repr for.
-    #[error("unsupported ICMPv6 type {0}")]
+    /// An IPv4 fragment where a whole packet is needed.
+    #[error("IPv4 fragment")]
+    Fragmented,
+    /// An ICMP type this crate has no repr for.
+    #[error("unsupported ICMP type {0}")]
     UnknownIcmpType(u8),
 }
 

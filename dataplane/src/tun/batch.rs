@@ -149,6 +149,31 @@ impl RecvBatch {
         self.count = n;
         Ok(n)
     }
+
+    /// [`RecvBatch::recv`] without waiting: `Ok(0)` when nothing is there.
+    pub(super) fn try_recv(&mut self, dev: &AsyncDevice) -> io::Result<usize> {
+        self.refill();
+        #[cfg(target_os = "linux")]
+        let n = dev.try_recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0);
+        #[cfg(target_os = "macos")]
+        let n = super::macos::try_recv(dev, &mut self.bufs[0]).map(|len| {
+            self.sizes[0] = len;
+            1
+        });
+        #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+        let n = dev.try_recv(&mut self.bufs[0]).map(|len| {
+            self.sizes[0] = len;
+            1
+        });
+        match n {
+            Ok(n) => {
+                self.count = n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Packets queued for [`crate::tun::Tun::send_batch`], each copied once

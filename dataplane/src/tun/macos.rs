@@ -8,7 +8,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 
-use tun_rs::{AsyncDevice, DeviceBuilder};
+use tun_rs::{AsyncDevice, DeviceBuilder, SyncDevice};
 
 use super::CreateConfig;
 use super::af_header::{AF_HEADER_LEN, ipv6_header, strip};
@@ -17,7 +17,7 @@ use super::af_header::{AF_HEADER_LEN, ipv6_header, strip};
 pub(super) const NO_ATTACH: &str = "macOS has no persistent user-owned utun device to attach to: \
      run as root to create one, or have a privileged helper pass its fd (--tun-fd N)";
 
-pub(super) fn create(config: &CreateConfig) -> io::Result<AsyncDevice> {
+pub(super) fn create(config: &CreateConfig) -> io::Result<SyncDevice> {
     let mut b = DeviceBuilder::new().mtu(config.mtu);
     // The system names utun devices (utunN); any other name, such as the
     // node's default re6st0, lets it pick the next free one.
@@ -27,7 +27,7 @@ pub(super) fn create(config: &CreateConfig) -> io::Result<AsyncDevice> {
     if let Some(net) = config.address {
         b = b.ipv6(net.addr(), net.prefix_len());
     }
-    let dev = b.packet_information(true).build_async()?;
+    let dev = b.packet_information(true).build_sync()?;
     take_af_header(&dev);
     Ok(dev)
 }
@@ -39,7 +39,7 @@ pub(super) fn is_utun_name(name: &str) -> bool {
 }
 
 /// Makes tun-rs pass the address-family header through to us.
-pub(super) fn take_af_header(dev: &AsyncDevice) {
+pub(super) fn take_af_header(dev: &SyncDevice) {
     dev.set_ignore_packet_info(false);
 }
 
@@ -55,6 +55,23 @@ pub(super) async fn recv(dev: &AsyncDevice, buf: &mut [u8]) -> io::Result<usize>
             continue;
         };
         // IPv4 and runt frames are skipped: the overlay is IPv6 only.
+        if strip(&header).is_ok() {
+            return Ok(len);
+        }
+    }
+}
+
+/// [`recv`] without waiting: `WouldBlock` when nothing is there.
+pub(super) fn try_recv(dev: &AsyncDevice, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut header = [0u8; AF_HEADER_LEN];
+        let n = {
+            let mut bufs = [IoSliceMut::new(&mut header), IoSliceMut::new(buf)];
+            dev.try_recv_vectored(&mut bufs)?
+        };
+        let Some(len) = n.checked_sub(AF_HEADER_LEN) else {
+            continue;
+        };
         if strip(&header).is_ok() {
             return Ok(len);
         }

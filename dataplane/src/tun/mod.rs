@@ -18,8 +18,9 @@
 //! calls move one packet per syscall. Adopted fds never have offload (tun-rs
 //! rejects `IFF_VNET_HDR` fds).
 //!
-//! Every method needs a Tokio runtime (the device registers with its
-//! reactor).
+//! A device is opened detached ([`Tun::open_detached`], no runtime needed)
+//! and registered with the Tokio runtime that will poll it
+//! ([`DetachedTun::attach`]); [`Tun::open`] does both in the current one.
 
 mod af_header;
 mod batch;
@@ -33,9 +34,9 @@ use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 
 use ipnet::Ipv6Net;
-use tun_rs::AsyncDevice;
 #[cfg(not(target_os = "macos"))]
 use tun_rs::DeviceBuilder;
+use tun_rs::{AsyncDevice, SyncDevice};
 
 pub use af_header::{AF_HEADER_LEN, AfHeaderError, ipv6_header, strip as strip_af_header};
 pub use batch::{BATCH_SIZE, RecvBatch, SendBatch};
@@ -101,6 +102,80 @@ pub struct CreateConfig {
     pub mtu: u16,
 }
 
+/// A TUN device opened but not yet registered with a runtime: its name,
+/// MTU and offload can be read, and [`DetachedTun::attach`] registers it
+/// with the runtime it runs in. A program opens the device early (to
+/// check it, to route into it) and hands it to the thread that will poll
+/// it, so that its readiness wakes that thread and no other.
+pub struct DetachedTun {
+    dev: SyncDevice,
+    name: String,
+    offload: bool,
+}
+
+impl std::fmt::Debug for DetachedTun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        describe(f, "DetachedTun", &self.name, self.offload)
+    }
+}
+
+fn describe(
+    f: &mut std::fmt::Formatter<'_>,
+    what: &str,
+    name: &str,
+    offload: bool,
+) -> std::fmt::Result {
+    f.debug_struct(what)
+        .field("name", &name)
+        .field("offload", &offload)
+        .finish()
+}
+
+impl DetachedTun {
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Is Linux offload (GSO super-packets in, GRO out) on?
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// The device's MTU as the kernel has it now.
+    pub fn mtu(&self) -> io::Result<u16> {
+        self.dev.mtu()
+    }
+
+    /// Opens another queue of a multi-queue device (opened with
+    /// [`TunOptions::multi_queue`]), with the same offload setting.
+    #[cfg(target_os = "linux")]
+    pub fn clone_queue(&self) -> Result<DetachedTun, TunError> {
+        let dev = self.dev.try_clone().map_err(|source| TunError::Io {
+            context: "opening another queue of the TUN device (it must be multi-queue)",
+            source,
+        })?;
+        Ok(DetachedTun {
+            dev,
+            name: self.name.clone(),
+            offload: self.offload,
+        })
+    }
+
+    /// Registers the device with the current Tokio runtime.
+    pub fn attach(self) -> Result<Tun, TunError> {
+        let dev = AsyncDevice::new(self.dev).map_err(|source| TunError::Io {
+            context: "registering the TUN device with the runtime",
+            source,
+        })?;
+        Ok(Tun {
+            dev,
+            name: self.name,
+            offload: self.offload,
+        })
+    }
+}
+
 /// An open TUN device.
 pub struct Tun {
     dev: AsyncDevice,
@@ -110,31 +185,34 @@ pub struct Tun {
 
 impl std::fmt::Debug for Tun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tun")
-            .field("name", &self.name)
-            .field("offload", &self.offload)
-            .finish()
+        describe(f, "Tun", &self.name, self.offload)
     }
 }
 
 impl Tun {
-    /// Opens the device.
+    /// Opens the device, registered with the current Tokio runtime.
     pub fn open(source: TunSource, options: TunOptions) -> Result<Tun, TunError> {
+        Self::open_detached(source, options)?.attach()
+    }
+
+    /// Opens the device without registering it ([`DetachedTun::attach`]
+    /// does, on the thread that will poll it). Needs no runtime.
+    pub fn open_detached(source: TunSource, options: TunOptions) -> Result<DetachedTun, TunError> {
         match source {
             TunSource::Create(config) => Self::create(config, options),
-            TunSource::Attach { name } => Self::attach(name, options),
+            TunSource::Attach { name } => Self::attach_to(name, options),
             TunSource::Fd(fd) => Self::adopt(fd),
         }
     }
 
     #[cfg(not(target_os = "macos"))]
-    fn create(config: CreateConfig, options: TunOptions) -> Result<Tun, TunError> {
+    fn create(config: CreateConfig, options: TunOptions) -> Result<DetachedTun, TunError> {
         let build = |offload: bool| {
             let mut b = DeviceBuilder::new().name(&config.name).mtu(config.mtu);
             if let Some(net) = config.address {
                 b = b.ipv6(net.addr(), net.prefix_len());
             }
-            linux_options(b, offload, options.multi_queue).build_async()
+            linux_options(b, offload, options.multi_queue).build_sync()
         };
         let exists = interface_exists(&config.name);
         let dev = open_with_fallback(options.offload, build)
@@ -143,7 +221,7 @@ impl Tun {
     }
 
     #[cfg(target_os = "macos")]
-    fn create(config: CreateConfig, _options: TunOptions) -> Result<Tun, TunError> {
+    fn create(config: CreateConfig, _options: TunOptions) -> Result<DetachedTun, TunError> {
         let dev =
             macos::create(&config).map_err(|e| classify(Doing::Create, &config.name, false, e))?;
         let name = dev.name().unwrap_or(config.name);
@@ -151,7 +229,7 @@ impl Tun {
     }
 
     #[cfg(not(target_os = "macos"))]
-    fn attach(name: String, options: TunOptions) -> Result<Tun, TunError> {
+    fn attach_to(name: String, options: TunOptions) -> Result<DetachedTun, TunError> {
         // As root, TUNSETIFF would silently create a new, unconfigured
         // device: attaching means an existing one.
         if !interface_exists(&name) {
@@ -159,7 +237,7 @@ impl Tun {
         }
         let build = |offload: bool| {
             let b = DeviceBuilder::new().name(&name).inherit_enable_state();
-            linux_options(b, offload, options.multi_queue).build_async()
+            linux_options(b, offload, options.multi_queue).build_sync()
         };
         let exists = interface_exists(&name);
         let dev = open_with_fallback(options.offload, build)
@@ -168,16 +246,16 @@ impl Tun {
     }
 
     #[cfg(target_os = "macos")]
-    fn attach(_name: String, _options: TunOptions) -> Result<Tun, TunError> {
+    fn attach_to(_name: String, _options: TunOptions) -> Result<DetachedTun, TunError> {
         Err(TunError::Unsupported(macos::NO_ATTACH))
     }
 
-    fn adopt(fd: OwnedFd) -> Result<Tun, TunError> {
+    fn adopt(fd: OwnedFd) -> Result<DetachedTun, TunError> {
         let raw = fd.as_raw_fd();
         // SAFETY: `OwnedFd` proves we own an open descriptor; ownership
         // passes to the device, which closes it on drop. tun-rs checks with
         // TUNGETIFF that it is a TUN device in the supported mode.
-        let dev = unsafe { AsyncDevice::from_fd(fd.into_raw_fd()) }
+        let dev = unsafe { SyncDevice::from_fd(fd.into_raw_fd()) }
             .map_err(|source| TunError::BadFd { fd: raw, source })?;
         #[cfg(target_os = "macos")]
         macos::take_af_header(&dev);
@@ -185,13 +263,13 @@ impl Tun {
         Ok(Self::wrap(dev, name))
     }
 
-    fn wrap(dev: AsyncDevice, name: String) -> Tun {
+    fn wrap(dev: SyncDevice, name: String) -> DetachedTun {
         #[cfg(target_os = "linux")]
         let offload = dev.tcp_gso();
         #[cfg(not(target_os = "linux"))]
         let offload = false;
         tracing::info!(tun = %name, offload, "TUN device open");
-        Tun { dev, name, offload }
+        DetachedTun { dev, name, offload }
     }
 
     /// Opens another queue of a multi-queue device (opened with
@@ -231,6 +309,19 @@ impl Tun {
     /// the number of packets; see [`RecvBatch::packet_mut`].
     pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.recv(&self.dev, self.offload).await
+    }
+
+    /// Waits until the device may have packets (a false alarm is
+    /// possible: [`Tun::try_recv_batch`] then reads nothing). For a loop
+    /// that waits on several sources and then reads each without waiting.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.dev.readable().await
+    }
+
+    /// [`Tun::recv_batch`] without waiting: `Ok(0)` when no packet is
+    /// there.
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.try_recv(&self.dev)
     }
 
     /// Writes one IPv6 packet.
@@ -296,8 +387,8 @@ fn linux_options(b: DeviceBuilder, _offload: bool, _multi_queue: bool) -> Device
 #[cfg(not(target_os = "macos"))]
 fn open_with_fallback(
     offload: bool,
-    build: impl Fn(bool) -> io::Result<AsyncDevice>,
-) -> io::Result<AsyncDevice> {
+    build: impl Fn(bool) -> io::Result<SyncDevice>,
+) -> io::Result<SyncDevice> {
     match build(offload) {
         Err(e) if offload && !is_permission(&e) && e.raw_os_error() != Some(libc::EBUSY) => {
             tracing::warn!(error = %e, "TUN offload unavailable, opening without it");
