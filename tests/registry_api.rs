@@ -62,6 +62,7 @@ suite! {
     concurrent_enrolments_get_distinct_prefixes_and_serials => sqlite_concurrent_enrolments_get_distinct_prefixes_and_serials, postgres_concurrent_enrolments_get_distinct_prefixes_and_serials;
     expired_prefixes_are_released_after_the_grace_period => sqlite_expired_prefixes_are_released_after_the_grace_period, postgres_expired_prefixes_are_released_after_the_grace_period;
     network_config_version_changes_only_with_parameters => sqlite_network_config_version_changes_only_with_parameters, postgres_network_config_version_changes_only_with_parameters;
+    ipv4_given_later_reaches_running_nodes_at_renewal => sqlite_ipv4_given_later_reaches_running_nodes_at_renewal, postgres_ipv4_given_later_reaches_running_nodes_at_renewal;
 }
 
 fn api_code(e: ClientError) -> (u16, ErrorCode) {
@@ -453,6 +454,15 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing(db: Db) {
     )
     .await;
     expect_error(
+        mtls.get(url(&format!("/v1/bootstrap?n={}", api::MAX_BOOTSTRAP + 1)))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        ErrorCode::BadRequest,
+    )
+    .await;
+    expect_error(
         mtls.get(url("/v1/bootstrap?n=abc")).send().await.unwrap(),
         400,
         ErrorCode::BadRequest,
@@ -673,6 +683,76 @@ async fn network_config_version_changes_only_with_parameters(db: Db) {
     drop(r);
     // Settings persist: a plain restart keeps k = 6.
     assert_eq!(open(|_| {}).settings().network.tunnels, 6);
+}
+
+/// A registry without IPv4 gets `--ipv4` on a restart: the signed network
+/// configuration says it, new nodes get a subnet with their certificate,
+/// and a node enrolled before gets one at its next renewal (due for that
+/// alone). The IPv4 network cannot change afterwards.
+async fn ipv4_given_later_reaches_running_nodes_at_renewal(db: Db) {
+    let r =
+        TestRegistry::start_with(&db, &["--network", "fd00:9::/48", "--enrolment", "open"]).await;
+    let ca_key = re6st::identity::ca_public_key(&r.ca_der).unwrap();
+    let old = r.enrol(None).await;
+    assert_eq!(old.cert.ipv4, None);
+    let v1 = r.anon().network().await.unwrap().verify(&ca_key).unwrap();
+    assert_eq!(v1.ipv4, None);
+    let not_due = r.client(&old).renew(None).await.unwrap();
+    assert!(!not_due.renewed);
+
+    let r = r
+        .restart(&["--ipv4", "10.42.0.0/16", "--ipv4-prefix-len", "24"])
+        .await;
+    let v2 = r.anon().network().await.unwrap().verify(&ca_key).unwrap();
+    assert_eq!(v2.ipv4, Some("10.42.0.0/16".parse().unwrap()));
+    assert_eq!(v2.version, v1.version + 1);
+    let new = r.enrol(None).await;
+    assert_eq!(new.cert.ipv4, Some("10.42.0.0/24".parse().unwrap()));
+    assert_eq!(new.cert.ipv4_address(), Some("10.42.0.1".parse().unwrap()));
+    let renewed = r.client(&old).renew(None).await.unwrap();
+    assert!(renewed.renewed);
+    let cert = NodeCert::from_pem(&renewed.certificate).unwrap();
+    assert_eq!(cert.prefix, old.cert.prefix);
+    assert_eq!(cert.ipv4, Some("10.42.1.0/24".parse().unwrap()));
+    CaVerifier::new(&r.trust())
+        .unwrap()
+        .verify(&cert.der, SystemTime::now())
+        .unwrap();
+    // The subnet is the node's from now on.
+    let again = r.client(&old).renew(None).await.unwrap();
+    assert!(!again.renewed);
+    assert_eq!(
+        NodeCert::from_pem(&again.certificate).unwrap().serial,
+        cert.serial
+    );
+
+    // A plain restart keeps IPv4; another network is refused.
+    let r = r.restart(&[]).await;
+    let v3 = r.anon().network().await.unwrap().verify(&ca_key).unwrap();
+    assert_eq!((v3.ipv4, v3.version), (v2.ipv4, v2.version));
+    let stopped = r.pause().await;
+    let place = db.place(stopped.dir());
+    let mut e = String::new();
+    // Connections still being served hold the old registry's directory
+    // lock for a moment.
+    for _ in 0..100 {
+        let refused = off_runtime(|| {
+            re6st::registry::core::Registry::open_at(
+                &place,
+                None,
+                "https://x:1".into(),
+                |s| s.network.ipv4 = Some("10.43.0.0/16".parse().unwrap()),
+                SystemTime::now(),
+            )
+            .map(|_| ())
+        });
+        e = format!("{:#}", refused.unwrap_err());
+        if !e.contains("another registry is running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(e.contains("fixed once set"), "{e}");
 }
 
 /// What a node that waits for its registry retries and what it gives up

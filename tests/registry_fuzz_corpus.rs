@@ -1,6 +1,7 @@
 //! Replays the identity fuzz corpus (fuzz/corpus/identity_der and
-//! fuzz/corpus/signed_json) on stable. `cargo test --test
-//! registry_fuzz_corpus -- --ignored` rewrites the seed files.
+//! fuzz/corpus/signed_json) and the registry API's (fuzz/corpus/registry_api)
+//! on stable. `cargo test --test registry_fuzz_corpus -- --ignored`
+//! rewrites the seed files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +29,7 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
 
 #[test]
 fn replay_identity_corpus() {
-    assert!(replay("identity_der", identity_der) >= 3);
+    assert!(replay("identity_der", identity_der) >= 5);
     assert!(replay("signed_json", signed_json) >= 4);
     // The seeds reach the success paths (they are signed by the fuzzing CA).
     let seed = std::fs::read(corpus("signed_json").join("announcement")).unwrap();
@@ -39,12 +40,26 @@ fn replay_identity_corpus() {
     ))
     .unwrap();
     a.verify(&v, fuzz_now(), Duration::from_secs(60)).unwrap();
+    let seed = std::fs::read(corpus("identity_der").join("cert_ipv4")).unwrap();
+    let cert = NodeCert::from_der(&seed[1..]).unwrap();
+    assert_eq!(cert.ipv4, Some("10.42.3.0/24".parse().unwrap()));
     let seed = std::fs::read(corpus("identity_der").join("crl")).unwrap();
     assert!(
         re6st::identity::Crl::from_der(&seed[1..], fuzz_ca().cert_der())
             .unwrap()
             .is_revoked(9)
     );
+}
+
+#[test]
+fn replay_registry_api_corpus() {
+    let api = re6st::registry::fuzzing::ApiFuzzer::new().unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir(corpus("registry_api")).expect("registry_api corpus") {
+        api.request(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 10, "{n} seeds");
 }
 
 #[test]
@@ -62,6 +77,10 @@ fn write_seeds() {
         .issue_node(&key.spki_der(), "fd00:f:0:1::/64".parse().unwrap(), p)
         .unwrap();
     let cert = NodeCert::from_der(&cert_der).unwrap();
+    let subnet = "10.42.3.0/24".parse().unwrap();
+    let cert_v4 = ca
+        .issue_node_with_ipv4(&key.spki_der(), cert.prefix, Some(subnet), p)
+        .unwrap();
     let csr = make_csr(&key).unwrap();
     let csr_der =
         re6st::identity::ca_der_from_pem(&csr.replace("CERTIFICATE REQUEST", "CERTIFICATE"))
@@ -83,6 +102,13 @@ fn write_seeds() {
     w("identity_der", "cert", 0, &cert_der);
     w("identity_der", "csr", 1, &csr_der);
     w("identity_der", "crl", 2, &crl);
+    w("identity_der", "cert_ipv4", 0, &cert_v4);
+    w(
+        "identity_der",
+        "ipv4_block",
+        3,
+        &re6st::identity::ipv4::encode(subnet),
+    );
     let ann = PeerAnnouncement {
         prefix: cert.prefix,
         addresses: vec![
@@ -114,4 +140,9 @@ fn write_seeds() {
     );
     w("signed_json", "enrol", 2, br#"{"csr":"-----BEGIN CERTIFICATE REQUEST-----\nMAMCAQA=\n-----END CERTIFICATE REQUEST-----\n","token":"abc"}"#);
     w("signed_json", "pem", 3, csr.as_bytes());
+    // Registry API: endpoint 3 (enrol), flags 1 (POST, JSON).
+    let enrol = serde_json::json!({ "csr": csr });
+    let mut body = vec![1u8];
+    body.extend_from_slice(enrol.to_string().as_bytes());
+    w("registry_api", "enrol", 3, &body);
 }

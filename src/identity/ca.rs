@@ -4,11 +4,12 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber, SubjectPublicKeyInfo,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    SubjectPublicKeyInfo,
 };
 
 use super::cert::{cert_der_from_pem, der_to_pem};
@@ -150,6 +151,18 @@ impl Ca {
         prefix: Ipv6Net,
         p: IssueParams,
     ) -> Result<Vec<u8>, IdentityError> {
+        self.issue_node_with_ipv4(spki_der, prefix, None, p)
+    }
+
+    /// [`Self::issue_node`], and the node's IPv4 subnet in an IP address
+    /// block extension ([`super::ipv4`]) when the network has IPv4.
+    pub fn issue_node_with_ipv4(
+        &self,
+        spki_der: &[u8],
+        prefix: Ipv6Net,
+        ipv4: Option<Ipv4Net>,
+        p: IssueParams,
+    ) -> Result<Vec<u8>, IdentityError> {
         if prefix.prefix_len() > 127 {
             return Err(IdentityError::Invalid {
                 field: "prefix",
@@ -161,6 +174,14 @@ impl Ca {
         dn.push(DnType::CommonName, prefix.trunc().to_string());
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V6(node_address(prefix)))];
+        if let Some(subnet) = ipv4 {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    super::ipv4::OID,
+                    super::ipv4::encode(subnet),
+                ));
+        }
         self.sign_leaf(&params, spki_der)
     }
 
@@ -302,5 +323,34 @@ mod tests {
         // A key that is not the CA's is refused.
         let other = NodeKey::generate().unwrap();
         assert!(Ca::from_pem(&ca.cert_pem(), &other.to_pem()).is_err());
+    }
+
+    #[test]
+    fn node_cert_with_an_ipv4_subnet() {
+        let now = SystemTime::now();
+        let net: Ipv6Net = "fd00:aa::/48".parse().unwrap();
+        let ca = Ca::generate(net, 1, now, Duration::from_secs(86400)).unwrap();
+        let k = NodeKey::generate().unwrap();
+        let p = IssueParams {
+            serial: 43,
+            not_before: now,
+            not_after: now + Duration::from_secs(3600),
+        };
+        let prefix: Ipv6Net = "fd00:aa:0:8::/64".parse().unwrap();
+        let subnet: Ipv4Net = "10.42.3.0/24".parse().unwrap();
+        let der = ca
+            .issue_node_with_ipv4(&k.spki_der(), prefix, Some(subnet), p)
+            .unwrap();
+        let cert = NodeCert::from_der(&der).unwrap();
+        assert_eq!(cert.ipv4, Some(subnet));
+        assert_eq!(cert.ipv4_address(), Some("10.42.3.1".parse().unwrap()));
+        assert_eq!(cert.prefix, prefix);
+        // TLS accepts it: the extension is not critical.
+        let trust = crate::identity::tls::Trust::new(ca.cert_der(), None);
+        let verifier = crate::identity::tls::CaVerifier::new(&trust).unwrap();
+        verifier.verify(&der, now + Duration::from_secs(1)).unwrap();
+        // Without IPv4, no extension.
+        let der = ca.issue_node(&k.spki_der(), prefix, p).unwrap();
+        assert_eq!(NodeCert::from_der(&der).unwrap().ipv4, None);
     }
 }

@@ -1,10 +1,10 @@
 //! Parsing node certificates: the prefix (CN), the overlay address (IP SAN),
 //! the serial, the validity and the key.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -29,6 +29,9 @@ pub struct NodeCert {
     pub prefix: Ipv6Net,
     /// The node's overlay address (the IP SAN), always `prefix::1`.
     pub address: Ipv6Addr,
+    /// The node's IPv4 subnet in the overlay, in networks with IPv4 (an
+    /// IP address block extension, [`super::ipv4`]).
+    pub ipv4: Option<Ipv4Net>,
     /// Start of validity.
     pub not_before: SystemTime,
     /// End of validity.
@@ -94,6 +97,12 @@ impl NodeCert {
                 "IP SAN is not the prefix's first host",
             ));
         }
+        let ipv4 = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == super::ipv4::OID_STR)
+            .map(|e| super::ipv4::parse(e.value))
+            .transpose()?;
         let public_key = PublicKey::from_spki(cert.public_key())?;
         let validity = cert.validity();
         Ok(Self {
@@ -101,6 +110,7 @@ impl NodeCert {
             serial,
             prefix,
             address,
+            ipv4,
             not_before: from_unix_secs(u64::try_from(validity.not_before.timestamp()).unwrap_or(0)),
             not_after: from_unix_secs(u64::try_from(validity.not_after.timestamp()).unwrap_or(0)),
             public_key,
@@ -120,6 +130,11 @@ impl NodeCert {
     /// The overlay address as an `IpAddr` (handy for `ServerName`).
     pub fn ip(&self) -> IpAddr {
         IpAddr::V6(self.address)
+    }
+
+    /// The node's IPv4 address in the overlay: its subnet's first host.
+    pub fn ipv4_address(&self) -> Option<Ipv4Addr> {
+        self.ipv4.map(super::ipv4::node_address_v4)
     }
 
     /// Whether `now` is past the end of validity.

@@ -51,12 +51,13 @@ fn verifier() -> &'static CaVerifier {
 }
 
 /// DER inputs; the first byte picks the parser: 0 node certificate, 1 CSR,
-/// 2 CRL (checked against the fuzzing CA).
+/// 2 CRL (checked against the fuzzing CA), 3 the IP address block
+/// extension of a node's IPv4 subnet.
 pub fn identity_der(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    match sel % 3 {
+    match sel % 4 {
         0 => {
             if let Ok(c) = NodeCert::from_der(rest) {
                 let again =
@@ -67,6 +68,12 @@ pub fn identity_der(data: &[u8]) {
         }
         1 => {
             let _ = CertificateRequest::from_der(rest);
+        }
+        3 => {
+            // The parser takes DER only: what it accepts encodes back the same.
+            if let Ok(subnet) = super::ipv4::parse(rest) {
+                assert_eq!(super::ipv4::encode(subnet), rest);
+            }
         }
         _ => {
             if let Ok(crl) = Crl::from_der(rest, fuzz_ca().cert_der()) {

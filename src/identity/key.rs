@@ -156,6 +156,12 @@ impl NodeKey {
             .map_err(|e| IdentityError::Internal(format!("signing: {e}")))
     }
 
+    /// Wraps a key pair made by rcgen (tests use other key types).
+    #[cfg(test)]
+    pub(crate) fn from_key_pair(inner: KeyPair) -> Self {
+        Self { inner }
+    }
+
     pub(crate) fn key_pair(&self) -> &KeyPair {
         &self.inner
     }

@@ -10,6 +10,8 @@
 //!   overlay address (the prefix's first host, `fd12:3456:789a:1::1`), and the
 //!   serial is unique (a counter kept by the registry). Both EKUs (server and
 //!   client auth) are set because every node is both a QUIC server and client.
+//!   In a network with IPv4 inside the overlay, it also holds the node's
+//!   IPv4 subnet ([`ipv4`]).
 //! - the **CRL** lists the serials of revoked certificates that have not yet
 //!   expired; [`tls`] enforces it on every tunnel.
 //! - the **network configuration** ([`NetworkConfig`]) is signed by the CA so
@@ -18,6 +20,10 @@
 //!   own key and carries the node's certificate, so any node can check it
 //!   against the CA and the CRL; the announced prefix must be the one in the
 //!   certificate, so no node can announce addresses for another's prefix.
+//! - a **route-origin proof** ([`origin`]) is the node's signature of each
+//!   (prefix, router-id, seqno) it originates in Babel; [`Origins`] checks
+//!   them, and what each certificate may originate (its own prefix, and
+//!   the gateway prefixes the network configuration grants it).
 //!
 //! Time is always a parameter (`now: SystemTime`), never read inside.
 
@@ -27,8 +33,11 @@ mod cert;
 mod crl;
 mod csr;
 pub mod fuzzing;
+pub mod ipv4;
 mod key;
 mod netconfig;
+pub mod origin;
+pub mod origins;
 mod signed;
 pub mod tls;
 
@@ -43,7 +52,10 @@ pub use cert::{NodeCert, node_address};
 pub use crl::{Crl, CrlEntry};
 pub use csr::{CertificateRequest, make_csr};
 pub use key::{KeyKind, NodeKey, PublicKey};
-pub use netconfig::{NetworkConfig, PROTOCOL_VERSION, SignedNetworkConfig};
+pub use netconfig::{
+    GatewayGrant, MAX_GATEWAY_GRANTS, NetworkConfig, PROTOCOL_VERSION, SignedNetworkConfig,
+};
+pub use origins::{OriginStats, Origins, OriginsConfig};
 pub use signed::{Fingerprint, SignatureContext};
 
 /// Why an identity object (key, certificate, CRL, signed blob) was refused.

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::tunnels::policy::Replacement;
@@ -72,6 +72,39 @@ pub struct NetworkConfig {
     pub min_protocol: u32,
     /// The registry's HTTPS URL.
     pub registry_url: String,
+    /// Gateway authorisations: which node may originate which prefix
+    /// outside the overlay (`re6st registry gateway add`). Every other
+    /// node's routes to such prefixes are refused by the whole network.
+    /// Absent when empty, so configurations from before it verify the
+    /// same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayGrant>,
+    /// IPv4 inside the overlay: the network every node's IPv4 subnet (in
+    /// its certificate) is taken from, routed into the overlay by every
+    /// node. Absent: the overlay carries IPv6 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Net>,
+}
+
+/// Most gateway authorisations one network configuration holds.
+pub const MAX_GATEWAY_GRANTS: usize = 1024;
+
+/// The node holding `node` (its certificate's prefix, which survives
+/// renewals) may originate `prefix` and the prefixes inside it. `prefix`
+/// lies outside the overlay (`::/0`, a site's prefix, an IPv4 range): the
+/// overlay's own space is only ever announced by the node it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GatewayGrant {
+    /// The authorised node's prefix.
+    pub node: Ipv6Net,
+    /// What it may announce.
+    pub prefix: IpNet,
+}
+
+impl std::fmt::Display for GatewayGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} via {}", self.prefix, self.node)
+    }
 }
 
 fn default_replacement() -> Replacement {
@@ -143,6 +176,8 @@ impl NetworkConfig {
             babel_rtt_max_ms: RTT_MAX_MS,
             min_protocol: 1,
             registry_url,
+            gateways: Vec::new(),
+            ipv4: None,
         }
     }
 
@@ -187,12 +222,45 @@ impl NetworkConfig {
                 ),
             );
         }
+        if let Some(net) = self.ipv4
+            && (net != net.trunc() || net.prefix_len() > 30)
+        {
+            return bad(
+                "ipv4",
+                format!("{net} must be a network (no host bits) of at most /30"),
+            );
+        }
         if self.tunnel_refresh_secs == 0
             || self.babel_hello_ms == 0
             || self.babel_update_ms == 0
             || self.babel_ihu_ms == 0
         {
             return bad("timers", "intervals must be positive".into());
+        }
+        if self.gateways.len() > MAX_GATEWAY_GRANTS {
+            return bad(
+                "gateways",
+                format!(
+                    "{} authorisations (at most {MAX_GATEWAY_GRANTS})",
+                    self.gateways.len()
+                ),
+            );
+        }
+        for g in &self.gateways {
+            if !self.network.contains(&g.node) || g.node.prefix_len() <= self.network.prefix_len() {
+                return bad(
+                    "gateways",
+                    format!("{}: {} is not a node prefix of {}", g, g.node, self.network),
+                );
+            }
+            if let IpNet::V6(p) = g.prefix
+                && self.network.contains(&p)
+            {
+                return bad(
+                    "gateways",
+                    format!("{g}: {p} lies inside the overlay, which only its owners announce"),
+                );
+            }
         }
         Ok(())
     }
@@ -310,6 +378,46 @@ mod tests {
     }
 
     #[test]
+    fn gateway_grants_are_optional_and_checked() {
+        let net: Ipv6Net = "fd00:5::/48".parse().unwrap();
+        let mut cfg = NetworkConfig::defaults(net, "https://r:1".into());
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("gateways"));
+        let node: Ipv6Net = "fd00:5:0:7::/64".parse().unwrap();
+        cfg.gateways = vec![
+            GatewayGrant {
+                node,
+                prefix: "::/0".parse().unwrap(),
+            },
+            GatewayGrant {
+                node,
+                prefix: "10.0.0.0/8".parse().unwrap(),
+            },
+        ];
+        cfg.validate().unwrap();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            json.contains(r#""gateways":[{"node":"fd00:5:0:7::/64","prefix":"::/0"}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<NetworkConfig>(&json).unwrap(), cfg);
+        // Overlay space, a node outside the network, the network itself:
+        // refused.
+        for (node, prefix) in [
+            ("fd00:5:0:7::/64", "fd00:5:0:8::/64"),
+            ("fd00:5:0:7::/64", "fd00:5::/48"),
+            ("fd00:6:0:7::/64", "::/0"),
+            ("fd00:5::/48", "::/0"),
+        ] {
+            let mut bad = cfg.clone();
+            bad.gateways = vec![GatewayGrant {
+                node: node.parse().unwrap(),
+                prefix: prefix.parse().unwrap(),
+            }];
+            assert!(bad.validate().is_err(), "{node} {prefix}");
+        }
+    }
+
+    #[test]
     fn validation() {
         let mut cfg = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), String::new());
         cfg.validate().unwrap();
@@ -318,5 +426,24 @@ mod tests {
         cfg.node_prefix_len = 64;
         cfg.max_tunnels = 5;
         assert!(cfg.validate().is_err());
+        cfg.max_tunnels = 30;
+        cfg.ipv4 = Some("10.42.0.0/16".parse().unwrap());
+        cfg.validate().unwrap();
+        cfg.ipv4 = Some("10.42.0.1/16".parse().unwrap());
+        assert!(cfg.validate().is_err());
+        cfg.ipv4 = Some("10.42.0.0/31".parse().unwrap());
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn ipv4_is_optional() {
+        let mut cfg = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), "https://r:1".into());
+        // Not written when absent: configurations signed before IPv4
+        // existed and IPv6-only ones now are the same.
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("ipv4"));
+        cfg.ipv4 = Some("10.42.0.0/16".parse().unwrap());
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.ends_with(r#","ipv4":"10.42.0.0/16"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<NetworkConfig>(&json).unwrap(), cfg);
     }
 }

@@ -25,7 +25,7 @@ pub enum AllocError {
         /// The length asked for.
         len: u8,
     },
-    /// The prefix length is not inside the network or longer than /127.
+    /// The prefix length is not inside the network.
     #[error("cannot allocate a /{len} in {network}")]
     BadLength {
         /// The network.
@@ -85,7 +85,7 @@ impl BuddyAllocator {
     }
 
     fn check_len(&self, len: u8) -> Result<(), AllocError> {
-        if len <= self.network.prefix_len() || len > 127 {
+        if len <= self.network.prefix_len() || len > 128 {
             return Err(AllocError::BadLength {
                 network: self.network,
                 len,

@@ -98,6 +98,10 @@ pub struct Settings {
     pub grace_period_secs: u64,
     /// Bootstrap answers only hold nodes announced this recently (seconds).
     pub announce_max_age_secs: u64,
+    /// Length of the IPv4 subnet each node gets when the network has IPv4
+    /// (`network.ipv4`).
+    #[serde(default = "default_ipv4_prefix_len")]
+    pub ipv4_prefix_len: u8,
     /// The network parameters (its `version`, `issued_at`, `network` and
     /// `registry_url` are managed by the registry).
     pub network: NetworkConfig,
@@ -115,8 +119,28 @@ impl Settings {
             // Nodes announce at start and every 12 h: two rounds
             // and a margin, so a live node is always in bootstrap answers.
             announce_max_age_secs: 25 * 3600,
+            ipv4_prefix_len: default_ipv4_prefix_len(),
             network: NetworkConfig::defaults(network, String::new()),
         }
+    }
+
+    /// Checks what the network configuration's own validation cannot:
+    /// the IPv4 subnet length against the IPv4 network.
+    pub fn validate(&self) -> Result<(), String> {
+        self.network
+            .validate()
+            .map_err(|e| format!("invalid network parameters: {e}"))?;
+        if let Some(net) = self.network.ipv4
+            && (self.ipv4_prefix_len <= net.prefix_len() || self.ipv4_prefix_len > 32)
+        {
+            return Err(format!(
+                "IPv4 node subnets of /{} do not fit in {net}: give --ipv4-prefix-len between {} \
+                 and 32",
+                self.ipv4_prefix_len,
+                net.prefix_len() + 1
+            ));
+        }
+        Ok(())
     }
 
     /// The issuing policy.
@@ -127,8 +151,15 @@ impl Settings {
             cert_lifetime: Duration::from_secs(self.cert_lifetime_secs),
             renew_window: Duration::from_secs(self.renew_window_secs),
             grace_period: Duration::from_secs(self.grace_period_secs),
+            ipv4: self.network.ipv4.map(|net| (net, self.ipv4_prefix_len)),
         }
     }
+}
+
+/// Node IPv4 subnets are /24 unless the operator chooses: room for a
+/// host's containers or a small LAN behind each node.
+fn default_ipv4_prefix_len() -> u8 {
+    24
 }
 
 /// The settings in force and the signed configuration they make.
@@ -229,6 +260,34 @@ pub fn open_database(
         store::set_meta(tx, META_NEXT_SERIAL, "2")?;
         Ok(net)
     })?;
+    Ok((store, net))
+}
+
+/// Opens the database of a registry that a first start has initialised,
+/// and creates nothing: what the admin commands use. A registry whose
+/// first start has not yet recorded its network (or never ran) is an
+/// error, so that an admin command racing that start cannot make a CA or
+/// pick a network of its own.
+pub fn open_initialised(place: &Place) -> anyhow::Result<(Store, Ipv6Net)> {
+    if place.database.backend() == Backend::Sqlite && !place.dir.join(DB).exists() {
+        anyhow::bail!(
+            "no registry in {0}: not initialised (the first `re6st registry run --dir {0}` \
+             creates it)",
+            place.dir.display()
+        );
+    }
+    let store =
+        Store::open(&place.database).with_context(|| format!("opening {}", place.database))?;
+    let Some(net) = store.meta(META_NETWORK)? else {
+        anyhow::bail!(
+            "the registry at {} is not initialised: its first `re6st registry run` has not \
+             finished creating it (if one is starting now, try again in a moment)",
+            place.database
+        );
+    };
+    let net = net
+        .parse()
+        .map_err(|_| StoreError::Config("bad network prefix in the store".into()))?;
     Ok((store, net))
 }
 
@@ -404,13 +463,19 @@ impl Registry {
                     .map_err(|e| StoreError::Config(format!("bad settings in the store: {e}")))?,
                 None => Settings::defaults(net),
             };
+            let ipv4 = settings.network.ipv4;
             apply(&mut settings);
             settings.network.network = net;
             settings.network.registry_url = registry_url;
-            settings
-                .network
-                .validate()
-                .map_err(|e| StoreError::Config(format!("invalid network parameters: {e}")))?;
+            if let Some(before) = ipv4
+                && settings.network.ipv4 != Some(before)
+            {
+                return Err(StoreError::Config(format!(
+                    "this registry's IPv4 network is {before}; it is fixed once set (nodes hold \
+                     subnets of it)"
+                )));
+            }
+            settings.validate().map_err(StoreError::Config)?;
             let stored_signed: Option<SignedNetworkConfig> = store::meta(tx, META_NETWORK_CONFIG)?
                 .map(|j| serde_json::from_str(&j))
                 .transpose()

@@ -453,9 +453,16 @@ async fn sweep_loop(registry: Arc<Registry>, tls: Arc<ServerTls>, every: Duratio
             warn!("renewing the HTTPS certificate: {e:#}");
         }
         let grace = Duration::from_secs(registry.config().settings.grace_period_secs);
+        let r = registry.clone();
         let res = registry
             .writer
-            .run(move |tx, prefixes| store::revoke::sweep(tx, prefixes, grace, SystemTime::now()))
+            .run(move |tx, prefixes| {
+                let now = SystemTime::now();
+                let released = store::revoke::sweep(tx, prefixes, grace, now)?;
+                // Before the prefix can be allocated again.
+                super::gateways::drop_nodes(tx, &r.ca, &released, now)?;
+                Ok(released)
+            })
             .await;
         let r = registry.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reload()).await {

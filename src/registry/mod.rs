@@ -9,6 +9,7 @@
 //! - [`server`]: axum over tokio-rustls.
 //! - [`client`]: what `re6st join` and nodes use.
 //! - [`backoff`]: how they wait for a registry that does not answer.
+//! - [`gateways`]: which node may route which prefix outside the overlay.
 
 pub mod alloc;
 pub mod api;
@@ -16,6 +17,9 @@ pub mod backoff;
 pub mod ca_key;
 pub mod client;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod gateways;
 pub mod listener;
 pub mod metrics;
 pub mod server;
@@ -33,8 +37,8 @@ use anyhow::Context;
 use ipnet::Ipv6Net;
 
 use self::ca_key::{CaSecret, SECRET_ENV};
-use self::core::{Place, Registry, Settings, load_ca, open_database};
-use self::store::{Backend, Location, RevokeTarget};
+use self::core::{Place, Registry, Settings, load_ca, open_initialised};
+use self::store::{Location, RevokeTarget};
 
 /// Default registry directory.
 pub const DEFAULT_DIR: &str = "/var/lib/re6st/registry";
@@ -57,6 +61,10 @@ pub enum RegistryCommand {
     /// Its certificates go on the CRL at once; its prefix is freed when its
     /// last certificate expires.
     Revoke(RevokeArgs),
+    /// Authorise nodes to route prefixes outside the overlay (::/0 and
+    /// others): add, list, remove.
+    #[command(subcommand)]
+    Gateway(gateways::GatewayCommand),
     /// Show the network prefix, the CA fingerprint to give to joining nodes,
     /// and counts.
     Info(DirArgs),
@@ -236,6 +244,17 @@ pub struct RunArgs {
     /// node older than this logs an error asking for an upgrade.
     #[arg(long)]
     pub min_protocol: Option<u32>,
+    /// Carry IPv4 inside the overlay: every node gets an IPv4 subnet of
+    /// this network (e.g. 10.42.0.0/16) with its certificate, puts the
+    /// first address of it on its TUN and routes the network into the
+    /// overlay. May be given at first start or later (running nodes get
+    /// their subnet at their next registry round); fixed once set.
+    #[arg(long, value_name = "NET/LEN")]
+    pub ipv4: Option<ipnet::Ipv4Net>,
+    /// Length of each node's IPv4 subnet [stored default: 24]. A change
+    /// applies to subnets given from then on.
+    #[arg(long, value_name = "LEN")]
+    pub ipv4_prefix_len: Option<u8>,
     /// How often expired and revoked prefixes are released (and settings
     /// changed by another replica picked up).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -313,6 +332,12 @@ impl RunArgs {
         }
         if let Some(v) = self.min_protocol {
             s.network.min_protocol = v;
+        }
+        if let Some(v) = self.ipv4 {
+            s.network.ipv4 = Some(v);
+        }
+        if let Some(v) = self.ipv4_prefix_len {
+            s.ipv4_prefix_len = v;
         }
     }
 
@@ -393,6 +418,7 @@ pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         RegistryCommand::Tokens(a) => admin_tokens(&a),
         RegistryCommand::List(a) => admin_list(&a),
         RegistryCommand::Revoke(a) => admin_revoke(&a),
+        RegistryCommand::Gateway(c) => gateways::admin(c),
         RegistryCommand::Info(a) => admin_info(&a),
         RegistryCommand::Topology(a) => admin_topology(&a),
     }
@@ -495,16 +521,10 @@ fn connection_budget(wanted: usize) -> usize {
 }
 
 /// The store of an existing registry (the CA is loaded only by the
-/// commands that sign).
+/// commands that sign). Never initialises one.
 fn open_existing(a: &DirArgs) -> anyhow::Result<(store::Store, Place, Ipv6Net)> {
     let place = a.place()?;
-    if place.database.backend() == Backend::Sqlite && !place.dir.join(core::DB).exists() {
-        anyhow::bail!(
-            "no registry in {} (start one with `re6st registry run --dir {0}`)",
-            place.dir.display()
-        );
-    }
-    let (store, net) = open_database(&place, None, SystemTime::now())?;
+    let (store, net) = open_initialised(&place)?;
     Ok((store, place, net))
 }
 
@@ -575,14 +595,28 @@ fn admin_list(a: &ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    // The IPv4 column only where the network has IPv4.
+    let ipv4 = rows.iter().any(|n| n.ipv4.is_some());
+    let column = |s: &str| {
+        if ipv4 {
+            format!("{s:<18} ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<28} {:<9} {:>8} {:<21} LAST ANNOUNCE",
-        "PREFIX", "STATE", "SERIAL", "EXPIRES"
+        "{:<28} {}{:<9} {:>8} {:<21} LAST ANNOUNCE",
+        "PREFIX",
+        column("IPV4"),
+        "STATE",
+        "SERIAL",
+        "EXPIRES"
     );
     for n in rows {
         println!(
-            "{:<28} {:<9} {:>8} {:<21} {}",
+            "{:<28} {}{:<9} {:>8} {:<21} {}",
             n.prefix,
+            column(n.ipv4.as_deref().unwrap_or("-")),
             format!("{:?}", n.state).to_lowercase(),
             n.serial,
             fmt_time(n.not_after),
@@ -595,7 +629,12 @@ fn admin_list(a: &ListArgs) -> anyhow::Result<()> {
 fn admin_revoke(a: &RevokeArgs) -> anyhow::Result<()> {
     let (store, place, _) = open_existing(&a.dir)?;
     let ca = load_ca(&place, &store)?;
-    let out = store.revoke(&ca, a.target, SystemTime::now())?;
+    let now = SystemTime::now();
+    let out = store.revoke(&ca, a.target, now)?;
+    let grants = store.write(|tx| gateways::drop_nodes(tx, &ca, &[out.prefix], now))?;
+    if grants > 0 {
+        println!("withdrew its {grants} gateway authorisation(s)");
+    }
     let serials = out
         .serials
         .iter()
@@ -630,6 +669,9 @@ fn admin_info(a: &DirArgs) -> anyhow::Result<()> {
         println!("registry URL:    {}", s.network.registry_url);
         println!("enrolment:       {}", if s.open { "open" } else { "token" });
         println!("node prefixes:   /{}", s.network.node_prefix_len);
+        if let Some(v4) = s.network.ipv4 {
+            println!("IPv4:            {v4}, node subnets /{}", s.ipv4_prefix_len);
+        }
         println!("config version:  {}", s.network.version);
     }
     println!(

@@ -366,9 +366,10 @@ async fn renew(
     let me = r.clone();
     let out = r
         .writer
-        .run(move |tx, _| {
+        .run(move |tx, prefixes| {
             store::issue::renew(
                 tx,
+                prefixes,
                 &me.ca,
                 &policy,
                 node.serial,

@@ -279,6 +279,11 @@ pub struct StoppedRegistry {
 }
 
 impl StoppedRegistry {
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Starts it again with `extra` run options. Connections still being
     /// served keep the old registry (and its directory lock) alive for a
     /// moment: the start is retried.

@@ -48,6 +48,9 @@ pub struct NodeRow {
     pub token: Option<String>,
     /// When its last announcement was received (UNIX seconds).
     pub last_announce: Option<u64>,
+    /// Its IPv4 subnet, in a network with IPv4 inside the overlay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
 }
 
 /// One token, for `re6st registry tokens`.
@@ -147,7 +150,8 @@ fn u(v: i64) -> u64 {
 /// See [`Store::list_nodes`].
 pub fn list_nodes(tx: &mut dyn Tx, all: bool) -> Result<Vec<NodeRow>, StoreError> {
     tx.query(
-        "SELECT n.prefix, n.state, MAX(c.serial), MAX(c.not_after), n.created, n.token, MAX(a.received)
+        "SELECT n.prefix, n.state, MAX(c.serial), MAX(c.not_after), n.created, n.token, MAX(a.received),
+                n.ipv4
          FROM node n JOIN cert c ON c.node_id = n.id LEFT JOIN announcement a ON a.node_id = n.id
          WHERE $1 = 1 OR n.state != 'released'
          GROUP BY n.id ORDER BY n.state != 'active', n.prefix, n.id",
@@ -163,6 +167,7 @@ pub fn list_nodes(tx: &mut dyn Tx, all: bool) -> Result<Vec<NodeRow>, StoreError
             created: r.uint(4)?,
             token: r.opt_text(5)?,
             last_announce: r.opt_int(6)?.map(u),
+            ipv4: r.opt_text(7)?,
         })
     })
     .collect()

@@ -2,11 +2,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::db::{Tx, vals};
 use super::{Policy, Prefixes, StoreError, parse_prefix, secs, serial_i64, take_serials};
-use crate::identity::{Ca, IssueParams, PublicKey, from_unix_secs};
+use crate::identity::{Ca, IssueParams, NodeCert, PublicKey, from_unix_secs};
 
 /// Backdating of `not_before`, for nodes whose clock is a little behind.
 const BACKDATE: Duration = Duration::from_secs(300);
@@ -34,8 +34,9 @@ pub struct RenewOutcome {
 }
 
 /// Enrols the key `key` (from a verified CSR), in the caller's write
-/// transaction: checks the token, takes a prefix, signs and records the
-/// certificate, marks the token used. On any error the caller rolls back
+/// transaction: checks the token, takes a prefix (and an IPv4 subnet when
+/// the network has IPv4), signs and records the certificate, marks the
+/// token used. On any error the caller rolls back
 /// (and undoes `prefixes`' operation).
 ///
 /// A key that is already enrolled (live node) gets its current
@@ -78,11 +79,21 @@ pub fn enrol(
         None => {}
     }
     let prefix = prefixes.allocate(tx, len)?;
+    let ipv4 = match policy.ipv4 {
+        Some((net, len)) => Some(prefixes.allocate_v4(tx, net, len)?),
+        None => None,
+    };
     let node_id = tx
         .query_one(
-            "INSERT INTO node(prefix, state, key_id, token, created) VALUES ($1, 'active', $2, $3, $4)
-             RETURNING id",
-            vals![prefix.to_string(), key_id, token, secs(now)],
+            "INSERT INTO node(prefix, state, key_id, token, created, ipv4)
+             VALUES ($1, 'active', $2, $3, $4, $5) RETURNING id",
+            vals![
+                prefix.to_string(),
+                key_id,
+                token,
+                secs(now),
+                ipv4.map(|n| n.to_string())
+            ],
         )?
         .int(0)?;
     if let Some(t) = token {
@@ -94,16 +105,18 @@ pub fn enrol(
             return Err(StoreError::TokenUsed);
         }
     }
-    issue(tx, ca, policy, node_id, prefix, &key.spki_der, now)
+    issue(tx, ca, policy, node_id, (prefix, ipv4), &key.spki_der, now)
 }
 
 /// Renews the node whose certificate has serial `presented`, in the
 /// caller's write transaction: returns its newest certificate, issuing a
 /// new one (same prefix, new serial) when the newest is within the
-/// renewal window, has expired (within the grace period), or `new_key`
-/// differs from its key.
+/// renewal window, has expired (within the grace period), `new_key`
+/// differs from its key, or it lacks the node's IPv4 subnet (a network
+/// that got IPv4 after the node enrolled: the subnet is taken now).
 pub fn renew(
     tx: &mut dyn Tx,
+    prefixes: &mut Prefixes,
     ca: &Ca,
     policy: &Policy,
     presented: u64,
@@ -129,7 +142,11 @@ pub fn renew(
         return Err(StoreError::Expired(presented));
     }
     let key_spki = new_key.map(|k| k.spki_der.clone()).unwrap_or(spki.clone());
-    let due = not_after - secs_of(policy.renew_window) <= secs(now) || key_spki != spki;
+    let ipv4 = ipv4_of(tx, prefixes, policy, node_id)?;
+    let cert_ipv4 = NodeCert::from_der(&der).ok().and_then(|c| c.ipv4);
+    let due = not_after - secs_of(policy.renew_window) <= secs(now)
+        || key_spki != spki
+        || cert_ipv4 != ipv4;
     let prefix = parse_prefix(&prefix)?;
     if !due {
         let cert = Issued {
@@ -149,11 +166,39 @@ pub fn renew(
             vals![k.id().to_vec(), node_id],
         )?;
     }
-    let cert = issue(tx, ca, policy, node_id, prefix, &key_spki, now)?;
+    let cert = issue(tx, ca, policy, node_id, (prefix, ipv4), &key_spki, now)?;
     Ok(RenewOutcome {
         cert,
         renewed: true,
     })
+}
+
+/// The IPv4 subnet of node `node_id`: the one recorded, or one taken now
+/// when the network has IPv4 and the node has none yet.
+fn ipv4_of(
+    tx: &mut dyn Tx,
+    prefixes: &mut Prefixes,
+    policy: &Policy,
+    node_id: i64,
+) -> Result<Option<Ipv4Net>, StoreError> {
+    let recorded = tx
+        .query_one("SELECT ipv4 FROM node WHERE id = $1", vals![node_id])?
+        .opt_text(0)?;
+    if let Some(s) = recorded {
+        return s
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Internal(format!("bad IPv4 subnet {s:?} in the database")));
+    }
+    let Some((net, len)) = policy.ipv4 else {
+        return Ok(None);
+    };
+    let subnet = prefixes.allocate_v4(tx, net, len)?;
+    tx.execute(
+        "UPDATE node SET ipv4 = $1 WHERE id = $2",
+        vals![subnet.to_string(), node_id],
+    )?;
+    Ok(Some(subnet))
 }
 
 fn secs_of(d: Duration) -> i64 {
@@ -192,13 +237,14 @@ fn latest_for_key(tx: &mut dyn Tx, key_id: &[u8]) -> Result<Option<Issued>, Stor
     }))
 }
 
-/// Signs and records a certificate for node `node_id`.
+/// Signs and records a certificate for node `node_id` holding `space`
+/// (its prefix and IPv4 subnet).
 fn issue(
     tx: &mut dyn Tx,
     ca: &Ca,
     policy: &Policy,
     node_id: i64,
-    prefix: Ipv6Net,
+    (prefix, ipv4): (Ipv6Net, Option<Ipv4Net>),
     spki: &[u8],
     now: SystemTime,
 ) -> Result<Issued, StoreError> {
@@ -210,7 +256,7 @@ fn issue(
         not_before: now_s.checked_sub(BACKDATE).unwrap_or(now_s),
         not_after: now_s + policy.cert_lifetime,
     };
-    let der = ca.issue_node(spki, prefix, p)?;
+    let der = ca.issue_node_with_ipv4(spki, prefix, ipv4, p)?;
     tx.execute(
         "INSERT INTO cert(serial, node_id, kind, not_before, not_after, spki, der, issued)
          VALUES ($1, $2, 'node', $3, $4, $5, $6, $7)",

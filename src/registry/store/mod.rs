@@ -62,6 +62,9 @@ pub struct Policy {
     /// An expired certificate may still be renewed for this long; after it
     /// the node's prefix is released.
     pub grace_period: Duration,
+    /// IPv4 inside the overlay: the network and the length of each node's
+    /// subnet in it.
+    pub ipv4: Option<(ipnet::Ipv4Net, u8)>,
 }
 
 /// Why a store operation failed. The first variants are the client's fault
@@ -311,6 +314,21 @@ pub fn live_prefixes(tx: &mut dyn Tx) -> Result<Vec<Ipv6Net>, StoreError> {
         .iter()
         .map(|r| parse_prefix(&r.text(0)?))
         .collect()
+}
+
+/// The IPv4 subnets of every node that is not released.
+pub fn live_ipv4(tx: &mut dyn Tx) -> Result<Vec<ipnet::Ipv4Net>, StoreError> {
+    tx.query(
+        "SELECT ipv4 FROM node WHERE state != 'released' AND ipv4 IS NOT NULL",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        let s = r.text(0)?;
+        s.parse()
+            .map_err(|_| StoreError::Internal(format!("bad IPv4 subnet {s:?} in the database")))
+    })
+    .collect()
 }
 
 /// A prefix read from the database.

@@ -105,10 +105,10 @@ pub fn revoke(
     })
 }
 
-/// Releases, in the caller's write transaction, the prefixes of nodes
-/// whose newest certificate expired more than `grace` ago, and of revoked
-/// nodes whose certificates all expired; returns them (freed in
-/// `prefixes` too).
+/// Releases, in the caller's write transaction, the prefixes (and IPv4
+/// subnets) of nodes whose newest certificate expired more than `grace`
+/// ago, and of revoked nodes whose certificates all expired; returns the
+/// prefixes (freed in `prefixes` too, with the subnets).
 pub fn sweep(
     tx: &mut dyn Tx,
     prefixes: &mut Prefixes,
@@ -117,7 +117,7 @@ pub fn sweep(
 ) -> Result<Vec<Ipv6Net>, StoreError> {
     let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
     let rows = tx.query(
-        "SELECT n.id, n.prefix FROM node n JOIN cert c ON c.node_id = n.id
+        "SELECT n.id, n.prefix, n.ipv4 FROM node n JOIN cert c ON c.node_id = n.id
          WHERE n.state != 'released' GROUP BY n.id
          HAVING (n.state = 'active' AND MAX(c.not_after) + $1 < $2)
              OR (n.state = 'revoked' AND MAX(c.not_after) < $2)",
@@ -132,46 +132,56 @@ pub fn sweep(
         )?;
         tx.execute("DELETE FROM announcement WHERE node_id = $1", vals![id])?;
         prefixes.release(tx, prefix)?;
+        if let Some(subnet) = r.opt_text(2)? {
+            let subnet: ipnet::Ipv4Net = subnet.parse().map_err(|_| {
+                StoreError::Internal(format!("bad IPv4 subnet {subnet:?} in the database"))
+            })?;
+            prefixes.release(tx, subnet)?;
+        }
         out.push(prefix);
     }
     prefixes.prune(tx)?;
     Ok(out)
 }
 
+/// A CRL entry: serial, revocation time, expiry of the certificate.
+type Entry = (u64, i64, i64);
+
 /// Serials that must be on the CRL at `now`: unexpired certificates of
-/// revoked nodes, with their revocation time.
-fn revoked_serials(tx: &mut dyn Tx, now: SystemTime) -> Result<Vec<(u64, i64)>, StoreError> {
+/// revoked nodes.
+fn revoked_serials(tx: &mut dyn Tx, now: SystemTime) -> Result<Vec<Entry>, StoreError> {
     tx.query(
-        "SELECT c.serial, n.revoked_at FROM cert c JOIN node n ON n.id = c.node_id
+        "SELECT c.serial, n.revoked_at, c.not_after FROM cert c JOIN node n ON n.id = c.node_id
          WHERE n.state = 'revoked' AND c.not_after >= $1 ORDER BY c.serial",
         vals![secs(now)],
     )?
     .iter()
-    .map(|r| Ok((r.uint(0)?, r.opt_int(1)?.unwrap_or(0))))
+    .map(|r| Ok((r.uint(0)?, r.opt_int(1)?.unwrap_or(0), r.int(2)?)))
     .collect()
 }
 
-fn serial_list(v: &[(u64, i64)]) -> String {
+fn serial_list(v: &[Entry]) -> String {
     v.iter()
-        .map(|(s, _)| s.to_string())
+        .map(|(s, _, _)| s.to_string())
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// The stored CRL if it is still current.
+/// The stored CRL if it is still current: younger than [`CRL_REFRESH`]
+/// and none of its entries expired. (Revocations re-sign it in their own
+/// transaction, so a new revocation never leaves it stale.)
 pub fn current_crl(tx: &mut dyn Tx, now: SystemTime) -> Result<Option<Vec<u8>>, StoreError> {
     let Some(row) = tx.query_opt(
-        "SELECT this_update, serials, der FROM crl WHERE id = 1",
+        "SELECT this_update, next_expiry, der FROM crl WHERE id = 1",
         &[],
     )?
     else {
         return Ok(None);
     };
-    let (this_update, serials) = (row.int(0)?, row.text(1)?);
-    let fresh = this_update + i64::try_from(CRL_REFRESH.as_secs()).unwrap_or(0) > secs(now);
-    (fresh && serials == serial_list(&revoked_serials(tx, now)?))
-        .then(|| row.blob(2))
-        .transpose()
+    let now = secs(now);
+    let fresh = row.int(0)? + i64::try_from(CRL_REFRESH.as_secs()).unwrap_or(0) > now
+        && row.opt_int(1)?.is_some_and(|e| e >= now);
+    fresh.then(|| row.blob(2)).transpose()
 }
 
 /// Signs a new CRL if needed (or always with `force`) and stores it, in
@@ -196,8 +206,9 @@ pub fn refresh_crl(
         + 1;
     let entries: Vec<(u64, SystemTime)> = list
         .iter()
-        .map(|(s, t)| (*s, from_unix_secs(u64::try_from(*t).unwrap_or(0))))
+        .map(|(s, t, _)| (*s, from_unix_secs(u64::try_from(*t).unwrap_or(0))))
         .collect();
+    let next_expiry = list.iter().map(|e| e.2).min().unwrap_or(i64::MAX);
     let der = ca.sign_crl(
         u64::try_from(number).unwrap_or(0),
         &entries,
@@ -205,10 +216,11 @@ pub fn refresh_crl(
         now + CRL_VALIDITY,
     )?;
     tx.execute(
-        "INSERT INTO crl(id, number, this_update, serials, der) VALUES (1, $1, $2, $3, $4)
+        "INSERT INTO crl(id, number, this_update, serials, der, next_expiry)
+         VALUES (1, $1, $2, $3, $4, $5)
          ON CONFLICT(id) DO UPDATE SET number = excluded.number, this_update = excluded.this_update,
-           serials = excluded.serials, der = excluded.der",
-        vals![number, secs(now), serial_list(&list), &der],
+           serials = excluded.serials, der = excluded.der, next_expiry = excluded.next_expiry",
+        vals![number, secs(now), serial_list(&list), &der, next_expiry],
     )?;
     Ok(der)
 }

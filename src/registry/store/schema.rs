@@ -75,8 +75,23 @@ CREATE TABLE prefix_log(
 CREATE UNIQUE INDEX token_used_once ON token(used_by) WHERE used_by IS NOT NULL;
 "#;
 
+/// Migration 3: the CRL records when its first entry expires, so that
+/// checking it is current reads one row instead of every revoked node;
+/// revoked nodes are indexed for the (rare) re-signing.
+const V3: &str = r#"
+ALTER TABLE crl ADD COLUMN next_expiry {int};
+CREATE INDEX node_revoked ON node(id) WHERE state = 'revoked';
+"#;
+
+/// Migration 4: nodes' IPv4 subnets (networks with IPv4 inside the
+/// overlay), one live node per subnet like prefixes.
+const V4: &str = r#"
+ALTER TABLE node ADD COLUMN ipv4 TEXT;
+CREATE UNIQUE INDEX node_live_ipv4 ON node(ipv4) WHERE state != 'released' AND ipv4 IS NOT NULL;
+"#;
+
 /// Every migration, in order; the schema version is their count.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

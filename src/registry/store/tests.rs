@@ -29,6 +29,7 @@ pub(crate) fn fx(network: &str, open: bool) -> Fx {
         cert_lifetime: 365 * DAY,
         renew_window: 30 * DAY,
         grace_period: 30 * DAY,
+        ipv4: None,
     };
     Fx {
         store,
@@ -79,7 +80,7 @@ impl Fx {
         serial: u64,
         k: Option<&PublicKey>,
     ) -> Result<RenewOutcome, StoreError> {
-        self.w(|tx, _, ca, pol, now| issue::renew(tx, ca, pol, serial, k, now))
+        self.w(|tx, p, ca, pol, now| issue::renew(tx, p, ca, pol, serial, k, now))
     }
 
     pub fn sweep(&mut self) -> Result<Vec<Ipv6Net>, StoreError> {
@@ -259,4 +260,56 @@ fn revoke_unknown_is_an_error() {
         RevokeTarget::Serial(42)
     );
     assert!("x".parse::<RevokeTarget>().is_err());
+}
+
+fn ipv4_of(der: &[u8]) -> Option<String> {
+    NodeCert::from_der(der).unwrap().ipv4.map(|n| n.to_string())
+}
+
+#[test]
+fn ipv4_subnets_are_given_with_certificates_and_freed_with_prefixes() {
+    let mut f = fx("fd00:1::/48", true);
+    // A node enrolled before the network had IPv4 has none.
+    let k0 = key();
+    let old = f.enrol(&k0, None).unwrap();
+    assert_eq!(ipv4_of(&old.der), None);
+    // Not due: the same certificate back, still without a subnet.
+    assert!(!f.renew(old.serial, None).unwrap().renewed);
+    f.policy.ipv4 = Some(("10.42.0.0/30".parse().unwrap(), 31));
+    // New nodes get the lowest free subnet with their certificate.
+    let a = f.enrol(&key(), None).unwrap();
+    assert_eq!(ipv4_of(&a.der).as_deref(), Some("10.42.0.0/31"));
+    // The old node gets one at its next renewal, due for that alone.
+    let out = f.renew(old.serial, None).unwrap();
+    assert!(out.renewed);
+    assert_eq!(out.cert.prefix, old.prefix);
+    assert_eq!(ipv4_of(&out.cert.der).as_deref(), Some("10.42.0.2/31"));
+    // And keeps it: renewing again issues nothing.
+    let again = f.renew(out.cert.serial, None).unwrap();
+    assert!(!again.renewed);
+    assert_eq!(again.cert.serial, out.cert.serial);
+    // The IPv4 network is full: enrolment fails cleanly, taking no prefix.
+    let k = key();
+    assert!(matches!(f.enrol(&k, None), Err(StoreError::Exhausted(_))));
+    assert_eq!(f.store.live_prefixes().unwrap().len(), 2);
+    let rows = f.store.list_nodes(false).unwrap();
+    let mut subnets: Vec<_> = rows.iter().filter_map(|r| r.ipv4.clone()).collect();
+    subnets.sort();
+    assert_eq!(subnets, ["10.42.0.0/31", "10.42.0.2/31"]);
+    // Revoked, expired and swept: the subnet is free again for a new node
+    // (the other one, renewed a year ago, is within its grace period), on
+    // this replica and on one rebuilding its allocators from the store.
+    f.store
+        .revoke(&f.ca, RevokeTarget::Prefix(a.prefix), f.now)
+        .unwrap();
+    f.now += 366 * DAY;
+    f.sweep().unwrap();
+    let mut other = Prefixes::new("fd00:1::/48".parse().unwrap());
+    let b = f.enrol(&key(), None).unwrap();
+    assert_eq!(ipv4_of(&b.der).as_deref(), Some("10.42.0.0/31"));
+    let taken = f.store.write(|tx| {
+        other.sync(tx)?;
+        other.allocate_v4(tx, "10.42.0.0/30".parse().unwrap(), 31)
+    });
+    assert!(matches!(taken, Err(StoreError::Exhausted(_))), "{taken:?}");
 }

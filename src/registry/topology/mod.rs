@@ -285,6 +285,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_map_past_its_bound_is_truncated_and_says_so() {
+        let m = synthetic(MAX_NODES + 1_000, 2);
+        assert_eq!((m.nodes.len(), m.truncated), (MAX_NODES, 1_000));
+        let kept: BTreeSet<Ipv6Net> = m.nodes.iter().map(|n| n.prefix).collect();
+        assert!(!m.links.is_empty());
+        assert!(
+            (m.links.iter()).all(|l| kept.contains(&l.a) && kept.contains(&l.b)),
+            "no link to a node left out"
+        );
+    }
+
+    #[test]
     fn synthetic_500() {
         let m = synthetic(500, 10);
         let (n, t, lan) = m.counts();
