@@ -83,6 +83,7 @@ fn updates(src: RouterId, prefixes: &[IpNet], metric: u16) -> Vec<Vec<u8>> {
                 metric,
                 router_id: Some(src),
                 next_hop: None,
+                proof: None,
             })
         })
         .collect();
@@ -182,7 +183,11 @@ fn bench(c: &mut Criterion) {
 
     // Encoding a full dump of the table (a wildcard request's answer) for
     // the third neighbour, which no route goes through (split horizon).
-    let wildcard = packets(&[Message::RouteRequest(RouteRequestRepr { prefix: None })]).remove(0);
+    let wildcard = packets(&[Message::RouteRequest(RouteRequestRepr {
+        prefix: None,
+        proof_wanted: false,
+    })])
+    .remove(0);
     g.bench_function("full_dump_1000_routes", |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;

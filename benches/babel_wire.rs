@@ -31,6 +31,7 @@ fn updates() -> Vec<Message> {
                 metric: 96 * (1 + i % 7),
                 router_id: Some(RouterId(id)),
                 next_hop: None,
+                proof: None,
             })
         })
         .take(200)

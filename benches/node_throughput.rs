@@ -1,6 +1,6 @@
 //! Throughput of the node's packet path over QUIC on loopback, as a ratio
 //! to raw quinn datagrams measured in the same run (no TUN: packets enter
-//! through `NodeHandle::packet_path` and leave through a counting `Host`).
+//! and leave through the nodes' packet sinks, channels to the packet loop).
 //!
 //! `cargo bench --bench node_throughput` prints, for 1400-byte packets:
 //! - raw: one quinn connection, `send_datagram_wait` of one shared buffer;
@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use re6st::identity::{
     NetworkConfig, NodeCert, NodeKey, PeerAnnouncement, SignedAnnouncement, unix_secs,
 };
-use re6st::node::{Host, HostConfig, Node, NodeConfig, NodeHandle};
+use re6st::node::{HostConfig, Node, NodeConfig, NodeHandle, PacketSink};
 use re6st::state_dir::NodeIdentity;
 use re6st::transport::{Transport, TransportConfig};
 
@@ -62,17 +62,31 @@ impl Pki {
     }
 }
 
+/// What a node's host received.
 #[derive(Default)]
 struct Counting {
     packets: AtomicU64,
     bytes: AtomicU64,
 }
 
-impl Host for Counting {
-    fn deliver(&self, packet: Bytes) {
-        self.packets.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
+impl Counting {
+    /// Counts what `sink` receives, until the node stops.
+    fn drain(mut sink: PacketSink) -> Arc<Self> {
+        let c = Arc::new(Counting::default());
+        let counting = c.clone();
+        tokio::spawn(async move {
+            while let Some(p) = sink.recv().await {
+                counting.packets.fetch_add(1, Ordering::Relaxed);
+                counting.bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
+            }
+        });
+        c
     }
+}
+
+/// A channel host side holding a few batches.
+fn sink() -> HostConfig {
+    HostConfig::Sink { capacity: 4096 }
 }
 
 fn config(host: HostConfig, seed: Vec<SignedAnnouncement>) -> NodeConfig {
@@ -169,12 +183,12 @@ async fn raw(pki: &Pki) -> f64 {
 /// Sends through `path` to `dst` for the bench duration with at most
 /// `window` packets in flight (packets QUIC dropped are written off after
 /// 5 ms without progress), like a TCP sender over the overlay would.
-async fn flood(node: &NodeHandle, dst: Ipv6Addr, sink: &Counting) -> f64 {
+async fn flood(node: &mut NodeHandle, dst: Ipv6Addr, sink: &Counting) -> f64 {
     let window: u64 = std::env::var("RE6ST_BENCH_WINDOW")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2048);
-    let mut path = node.packet_path();
+    let input = node.take_sink().expect("a sink host");
     let template = udp_packet(node.address(), dst);
     let mut big = BytesMut::new();
     let d = secs();
@@ -207,8 +221,9 @@ async fn flood(node: &NodeHandle, dst: Ipv6Addr, sink: &Counting) -> f64 {
                     big.extend_from_slice(&template);
                 }
             }
-            path.handle_host_packet(big.split_to(PACKET), Instant::now());
-            sent += 1;
+            if input.send(&big.split_to(PACKET)) {
+                sent += 1;
+            }
         }
         tokio::task::yield_now().await;
     }
@@ -236,22 +251,13 @@ async fn wait_route(node: &NodeHandle, dst: Ipv6Addr) {
 async fn one_hop(pki: &Pki) -> f64 {
     let (ca, ka, ia) = pki.node(11);
     let (cb, kb, ib) = pki.node(12);
-    let sink = Arc::new(Counting::default());
-    let b = Node::start(config(HostConfig::External(sink.clone()), vec![]), ib)
-        .await
-        .unwrap();
+    let mut b = Node::start(config(sink(), vec![]), ib).await.unwrap();
+    let received = Counting::drain(b.take_sink().unwrap());
     let seed = vec![announce(&cb, &kb, &b)];
-    let a = Node::start(
-        config(HostConfig::External(Arc::new(Counting::default())), seed),
-        ia,
-    )
-    .await
-    .unwrap();
+    let mut a = Node::start(config(sink(), seed), ia).await.unwrap();
     let _ = (ca, ka);
     wait_route(&a, b.address()).await;
-    let r = flood(&a, b.address(), &sink).await;
-    let copies = b.status().await.unwrap().path.rx_copies;
-    eprintln!("    receiver copied {copies} datagrams to forward them");
+    let r = flood(&mut a, b.address(), &received).await;
     a.shutdown().await;
     b.shutdown().await;
     r
@@ -261,24 +267,20 @@ async fn two_hops(pki: &Pki) -> f64 {
     let (cx, kx, ix) = pki.node(21);
     let (_, _, ia) = pki.node(22);
     let (_, _, ib) = pki.node(23);
-    let none = || HostConfig::External(Arc::new(Counting::default()));
-    let x = Node::start(config(none(), vec![]), ix).await.unwrap();
+    let x = Node::start(config(sink(), vec![]), ix).await.unwrap();
     let via_x = vec![announce(&cx, &kx, &x)];
-    let sink = Arc::new(Counting::default());
-    let b = Node::start(
-        config(HostConfig::External(sink.clone()), via_x.clone()),
-        ib,
-    )
-    .await
-    .unwrap();
-    let a = Node::start(config(none(), via_x), ia).await.unwrap();
+    let mut b = Node::start(config(sink(), via_x.clone()), ib)
+        .await
+        .unwrap();
+    let received = Counting::drain(b.take_sink().unwrap());
+    let mut a = Node::start(config(sink(), via_x), ia).await.unwrap();
     wait_route(&a, b.address()).await;
     assert_eq!(
         a.next_hop(b.address()).await,
         Some(x.prefix()),
         "A reaches B through X"
     );
-    let r = flood(&a, b.address(), &sink).await;
+    let r = flood(&mut a, b.address(), &received).await;
     a.shutdown().await;
     b.shutdown().await;
     x.shutdown().await;

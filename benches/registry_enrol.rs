@@ -27,6 +27,9 @@ struct Server {
     registry: Arc<Registry>,
 }
 
+// The registries keep serving after `serve` returns (their task holds
+// them); each figure starts new ones.
+
 /// A registry on `place` (open enrolment, a /32 of /64s), serving on a
 /// loopback port.
 async fn serve(place: &Place) -> Server {
@@ -90,42 +93,54 @@ fn main() {
         .unwrap_or(if quick { 200 } else { 3000 });
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let s = serve(&Place::sqlite(dir.path())).await;
-        // Warm up (connection, TLS, caches).
-        rate(std::slice::from_ref(&s.client), 50, 16).await;
-        println!("registry_enrol: {n} enrolments per figure, HTTPS over loopback");
+        println!("registry_enrol: {n} enrolments per figure, HTTPS over loopback, a fresh database each");
         for concurrency in [16, 64] {
-            s.registry.writer.set_max_batch(1);
-            let one = rate(std::slice::from_ref(&s.client), n, concurrency).await;
-            s.registry.writer.set_max_batch(usize::MAX);
-            let group = rate(std::slice::from_ref(&s.client), n, concurrency).await;
+            let mut r = [0.0; 2];
+            for (i, max_batch) in [1, usize::MAX].into_iter().enumerate() {
+                let dir = tempfile::tempdir().unwrap();
+                let s = serve(&Place::sqlite(dir.path())).await;
+                s.registry.writer.set_max_batch(max_batch);
+                // Warm up (connection, TLS, caches).
+                rate(std::slice::from_ref(&s.client), 20, 4).await;
+                r[i] = rate(std::slice::from_ref(&s.client), n, concurrency).await;
+            }
             println!(
-                "sqlite   {concurrency:>3} clients: one commit per enrolment {one:>6.0}/s, group commit {group:>6.0}/s, ratio {:.2}",
-                group / one
+                "sqlite   {concurrency:>3} clients: one commit per enrolment {:>6.0}/s, group commit {:>6.0}/s, ratio {:.2}",
+                r[0],
+                r[1],
+                r[1] / r[0]
             );
         }
         let Some(cluster) = postgres::cluster() else {
             return;
         };
-        let url = cluster.database();
-        let place = |d: &std::path::Path| Place {
-            dir: d.to_path_buf(),
-            database: re6st::registry::store::Location::Postgres(url.clone()),
-            secret: Some(
-                re6st::registry::ca_key::CaSecret::new(postgres::TEST_SECRET.as_bytes()).unwrap(),
-            ),
-        };
-        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let a = serve(&place(da.path())).await;
-        let b = serve(&place(db.path())).await;
-        rate(&[a.client.clone(), b.client.clone()], 50, 16).await;
         for concurrency in [16, 64] {
-            let one = rate(std::slice::from_ref(&a.client), n, concurrency).await;
-            let two = rate(&[a.client.clone(), b.client.clone()], n, concurrency).await;
+            let mut r = [0.0; 2];
+            for (i, replicas) in [1usize, 2].into_iter().enumerate() {
+                let url = cluster.database();
+                let place = |d: &std::path::Path| Place {
+                    dir: d.to_path_buf(),
+                    database: re6st::registry::store::Location::Postgres(url.clone()),
+                    secret: Some(
+                        re6st::registry::ca_key::CaSecret::new(postgres::TEST_SECRET.as_bytes())
+                            .unwrap(),
+                    ),
+                };
+                let mut clients = vec![];
+                let mut dirs = vec![];
+                for _ in 0..replicas {
+                    let d = tempfile::tempdir().unwrap();
+                    clients.push(serve(&place(d.path())).await.client);
+                    dirs.push(d);
+                }
+                rate(&clients, 20, 4).await;
+                r[i] = rate(&clients, n, concurrency).await;
+            }
             println!(
-                "postgres {concurrency:>3} clients: one replica {one:>6.0}/s, two replicas {two:>6.0}/s, ratio {:.2}",
-                two / one
+                "postgres {concurrency:>3} clients: one replica {:>6.0}/s, two replicas {:>6.0}/s, ratio {:.2}",
+                r[0],
+                r[1],
+                r[1] / r[0]
             );
         }
     });

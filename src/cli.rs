@@ -3,7 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{babel_dump, bench, cli_pages, control, demo, join, node, registry, sim, tun_setup};
+use crate::{
+    babel_dump, bench, cli_pages, control, demo, join, node, registry, sim, soak, tun_setup,
+};
 
 /// `re6st --version`: the release and the commit it was built from.
 const VERSION: &str = concat!(
@@ -71,6 +73,11 @@ changed options are logged as needing a restart."
     Routes(control::ClientArgs),
     /// Start a registry and several nodes on this machine and show them working.
     Demo(demo::DemoArgs),
+    /// Run a registry and many nodes on this machine for minutes or hours
+    /// under a chaos schedule (kills, freezes, wiped state, registry
+    /// restarts, cut and degraded links, revocations), measuring all-pairs
+    /// reachability, outages after each fault, memory and descriptors.
+    Soak(soak::SoakArgs),
     /// Reproduce the figures of the 2012 re6stnet report.
     Sim(sim::SimArgs),
     /// Decode the Babel packets of a pcap capture.
@@ -90,9 +97,25 @@ impl Command {
     /// story and keeps the nodes' logs for warnings.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Demo(_) | Command::Bench(_) => "warn",
+            Command::Demo(_) | Command::Bench(_) | Command::Soak(_) => "warn",
             _ => "info",
         }
+    }
+
+    /// Whether the command runs until stopped and cleans up behind it (a
+    /// node, a registry server, the demo, the benchmarks). Those keep
+    /// SIGPIPE ignored: a closed stdout must not kill them before they
+    /// retract routes or remove what they made. Every other command dies
+    /// quietly of SIGPIPE when its reader goes away (`| head`, `| grep -q`),
+    /// as command-line tools do.
+    pub fn runs_until_stopped(&self) -> bool {
+        matches!(
+            self,
+            Command::Node(_)
+                | Command::Registry(registry::RegistryCommand::Run(_))
+                | Command::Demo(_)
+                | Command::Bench(_)
+        )
     }
 
     /// Runs the chosen subcommand to completion.
@@ -107,6 +130,7 @@ impl Command {
             Command::Tunnels(args) => control::run(control::Query::Tunnels, args),
             Command::Routes(args) => control::run(control::Query::Routes, args),
             Command::Demo(args) => demo::run(args),
+            Command::Soak(args) => soak::run(args),
             Command::Sim(args) => sim::run(args),
             Command::BabelDump(args) => babel_dump::run(args),
             Command::Completions(args) => cli_pages::completions(args),

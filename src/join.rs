@@ -38,7 +38,7 @@ pub const DEFAULT_DIR: &str = "/var/lib/re6st/node";
 pub struct JoinArgs {
     /// Registry URL, e.g. https://registry.example.net:8443 (several
     /// replicas: a name with several addresses, or URLs separated by commas).
-    #[arg(long)]
+    #[arg(long, env = "RE6ST_REGISTRY")]
     pub registry: String,
     /// Enrolment token (from `re6st registry token` on the registry).
     /// Tokens are base64url: one may begin with '-'.
@@ -46,7 +46,7 @@ pub struct JoinArgs {
     pub token: Option<String>,
     /// SHA-256 fingerprint of the network CA (`re6st registry info` prints
     /// it). Without it the CA is trusted on first use.
-    #[arg(long)]
+    #[arg(long, env = "RE6ST_CA_FINGERPRINT")]
     pub ca_fingerprint: Option<Fingerprint>,
     /// State directory to write.
     #[arg(long, env = "RE6ST_DIR", default_value = DEFAULT_DIR)]

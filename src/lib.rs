@@ -19,8 +19,10 @@
 //! - [`node`]: `re6st node`, as a library [`node::Node`] that tests run
 //!   many of in one process.
 //! - [`control`]: a running node's control socket, metrics and CLI.
-//! - [`lab`]: network namespaces and processes for the demo and the
+//! - [`netns`]: network namespaces and processes for the demo and the
 //!   real-network tests.
+//! - [`vnet`]: the virtual-time network: many NodeCores over a simulated
+//!   transport.
 
 #![warn(missing_docs)]
 
@@ -29,8 +31,8 @@ pub mod control;
 pub mod gateway;
 pub mod identity;
 pub mod join;
-pub mod lab;
 pub mod lan;
+pub mod netns;
 pub mod node;
 pub mod peers;
 pub mod registry;
@@ -40,3 +42,4 @@ pub mod test_pki;
 pub mod transport;
 pub mod tunnels;
 pub mod upnp;
+pub mod vnet;

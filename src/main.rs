@@ -22,10 +22,14 @@ mod cli;
 mod cli_pages;
 mod demo;
 mod sim;
+mod soak;
 mod tun_setup;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if !cli.command.runs_until_stopped() {
+        die_of_sigpipe();
+    }
     init_tracing(cli.verbose, cli.command.default_log_level());
     match cli.command.run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,6 +39,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("re6st: error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores SIGPIPE's default action, which Rust's runtime sets to
+/// ignore: output into a closed pipe then ends the process quietly instead
+/// of failing a write (a panic in `println!`).
+fn die_of_sigpipe() {
+    // SAFETY: called before any thread is spawned; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

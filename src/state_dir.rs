@@ -100,12 +100,14 @@ impl StateDir {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     }
 
-    /// Reads a file if it exists.
+    /// Reads a file if it exists. Only "not found" means absent: a
+    /// directory this user may not enter is an error, not a missing file.
     pub fn read_opt(&self, name: &str) -> anyhow::Result<Option<String>> {
-        if self.has(name) {
-            self.read(name).map(Some)
-        } else {
-            Ok(None)
+        let p = self.path(name);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", p.display()))),
         }
     }
 
@@ -221,5 +223,22 @@ mod tests {
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(s.root()).unwrap().count(), 1);
         assert!(s.load_identity().is_err());
+    }
+
+    #[test]
+    fn unreadable_is_an_error_not_an_absence() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::new(d.path().join("st"));
+        s.create().unwrap();
+        assert!(s.read_opt(files::KEY).unwrap().is_none());
+        // A state "directory" that is a file: reading in it fails with
+        // ENOTDIR, as it fails with EACCES in a directory of another user
+        // (which root, running the tests, could enter).
+        let file = d.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let s = StateDir::new(&file);
+        assert!(s.read_opt(files::KEY).is_err());
+        let err = format!("{:#}", s.load_identity().unwrap_err());
+        assert!(err.starts_with("reading "), "{err}");
     }
 }

@@ -25,6 +25,8 @@ pub struct Pki {
     pub now: SystemTime,
     /// The overlay network of the CA (`fd00:77::/48` by default).
     pub network: Ipv6Net,
+    /// How long node certificates are valid (an hour by default).
+    pub validity: Duration,
 }
 
 impl Default for Pki {
@@ -41,19 +43,31 @@ impl Pki {
 
     /// A CA for the overlay `network` (a /48 or shorter).
     pub fn with_network(network: Ipv6Net) -> Self {
+        Self::with_validity(network, Duration::from_secs(3600))
+    }
+
+    /// A CA for `network` whose node certificates are valid for
+    /// `validity` (the CA a day longer): long virtual runs.
+    pub fn with_validity(network: Ipv6Net, validity: Duration) -> Self {
         let now = SystemTime::now();
         let ca = Ca::generate(
             network,
             1,
             now - Duration::from_secs(60),
-            Duration::from_secs(86_400),
+            validity.max(Duration::from_secs(3600)) + Duration::from_secs(86_400),
         )
         .unwrap();
-        Self { ca, now, network }
+        Self {
+            ca,
+            now,
+            network,
+            validity,
+        }
     }
 
     /// The node with `serial` and the /64 number `serial` of the network
-    /// (`fd00:77:0:<serial>::/64` by default), valid for an hour.
+    /// (`fd00:77:0:<serial>::/64` by default), valid for
+    /// [`Pki::validity`] (an hour by default).
     pub fn node(&self, serial: u64) -> (NodeCert, NodeKey) {
         let key = NodeKey::generate().unwrap();
         let subnet = u128::from(self.network.network()) | (u128::from(serial) << 64);
@@ -66,7 +80,7 @@ impl Pki {
                 IssueParams {
                     serial,
                     not_before: self.now - Duration::from_secs(60),
-                    not_after: self.now + Duration::from_secs(3600),
+                    not_after: self.now + self.validity,
                 },
             )
             .unwrap();

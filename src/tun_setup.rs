@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use re6st::node::options::{DEFAULT_MTU, DEFAULT_TUN};
+use re6st::node::program::options::{DEFAULT_MTU, DEFAULT_TUN};
 use re6st::state_dir::StateDir;
 
 /// Arguments of `re6st tun-setup`.
@@ -36,11 +36,23 @@ pub struct TunSetupArgs {
 
 /// Makes the device.
 pub fn run(args: TunSetupArgs) -> anyhow::Result<()> {
-    let identity = StateDir::new(&args.dir).load_identity().with_context(|| {
-        format!(
-            "reading the node's identity in {} (enrol first: re6st join)",
+    let identity = StateDir::new(&args.dir).load_identity().map_err(|e| {
+        let denied = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        });
+        let hint = if denied {
+            // Root without CAP_DAC_OVERRIDE cannot enter the node's 0700
+            // directory.
+            "run tun-setup as the node's user with CAP_NET_ADMIN, or give it \
+             CAP_DAC_READ_SEARCH too"
+        } else {
+            "enrol first: re6st join"
+        };
+        e.context(format!(
+            "reading the node's identity in {} ({hint})",
             args.dir.display()
-        )
+        ))
     })?;
     let network = identity
         .network

@@ -6,7 +6,7 @@ use std::process::Command;
 
 #[test]
 fn short_bench_measures_every_row_and_cleans_up() {
-    if !re6st::lab::is_root() {
+    if !re6st::netns::is_root() {
         eprintln!(
             "SKIPPED short_bench_measures_every_row_and_cleans_up: needs root for network namespaces and TUN devices"
         );
@@ -56,7 +56,7 @@ fn short_bench_measures_every_row_and_cleans_up() {
 
 #[test]
 fn an_interrupted_bench_removes_its_namespaces() {
-    if !re6st::lab::is_root() {
+    if !re6st::netns::is_root() {
         eprintln!("SKIPPED an_interrupted_bench_removes_its_namespaces: needs root");
         return;
     }

@@ -1,7 +1,7 @@
 //! `re6st --version`, `re6st completions` and `re6st man` through the
 //! binary: the version names the commit, the completion scripts parse in
 //! their shells and know the subcommands and flags, the manual pages render
-//! without a warning.
+//! without a warning; output into a closed pipe ends quietly.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -194,5 +194,35 @@ fn manual_pages_cover_every_subcommand_and_render() {
     }
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         render(&entry.unwrap().path());
+    }
+}
+
+/// Output into a pipe whose reader has gone (`re6st ... | head -1`, `|
+/// grep -q`) ends the command quietly by SIGPIPE, as with any command-line
+/// tool: no panic message, no error.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["completions", "bash"][..], &["man"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_re6st"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("running re6st");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "re6st {args:?}: {:?}, stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

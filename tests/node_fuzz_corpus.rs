@@ -1,6 +1,7 @@
-//! Replays the cargo-fuzz corpora of the node's own wire formats on stable:
-//! `fuzz/corpus/control_frame/` (tunnel control stream) and
-//! `fuzz/corpus/exchange_message/` (peer exchange).
+//! Replays the cargo-fuzz corpora of the node on stable: its own wire
+//! formats, `fuzz/corpus/control_frame/` (tunnel control stream) and
+//! `fuzz/corpus/exchange_message/` (peer exchange), and
+//! `fuzz/corpus/node_core/` (NodeCore driven by scripts of inputs).
 //!
 //! `cargo test --test node_fuzz_corpus -- --ignored` regenerates the seeds.
 
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use re6st::identity::{Ca, IssueParams, NodeCert, NodeKey, PeerAnnouncement, unix_secs};
+use re6st::node::core::fuzzing::node_core;
 use re6st::peers::wire::{self, ExchangeMessage};
 use re6st::transport::control::{self, Control};
 
@@ -40,6 +42,71 @@ fn replay_exchange_message_corpus() {
     assert!(n >= 6, "only {n} corpus files");
 }
 
+#[test]
+fn replay_node_core_corpus() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(corpus("node_core")).expect("fuzz corpus missing") {
+        let path = entry.unwrap().path();
+        let reached = node_core(&std::fs::read(&path).unwrap());
+        if path.ends_with("tunnel-life") {
+            // The seed reaches the deep paths: a tunnel up with routes
+            // through it, then suspected.
+            assert!(reached.routes >= 1 && reached.suspected >= 1, "{reached:?}");
+        }
+        n += 1;
+    }
+    assert!(n >= 6, "only {n} corpus files");
+}
+
+/// Scripts for `node_core` (see `re6st::node::core::fuzzing`): one op byte
+/// and its arguments each.
+fn node_core_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let second = |ms: u16| [9, (ms >> 8) as u8, ms as u8];
+    let mut life = vec![1u8, 0, 1, 0, 10];
+    for _ in 0..12 {
+        life.extend_from_slice(&[2, 1]);
+        life.extend_from_slice(&second(1000));
+    }
+    life.extend_from_slice(&[7, 1, 0]);
+    life.extend_from_slice(&second(500));
+    life.extend_from_slice(&[7, 1, 1, 2, 1, 3, 1, 0]);
+    life.extend_from_slice(&second(2000));
+    life.extend_from_slice(&[3, 1, 1, 3, 1, 2, 1, 8, 1]);
+    let mut registry = Vec::new();
+    for kind in 0u8..7 {
+        registry.extend_from_slice(&[12, kind, 3, 1, 2]);
+        registry.extend_from_slice(&second(3000));
+    }
+    let mut lan = vec![1u8];
+    lan.extend_from_slice(&[13, 1, 13, 0, 0, 0x40, 0, 5, 1, 0, 2, 0, 5, 13, 2]);
+    let mut exchange = Vec::new();
+    for b in [0u8, 1, 2, 3, 0x81, 6] {
+        exchange.extend_from_slice(&[5, b, 4, 0xde, 0xad, 0xbe, 0xef]);
+    }
+    let mut clocks = Vec::new();
+    for (dir, amount) in [(0u8, 0xffffu16), (1, 0xffff), (1, 0xffff), (0, 200)] {
+        clocks.extend_from_slice(&[11, dir, (amount >> 8) as u8, amount as u8, 15]);
+        clocks.extend_from_slice(&second(60_000));
+    }
+    let mut random = Vec::new();
+    let mut x: u32 = 0x2545_f491;
+    for _ in 0..1200 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        random.push(x as u8);
+    }
+    vec![
+        ("empty", Vec::new()),
+        ("tunnel-life", life),
+        ("registry", registry),
+        ("lan", lan),
+        ("exchange", exchange),
+        ("clocks", clocks),
+        ("random", random),
+    ]
+}
+
 fn write(target: &str, name: &str, data: &[u8]) {
     let dir = corpus(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -47,8 +114,11 @@ fn write(target: &str, name: &str, data: &[u8]) {
 }
 
 #[test]
-#[ignore = "regenerates fuzz/corpus/{control_frame,exchange_message}"]
+#[ignore = "regenerates fuzz/corpus/{control_frame,exchange_message,node_core}"]
 fn regenerate_seeds() {
+    for (name, script) in node_core_seeds() {
+        write("node_core", name, &script);
+    }
     let frame = |m: Control| {
         let mut out = Vec::new();
         m.emit_frame(&mut out);

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use re6st::control::api::{PeerView, RouteView, Status, TunnelInfo};
-use re6st::lab::Proc;
+use re6st::netns::Proc;
 use registry_support::{re6st, run, spawn_registry};
 
 fn s(p: &Path) -> &str {

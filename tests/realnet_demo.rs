@@ -51,7 +51,7 @@ fn userspace_demo_runs_to_the_end() {
 
 #[test]
 fn namespace_demo_runs_and_cleans_up_even_on_ctrl_c() {
-    if !re6st::lab::is_root() {
+    if !re6st::netns::is_root() {
         eprintln!("SKIPPED namespace_demo_runs_and_cleans_up_even_on_ctrl_c: needs root");
         return;
     }

@@ -113,7 +113,7 @@ fn node_as_nobody_on_a_premade_tun_forwards_traffic() {
         again.is_err_and(|e| e.to_string().contains("exists already")),
         "a second tun-setup refuses to touch the device"
     );
-    re6st::lab::run(&[
+    re6st::netns::run(&[
         "chown",
         "-R",
         &format!("{NOBODY}:{NOBODY}"),
@@ -123,7 +123,7 @@ fn node_as_nobody_on_a_premade_tun_forwards_traffic() {
     // /dev/net/tun is often 0600: the wrapper binds a usable node over it
     // in the private mount namespace of `ip netns exec`.
     let tun_node = lab.dir().join("tun");
-    re6st::lab::run(&["mknod", tun_node.to_str().unwrap(), "c", "10", "200"]).unwrap();
+    re6st::netns::run(&["mknod", tun_node.to_str().unwrap(), "c", "10", "200"]).unwrap();
     std::fs::set_permissions(&tun_node, std::fs::Permissions::from_mode(0o666)).unwrap();
 
     let x = start_node(&mut lab, "x", url, &fp, &["[fd00:17::1]:4326"], FAST);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use re6st::control::api::{Request, Response, SOCKET_FILE};
-use re6st::lab::Lab;
+use re6st::netns::Lab;
 use serde::Serialize;
 
 use super::measure::{CpuSample, Spread, rss_kib};

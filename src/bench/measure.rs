@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use re6st::lab::Lab;
+use re6st::netns::Lab;
 use serde::Serialize;
 
 /// Median, minimum and maximum of repeated figures, and the figures.
@@ -252,29 +252,44 @@ mod tests {
         assert!(parse_ping_times("garbage time=x ms").is_empty());
     }
 
+    /// Spins until the calling thread has used `cpu` of CPU time, however
+    /// loaded the machine is (bounded by a minute of wall time).
+    fn spin_for_cpu(cpu: Duration) {
+        let used = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
+        let (start, wall) = (used(), Instant::now());
+        while used() - start < cpu && wall.elapsed() < Duration::from_secs(60) {
+            std::hint::black_box(0);
+        }
+    }
+
     #[test]
     fn cpu_of_this_process_grows_and_counts_new_threads() {
         let pid = std::process::id();
         let before = CpuSample::read(pid).unwrap();
-        let t = std::thread::spawn(|| {
-            let start = Instant::now();
-            let mut x = 0u64;
-            while start.elapsed() < Duration::from_millis(30) {
-                x = std::hint::black_box(x.wrapping_add(1));
-            }
+        // A thread started after `before`, alive when `after` is read.
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (end, end_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            spin_for_cpu(Duration::from_millis(30));
+            ready_tx.send(()).unwrap();
+            let _ = end_rx.recv();
         });
-        t.join().unwrap();
-        let spin = Instant::now();
-        while spin.elapsed() < Duration::from_millis(30) {
-            std::hint::black_box(0);
-        }
+        spin_for_cpu(Duration::from_millis(30));
+        ready.recv().unwrap();
         let after = CpuSample::read(pid).unwrap();
-        // At least the main thread's 30 ms (the other thread ended).
-        assert!(
-            after.since(&before) >= 20_000_000,
-            "{}",
-            after.since(&before)
-        );
+        end.send(()).unwrap();
+        t.join().unwrap();
+        // This thread's 30 ms and all of the new thread's 30 ms.
+        let used = after.since(&before);
+        assert!(used >= 55_000_000, "{used} ns");
         assert!(rss_kib(pid).unwrap() > 0);
     }
 }

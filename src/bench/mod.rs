@@ -146,7 +146,7 @@ pub struct BenchReport {
 /// Runs `re6st bench`.
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     args.apply_short();
-    if !re6st::lab::is_root() {
+    if !re6st::netns::is_root() {
         bail!("re6st bench needs root: it creates network namespaces, veths and TUN devices");
     }
     if !(args.secs > 0.0 && args.idle_secs > 0.0) {
@@ -161,13 +161,17 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let report = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
+        use tokio::signal::unix::{SignalKind, signal};
+        // Both handlers are in place before the bench makes anything: a
+        // signal that came before its first wait would otherwise kill the
+        // process and leave its namespaces behind.
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         // Dropping the bench future drops its labs: every process stops and
         // every namespace goes.
         tokio::select! {
             r = bench(&args) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted (everything the bench made is removed)"),
+            _ = int.recv() => bail!("interrupted (everything the bench made is removed)"),
             _ = term.recv() => bail!("terminated (everything the bench made is removed)"),
         }
     })?;

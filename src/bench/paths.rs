@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ipnet::{IpNet, Ipv6Net};
 use re6st::control::api::{Request, Response, SOCKET_FILE};
-use re6st::lab::Lab;
+use re6st::netns::Lab;
 
 /// One way through the lab that the bench measures.
 #[derive(Debug, Clone)]

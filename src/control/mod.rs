@@ -10,6 +10,8 @@
 
 pub mod api;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod server;
 pub mod table;

@@ -30,6 +30,12 @@ use crate::node::{JoinProgress, NodeHandle, NodeStatus, TunnelStatus};
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Clients served at once; more are answered "busy" at once and closed
+/// (past twice this, closed without an answer), so that clients that
+/// connect and say nothing cannot pile up tasks (each holds one for at
+/// most [`REQUEST_TIMEOUT`]).
+pub const MAX_CLIENTS: usize = 32;
+
 /// What the control socket answers from.
 #[derive(Debug, Clone)]
 pub enum Served {
@@ -117,7 +123,9 @@ impl Source {
         counters.insert("peers".into(), api::counter_map(&s.peers));
         counters.insert("babel".into(), api::counter_map(&s.babel));
         counters.insert("liveness".into(), api::counter_map(&s.liveness));
-        counters.insert("host".into(), (self.host_counters)());
+        let mut host = api::counter_map(&s.path.host);
+        host.extend((self.host_counters)());
+        counters.insert("host".into(), host);
         // Probes of a best-of-n refresh are up (they carry traffic).
         let in_state = |state: &str| s.tunnels.iter().filter(|t| t.state == state).count();
         let (draining, suspect) = (in_state("draining"), in_state("suspect"));
@@ -329,6 +337,12 @@ impl ControlSocket {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
+                    // Past twice the bound, not even a refusal.
+                    Ok((stream, _)) if clients.len() >= 2 * MAX_CLIENTS => drop(stream),
+                    Ok((stream, _)) if clients.len() >= MAX_CLIENTS => {
+                        tracing::debug!(clients = clients.len(), "control socket busy");
+                        clients.spawn(refuse_busy(stream));
+                    }
                     Ok((stream, _)) => {
                         let now = served.borrow().clone();
                         clients.spawn(serve_client(stream, now));
@@ -350,18 +364,58 @@ impl Drop for ControlSocket {
     }
 }
 
+/// A request line as the socket read it (at most one byte more than
+/// [`api::MAX_REQUEST`], so that a longer one is seen): the request, or the
+/// error answer.
+pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
+    if line.len() > api::MAX_REQUEST {
+        return Err(Response::Error(format!(
+            "request longer than {} bytes",
+            api::MAX_REQUEST
+        )));
+    }
+    serde_json::from_slice::<Request>(line)
+        .map_err(|e| Response::Error(format!("bad request: {e}")))
+}
+
+/// Encodes an answer as its line (a response that cannot be encoded
+/// becomes an error answer).
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    let mut out = serde_json::to_vec(response).unwrap_or_else(|e| {
+        serde_json::to_vec(&Response::Error(format!("cannot encode: {e}"))).unwrap_or_default()
+    });
+    out.push(b'\n');
+    out
+}
+
+/// Answers a client over [`MAX_CLIENTS`] without reading its request.
+async fn refuse_busy(stream: UnixStream) {
+    let answer = Response::Error(format!(
+        "the node is busy with {MAX_CLIENTS} other control clients; try again"
+    ));
+    let (read, mut write) = stream.into_split();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        write.write_all(&encode_response(&answer)),
+    )
+    .await;
+    let _ = write.shutdown().await;
+    // Read what the client sent (closing on unread data would reset the
+    // connection before it reads the answer), for a second at most.
+    let mut sink = Vec::new();
+    let mut read = read.take(api::MAX_REQUEST as u64);
+    let _ = tokio::time::timeout(Duration::from_secs(1), read.read_to_end(&mut sink)).await;
+}
+
 async fn serve_client(stream: UnixStream, served: Served) {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(api::MAX_REQUEST as u64 + 1);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
     let response = match read {
-        Ok(Ok(_)) if line.len() > api::MAX_REQUEST => {
-            Response::Error(format!("request longer than {} bytes", api::MAX_REQUEST))
-        }
-        Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+        Ok(Ok(_)) => match parse_request(&line) {
             Ok(req) => served.answer(req).await,
-            Err(e) => Response::Error(format!("bad request: {e}")),
+            Err(refusal) => refusal,
         },
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "control client read failed");
@@ -369,10 +423,54 @@ async fn serve_client(stream: UnixStream, served: Served) {
         }
         Err(_) => Response::Error("no request within 5 s".into()),
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_else(|e| {
-        serde_json::to_vec(&Response::Error(format!("cannot encode: {e}"))).unwrap_or_default()
-    });
-    out.push(b'\n');
-    let _ = write.write_all(&out).await;
+    let _ = write.write_all(&encode_response(&response)).await;
     let _ = write.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ask(path: &Path, line: &[u8]) -> String {
+        let mut s = UnixStream::connect(path).await.unwrap();
+        s.write_all(line).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_bounded_and_the_socket_keeps_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let socket = ControlSocket::bind(&path).await.unwrap();
+        let (_tx, rx) = watch::channel(Served::Starting);
+        let server = tokio::spawn(socket.serve(rx));
+        // A flood of clients that connect and say nothing.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            silent.push(UnixStream::connect(&path).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The next one is told at once.
+        let busy = ask(&path, b"{\"query\":\"status\"}\n").await;
+        assert!(busy.contains("busy"), "{busy}");
+        // Past twice the bound, connections are closed at once.
+        let mut more = Vec::new();
+        for _ in 0..3 * MAX_CLIENTS {
+            if let Ok(c) = UnixStream::connect(&path).await {
+                more.push(c);
+            }
+        }
+        drop(more);
+        // The silent ones leave: the socket answers normally again.
+        drop(silent);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let ok = ask(&path, b"{\"query\":\"status\"}\n").await;
+        assert!(ok.contains("starting"), "{ok}");
+        server.abort();
+    }
 }

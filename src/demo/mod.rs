@@ -54,7 +54,7 @@ pub(crate) struct DemoNode {
 }
 
 /// The result of pinging.
-pub(crate) type Ping = re6st::lab::PingSummary;
+pub(crate) type Ping = re6st::netns::PingSummary;
 
 /// The two ways to run the demo network.
 enum Net {
@@ -125,7 +125,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let n = usize::from(args.nodes);
-    let root = re6st::lab::is_root();
+    let root = re6st::netns::is_root();
     let net = if root && !args.userspace {
         println!(
             "re6st demo: a registry and {n} nodes, each node in its own network namespace with a TUN device\n\

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use re6st::control::api::{Request, Response, RouteView, SOCKET_FILE, Status, TunnelInfo};
-use re6st::lab::Lab;
+use re6st::netns::Lab;
 
 use super::{DemoArgs, DemoNode, Ping, step};
 
@@ -178,7 +178,7 @@ impl NetnsNet {
             .lab
             .ping_command(&self.nodes[from].name, &to.to_string(), count, interval);
         let out = tokio::process::Command::from(ping).output().await;
-        re6st::lab::ping_summary(out, count)
+        re6st::netns::ping_summary(out, count)
     }
 }
 

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use re6st::control::api::{HostInfo, counter_map};
+use re6st::control::api::HostInfo;
 use re6st::control::server::Source;
 use re6st::identity::tls::Trust;
 use re6st::identity::{Crl, NodeCert, NodeKey, ca_public_key, make_csr};
-use re6st::node::echo_host::{self, EchoHost};
-use re6st::node::options::DEFAULT_MTU;
-use re6st::node::tun_host::HostCounters;
-use re6st::node::{HostConfig, Node, NodeConfig};
+use re6st::node::host::echo::{self as echo_host, EchoCounters, EchoHost};
+use re6st::node::program::options::DEFAULT_MTU;
+use re6st::node::{HostConfig, HostSlot, Node, NodeConfig};
 use re6st::registry::client::RegistryClient;
 use re6st::registry::core::Registry;
 use re6st::state_dir::NodeIdentity;
@@ -102,15 +101,15 @@ impl UserNet {
         for i in 1..=args.nodes {
             let name = format!("node{i}");
             let identity = enrol(&url, &ca_der).await?;
-            let counters = Arc::new(HostCounters::default());
-            let (host, queue) = echo_host::channel(counters.clone());
+            let counters = Arc::new(EchoCounters::default());
+            let (host, queue) = echo_host::channel();
             let config = NodeConfig {
                 listen: "127.0.0.1:0".parse()?,
-                host: HostConfig::External(host),
+                host: HostConfig::External(HostSlot::new(host)),
                 ..NodeConfig::default()
             };
             let node = Arc::new(Node::start(config, identity).await?);
-            let echo = EchoHost::start(node.address(), node.packet_path(), queue, counters.clone());
+            let echo = EchoHost::start(node.address(), queue, counters.clone());
             println!(
                 "      {name}: {} on UDP {}",
                 node.address(),
@@ -129,7 +128,7 @@ impl UserNet {
                 queues: 0,
                 route: "none".into(),
             };
-            let source = Source::new(node, info, move || counter_map(&counters.stats()));
+            let source = Source::new(node, info, move || counters.snapshot());
             running.push(UserNode { source, echo });
         }
         Ok(Self {

@@ -19,6 +19,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::Ipv6Net;
+use re6st_dataplane::ratelimit::TokenBucket;
 
 use super::beacon::{BeaconError, BeaconRepr};
 use crate::identity::tls::CaVerifier;
@@ -100,7 +101,8 @@ pub struct DiscoveryStats {
     pub bad_signature: u64,
     /// Timestamp too far from our clock.
     pub stale: u64,
-    /// Dropped: too many different beacons from one sender.
+    /// Dropped: too many different beacons from one sender, or too many
+    /// signature checks in all.
     pub rate_limited: u64,
 }
 
@@ -133,6 +135,13 @@ struct SenderCache {
 
 /// Senders remembered for the repeat cache.
 const MAX_SENDERS: usize = 256;
+/// Signature checks per second, at most, and their burst: beacons from
+/// new senders (a replayed beacon from spoofed addresses costs a check
+/// each) beyond it are dropped until the next period. A node's beacon is
+/// checked once per re-signing (a minute), so this serves a LAN of about
+/// a thousand nodes.
+const CHECKS_PER_SECOND: u32 = 20;
+const CHECK_BURST: u32 = 64;
 
 /// LAN discovery state of one node.
 #[derive(Debug)]
@@ -144,6 +153,7 @@ pub struct Discovery {
     senders: HashMap<SocketAddrV6, SenderCache>,
     events: VecDeque<LanEvent>,
     stats: DiscoveryStats,
+    checks: TokenBucket,
 }
 
 impl Discovery {
@@ -157,6 +167,7 @@ impl Discovery {
             senders: HashMap::new(),
             events: VecDeque::new(),
             stats: DiscoveryStats::default(),
+            checks: TokenBucket::new(CHECKS_PER_SECOND, CHECK_BURST),
         }
     }
 
@@ -224,6 +235,10 @@ impl Discovery {
                 return;
             }
         };
+        if !self.checks.try_take(now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
         let cert = match beacon.verify(verifier, wall) {
             Ok(c) => c,
             Err(e) => {

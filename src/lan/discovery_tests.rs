@@ -183,3 +183,38 @@ fn a_new_address_is_reported() {
         "{ev:?}"
     );
 }
+
+/// A beacon replayed from thousands of spoofed link-local addresses: the
+/// sender cache stays at its bound and signature checks at their rate.
+#[test]
+fn a_replay_flood_from_many_senders_is_bounded() {
+    let pki = Pki::new();
+    let v = pki.verifier(None);
+    let (c9, k9) = pki.node(9);
+    let (c5, _) = pki.node(5);
+    let t = Instant::now();
+    let mut d = Discovery::new(c5.prefix, 5, DiscoveryConfig::default());
+    let b9 = BeaconRepr::sign(4326, pki.now, &c9, &k9).unwrap();
+    // 10 seconds of 1,000 beacons a second, each from a new address.
+    for i in 0..10_000u32 {
+        let from = ll((i % 60_000) as u16 + 1, i / 60_000 + 1);
+        let now = t + Duration::from_millis(u64::from(i));
+        d.handle_beacon(from, &b9, &v, pki.now, now);
+        drain(&mut d);
+        assert!(d.senders.len() <= MAX_SENDERS);
+    }
+    let s = d.stats();
+    // The burst, then 20 a second.
+    let checked = s.accepted + s.bad_signature + s.bad_certificate + s.stale;
+    assert!(
+        (200..=CHECK_BURST as u64 + 10 * CHECKS_PER_SECOND as u64 + 1).contains(&checked),
+        "{checked} signatures checked"
+    );
+    assert_eq!(s.rate_limited, 10_000 - checked);
+    assert_eq!(d.peers().count(), 1);
+    // A new node's beacon gets through once the flood stops.
+    let (c7, k7) = pki.node(7);
+    let b7 = BeaconRepr::sign(4326, pki.now, &c7, &k7).unwrap();
+    d.handle_beacon(ll(7, 9), &b7, &v, pki.now, t + Duration::from_secs(12));
+    assert_eq!(d.peers().count(), 2);
+}

@@ -1,6 +1,8 @@
 //! Node settings. The network-wide parameters (k, the arity limit, the
 //! refresh period, Babel timers) come from the CA-signed network
-//! configuration; everything here is local.
+//! configuration; everything here is local. [`NodeConfig`] is what a node
+//! is started with; [`CoreConfig`] is the part NodeCore decides with (no
+//! socket address to bind, no host device, no directory).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use re6st_babel::engine::Config as BabelConfig;
 
-use super::path::Host;
+use super::packet_loop::HostSlot;
 use crate::identity::NetworkConfig;
 use crate::peers::{ExchangeConfig, PeerDbConfig};
 use crate::transport::TransportConfig;
@@ -29,10 +31,9 @@ pub enum HostConfig {
         /// Packets buffered each way before new ones are dropped.
         capacity: usize,
     },
-    /// The caller's device: the node calls [`Host::deliver`] for packets to
-    /// the host and the caller feeds packets from the host to
-    /// [`super::NodeHandle::packet_path`].
-    External(Arc<dyn Host>),
+    /// The caller's host side (a TUN device, or the channels of a host
+    /// task such as the ping responder), taken by the packet loop.
+    External(HostSlot),
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -166,6 +167,77 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// NodeCore's settings; `registry` is the registry URL in use (`None`:
+    /// none).
+    pub fn core(&self, registry: Option<String>) -> CoreConfig {
+        CoreConfig {
+            peer_db: self.peer_db,
+            exchange: self.exchange,
+            driver: self.driver,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            drain_timeout: self.drain_timeout,
+            registry_interval: self.registry_interval,
+            registry_retry: self.registry_retry,
+            registry_retry_max: self.registry_retry_max,
+            bootstrap_retry: self.bootstrap_retry,
+            bootstrap_peers: self.bootstrap_peers,
+            seed_peers: self.seed_peers.clone(),
+            replacement: self.replacement,
+            advertise: self.advertise.clone(),
+            routable: self.edges.routable.clone(),
+            address_scan: self.edges.address_scan,
+            gateway: self.edges.gateway.clone(),
+            lan: self.edges.lan.interfaces != crate::lan::LanInterfaces::Off,
+            registry,
+        }
+    }
+}
+
+/// What NodeCore decides with: [`NodeConfig`] without its I/O.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Peer DB limits.
+    pub peer_db: PeerDbConfig,
+    /// Peer-exchange schedule.
+    pub exchange: ExchangeConfig,
+    /// Tunnel driver timers.
+    pub driver: DriverConfig,
+    /// First back-off of a peer that failed.
+    pub backoff_min: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+    /// A draining tunnel is closed after this even if routes still use it.
+    pub drain_timeout: Duration,
+    /// Period of the registry round.
+    pub registry_interval: Duration,
+    /// First wait before a failed registry round is tried again.
+    pub registry_retry: Duration,
+    /// Longest wait between two tries of a failing round.
+    pub registry_retry_max: Duration,
+    /// First delay before asking the registry again for peers.
+    pub bootstrap_retry: Duration,
+    /// How many peers to ask the registry for.
+    pub bootstrap_peers: u32,
+    /// Announcements put in the peer DB at start.
+    pub seed_peers: Vec<crate::identity::SignedAnnouncement>,
+    /// This node's replacement policy instead of the network's.
+    pub replacement: Option<Replacement>,
+    /// Addresses announced first ([`crate::addresses::AddressConfig`]).
+    pub advertise: Vec<SocketAddr>,
+    /// Private networks every node reaches.
+    pub routable: Vec<ipnet::IpNet>,
+    /// How often the interface addresses are listed again.
+    pub address_scan: Duration,
+    /// Prefixes offered to the overlay as a gateway.
+    pub gateway: crate::gateway::GatewayConfig,
+    /// LAN discovery runs: link-local incoming connections are LAN links.
+    pub lan: bool,
+    /// The registry URL (`None`: the node runs without one).
+    pub registry: Option<String>,
+}
+
+impl CoreConfig {
     /// The tunnel policy for `net`.
     pub fn policy(&self, net: &NetworkConfig) -> PolicyConfig {
         PolicyConfig {
@@ -179,25 +251,25 @@ impl NodeConfig {
             ..PolicyConfig::default()
         }
     }
+}
 
-    /// The Babel engine's configuration for `net`.
-    pub fn babel(&self, net: &NetworkConfig) -> BabelConfig {
-        let ms = Duration::from_millis;
-        let d = BabelConfig::default();
-        BabelConfig {
-            hello_interval: ms(net.babel_hello_ms),
-            ihu_interval: ms(net.babel_ihu_ms),
-            update_interval: ms(net.babel_update_ms),
-            tunnel: re6st_babel::engine::LinkParams {
-                rtt: re6st_babel::metric::RttParams {
-                    max_penalty: net.babel_rtt_max_penalty,
-                    max: ms(net.babel_rtt_max_ms).max(d.tunnel.rtt.min + ms(1)),
-                    ..d.tunnel.rtt
-                },
-                ..d.tunnel
+/// The Babel engine's configuration for `net`.
+pub fn babel_config(net: &NetworkConfig) -> BabelConfig {
+    let ms = Duration::from_millis;
+    let d = BabelConfig::default();
+    BabelConfig {
+        hello_interval: ms(net.babel_hello_ms),
+        ihu_interval: ms(net.babel_ihu_ms),
+        update_interval: ms(net.babel_update_ms),
+        tunnel: re6st_babel::engine::LinkParams {
+            rtt: re6st_babel::metric::RttParams {
+                max_penalty: net.babel_rtt_max_penalty,
+                max: ms(net.babel_rtt_max_ms).max(d.tunnel.rtt.min + ms(1)),
+                ..d.tunnel.rtt
             },
-            ..d
-        }
+            ..d.tunnel
+        },
+        ..d
     }
 }
 
@@ -222,7 +294,7 @@ mod tests {
     #[test]
     fn the_network_defaults_make_latency_outweigh_hops() {
         let net = NetworkConfig::defaults("fd00:5::/48".parse().unwrap(), String::new());
-        let babel = NodeConfig::default().babel(&net);
+        let babel = babel_config(&net);
         // tests/realnet_latency.rs: an 80 ms direct tunnel against two
         // hops of 5 ms. The new networks' defaults take the two hops, by
         // more than the engine's hysteresis.
@@ -239,7 +311,7 @@ mod tests {
             babel_rtt_max_ms: 120,
             ..net
         };
-        let babeld = NodeConfig::default().babel(&old);
+        let babeld = babel_config(&old);
         assert!(metric(&babeld, &[80]) < metric(&babeld, &[5, 5]));
         assert!(metric(&babeld, &[500]) <= metric(&babeld, &[5, 5]));
     }

@@ -6,12 +6,15 @@ use std::net::{Ipv6Addr, SocketAddr};
 use ipnet::Ipv6Net;
 use serde::Serialize;
 
-use super::link::LinkStats;
-use super::path::PathStats;
+use super::packet_loop::PathStats;
+use crate::addresses::Candidate;
+use crate::lan::DiscoveryStats;
 use crate::peers::{ExchangeStats, PeerDbStats};
 use crate::transport::TransportStats;
+pub use crate::transport::engine::LinkStats;
 use crate::tunnels::driver::DriverStats;
 use crate::tunnels::policy::PolicyStats;
+use crate::upnp::Mapping;
 
 /// The whole status of a node.
 #[derive(Debug, Clone, Serialize)]
@@ -63,7 +66,7 @@ pub struct NodeStatus {
     /// Tunnel liveness: suspicions and recoveries.
     pub liveness: LivenessStats,
     /// Addresses, NAT, UPnP, LAN neighbours, gateway.
-    pub edges: super::edges::EdgesStatus,
+    pub edges: EdgesStatus,
 }
 
 /// One best-of-n refresh of this node (the latest 8 are kept).
@@ -138,7 +141,7 @@ pub struct RegistryStatus {
 }
 
 /// Counters of the tunnel liveness detector
-/// ([`crate::transport::liveness`]).
+/// ([`crate::transport::engine::liveness`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LivenessStats {
     /// Tunnels suspected (silent for the suspect time): their routes were
@@ -146,4 +149,60 @@ pub struct LivenessStats {
     pub suspected: u64,
     /// Suspected tunnels heard again: their routes came back.
     pub recovered: u64,
+}
+
+/// What the edges report in `re6st status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EdgesStatus {
+    /// Every address candidate, announced or not and why.
+    pub addresses: Vec<Candidate>,
+    /// Peers see us through a NAT (so we are reachable only through the
+    /// announced addresses, if any).
+    pub behind_nat: bool,
+    /// Nothing to announce: the node dials out only.
+    pub dial_out_only: bool,
+    /// The UPnP mapping in force.
+    pub upnp: Option<Mapping>,
+    /// Nodes heard on a LAN: prefix and link-local address.
+    pub lan_neighbours: Vec<(Ipv6Net, String)>,
+    /// Prefixes we offer as a gateway.
+    pub gateway: Vec<Ipv6Net>,
+    /// LAN beacon counters, as of the last look (at most
+    /// [`super::edges::LAN_STATUS_EVERY`] old; `None`: LAN discovery is off or has not
+    /// answered yet).
+    pub lan_beacons: Option<DiscoveryStats>,
+}
+
+impl EdgesStatus {
+    /// The control API's view (`re6st status`).
+    pub fn info(&self) -> crate::control::api::EdgesInfo {
+        crate::control::api::EdgesInfo {
+            addresses: self
+                .addresses
+                .iter()
+                .map(|c| crate::control::api::AddressInfo {
+                    addr: c.addr,
+                    source: serde_json::to_value(c.source)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    announced: c.announced,
+                    reason: c.reason.map(str::to_owned),
+                })
+                .collect(),
+            behind_nat: self.behind_nat,
+            dial_out_only: self.dial_out_only,
+            upnp: self
+                .upnp
+                .map(|m| (SocketAddr::V4(m.external), SocketAddr::V4(m.internal))),
+            lan_neighbours: self.lan_neighbours.clone(),
+            lan_links: 0,
+            gateway: self.gateway.clone(),
+            lan_beacons: self
+                .lan_beacons
+                .as_ref()
+                .and_then(|s| serde_json::from_value(serde_json::to_value(s).ok()?).ok())
+                .unwrap_or_default(),
+        }
+    }
 }

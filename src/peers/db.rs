@@ -1,35 +1,33 @@
-//! The peer DB: signed announcements of other nodes, kept in SQLite in the
-//! state directory (`peers.db`) and mirrored in memory.
+//! The peer DB: signed announcements of other nodes, in memory.
 //!
 //! Every entry is a [`SignedAnnouncement`] that verified against the CA and
 //! the CRL in force: a relay (the registry, another node) cannot forge or
 //! alter one, and nobody can announce addresses for a prefix that is not
-//! its certificate's. Entries are re-verified when the DB is opened and
-//! after every CRL change; revoked, expired and stale ones are dropped.
+//! its certificate's. Entries are re-verified when restored from the
+//! durable copy and after every CRL change; revoked, expired and stale ones
+//! are dropped.
 //!
 //! An entry whose address now answers with another node's certificate is
 //! stale: [`PeerDb::forget_replaced`] drops it and refuses the copies of it
 //! that other nodes still pass around.
 //!
-//! It is a cache (re6stnet's `cache.db` is too): `synchronous=OFF`, since
-//! losing the last writes in a crash only costs a few announcements that
-//! peer exchange brings back. It is bounded (default 200 entries); when
-//! full, the entry with the oldest announcement makes room.
+//! Sans-IO: NodeCore owns it and takes its [`PeerChange`]s after every
+//! input; the control loop applies them to the durable copy
+//! ([`super::store::PeerStore`], SQLite in the state directory). It is a
+//! cache (re6stnet's `cache.db` is too): losing the last changes in a
+//! crash only costs a few announcements that peer exchange brings back.
+//! It is bounded (default 200 entries); when full, the entry with the
+//! oldest announcement makes room.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv6Net;
-use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::identity::tls::CaVerifier;
 use crate::identity::{IdentityError, SignedAnnouncement, VerifiedAnnouncement, unix_secs};
-
-/// File name of the peer DB in the state directory.
-pub const FILE: &str = "peers.db";
 
 /// Peer DB limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,9 +102,22 @@ pub enum PeerDbError {
     /// than that ([`PeerDb::forget_replaced`]).
     #[error("announcement of a node replaced at its address")]
     Replaced,
-    /// SQLite failed.
-    #[error("peer DB storage: {0}")]
-    Storage(#[from] rusqlite::Error),
+}
+
+/// One change of the peer DB, for its durable copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChange {
+    /// Store (or replace) the announcement of its prefix.
+    Store {
+        /// The announced prefix (the key).
+        prefix: Ipv6Net,
+        /// When it was signed (UNIX seconds).
+        timestamp: u64,
+        /// The announcement, verified.
+        signed: SignedAnnouncement,
+    },
+    /// Forget a prefix.
+    Remove(Ipv6Net),
 }
 
 /// Counters of the peer DB.
@@ -159,7 +170,6 @@ impl PeerDbStats {
 /// The peer DB of one node.
 #[derive(Debug)]
 pub struct PeerDb {
-    conn: Connection,
     me: Ipv6Net,
     config: PeerDbConfig,
     entries: BTreeMap<Ipv6Net, PeerEntry>,
@@ -169,75 +179,54 @@ pub struct PeerDb {
     /// more dial.
     replaced: BTreeMap<u64, u64>,
     stats: PeerDbStats,
+    /// Changes not taken yet, one per prefix (the latest wins): bounded by
+    /// the prefixes one input touches, since NodeCore takes them after
+    /// every input.
+    changes: BTreeMap<Ipv6Net, Option<(u64, SignedAnnouncement)>>,
 }
 
 impl PeerDb {
-    /// Opens (creating) the DB at `path`, or an in-memory one for `None`,
-    /// for the node holding `me`. Stored entries are re-verified; the bad
-    /// ones are deleted.
-    pub fn open(
-        path: Option<&Path>,
-        me: Ipv6Net,
-        config: PeerDbConfig,
-        verifier: &CaVerifier,
-        now: SystemTime,
-    ) -> Result<Self, PeerDbError> {
-        let conn = match path {
-            Some(p) => Connection::open(p)?,
-            None => Connection::open_in_memory()?,
-        };
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "OFF")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS peer (
-                prefix      TEXT PRIMARY KEY,
-                timestamp   INTEGER NOT NULL,
-                payload     TEXT NOT NULL,
-                signature   TEXT NOT NULL,
-                certificate TEXT NOT NULL
-            )",
-        )?;
-        let mut db = Self {
-            conn,
+    /// An empty DB for the node holding `me`.
+    pub fn new(me: Ipv6Net, config: PeerDbConfig) -> Self {
+        Self {
             me,
             config,
             entries: BTreeMap::new(),
             replaced: BTreeMap::new(),
             stats: PeerDbStats::default(),
-        };
-        let rows: Vec<(String, SignedAnnouncement)> = {
-            let mut st = db
-                .conn
-                .prepare("SELECT prefix, payload, signature, certificate FROM peer")?;
-            st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    SignedAnnouncement {
-                        payload: r.get(1)?,
-                        signature: r.get(2)?,
-                        certificate: r.get(3)?,
-                    },
-                ))
-            })?
-            .collect::<Result<_, _>>()?
-        };
+            changes: BTreeMap::new(),
+        }
+    }
+
+    /// Fills the DB from its durable copy: `rows` of (stored key,
+    /// announcement). Each is verified again; the bad ones (tampered,
+    /// revoked, expired, stale, our own, stored under another key) are
+    /// dropped and counted as purged, and their removal is a change.
+    pub fn restore(
+        &mut self,
+        rows: impl IntoIterator<Item = (String, SignedAnnouncement)>,
+        verifier: &CaVerifier,
+        now: SystemTime,
+    ) {
         for (key, signed) in rows {
-            match signed.verify(verifier, now, config.max_age) {
+            match signed.verify(verifier, now, self.config.max_age) {
                 Ok(v)
-                    if v.announcement.prefix.to_string() == key && v.announcement.prefix != me =>
+                    if v.announcement.prefix.to_string() == key
+                        && v.announcement.prefix != self.me
+                        && !self.entries.contains_key(&v.announcement.prefix) =>
                 {
                     let e = PeerEntry::new(v, signed);
-                    db.entries.insert(e.prefix, e);
+                    self.entries.insert(e.prefix, e);
                 }
                 _ => {
-                    db.stats.purged += 1;
-                    db.conn
-                        .execute("DELETE FROM peer WHERE prefix = ?1", params![key])?;
+                    self.stats.purged += 1;
+                    if let Ok(prefix) = key.parse::<Ipv6Net>() {
+                        self.changes.insert(prefix, None);
+                    }
                 }
             }
         }
-        db.evict_to(db.config.capacity)?;
-        Ok(db)
+        self.evict_to(self.config.capacity);
     }
 
     /// Verifies `signed` and stores it if it is newer than what we have.
@@ -274,24 +263,15 @@ impl PeerDb {
             }
             Some(_) => Inserted::Updated,
             None => {
-                self.evict_to(self.config.capacity.saturating_sub(1))?;
+                self.evict_to(self.config.capacity.saturating_sub(1));
                 Inserted::New
             }
         };
         if self.config.capacity == 0 {
             return Ok(Inserted::Unchanged);
         }
-        self.conn.execute(
-            "INSERT OR REPLACE INTO peer (prefix, timestamp, payload, signature, certificate)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                prefix.to_string(),
-                i64::try_from(v.announcement.timestamp).unwrap_or(i64::MAX),
-                signed.payload,
-                signed.signature,
-                signed.certificate
-            ],
-        )?;
+        self.changes
+            .insert(prefix, Some((v.announcement.timestamp, signed.clone())));
         self.entries
             .insert(prefix, PeerEntry::new(v, signed.clone()));
         match outcome {
@@ -303,11 +283,7 @@ impl PeerDb {
 
     /// Re-verifies every entry (after a CRL change, and periodically for
     /// age); drops the failing ones. Returns the prefixes dropped.
-    pub fn purge(
-        &mut self,
-        verifier: &CaVerifier,
-        now: SystemTime,
-    ) -> Result<Vec<Ipv6Net>, PeerDbError> {
+    pub fn purge(&mut self, verifier: &CaVerifier, now: SystemTime) -> Vec<Ipv6Net> {
         let bad: Vec<Ipv6Net> = self
             .entries
             .values()
@@ -315,13 +291,13 @@ impl PeerDb {
             .map(|e| e.prefix)
             .collect();
         for p in &bad {
-            self.delete(*p)?;
+            self.delete(*p);
             self.stats.purged += 1;
         }
         // Announcements that old are refused as stale anyway.
         let horizon = unix_secs(now).saturating_sub(self.config.max_age.as_secs());
         self.replaced.retain(|_, stale| *stale >= horizon);
-        Ok(bad)
+        bad
     }
 
     /// A dial to the entry of `prefix` (certificate `serial`) reached
@@ -331,12 +307,7 @@ impl PeerDb {
     /// other nodes and the registry still hold copies, while a node that
     /// really moved signs a newer one. Returns whether an entry was
     /// dropped (none when the entry changed since the dial).
-    pub fn forget_replaced(
-        &mut self,
-        prefix: Ipv6Net,
-        serial: u64,
-        now: SystemTime,
-    ) -> Result<bool, PeerDbError> {
+    pub fn forget_replaced(&mut self, prefix: Ipv6Net, serial: u64, now: SystemTime) -> bool {
         let entry = self.entries.get(&prefix).filter(|e| e.serial == serial);
         let stale = entry.map_or(0, |e| e.timestamp).max(unix_secs(now));
         let known = self.replaced.entry(serial).or_insert(stale);
@@ -353,31 +324,29 @@ impl PeerDb {
             self.replaced.remove(&oldest);
         }
         if entry.is_none() {
-            return Ok(false);
+            return false;
         }
-        self.delete(prefix)?;
+        self.delete(prefix);
         self.stats.forgotten_replaced += 1;
-        Ok(true)
+        true
     }
 
-    /// Forgets a peer.
-    pub fn remove(&mut self, prefix: Ipv6Net) -> Result<bool, PeerDbError> {
+    /// Forgets a peer; whether it was known.
+    pub fn remove(&mut self, prefix: Ipv6Net) -> bool {
         let had = self.entries.contains_key(&prefix);
-        self.delete(prefix)?;
-        Ok(had)
+        if had {
+            self.delete(prefix);
+        }
+        had
     }
 
-    fn delete(&mut self, prefix: Ipv6Net) -> Result<(), PeerDbError> {
+    fn delete(&mut self, prefix: Ipv6Net) {
         self.entries.remove(&prefix);
-        self.conn.execute(
-            "DELETE FROM peer WHERE prefix = ?1",
-            params![prefix.to_string()],
-        )?;
-        Ok(())
+        self.changes.insert(prefix, None);
     }
 
     /// Drops the oldest announcements until at most `keep` remain.
-    fn evict_to(&mut self, keep: usize) -> Result<(), PeerDbError> {
+    fn evict_to(&mut self, keep: usize) {
         while self.entries.len() > keep {
             let Some(oldest) = self
                 .entries
@@ -387,10 +356,23 @@ impl PeerDb {
             else {
                 break;
             };
-            self.delete(oldest)?;
+            self.delete(oldest);
             self.stats.evicted += 1;
         }
-        Ok(())
+    }
+
+    /// The changes since the last call, for the durable copy.
+    pub fn take_changes(&mut self) -> impl Iterator<Item = PeerChange> + use<> {
+        std::mem::take(&mut self.changes)
+            .into_iter()
+            .map(|(prefix, stored)| match stored {
+                Some((timestamp, signed)) => PeerChange::Store {
+                    prefix,
+                    timestamp,
+                    signed,
+                },
+                None => PeerChange::Remove(prefix),
+            })
     }
 
     /// A known peer.

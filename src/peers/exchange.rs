@@ -12,16 +12,23 @@
 //! the others.
 //!
 //! Sans-IO: the node passes the routing table's destinations and the DB
-//! size in, and sends the returned round itself.
+//! size in, and sends the returned round itself; it passes received
+//! messages to [`Exchange::handle_message`], which stores what verifies in
+//! the peer DB and says whether to answer.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::RngExt;
 use rand::seq::SliceRandom;
 use re6st_dataplane::ratelimit::TokenBucket;
 use serde::Serialize;
+
+use super::db::{Inserted, PeerDb};
+use super::wire::{self, ExchangeError, ExchangeMessage};
+use crate::identity::tls::CaVerifier;
+use crate::identity::{PeerAnnouncement, SignedAnnouncement};
 
 /// Peer-exchange timers and sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +93,30 @@ pub struct Round {
     pub targets: Vec<Ipv6Addr>,
     /// Ask them to answer (first round only).
     pub reply: bool,
+}
+
+/// What one received message did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    /// The peer DB gained a peer or a newer announcement.
+    pub changed: bool,
+    /// Answer the sender with our own announcement (it asked, its
+    /// announcement verified, it is the owner of the announced prefix, and
+    /// the rate limits allow).
+    pub answer: bool,
+}
+
+/// The IPv6/UDP packet of our announcement from `from` to `to`; `reply`
+/// asks the receiver to answer with its own.
+pub fn packet(
+    from: Ipv6Addr,
+    to: Ipv6Addr,
+    reply: bool,
+    signed: SignedAnnouncement,
+) -> Result<Vec<u8>, ExchangeError> {
+    let mut msg = Vec::new();
+    (ExchangeMessage::Announce { reply, signed }).emit(&mut msg)?;
+    Ok(wire::build_packet(from, to, &msg))
 }
 
 /// The peer-exchange schedule of one node.
@@ -157,6 +188,43 @@ impl<R: rand::Rng> Exchange<R> {
             targets,
             reply: first,
         })
+    }
+
+    /// A peer-exchange message from overlay address `from`: a verified
+    /// announcement goes into `db` (checked with `verifier` at `wall`);
+    /// garbage is counted and dropped.
+    pub fn handle_message(
+        &mut self,
+        from: Ipv6Addr,
+        payload: &[u8],
+        db: &mut PeerDb,
+        verifier: &CaVerifier,
+        wall: SystemTime,
+        now: Instant,
+    ) -> Received {
+        self.stats.received += 1;
+        let (reply, signed) = match ExchangeMessage::parse(payload) {
+            Ok(ExchangeMessage::Announce { reply, signed }) => (reply, signed),
+            Ok(ExchangeMessage::Unknown(_)) => return Received::default(),
+            Err(e) => {
+                self.stats.malformed += 1;
+                tracing::debug!(%from, error = %e, "bad peer-exchange message");
+                return Received::default();
+            }
+        };
+        let stored = db.insert(&signed, verifier, wall);
+        if let Err(e) = &stored {
+            tracing::debug!(%from, error = %e, "announcement not stored");
+        }
+        let changed = matches!(stored, Ok(Inserted::New | Inserted::Updated));
+        // Answer only a verified announcement, and only to the owner of the
+        // announced prefix (no reflection towards a third party).
+        let answer = reply
+            && stored.is_ok()
+            && serde_json::from_str::<PeerAnnouncement>(&signed.payload)
+                .is_ok_and(|a| a.prefix.contains(&from))
+            && self.may_reply(from, now);
+        Received { changed, answer }
     }
 
     /// Whether an answer to `to` may be sent now (rate limits).

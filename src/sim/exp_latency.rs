@@ -11,10 +11,10 @@ use rand::rngs::Xoshiro256PlusPlus;
 use super::Ctx;
 use super::data::LatencyMatrix;
 use super::exp_graph::kill_share;
-use super::lab::{self, Churn, RunResult, RunSpec};
 use super::output::{f, progress};
 use super::plot::{Chart, Series, Style, draw};
 use super::routing::{full_mesh_mean_ms, report_method_mean_ms};
+use super::runs::{self, Churn, RunResult, RunSpec};
 use crate::tunnels::Replacement;
 
 /// Short name of a data set for file names.
@@ -50,7 +50,7 @@ fn spec(ctx: &Ctx, m: &LatencyMatrix, replacement: Replacement, churn: Churn) ->
 /// The report's policy on a stable network.
 fn least_used(ctx: &mut Ctx, m: &Arc<LatencyMatrix>) -> anyhow::Result<Arc<RunResult>> {
     let s = spec(ctx, m, Replacement::LeastUsed, Churn::None);
-    lab::cached(ctx, m, s)
+    runs::cached(ctx, m, s)
 }
 
 fn curve(r: &RunResult) -> Vec<(f64, f64)> {
@@ -306,7 +306,7 @@ pub fn dynamics(ctx: &mut Ctx) -> anyhow::Result<()> {
         // Churn 1/100 per iteration.
         let churn = {
             let s = spec(ctx, &m, Replacement::LeastUsed, Churn::Uniform(0.01));
-            lab::cached(ctx, &m, s)?
+            runs::cached(ctx, &m, s)?
         };
         let w = window(&churn);
         ctx.row(
@@ -326,7 +326,7 @@ pub fn dynamics(ctx: &mut Ctx) -> anyhow::Result<()> {
         // Figure 8: arity vs reliability.
         let rel = {
             let s = spec(ctx, &m, Replacement::LeastUsed, Churn::PerNode(0.05));
-            lab::cached(ctx, &m, s)?
+            runs::cached(ctx, &m, s)?
         };
         let pts: Vec<(f64, f64)> = rel
             .reliability
@@ -504,9 +504,9 @@ pub fn beyond(ctx: &mut Ctx) -> anyhow::Result<()> {
         let mut churn = Vec::new();
         for &(label, rep) in strategies {
             let s = spec(ctx, &m, rep, Churn::None);
-            stable.push((label, lab::cached(ctx, &m, s)?));
+            stable.push((label, runs::cached(ctx, &m, s)?));
             let s = spec(ctx, &m, rep, Churn::Uniform(0.01));
-            churn.push((label, lab::cached(ctx, &m, s)?));
+            churn.push((label, runs::cached(ctx, &m, s)?));
         }
         let base = &stable[0].1;
         // Convergence: iterations to get within 10% of the report policy's

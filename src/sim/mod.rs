@@ -10,12 +10,12 @@ mod exp_bounds;
 mod exp_graph;
 mod exp_latency;
 mod graph;
-mod lab;
 mod math;
 mod output;
 mod overlay;
 mod plot;
 mod routing;
+mod runs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -157,7 +157,7 @@ pub struct Ctx {
     rows: Vec<Row>,
     meridian: Option<Arc<LatencyMatrix>>,
     synthetic: Option<Arc<LatencyMatrix>>,
-    runs: Vec<(lab::RunSpec, Arc<lab::RunResult>)>,
+    runs: Vec<(runs::RunSpec, Arc<runs::RunResult>)>,
     /// Simulated mean distance (hops) by n for k = 10, from `distance`.
     distances: Vec<(usize, f64)>,
 }

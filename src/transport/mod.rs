@@ -1,31 +1,24 @@
-//! The QUIC transport: one quinn endpoint per node, on one UDP socket, that
-//! both dials and accepts tunnels.
+//! How a tunnel is carried: QUIC with mutual TLS on one UDP socket.
 //!
-//! - **Mutual TLS** with the network CA and the current CRL (ring, TLS 1.3
-//!   only; [`crate::identity::tls`]). The dialler names the peer by its
-//!   overlay address (`ServerName::IpAddress`), so webpki checks the
-//!   certificate's IP SAN: the peer is the owner of that address (a valid
-//!   certificate of another node completes the handshake, and the dial
-//!   fails with [`DialError::OtherNode`]: the node dialled was replaced
-//!   at that address). The
-//!   acceptor reads the dialler's node certificate (prefix from the CN,
-//!   address from the SAN, serial). A revoked, expired or foreign
-//!   certificate fails the handshake; the reason is logged and counted.
-//! - **Datagrams** carry IPv6 and Babel packets and our small control
-//!   frames (the dataplane's [`re6st_dataplane::frame`] demux);
-//!   `initial_mtu(1452)` makes a 1280-byte packet fit from the first
-//!   datagram, and MTU discovery stays on.
-//! - **Liveness**: short keep-alives, so a live tunnel is always heard;
-//!   a tunnel silent for `suspect_after` is *suspected* ([`liveness`]: the
-//!   node moves its routes away but keeps the connection), and one silent
-//!   for the much longer idle timeout is closed.
-//! - **CRL updates** ([`Transport::set_crl`]) rebuild both TLS configs; the
-//!   caller closes the tunnels to revoked nodes.
-//! - [`control`]: the reliable control stream of each tunnel.
+//! - [`engine`]: every tunnel of a node as sans-IO quinn-proto state
+//!   machines behind one endpoint, NodeCore's tunnel boundary on one side,
+//!   UDP datagrams on the other: mutual TLS with the network CA and the
+//!   CRL in force ([`crate::identity::tls`]; the dialler checks that the
+//!   certificate holds the overlay address it dialled), the control
+//!   stream's `Open`/`Accept`, datagram frames, keep-alives only on silent
+//!   tunnels and their suspicion ([`engine::liveness`]). The node's packet
+//!   loop drives it.
+//! - [`udp`]: the packet loop's socket (quinn-udp: GRO, GSO, ECN), and
+//!   [`socket`]: binding it, and the switch tests cut it with.
+//! - [`control`]: the control stream's messages.
+//! - [`Transport`]: the same protocol on quinn's own tasks, a peer that
+//!   tests and benchmarks hold in their hands (a rogue node, a prober, a
+//!   raw-datagram baseline); the node does not use it.
 
 pub mod control;
-pub mod liveness;
+pub mod engine;
 pub mod socket;
+pub mod udp;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,11 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 
 use crate::identity::tls::{TlsIdentity, Trust};
 use crate::identity::{Crl, IdentityError, NodeCert, NodeKey};
+use engine::tls::{client_config, server_config};
 use socket::{FaultSwitch, SwitchedSocket};
 
 /// ALPN of the tunnel protocol; a peer speaking anything else is refused.
@@ -53,7 +46,7 @@ pub struct TransportConfig {
     /// a ~50-byte datagram.
     pub keep_alive: Duration,
     /// A tunnel that hears nothing for this long (plus two round trips) is
-    /// suspected ([`liveness`]): its routes move away at once, but the
+    /// suspected ([`engine::liveness`]): its routes move away at once, but the
     /// connection stays, and the routes come back with the next datagram.
     pub suspect_after: Duration,
     /// A tunnel that hears nothing for this long is dead and closed (the
@@ -536,18 +529,7 @@ impl Transport {
     /// The peer's node certificate, re-checked against the CRL in force
     /// (it may have changed during the handshake).
     fn peer_cert(&self, conn: &quinn::Connection) -> Result<NodeCert, String> {
-        let certs = conn
-            .peer_identity()
-            .and_then(|a| a.downcast::<Vec<CertificateDer<'static>>>().ok())
-            .ok_or_else(|| "no peer certificate".to_string())?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| "empty certificate chain".to_string())?;
-        let cert = NodeCert::from_der(leaf).map_err(|e| e.to_string())?;
-        if self.is_revoked(cert.serial) {
-            return Err(format!("certificate serial {} is revoked", cert.serial));
-        }
-        Ok(cert)
+        engine::tls::peer_node_cert(conn.peer_identity(), self.tls.load().crl.as_ref())
     }
 
     /// Closes every connection and stops accepting.
@@ -562,61 +544,9 @@ impl Transport {
 }
 
 fn quic_transport(c: &TransportConfig) -> Result<quinn::TransportConfig, TransportError> {
-    let mut t = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(c.idle_timeout)
-        .map_err(|_| TransportError::Config(format!("idle timeout {:?}", c.idle_timeout)))?;
-    if c.initial_mtu < 1200 || c.mtu_upper_bound < c.initial_mtu {
-        return Err(TransportError::Config(format!(
-            "MTU: initial {} must be at least 1200 and at most the upper bound {}",
-            c.initial_mtu, c.mtu_upper_bound
-        )));
-    }
-    if c.suspect_after <= c.keep_alive {
-        return Err(TransportError::Config(format!(
-            "suspect time {:?} must be longer than the keep-alive interval {:?}",
-            c.suspect_after, c.keep_alive
-        )));
-    }
-    let mut mtud = quinn::MtuDiscoveryConfig::default();
-    mtud.upper_bound(c.mtu_upper_bound);
-    t.keep_alive_interval(Some(c.keep_alive))
-        .max_idle_timeout(Some(idle))
-        .initial_mtu(c.initial_mtu)
-        .mtu_discovery_config(Some(mtud))
-        .datagram_send_buffer_size(c.datagram_send_buffer)
-        .datagram_receive_buffer_size(Some(c.datagram_receive_buffer))
-        // One control stream per tunnel (and room for a newer protocol).
-        .max_concurrent_bidi_streams(4u32.into())
-        .max_concurrent_uni_streams(0u32.into());
+    let mut t = engine::tls::transport_config(c)?;
+    t.keep_alive_interval(Some(c.keep_alive));
     Ok(t)
-}
-
-fn server_config(
-    trust: &Trust,
-    me: TlsIdentity,
-    quic: &Arc<quinn::TransportConfig>,
-) -> Result<quinn::ServerConfig, IdentityError> {
-    let mut tls = trust.server_config(me)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| IdentityError::Internal(format!("QUIC server config: {e}")))?;
-    let mut s = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    s.transport_config(quic.clone());
-    Ok(s)
-}
-
-fn client_config(
-    trust: &Trust,
-    me: TlsIdentity,
-    quic: &Arc<quinn::TransportConfig>,
-) -> Result<quinn::ClientConfig, IdentityError> {
-    let mut tls = trust.node_client_config(me)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| IdentityError::Internal(format!("QUIC client config: {e}")))?;
-    let mut c = quinn::ClientConfig::new(Arc::new(crypto));
-    c.transport_config(quic.clone());
-    Ok(c)
 }
 
 #[cfg(test)]

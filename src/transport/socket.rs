@@ -73,12 +73,17 @@ impl FaultSwitch {
     }
 
     /// Whether to drop the next transmit: cut off, or lost at random.
-    fn drops_send(&self) -> bool {
+    pub(crate) fn drops_send(&self) -> bool {
         if self.is_blackhole() {
             return true;
         }
         let ppm = self.loss_ppm.load(Ordering::Relaxed);
         ppm > 0 && rand::random_range(0..1_000_000u32) < ppm
+    }
+
+    /// Counts `n` datagrams dropped.
+    pub(crate) fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Datagrams dropped so far.

@@ -34,7 +34,7 @@
 //!   through it. A superseded tunnel waits for our routes only (the peer
 //!   dialled again: nothing of its own uses the old one).
 //!
-//! It is sans-IO like the policy: the node's router task feeds it events
+//! It is sans-IO like the policy: NodeCore feeds it events
 //! and `now`, applies the commands, and calls
 //! [`Driver::handle_timeout`] at [`Driver::poll_timeout`].
 
@@ -508,23 +508,39 @@ impl Driver {
         Some(e)
     }
 
-    /// A LAN link to `peer` is up (LAN discovery: a node heard on
-    /// a shared link, dialled or dialling us at a link-local address). It
-    /// gets an interface like a tunnel, but the policy never sees it: it
-    /// does not count against `k` nor the arity limit and the refresh never
-    /// replaces it. `None` if `peer` has a LAN link already (keep that one).
-    pub fn handle_lan_up(&mut self, peer: PeerKey, now: Instant) -> Option<(TunnelId, IfaceId)> {
-        if self.entries.values().any(|e| e.lan && e.peer == peer) {
-            return None;
-        }
+    /// A fresh tunnel id for a LAN link (never one of the policy's), for
+    /// [`Driver::handle_lan_up`]; a LAN link being dialled has it already.
+    pub fn new_lan_id(&mut self) -> TunnelId {
         let tunnel = TunnelId(LAN_ID | self.next_lan);
         self.next_lan += 1;
+        tunnel
+    }
+
+    /// A LAN link to `peer` is up as `tunnel` (from
+    /// [`Driver::new_lan_id`]; LAN discovery: a node heard on a shared
+    /// link, dialled or dialling us at a link-local address). It gets an
+    /// interface like a tunnel, but the policy never sees it: it does not
+    /// count against `k` nor the arity limit and the refresh never replaces
+    /// it. `None` if `peer` has a LAN link already (keep that one), or if
+    /// `tunnel` is no fresh LAN link id.
+    pub fn handle_lan_up(
+        &mut self,
+        peer: PeerKey,
+        tunnel: TunnelId,
+        now: Instant,
+    ) -> Option<IfaceId> {
+        if !is_lan_id(tunnel)
+            || self.entries.contains_key(&tunnel)
+            || self.entries.values().any(|e| e.lan && e.peer == peer)
+        {
+            return None;
+        }
         let iface = self.alloc_iface(now);
         let mut entry = Entry::new(peer, Direction::Incoming, Some(iface), false);
         entry.lan = true;
         self.entries.insert(tunnel, entry);
         self.by_iface.insert(iface, tunnel);
-        Some((tunnel, iface))
+        Some(iface)
     }
 
     /// Whether `tunnel` is a LAN link.

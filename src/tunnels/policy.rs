@@ -13,7 +13,11 @@
 //! - never keeps two tunnels to the same node: when two nodes dial each other,
 //!   both keep the tunnel opened by the node with the smaller certificate
 //!   serial (the [`PeerId`] order);
-//! - backs off exponentially from peers that failed or refused;
+//! - backs off exponentially from peers that failed or refused, except
+//!   from unreachable ones while it has no tunnel up at all: then the fault
+//!   is probably its own (its link is down), those peers are only held back
+//!   a few seconds, and every back-off is forgotten once a tunnel comes up
+//!   again;
 //! - every refresh period replaces one own tunnel, chosen by
 //!   [`Replacement`] (the report's: the one through which the fewest
 //!   destinations are routed, ties broken by the highest RTT);
@@ -57,6 +61,13 @@ pub use types::{
 
 /// How many decided best-of-n rounds [`Policy::probe_rounds`] keeps.
 const PROBE_ROUNDS_KEPT: usize = 8;
+
+/// How long a peer is held back when a dial to it failed while the node had
+/// no tunnel up at all: the node was probably cut off itself (its uplink
+/// down), so the failure says nothing about the peer, and the node must
+/// reconnect soon after its link comes back rather than after every
+/// peer's exponential back-off.
+const CUT_OFF_RETRY: Duration = Duration::from_secs(5);
 
 /// One tunnel as the policy sees it.
 #[derive(Debug, Clone)]
@@ -313,7 +324,12 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
                 max: self.config.max_tunnels,
             });
         }
-        Ok(self.accept(peer))
+        let cut_off = self.cut_off();
+        let id = self.accept(peer);
+        if cut_off {
+            self.reconnected(now);
+        }
+        Ok(id)
     }
 
     /// An own tunnel came up; `rtt` is the handshake's estimate if known.
@@ -322,10 +338,12 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         let Some(i) = self.index_of(tunnel) else {
             return;
         };
-        let t = &mut self.tunnels[i];
+        let t = &self.tunnels[i];
         if t.direction != Direction::Outgoing || t.state != TunnelState::Opening {
             return;
         }
+        let cut_off = self.cut_off();
+        let t = &mut self.tunnels[i];
         t.state = TunnelState::Up;
         if rtt.is_some() {
             t.rtt = rtt;
@@ -334,6 +352,9 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         self.backoff.succeeded(&peer);
         if probe {
             self.resolve_probes(false, now);
+        }
+        if cut_off {
+            self.reconnected(now);
         }
     }
 
@@ -350,8 +371,14 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         }
         let t = self.tunnels.swap_remove(i);
         self.stats.failed += 1;
-        let delay = self.backoff.failed(&t.peer, now);
-        tracing::debug!(peer = ?t.peer, %failure, ?delay, "tunnel failed, backing off");
+        if failure == Failure::Unreachable && self.cut_off() {
+            let delay = CUT_OFF_RETRY.min(self.config.backoff_min);
+            self.backoff.hold(&t.peer, now, delay);
+            tracing::debug!(peer = ?t.peer, %failure, ?delay, "tunnel failed while cut off, retrying soon");
+        } else {
+            let delay = self.backoff.failed(&t.peer, now);
+            tracing::debug!(peer = ?t.peer, %failure, ?delay, "tunnel failed, backing off");
+        }
         if t.probe {
             self.resolve_probes(false, now);
         }
@@ -495,6 +522,19 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         let id = TunnelId(self.next_id);
         self.next_id += 1;
         id
+    }
+
+    /// No tunnel is up: the node reaches nobody.
+    fn cut_off(&self) -> bool {
+        !self.tunnels.iter().any(|t| t.state == TunnelState::Up)
+    }
+
+    /// The first tunnel is up after none was: the failures seen meanwhile
+    /// were ours, so every back-off is forgotten and the missing own
+    /// tunnels are dialled at once.
+    fn reconnected(&mut self, now: Instant) {
+        self.backoff.clear();
+        self.fill(now);
     }
 
     fn accept(&mut self, peer: P) -> TunnelId {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// True when we are root; otherwise prints why the test is skipped.
 pub fn root_or_skip(test: &str) -> bool {
-    if !re6st::lab::is_root() {
+    if !re6st::netns::is_root() {
         eprintln!("SKIPPED {test}: needs root for network namespaces");
         return false;
     }
@@ -31,7 +31,7 @@ pub fn root_or_skip(test: &str) -> bool {
 /// Runs a command, which must succeed; its stdout (the lab's runner, with
 /// the command and its stderr in the panic message).
 pub fn must(cmd: &[&str]) -> String {
-    re6st::lab::run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
+    re6st::netns::run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A network namespace, deleted with the processes started in it on drop.
@@ -45,7 +45,7 @@ impl Netns {
     /// `re6st-e-<tag>-<pid>`, with `lo` up and forwarding on (routers).
     pub fn new(tag: &str) -> Netns {
         let name = format!("re6st-e-{tag}-{}", std::process::id());
-        let _ = re6st::lab::run(&["ip", "netns", "del", &name]);
+        let _ = re6st::netns::run(&["ip", "netns", "del", &name]);
         must(&["ip", "netns", "add", &name]);
         let dir = std::env::temp_dir().join(&name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -193,7 +193,7 @@ impl Drop for Netns {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = re6st::lab::run(&["ip", "netns", "del", &self.name]);
+        let _ = re6st::netns::run(&["ip", "netns", "del", &self.name]);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv6Net};
 use re6st::control::api::{Request, Response, RouteView, SOCKET_FILE, Status, TunnelInfo};
-use re6st::lab::Lab;
+use re6st::netns::Lab;
 
 /// The binary under test.
 pub fn exe() -> String {
@@ -22,7 +22,7 @@ pub fn exe() -> String {
 
 /// A lab, or `None` (with a message) when not root.
 pub fn lab_or_skip(test: &str, tag: &str) -> Option<Lab> {
-    if !re6st::lab::is_root() {
+    if !re6st::netns::is_root() {
         eprintln!("SKIPPED {test}: needs root for network namespaces and TUN devices");
         return None;
     }

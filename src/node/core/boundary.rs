@@ -21,8 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::identity::{Crl, NodeCert};
+use crate::transport::control::close;
 use crate::transport::control::{Control, ControlError};
-use crate::tunnels::policy::Failure;
+use crate::tunnels::policy::{Failure, Refusal};
 
 pub use crate::tunnels::policy::TunnelId;
 pub use re6st_dataplane::nexthop::NextHopId;
@@ -250,4 +251,39 @@ pub enum TunnelCmd {
     SetCrl(Box<Crl>),
     /// Our renewed certificate (same key, same prefix) for new handshakes.
     SetIdentity(Box<NodeCert>),
+}
+
+/// The close code of a refusal (the dialler reads the refusal back from
+/// it, [`refusal_of_close`]).
+pub fn refusal_code(r: &Refusal) -> u32 {
+    match r {
+        Refusal::Full { .. } => close::REFUSED_FULL,
+        Refusal::Duplicate => close::REFUSED_DUPLICATE,
+        _ => close::REFUSED_LOOPBACK,
+    }
+}
+
+/// The refusal a close code and reason stand for (the dialler's side).
+pub fn refusal_of_close(code: u64, reason: &[u8]) -> Option<Refusal> {
+    match u32::try_from(code).ok()? {
+        close::REFUSED_FULL => {
+            // The reason is the refusal's text: "full: T tunnels of at most M".
+            let text = String::from_utf8_lossy(reason);
+            let mut nums = text
+                .split(|ch: char| !ch.is_ascii_digit())
+                .filter_map(|s| s.parse::<usize>().ok());
+            Some(Refusal::Full {
+                tunnels: nums.next().unwrap_or(0),
+                max: nums.next().unwrap_or(0),
+            })
+        }
+        close::REFUSED_DUPLICATE => Some(Refusal::Duplicate),
+        close::REFUSED_LOOPBACK => Some(Refusal::Loopback),
+        _ => None,
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (seen on a dual-stack socket) as IPv4.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }

@@ -11,6 +11,7 @@ use re6st_dataplane::fib::Route;
 use super::boundary::TunnelCmd;
 use crate::identity::tls::CaVerifier;
 use crate::identity::{Crl, NetworkConfig, NodeCert, SignedAnnouncement, SignedNetworkConfig};
+pub use crate::peers::PeerChange;
 
 /// The two clocks, read once per wake-up by the loop that drives NodeCore.
 ///
@@ -54,28 +55,15 @@ pub enum Command {
     /// Change the peer DB's durable copy the same way as the peer DB.
     PersistPeer(PeerChange),
     /// Ask the registry (HTTPS); the answer comes back as
-    /// [`RegistryReply`]s, the last one [`RegistryReply::Done`] or
-    /// [`RegistryReply::Failed`].
+    /// [`RegistryReply`]s, the last one [`RegistryReply::Done`],
+    /// [`RegistryReply::RoundFailed`], [`RegistryReply::Bootstrapped`] or
+    /// [`RegistryReply::BootstrapFailed`].
     Registry(RegistryRequest),
     /// Tell LAN discovery.
     Lan(LanNotice),
     /// List the local interface addresses now and give them to
     /// `NodeCore::handle_local_addresses`.
     ScanAddresses,
-}
-
-/// One change of the peer DB.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerChange {
-    /// Store (or replace) the announcement of its prefix.
-    Store {
-        /// The announced prefix (the key).
-        prefix: Ipv6Net,
-        /// The announcement, verified.
-        signed: SignedAnnouncement,
-    },
-    /// Forget a prefix.
-    Remove(Ipv6Net),
 }
 
 /// A request to the registry.
@@ -104,6 +92,8 @@ pub enum RegistryReply {
     Crl(Box<Crl>),
     /// Our renewed certificate (checked: our key, our prefix, the CA).
     Renewed(Box<NodeCert>),
+    /// From when the registry renews our current certificate.
+    RenewAfter(std::time::SystemTime),
     /// The network configuration (verified against the CA), and its signed
     /// form to persist. NodeCore adopts it only if it is newer.
     Network {
@@ -114,8 +104,11 @@ pub enum RegistryReply {
     },
     /// A round completed.
     Done,
-    /// The registry could not be reached or refused; why.
-    Failed(String),
+    /// A round failed: the registry could not be reached, or refused a
+    /// step; why.
+    RoundFailed(String),
+    /// A bootstrap request failed; why.
+    BootstrapFailed(String),
 }
 
 /// What LAN discovery must know.

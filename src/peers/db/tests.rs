@@ -2,23 +2,20 @@ use std::time::Duration;
 
 use super::*;
 use crate::identity::{PeerAnnouncement, unix_secs};
+use crate::peers::PeerStore;
 use crate::test_pki::Pki;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn mem_db(pki: &Pki, capacity: usize) -> PeerDb {
     let (me, _) = pki.node(100);
-    PeerDb::open(
-        None,
+    PeerDb::new(
         me.prefix,
         PeerDbConfig {
             capacity,
             max_age: 24 * HOUR,
         },
-        &pki.verifier(None),
-        pki.now,
     )
-    .unwrap()
 }
 
 #[test]
@@ -101,7 +98,7 @@ fn forged_revoked_stale_and_own_announcements_are_refused_and_counted() {
 
     // Our own announcement, relayed back to us.
     let (me, _) = pki.node(100);
-    let mut own_db = PeerDb::open(None, c2.prefix, PeerDbConfig::default(), &v, pki.now).unwrap();
+    let mut own_db = PeerDb::new(c2.prefix, PeerDbConfig::default());
     assert!(matches!(
         own_db.insert(&good, &v, pki.now),
         Err(PeerDbError::Own)
@@ -146,15 +143,26 @@ fn bounded_by_evicting_the_oldest() {
 }
 
 #[test]
-fn persists_and_reverifies_on_open_and_after_a_crl() {
+fn the_durable_copy_follows_the_changes_and_is_verified_again_when_restored() {
     let pki = Pki::new();
     let v = pki.verifier(None);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE);
+    let path = dir.path().join(crate::peers::store::FILE);
     let (me, _) = pki.node(100);
     let cfg = PeerDbConfig::default();
+    let restore = |now| {
+        let (store, rows) = PeerStore::open(&path).unwrap();
+        let mut db = PeerDb::new(me.prefix, cfg);
+        db.restore(rows, &v, now);
+        (store, db)
+    };
+    let save = |store: &mut PeerStore, db: &mut PeerDb| {
+        for c in db.take_changes() {
+            store.apply(&c).unwrap();
+        }
+    };
     {
-        let mut db = PeerDb::open(Some(&path), me.prefix, cfg, &v, pki.now).unwrap();
+        let (mut store, mut db) = restore(pki.now);
         for serial in [2, 3, 4] {
             let (c, k) = pki.node(serial);
             db.insert(
@@ -164,36 +172,67 @@ fn persists_and_reverifies_on_open_and_after_a_crl() {
             )
             .unwrap();
         }
+        let changes: Vec<PeerChange> = db.take_changes().collect();
+        assert_eq!(changes.len(), 3);
+        assert!(
+            changes
+                .iter()
+                .all(|c| matches!(c, PeerChange::Store { timestamp, .. } if *timestamp > 0))
+        );
+        for c in &changes {
+            store.apply(c).unwrap();
+        }
+        assert_eq!(db.take_changes().count(), 0, "taken once");
     }
     // Tamper with one row behind the DB's back.
-    let conn = Connection::open(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute(
         "UPDATE peer SET payload = replace(payload, '192.0.2.1', '192.0.2.66') WHERE rowid = 1",
         [],
     )
     .unwrap();
     drop(conn);
-    let mut db = PeerDb::open(Some(&path), me.prefix, cfg, &v, pki.now).unwrap();
+    let (mut store, mut db) = restore(pki.now);
     assert_eq!(db.len(), 2);
     assert_eq!(db.stats().purged, 1);
+    // The bad row's removal is a change, like any other.
+    save(&mut store, &mut db);
     // Revoke one of the two left: purge drops it, in memory and on disk.
     let left: Vec<u64> = db.iter().map(|e| e.serial).collect();
     let crl = pki.crl(1, &[left[0]]);
-    let dropped = db.purge(&pki.verifier(Some(&crl)), pki.now).unwrap();
+    let dropped = db.purge(&pki.verifier(Some(&crl)), pki.now);
     assert_eq!(dropped.len(), 1);
-    drop(db);
-    let db = PeerDb::open(Some(&path), me.prefix, cfg, &v, pki.now).unwrap();
-    assert_eq!(db.len(), 1);
-    // Everything is stale two days later (max age 3 days by default: no).
-    let later = PeerDb::open(
-        Some(&path),
-        me.prefix,
-        cfg,
-        &v,
-        pki.now + Duration::from_secs(2 * 86_400),
+    save(&mut store, &mut db);
+    drop((store, db));
+    let (_, db) = restore(pki.now);
+    assert_eq!(
+        (db.len(), db.stats().purged),
+        (1, 0),
+        "nothing bad left on disk"
     );
-    // The certificates expire after an hour: nothing survives.
-    assert_eq!(later.unwrap().len(), 0);
+    // The certificates expire after an hour: nothing survives two days.
+    let (_, later) = restore(pki.now + Duration::from_secs(2 * 86_400));
+    assert_eq!(later.len(), 0);
+}
+
+#[test]
+fn changes_keep_the_latest_per_prefix() {
+    let pki = Pki::new();
+    let v = pki.verifier(None);
+    let mut db = mem_db(&pki, 10);
+    let (c, k) = pki.node(2);
+    db.insert(&pki.announce(&c, &k, "192.0.2.1:1", HOUR), &v, pki.now)
+        .unwrap();
+    db.insert(
+        &pki.announce(&c, &k, "192.0.2.2:2", Duration::ZERO),
+        &v,
+        pki.now,
+    )
+    .unwrap();
+    assert!(db.remove(c.prefix));
+    assert!(!db.remove(c.prefix));
+    let changes: Vec<PeerChange> = db.take_changes().collect();
+    assert_eq!(changes, vec![PeerChange::Remove(c.prefix)]);
 }
 
 #[test]
@@ -207,11 +246,11 @@ fn a_replaced_node_is_forgotten_and_its_old_copies_refused() {
     let newest_before = pki.announce(&c, &k, "192.0.2.1:1", Duration::from_secs(60));
     db.insert(&seen, &v, pki.now).unwrap();
     // Another serial for the prefix: not the entry dialled, kept.
-    assert!(!db.forget_replaced(c.prefix, 99, pki.now).unwrap());
+    assert!(!db.forget_replaced(c.prefix, 99, pki.now));
     assert!(db.get(&c.prefix).is_some());
-    assert!(db.forget_replaced(c.prefix, 2, pki.now).unwrap());
+    assert!(db.forget_replaced(c.prefix, 2, pki.now));
     assert!(db.get(&c.prefix).is_none());
-    assert!(!db.forget_replaced(c.prefix, 2, pki.now).unwrap(), "once");
+    assert!(!db.forget_replaced(c.prefix, 2, pki.now), "once");
     // Copies signed before it was found replaced come back from peers and
     // the registry: refused, counted.
     for a in [&seen, &older, &newest_before] {
@@ -244,11 +283,11 @@ fn replaced_identities_are_bounded_and_expire() {
     for serial in 10..20 {
         let p: Ipv6Net = format!("fd00:77:0:{serial}::/64").parse().unwrap();
         let t = pki.now + Duration::from_secs(serial);
-        db.forget_replaced(p, serial, t).unwrap();
+        db.forget_replaced(p, serial, t);
     }
     assert_eq!(db.replaced.len(), 3);
     assert!(db.replaced.contains_key(&19), "the newest are kept");
     // A day later (max_age) they are useless: dropped at the next purge.
-    db.purge(&pki.verifier(None), pki.now + 25 * HOUR).unwrap();
+    db.purge(&pki.verifier(None), pki.now + 25 * HOUR);
     assert!(db.replaced.is_empty());
 }

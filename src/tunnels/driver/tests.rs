@@ -373,13 +373,26 @@ fn lan_links_are_outside_the_policy() {
     assert_eq!(d.policy().own_count(), 2);
 
     // A LAN link to a node next door: an interface, no policy tunnel.
-    let (lan, iface) = d.handle_lan_up(key(9), t0).unwrap();
+    let lan = d.new_lan_id();
+    let iface = d.handle_lan_up(key(9), lan, t0).unwrap();
     assert!(d.is_lan(lan));
     assert!(!d.is_lan(opened[0].0));
     assert_eq!(d.tunnel_of(iface), Some(lan));
     assert_eq!(d.policy().tunnel_count(), 2, "not counted against k or 3k");
     assert_eq!(d.lan_peers().collect::<Vec<_>>(), vec![key(9)]);
-    assert_eq!(d.handle_lan_up(key(9), t0), None, "one LAN link per node");
+    let again = d.new_lan_id();
+    assert_ne!(again, lan);
+    assert_eq!(
+        d.handle_lan_up(key(9), again, t0),
+        None,
+        "one LAN link per node"
+    );
+    assert_eq!(d.handle_lan_up(key(8), lan, t0), None, "an id in use");
+    assert_eq!(
+        d.handle_lan_up(key(8), opened[0].0, t0),
+        None,
+        "not a LAN link id"
+    );
     // Routes and RTTs through it do not reach the policy (which would
     // not know the id), so its tunnels keep their counts.
     let counts: BTreeMap<IfaceId, usize> = [(iface, 50)].into();
@@ -407,7 +420,7 @@ fn lan_links_are_outside_the_policy() {
     );
     assert_eq!(d.tunnel_of(iface), None);
     assert_eq!(d.lan_peers().count(), 0);
-    assert!(d.handle_lan_up(key(9), t0 + secs(12)).is_some());
+    assert!(d.handle_lan_up(key(9), again, t0 + secs(12)).is_some());
 }
 
 /// A best-of-3 driver (k = 2) taken up to its first probes' resolution:

@@ -1,6 +1,8 @@
 //! Exponential back-off per peer: a peer that failed or refused is not dialled
 //! again before its delay has passed; the delay doubles at each further
-//! failure and is forgotten when a tunnel to the peer comes up.
+//! failure and is forgotten when a tunnel to the peer comes up. A failure
+//! that says nothing about the peer (we were cut off) only holds it for a
+//! short fixed time ([`Backoff::hold`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,7 +37,7 @@ impl<P: Ord + Clone> Backoff<P> {
     /// Records a failure of `peer` at `now`; returns the delay applied.
     pub(super) fn failed(&mut self, peer: &P, now: Instant) -> Duration {
         let delay = match self.entries.get(peer) {
-            Some(e) => (e.delay * 2).min(self.max),
+            Some(e) => (e.delay * 2).clamp(self.min, self.max),
             None => self.min,
         };
         self.entries.insert(
@@ -46,6 +48,21 @@ impl<P: Ord + Clone> Backoff<P> {
             },
         );
         delay
+    }
+
+    /// Holds `peer` back for `delay` without counting a failure (its delay
+    /// does not double).
+    pub(super) fn hold(&mut self, peer: &P, now: Instant, delay: Duration) {
+        let e = self.entries.entry(peer.clone()).or_insert(Entry {
+            until: now,
+            delay: Duration::ZERO,
+        });
+        e.until = e.until.max(now + delay);
+    }
+
+    /// Forgets every peer's failures.
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
     }
 
     /// A tunnel to `peer` works: forget its failures.

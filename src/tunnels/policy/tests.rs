@@ -125,8 +125,8 @@ fn refused_dialler_tries_another_peer_and_backs_off_exponentially() {
         first, second,
         "the refusing peer is not dialled again at once"
     );
-    // The other one fails too: nobody is eligible until a back-off ends.
-    p.handle_tunnel_failed(t, Failure::Unreachable, t0);
+    // The other one refuses too: nobody is eligible until a back-off ends.
+    p.handle_tunnel_failed(t, full, t0);
     assert!(actions(&mut p).is_empty());
     assert_eq!(p.poll_timeout(), Some(t0 + secs(2)), "back-off of 2 s");
     // At expiry one of them is dialled again.
@@ -135,11 +135,11 @@ fn refused_dialler_tries_another_peer_and_backs_off_exponentially() {
     // Keep only `again` in the DB, so that each dial below is to it.
     p.handle_candidates([again], t0 + secs(2));
     assert!(actions(&mut p).is_empty());
-    // It fails again: its delay doubles to 4, then 8, 16, and stays at 16.
+    // It refuses again: its delay doubles to 4, then 8, 16, and stays at 16.
     let mut now = t0 + secs(2);
     let mut t = t;
     for expected in [4, 8, 16, 16] {
-        p.handle_tunnel_failed(t, Failure::Unreachable, now);
+        p.handle_tunnel_failed(t, full, now);
         assert_eq!(p.backoff.delay_of(&again), Some(secs(expected)));
         assert!(
             actions(&mut p).is_empty(),
@@ -156,6 +156,62 @@ fn refused_dialler_tries_another_peer_and_backs_off_exponentially() {
     p.handle_tunnel_up(t, None, now);
     assert_eq!(p.backoff.delay_of(&again), None);
     assert_eq!(p.stats().failed, 6);
+}
+
+#[test]
+fn a_node_cut_off_retries_soon_and_reconnects_at_once() {
+    let t0 = Instant::now();
+    let mut p = policy(
+        0,
+        PolicyConfig {
+            refresh: secs(1000),
+            backoff_min: secs(30),
+            backoff_max: secs(3600),
+            ..config(2)
+        },
+        t0,
+    );
+    p.handle_candidates(1..=6, t0);
+    let opened = opens(&actions(&mut p));
+    bring_up(&mut p, &opened, |_| 10, t0);
+    // With a tunnel up, an unreachable peer is the peer's fault: 30 s.
+    p.handle_tunnel_closed(opened[0].0, t0);
+    let (t, peer) = opens(&actions(&mut p))[0];
+    p.handle_tunnel_failed(t, Failure::Unreachable, t0);
+    assert_eq!(p.backoff.delay_of(&peer), Some(secs(30)));
+    let (t, _) = opens(&actions(&mut p))[0];
+    p.handle_tunnel_up(t, None, t0);
+    // Now our link goes down: every tunnel times out, every dial fails.
+    let mut now = t0 + secs(1);
+    let up: Vec<TunnelId> = p.tunnels().map(|t| t.id).collect();
+    for t in up {
+        p.handle_tunnel_closed(t, now);
+    }
+    let mut dials = 0;
+    for _ in 0..60 {
+        for (t, _) in opens(&actions(&mut p)) {
+            dials += 1;
+            p.handle_tunnel_failed(t, Failure::Unreachable, now);
+        }
+        now += secs(1);
+        p.handle_timeout(now);
+    }
+    // Cut off, failed peers are retried every 5 s, without doubling: about
+    // one dial a second, where 30 s, 60 s, ... back-offs would allow 12.
+    assert!(dials >= 40, "{dials} dials in 60 s");
+    assert!((1..=6).all(|q| p.backoff.delay_of(&q).is_none_or(|d| d <= secs(30))));
+    for (t, _) in opens(&actions(&mut p)) {
+        p.handle_tunnel_failed(t, Failure::Unreachable, now);
+    }
+    // The link is back and a peer dials us: every back-off is forgotten
+    // and our own tunnels are dialled at once.
+    p.handle_incoming(9, now).expect("accepted");
+    assert_eq!(
+        opens(&actions(&mut p)).len(),
+        2,
+        "both own tunnels dialled at once"
+    );
+    assert!((1..=6).all(|q| p.backoff.delay_of(&q).is_none()));
 }
 
 /// Two policies dial each other at the same time: both keep the tunnel

@@ -1,0 +1,378 @@
+//! Liveness of the up tunnels: one timer structure for all of them, that
+//! sends keep-alives only on silent tunnels and suspects the ones silent
+//! for too long.
+//!
+//! QUIC alone notices a dead peer only at its idle timeout, which must
+//! stay long (a lossy path must not lose its connection to a few missing
+//! packets), while the overlay wants its routes off a dead tunnel within a
+//! second. So:
+//!
+//! - a tunnel **heard** (an authenticated packet: the engine tells
+//!   [`Liveness::heard`] after the packets of a receive batch decrypted)
+//!   needs nothing;
+//! - one silent for `keep_alive` gets a QUIC PING ([`Action::Ping`]), and
+//!   another every `keep_alive` while the silence lasts; the peer's
+//!   acknowledgement makes it heard again, and the PING makes *us* heard
+//!   at the peer, so one side's keep-alive serves both, and a busy tunnel
+//!   sends none;
+//! - one silent for `suspect_after` plus two round trips is
+//!   **suspected** ([`Action::Suspect`]): NodeCore moves its routes away
+//!   but the connection stays; the next authenticated packet brings it
+//!   back ([`Liveness::heard`] returns `true`).
+//!
+//! Checks fall on a grid of `keep_alive / 4`: the deadlines of all tunnels
+//! due within one step share one wake-up, and an idle node wakes only
+//! when some tunnel has really been silent for a keep-alive interval. A
+//! tunnel's entry in the heap is refreshed only at its checks (a packet
+//! heard just moves its `heard` time), so the heap holds one live entry
+//! per tunnel and a node without tunnels never wakes.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::node::core::boundary::TunnelId;
+
+/// What a check asks of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send a keep-alive on the tunnel (it has been silent for one
+    /// interval).
+    Ping(TunnelId),
+    /// Nothing heard for the suspect time (plus two round trips).
+    Suspect {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Its silence so far.
+        silent_for: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    heard: Instant,
+    last_ping: Option<Instant>,
+    rtt: Duration,
+    suspected: bool,
+    /// The check this tunnel waits for (heap items at another time are
+    /// stale).
+    next: Instant,
+}
+
+/// The liveness of every up tunnel of one engine.
+#[derive(Debug)]
+pub struct Liveness {
+    keep_alive: Duration,
+    suspect_after: Duration,
+    grid: Duration,
+    epoch: Instant,
+    tunnels: HashMap<TunnelId, Entry>,
+    due: BinaryHeap<Reverse<(Instant, TunnelId)>>,
+    actions: VecDeque<Action>,
+}
+
+impl Liveness {
+    /// Keep-alives after `keep_alive` of silence, suspicion after
+    /// `suspect_after` (longer).
+    pub fn new(keep_alive: Duration, suspect_after: Duration, now: Instant) -> Self {
+        Self {
+            keep_alive,
+            suspect_after,
+            grid: (keep_alive / 4).max(Duration::from_millis(1)),
+            epoch: now,
+            tunnels: HashMap::new(),
+            due: BinaryHeap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Starts watching `tunnel`, heard at `now`.
+    pub fn insert(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) {
+        if let MapEntry::Vacant(v) = self.tunnels.entry(tunnel) {
+            let mut e = Entry {
+                heard: now,
+                last_ping: None,
+                rtt,
+                suspected: false,
+                next: now,
+            };
+            e.next = round_up(
+                self.epoch,
+                self.grid,
+                next_check(&e, self.keep_alive, self.suspect_after),
+            );
+            self.due.push(Reverse((e.next, tunnel)));
+            v.insert(e);
+        }
+    }
+
+    /// Stops watching `tunnel`.
+    pub fn remove(&mut self, tunnel: TunnelId) {
+        self.tunnels.remove(&tunnel);
+        if self.tunnels.is_empty() {
+            self.due.clear();
+        }
+    }
+
+    /// Tunnels watched.
+    pub fn len(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// Whether no tunnel is watched.
+    pub fn is_empty(&self) -> bool {
+        self.tunnels.is_empty()
+    }
+
+    /// Whether `tunnel` is suspected now.
+    pub fn is_suspected(&self, tunnel: TunnelId) -> bool {
+        self.tunnels.get(&tunnel).is_some_and(|e| e.suspected)
+    }
+
+    /// An authenticated packet arrived on `tunnel` at `now`. Returns
+    /// whether that ends a suspicion (tell NodeCore it is heard).
+    pub fn heard(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) -> bool {
+        let Some(e) = self.tunnels.get_mut(&tunnel) else {
+            return false;
+        };
+        e.heard = e.heard.max(now);
+        e.rtt = rtt;
+        e.last_ping = None;
+        std::mem::replace(&mut e.suspected, false)
+    }
+
+    /// When to call [`Liveness::handle_timeout`] next; `None` without
+    /// tunnels.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Runs the checks due at `now`; their actions come out of
+    /// [`Liveness::poll_action`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, tunnel))) = self.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            let Some(e) = self.tunnels.get_mut(&tunnel) else {
+                continue;
+            };
+            if e.next != at {
+                continue;
+            }
+            if !e.suspected && now >= suspect_at(e, self.suspect_after) {
+                e.suspected = true;
+                self.actions.push_back(Action::Suspect {
+                    tunnel,
+                    silent_for: now.saturating_duration_since(e.heard),
+                });
+            }
+            if now >= ping_at(e, self.keep_alive) {
+                e.last_ping = Some(now);
+                self.actions.push_back(Action::Ping(tunnel));
+            }
+            let next = next_check(e, self.keep_alive, self.suspect_after).max(now + self.grid);
+            e.next = round_up(self.epoch, self.grid, next);
+            self.due.push(Reverse((e.next, tunnel)));
+        }
+    }
+
+    /// The next action, once.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+}
+
+/// When the tunnel is suspected if nothing is heard: the suspect time
+/// plus two round trips (a keep-alive's acknowledgement takes one; a slow
+/// path must not look dead).
+fn suspect_at(e: &Entry, suspect_after: Duration) -> Instant {
+    e.heard + suspect_after + 2 * e.rtt
+}
+
+/// When the next keep-alive is due if nothing is heard.
+fn ping_at(e: &Entry, keep_alive: Duration) -> Instant {
+    e.last_ping.unwrap_or(e.heard) + keep_alive
+}
+
+fn next_check(e: &Entry, keep_alive: Duration, suspect_after: Duration) -> Instant {
+    let ping = ping_at(e, keep_alive);
+    if e.suspected {
+        ping
+    } else {
+        ping.min(suspect_at(e, suspect_after))
+    }
+}
+
+/// `t` rounded up to the grid `epoch + n * step`: checks due within one
+/// step of each other share one wake-up.
+pub(crate) fn round_up(epoch: Instant, step: Duration, t: Instant) -> Instant {
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let step_ns = step.as_nanos().max(1);
+    let n = since.div_ceil(step_ns);
+    let ns = u64::try_from(n * step_ns).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Runs the checks every millisecond until `until`, hearing tunnel `k`
+    /// when `heard(k, t)` says so; returns the actions with their times.
+    fn run(
+        l: &mut Liveness,
+        t0: Instant,
+        until: Duration,
+        heard: impl Fn(u64, Duration) -> bool,
+    ) -> Vec<(Duration, Action)> {
+        let mut out = Vec::new();
+        let mut t = Duration::ZERO;
+        while t <= until {
+            let now = t0 + t;
+            for k in 0..64 {
+                if heard(k, t) {
+                    l.heard(TunnelId(k), MS, now);
+                }
+            }
+            if l.poll_timeout().is_some_and(|d| d <= now) {
+                l.handle_timeout(now);
+                while let Some(a) = l.poll_action() {
+                    out.push((t, a));
+                }
+            }
+            t += MS;
+        }
+        out
+    }
+
+    #[test]
+    fn a_busy_tunnel_sends_no_keep_alive() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(200 * MS, 600 * MS, t0);
+        l.insert(TunnelId(1), MS, t0);
+        let actions = run(&mut l, t0, 10_000 * MS, |_, t| t.as_millis() % 150 == 0);
+        assert_eq!(actions, vec![]);
+    }
+
+    #[test]
+    fn a_silent_tunnel_is_pinged_every_interval_then_suspected_then_heard() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(200 * MS, 600 * MS, t0);
+        l.insert(TunnelId(1), MS, t0);
+        // Heard until 1 s, then silent.
+        let actions = run(&mut l, t0, 2_000 * MS, |_, t| t < 1_000 * MS);
+        let pings: Vec<Duration> = actions
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Ping(_)))
+            .map(|(t, _)| *t)
+            .collect();
+        // Last heard at 999 ms: pings at 1.2 s, 1.4 s, ... (on the 50 ms grid).
+        assert!(
+            pings[0] >= 1_199 * MS && pings[0] <= 1_250 * MS,
+            "{pings:?}"
+        );
+        for w in pings.windows(2) {
+            assert!(
+                w[1] - w[0] >= 200 * MS && w[1] - w[0] <= 250 * MS,
+                "{pings:?}"
+            );
+        }
+        let suspects: Vec<_> = actions
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::Suspect { silent_for, .. } => Some((*t, *silent_for)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(suspects.len(), 1, "one suspicion per silence: {actions:?}");
+        let (at, silent) = suspects[0];
+        assert!(at >= 1_601 * MS && at <= 1_651 * MS, "suspected at {at:?}");
+        assert!(silent >= 600 * MS, "{silent:?}");
+        assert!(l.is_suspected(TunnelId(1)));
+        assert!(l.heard(TunnelId(1), MS, t0 + 2_001 * MS), "heard again");
+        assert!(!l.is_suspected(TunnelId(1)));
+        assert!(!l.heard(TunnelId(1), MS, t0 + 2_002 * MS), "once");
+    }
+
+    #[test]
+    fn a_slow_path_gets_two_round_trips_more() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(200 * MS, 600 * MS, t0);
+        l.insert(TunnelId(1), 300 * MS, t0);
+        let actions = run(&mut l, t0, 3_000 * MS, |_, _| false);
+        let at = actions
+            .iter()
+            .find_map(|(t, a)| matches!(a, Action::Suspect { .. }).then_some(*t))
+            .unwrap();
+        assert!(at >= 1_200 * MS && at <= 1_250 * MS, "{at:?}");
+    }
+
+    #[test]
+    fn idle_tunnels_share_wake_ups_and_an_empty_clock_sleeps() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(200 * MS, 600 * MS, t0);
+        for k in 0..30 {
+            l.insert(TunnelId(k), MS, t0 + Duration::from_micros(k * 1_609));
+        }
+        // Every peer acknowledges a keep-alive 20 ms after it is sent.
+        let mut answer: HashMap<u64, Duration> = HashMap::new();
+        let (mut pings, mut wakes) = (0, 0);
+        let mut t = Duration::ZERO;
+        while t <= 10_000 * MS {
+            let now = t0 + t;
+            answer.retain(|k, at| {
+                let due = *at == t;
+                if due {
+                    l.heard(TunnelId(*k), MS, now);
+                }
+                !due
+            });
+            if l.poll_timeout().is_some_and(|d| d <= now) {
+                wakes += 1;
+                l.handle_timeout(now);
+                while let Some(a) = l.poll_action() {
+                    let Action::Ping(k) = a else {
+                        panic!("answered tunnels are never suspected: {a:?}");
+                    };
+                    pings += 1;
+                    answer.insert(k.0, t + 20 * MS);
+                }
+            }
+            t += MS;
+        }
+        // One keep-alive per tunnel every 200-270 ms (200 ms of silence,
+        // rounded up to the 50 ms grid, plus the answer's 20 ms), in
+        // shared wake-ups: at most one per grid step.
+        assert!((30 * 36..=30 * 50).contains(&pings), "{pings} pings");
+        assert!(wakes <= 200, "{wakes} wake-ups in 10 s");
+        for k in 0..30 {
+            l.remove(TunnelId(k));
+        }
+        assert!(l.is_empty());
+        assert_eq!(l.poll_timeout(), None, "nothing to watch: no wake-up");
+    }
+
+    #[test]
+    fn a_removed_tunnel_is_not_checked() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(200 * MS, 600 * MS, t0);
+        l.insert(TunnelId(1), MS, t0);
+        l.insert(TunnelId(2), MS, t0);
+        l.remove(TunnelId(1));
+        l.handle_timeout(t0 + 10_000 * MS);
+        let mut seen = Vec::new();
+        while let Some(a) = l.poll_action() {
+            seen.push(a);
+        }
+        assert!(seen.iter().all(|a| match a {
+            Action::Ping(t) => *t == TunnelId(2),
+            Action::Suspect { tunnel, .. } => *tunnel == TunnelId(2),
+        }));
+        assert_eq!(seen.len(), 2);
+    }
+}

@@ -1,0 +1,94 @@
+//! What tests look at in the virtual network: paths through the FIBs,
+//! reachability, loops, and the per-event check that every route goes
+//! through an open connection.
+
+use super::Network;
+use super::transport::Hop;
+
+impl Network {
+    /// Whether every node runs and reaches every other.
+    pub fn converged(&self) -> bool {
+        let (reached, pairs) = self.reachable_pairs();
+        self.live() == self.len() && reached == pairs
+    }
+    /// The next node a packet from `from` to node `to` goes to (`None`:
+    /// delivered, dropped, or `from` is down).
+    pub fn next_hop(&self, from: usize, to: usize) -> Option<usize> {
+        match self.transport.route(from, self.nodes[to].cert.address) {
+            Hop::Via(end) => Some(end.0),
+            _ => None,
+        }
+    }
+    /// The path of a packet from `from` to `to`, node by node (the last is
+    /// where it was delivered or dropped); `None` if it loops.
+    pub fn path(&self, from: usize, to: usize) -> Option<Vec<usize>> {
+        self.path_to(from, self.nodes[to].cert.address)
+    }
+    /// The path of a packet from `from` to any address `dst` (a gateway's
+    /// prefix, say), node by node as [`Network::path`].
+    pub fn path_to(&self, from: usize, dst: std::net::Ipv6Addr) -> Option<Vec<usize>> {
+        let mut path = vec![from];
+        let mut at = from;
+        for _ in 0..=self.nodes.len() {
+            match self.transport.route(at, dst) {
+                Hop::Via(end) if self.nodes[end.0].core.is_some() => {
+                    at = end.0;
+                    if path.contains(&at) {
+                        return None;
+                    }
+                    path.push(at);
+                }
+                _ => return Some(path),
+            }
+        }
+        None
+    }
+    /// (pairs of live nodes whose packets arrive, pairs of live nodes).
+    pub fn reachable_pairs(&self) -> (usize, usize) {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].core.is_some())
+            .collect();
+        let mut ok = 0;
+        for &s in &live {
+            for &d in &live {
+                if s != d && self.path(s, d).is_some_and(|p| p.last() == Some(&d)) {
+                    ok += 1;
+                }
+            }
+        }
+        (ok, live.len() * live.len().saturating_sub(1))
+    }
+    /// A forwarding loop between live nodes, if any: `(from, to)`.
+    pub fn check_loops(&self) -> Result<(), String> {
+        for s in 0..self.nodes.len() {
+            for d in 0..self.nodes.len() {
+                if s != d && self.nodes[s].core.is_some() && self.path(s, d).is_none() {
+                    return Err(format!("forwarding loop from n{s} to n{d}"));
+                }
+            }
+        }
+        Ok(())
+    }
+    /// Every route of node `i`'s FIB goes through an open connection.
+    pub(super) fn check_hops(&self, i: usize) -> Result<(), String> {
+        let Some(core) = self.nodes[i].core.as_ref() else {
+            return Ok(());
+        };
+        for (t, prefix, hop, _) in core.tunnels() {
+            let Some(hop) = hop else { continue };
+            if self.transport.hops[i].get(&hop) != Some(&t) {
+                return Err(format!("tunnel {t} to {prefix}: next hop {hop} unknown"));
+            }
+        }
+        for e in core.engine().fib() {
+            let hop = re6st_dataplane::nexthop::NextHopId(e.iface.0);
+            if !self.transport.hops[i].contains_key(&hop) {
+                return Err(format!(
+                    "route {} via next hop {hop}: no connection",
+                    e.prefix
+                ));
+            }
+        }
+        Ok(())
+    }
+}
