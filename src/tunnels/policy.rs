@@ -286,6 +286,7 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             self.stats.refused_duplicate += 1;
             return Err(Refusal::Loopback);
         }
+        let full = self.incoming_count() >= self.config.max_tunnels - self.config.outgoing;
         if let Some(i) = self.index_of_peer(&peer) {
             let existing = &self.tunnels[i];
             match existing.direction {
@@ -301,6 +302,13 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
                         self.stats.refused_duplicate += 1;
                         return Err(Refusal::Duplicate);
                     }
+                    if full {
+                        // Taking the peer's tunnel for ours would free a
+                        // slot that `fill` dials again: one incoming tunnel
+                        // past the maximum. Refuse as any full node does;
+                        // both dials fail and each side dials another peer.
+                        return Err(self.refuse_full());
+                    }
                     // The peer has the smaller serial: its tunnel survives.
                     let old = self.tunnels.swap_remove(i);
                     self.stats.duplicates_closed += 1;
@@ -314,15 +322,11 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
                     return Ok(id);
                 }
             }
-        } else if self.incoming_count() >= self.config.max_tunnels - self.config.outgoing {
+        } else if full {
             // Room is kept for the node's own `k` (the report's simulator
             // does the same), so that arity never exceeds the maximum, even
             // for a node that accepted tunnels before opening its own.
-            self.stats.refused_full += 1;
-            return Err(Refusal::Full {
-                tunnels: self.tunnels.len(),
-                max: self.config.max_tunnels,
-            });
+            return Err(self.refuse_full());
         }
         let cut_off = self.cut_off();
         let id = self.accept(peer);
@@ -330,6 +334,15 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             self.reconnected(now);
         }
         Ok(id)
+    }
+
+    /// Counts a refusal for want of room, and says so to the dialler.
+    fn refuse_full(&mut self) -> Refusal {
+        self.stats.refused_full += 1;
+        Refusal::Full {
+            tunnels: self.tunnels.len(),
+            max: self.config.max_tunnels,
+        }
     }
 
     /// An own tunnel came up; `rtt` is the handshake's estimate if known.

@@ -364,13 +364,15 @@ impl Net {
                 let summary: Vec<String> = s
                     .iter()
                     .map(|(i, st)| {
+                        let mut states = BTreeMap::<String, usize>::new();
+                        for t in &st.tunnels {
+                            *states
+                                .entry(format!("{} {}", t.direction, t.state))
+                                .or_default() += 1;
+                        }
                         format!(
-                            "n{i}: {} tunnels ({} out), db {}, routes {}",
+                            "n{i}: {} tunnels {states:?}, db {}, routes {}",
                             st.tunnels.len(),
-                            st.tunnels
-                                .iter()
-                                .filter(|t| t.direction == "outgoing")
-                                .count(),
                             st.peer_db,
                             st.routes
                         )

@@ -104,6 +104,31 @@ fn accepts_incoming_up_to_3k_then_refuses_with_reason() {
     assert_eq!(p.tunnel_count(), 30);
 }
 
+/// A crossing dial from a smaller serial reaches a node whose incoming
+/// tunnels are full: taking it for the node's own would free an own slot
+/// that the node dials again, one tunnel past 3k. It is refused as full.
+#[test]
+fn crossing_tunnel_at_a_full_node_is_refused_not_swapped() {
+    let t0 = Instant::now();
+    let mut p = policy(50, config(3), t0);
+    p.handle_candidates(1..=10, t0);
+    let opened = opens(&actions(&mut p));
+    bring_up(&mut p, &opened, |_| 10, t0);
+    for peer in 100..106 {
+        p.handle_incoming(peer, t0).expect("room for 2k incoming");
+    }
+    assert_eq!(p.tunnel_count(), 9);
+    let (_, crossing) = opened[0];
+    assert!(crossing < 50, "the dialler has the smaller serial");
+    assert_eq!(
+        p.handle_incoming(crossing, t0),
+        Err(Refusal::Full { tunnels: 9, max: 9 })
+    );
+    assert!(opens(&actions(&mut p)).is_empty(), "no own slot freed");
+    assert_eq!((p.tunnel_count(), p.own_count()), (9, 3));
+    assert_eq!(p.stats().refused_full, 1);
+}
+
 #[test]
 fn refused_dialler_tries_another_peer_and_backs_off_exponentially() {
     let t0 = Instant::now();
