@@ -122,6 +122,8 @@ impl Source {
         counters.insert("exchange".into(), api::counter_map(&s.exchange));
         counters.insert("peers".into(), api::counter_map(&s.peers));
         counters.insert("babel".into(), api::counter_map(&s.babel));
+        counters.insert("origins".into(), api::counter_map(&s.origins));
+        counters.insert("cert_fetch".into(), api::counter_map(&s.cert_fetch));
         counters.insert("liveness".into(), api::counter_map(&s.liveness));
         let mut host = api::counter_map(&s.path.host);
         host.extend((self.host_counters)());

@@ -404,6 +404,12 @@ impl Origins {
         self.wanted.remove(&rid).map(|w| (w.iface, w.prefixes))
     }
 
+    /// Whether claims of `rid` wait for its certificate (a certificate a
+    /// neighbour sends unasked is not worth checking).
+    pub fn is_wanted(&self, rid: RouterId) -> bool {
+        self.wanted.contains_key(&rid)
+    }
+
     /// The counters.
     pub fn stats(&self) -> &OriginStats {
         &self.stats

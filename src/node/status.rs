@@ -61,8 +61,14 @@ pub struct NodeStatus {
     pub exchange: ExchangeStats,
     /// Peer DB counters.
     pub peers: PeerDbStats,
-    /// Babel input counters.
+    /// Babel input counters (`origin`: Updates dropped by route-origin
+    /// authentication, per reason).
     pub babel: re6st_babel::engine::Counters,
+    /// Route-origin authentication: keys held, claims checked, proofs
+    /// verified and refused.
+    pub origins: crate::identity::OriginStats,
+    /// Origin certificates asked of and given by neighbours.
+    pub cert_fetch: crate::node::core::CertFetchStats,
     /// Tunnel liveness: suspicions and recoveries.
     pub liveness: LivenessStats,
     /// Addresses, NAT, UPnP, LAN neighbours, gateway.

@@ -10,7 +10,11 @@
 //! CRL, which floods through the overlay); the dialler sends
 //! [`Control::Drain`] when its refresh replaces the tunnel (move routes away
 //! from it), and the acceptor answers [`Control::Drained`] once nothing of
-//! its own is routed through it.
+//! its own is routed through it. Either side may send [`Control::WantCerts`]
+//! (the router-ids of route origins it has no certificate for, learnt from
+//! Updates this neighbour relayed) and is answered [`Control::Certs`] with
+//! those the neighbour holds: every node that accepted a route holds its
+//! origin's certificate, so the certificate follows the route.
 //!
 //! # Wire format
 //!
@@ -22,6 +26,8 @@
 //!   0x03 Crl     der:bytes (the rest of the frame)
 //!   0x04 Drain   (empty)
 //!   0x05 Drained (empty)
+//!   0x06 WantCerts count:u8 (1..=MAX_WANT_CERTS) router-id:[8]*count
+//!   0x07 Certs   (length:u16be der:[length])* (at most MAX_CERTS)
 //!   other        ignored (a newer peer), counted
 //! addr    = 4:u8 ipv4:[4] port:u16be | 6:u8 ipv6:[16] port:u16be
 //! ```
@@ -33,12 +39,19 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
+use re6st_babel::wire::RouterId;
 
 /// Version of the control protocol we speak.
 pub const VERSION: u8 = 1;
 
 /// Largest control frame (a CRL of a big network fits easily).
 pub const MAX_FRAME: usize = 256 * 1024;
+
+/// Router-ids one [`Control::WantCerts`] asks for, at most.
+pub const MAX_WANT_CERTS: usize = 32;
+
+/// Certificates one [`Control::Certs`] carries, at most.
+pub const MAX_CERTS: usize = MAX_WANT_CERTS;
 
 /// QUIC application close codes used between nodes. The reason bytes carry
 /// the human-readable text.
@@ -91,6 +104,13 @@ pub enum Control {
     /// The answer to `Drain`: nothing of the sender's is routed through
     /// this tunnel any more.
     Drained,
+    /// "Send me the certificates of these route origins" (1 to
+    /// [`MAX_WANT_CERTS`] router-ids).
+    WantCerts(Vec<RouterId>),
+    /// Node certificates (DER, each under 64 KiB; at most [`MAX_CERTS`]),
+    /// the answer to `WantCerts`. The receiver checks each against the CA
+    /// and the CRL.
+    Certs(Vec<Bytes>),
     /// A message type this version does not know (ignored).
     Unknown(u8),
 }
@@ -126,6 +146,16 @@ pub enum ControlError {
     /// An address family byte other than 4 or 6.
     #[error("bad address family {0}")]
     BadFamily(u8),
+    /// A list of router-ids or certificates that is empty or too long.
+    #[error("control message type {kind:#04x} carries {count} items (1..={max})")]
+    BadCount {
+        /// Message type.
+        kind: u8,
+        /// Items found.
+        count: usize,
+        /// Items allowed.
+        max: usize,
+    },
 }
 
 mod kind {
@@ -134,6 +164,8 @@ mod kind {
     pub const CRL: u8 = 0x03;
     pub const DRAIN: u8 = 0x04;
     pub const DRAINED: u8 = 0x05;
+    pub const WANT_CERTS: u8 = 0x06;
+    pub const CERTS: u8 = 0x07;
 }
 
 /// A bounds-checked reader over a message body (rustls' `Reader` idea).
@@ -160,6 +192,15 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, ControlError> {
         Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, ControlError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn left(&self) -> usize {
+        self.body.len() - self.at
     }
 
     fn u64(&mut self) -> Result<u64, ControlError> {
@@ -236,6 +277,38 @@ impl Control {
             }
             kind::DRAIN => Control::Drain,
             kind::DRAINED => Control::Drained,
+            kind::WANT_CERTS => {
+                let count = usize::from(r.u8()?);
+                if count == 0 || count > MAX_WANT_CERTS {
+                    return Err(ControlError::BadCount {
+                        kind,
+                        count,
+                        max: MAX_WANT_CERTS,
+                    });
+                }
+                let mut rids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let mut id = [0u8; 8];
+                    id.copy_from_slice(r.take(8)?);
+                    rids.push(RouterId(id));
+                }
+                Control::WantCerts(rids)
+            }
+            kind::CERTS => {
+                let mut certs = Vec::new();
+                while r.left() > 0 {
+                    if certs.len() == MAX_CERTS {
+                        return Err(ControlError::BadCount {
+                            kind,
+                            count: certs.len() + 1,
+                            max: MAX_CERTS,
+                        });
+                    }
+                    let len = usize::from(r.u16()?);
+                    certs.push(Bytes::copy_from_slice(r.take(len)?));
+                }
+                Control::Certs(certs)
+            }
             other => return Ok(Control::Unknown(other)),
         };
         r.finish()?;
@@ -270,6 +343,28 @@ impl Control {
             }
             Control::Drain => out.push(kind::DRAIN),
             Control::Drained => out.push(kind::DRAINED),
+            Control::WantCerts(rids) => {
+                // Callers send at most MAX_WANT_CERTS; more are cut.
+                let rids = &rids[..rids.len().min(MAX_WANT_CERTS)];
+                out.push(kind::WANT_CERTS);
+                out.push(rids.len() as u8);
+                for r in rids {
+                    out.extend_from_slice(&r.0);
+                }
+            }
+            Control::Certs(certs) => {
+                out.push(kind::CERTS);
+                // Callers send at most MAX_CERTS, each under 64 KiB; the
+                // others are left out.
+                for der in certs
+                    .iter()
+                    .filter(|d| d.len() <= usize::from(u16::MAX))
+                    .take(MAX_CERTS)
+                {
+                    out.extend_from_slice(&(der.len() as u16).to_be_bytes());
+                    out.extend_from_slice(der);
+                }
+            }
             Control::Unknown(k) => out.push(*k),
         }
         let len = (out.len() - start - 4) as u32;
@@ -392,6 +487,51 @@ mod tests {
         roundtrip(Control::Drain);
         roundtrip(Control::Drained);
         roundtrip(Control::Unknown(0x7f));
+        roundtrip(Control::WantCerts(vec![RouterId([1; 8]), RouterId([2; 8])]));
+        roundtrip(Control::Certs(vec![]));
+        roundtrip(Control::Certs(vec![
+            Bytes::from_static(b"\x30\x00"),
+            Bytes::new(),
+        ]));
+    }
+
+    #[test]
+    fn certificate_lists_are_bounded() {
+        assert_eq!(
+            Control::parse(&[0x06, 0]),
+            Err(ControlError::BadCount {
+                kind: 6,
+                count: 0,
+                max: MAX_WANT_CERTS
+            })
+        );
+        let mut many = vec![0x06, 33];
+        many.extend_from_slice(&[1; 33 * 8]);
+        assert!(matches!(
+            Control::parse(&many),
+            Err(ControlError::BadCount { count: 33, .. })
+        ));
+        assert!(matches!(
+            Control::parse(&[0x06, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            Err(ControlError::Truncated { .. })
+        ));
+        // A length running past the frame, a lone length byte.
+        assert!(matches!(
+            Control::parse(&[0x07, 0, 5, 1, 2]),
+            Err(ControlError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Control::parse(&[0x07, 0]),
+            Err(ControlError::Truncated { .. })
+        ));
+        let mut certs = vec![0x07];
+        for _ in 0..=MAX_CERTS {
+            certs.extend_from_slice(&[0, 1, 0x30]);
+        }
+        assert!(matches!(
+            Control::parse(&certs),
+            Err(ControlError::BadCount { .. })
+        ));
     }
 
     #[test]

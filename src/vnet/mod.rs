@@ -444,6 +444,17 @@ impl Network {
         self.route_packet(from, bytes, 64);
     }
 
+    /// Runs `f` on node `i`'s NodeCore (a rogue's misdeeds), then carries
+    /// out its commands.
+    #[cfg(test)]
+    pub(crate) fn with_core(&mut self, i: usize, f: impl FnOnce(&mut NodeCore, Now)) {
+        let now = self.now_of(i);
+        if let Some(core) = self.nodes.get_mut(i).and_then(|n| n.core.as_mut()) {
+            f(core, now);
+            self.drain(i);
+        }
+    }
+
     /// Whether probe `id` arrived.
     pub fn arrived(&self, id: u64) -> bool {
         self.probes.contains(&id)

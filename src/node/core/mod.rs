@@ -28,6 +28,8 @@
 //!   and its flooding, certificate renewal;
 //! - `network`: live reconfiguration from a newer network configuration;
 //! - `reload`: live reconfiguration from the node's own options;
+//! - `origins`: route-origin authentication fed with keys, grants and
+//!   revocations;
 //! - `status`: what `re6st status` shows of it.
 
 pub mod boundary;
@@ -35,6 +37,7 @@ pub mod command;
 pub mod fuzzing;
 mod lan;
 mod network;
+mod origins;
 mod peers;
 mod registry;
 mod reload;
@@ -58,13 +61,16 @@ use re6st_dataplane::fib::Route;
 
 pub use boundary::{ConnId, DialError, Handshake, NextHopId, TunnelCmd, TunnelEvent, TunnelId};
 pub use command::{Command, LanNotice, Now, PeerChange, RegistryReply, RegistryRequest};
+pub use origins::CertFetchStats;
 pub use reload::LiveOptions;
 
 use super::config::{CoreConfig, babel_config};
 use super::status::LivenessStats;
 use crate::addresses::{AddressConfig, Addresses};
 use crate::identity::tls::{CaVerifier, Trust};
-use crate::identity::{Crl, IdentityError, NetworkConfig, NodeCert, NodeKey};
+use crate::identity::{
+    Crl, IdentityError, NetworkConfig, NodeCert, NodeKey, Origins, OriginsConfig,
+};
 use crate::peers::store::StoredPeers;
 use crate::peers::{Exchange, PeerDb};
 use crate::tunnels::driver::{Driver, PeerKey};
@@ -157,7 +163,9 @@ pub struct NodeCore {
     ca_der: Vec<u8>,
     crl: Option<Crl>,
     verifier: CaVerifier,
-    engine: Engine,
+    /// Babel, with route origins checked against certificates.
+    engine: Engine<Origins>,
+    cert_fetch: CertFetchStats,
     driver: Driver,
     db: PeerDb,
     exchange: Exchange<StdRng>,
@@ -217,7 +225,16 @@ impl NodeCore {
         config.gateway.validate(network.network)?;
         let rid = crate::identity::origin::router_id(cert.prefix);
         let seqno = persisted_seqno(seqno_file.as_deref(), rid).unwrap_or_else(|| rng.random());
-        let mut engine = Engine::new(babel_config(&network), rid, seqno, now.mono)?;
+        let origins = Origins::new(
+            OriginsConfig::default(),
+            network.network,
+            network.gateways.clone(),
+            cert.clone(),
+            key.clone(),
+            (now.mono, now.wall),
+        );
+        let mut engine =
+            Engine::with_origin_auth(origins, babel_config(&network), rid, seqno, now.mono)?;
         engine.add_xroute(cert.prefix.into(), 0, now.mono)?;
         for (prefix, metric) in config.gateway.xroutes() {
             engine.add_xroute(prefix, metric, now.mono)?;
@@ -283,11 +300,16 @@ impl NodeCore {
             crl,
             verifier,
             engine,
+            cert_fetch: CertFetchStats::default(),
             driver,
             db,
             exchange,
         };
         core.persist_seqno(seqno);
+        let stored: Vec<_> = core.db.iter().map(|e| e.signed.clone()).collect();
+        for signed in &stored {
+            core.learn_announced(signed, now);
+        }
         core.candidates_changed(now);
         core.settle(now);
         Ok(core)
@@ -341,6 +363,7 @@ impl NodeCore {
         if self.driver.poll_timeout().is_some_and(|t| t <= now.mono) {
             self.driver.handle_timeout(now.mono);
         }
+        self.refresh_proofs(now);
         if self.exchange.poll_timeout() <= now.mono {
             self.exchange_round(now);
         }
@@ -417,6 +440,7 @@ impl NodeCore {
             self.driver.poll_timeout(),
             Some(self.exchange.poll_timeout()),
             self.registry.poll_timeout(),
+            Some(self.engine.origin_auth().refresh_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -441,7 +465,7 @@ impl NodeCore {
     }
 
     /// The Babel engine.
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Engine<Origins> {
         &self.engine
     }
 
@@ -523,6 +547,7 @@ impl NodeCore {
         }
         self.last_now = now.mono;
         self.last_wall = now.wall;
+        self.engine.origin_auth_mut().set_clock(now.mono, now.wall);
         now
     }
 
@@ -579,8 +604,13 @@ impl NodeCore {
                 self.apply(cmd, now);
             }
             for change in self.db.take_changes() {
+                if let crate::peers::PeerChange::Store { signed, .. } = &change {
+                    self.learn_announced(signed, now);
+                    moved = true;
+                }
                 self.push(Command::PersistPeer(change));
             }
+            self.ask_origin_certs(now);
             if !moved && !self.fib_dirty && !self.routes_dirty {
                 return;
             }
@@ -622,6 +652,7 @@ impl NodeCore {
             if !self.db.purge(&self.verifier, now.wall).is_empty() {
                 self.candidates_changed(now);
             }
+            self.purge_origins(now);
         }
         if now.mono >= self.next_scan {
             self.next_scan = now.mono + self.config.address_scan;

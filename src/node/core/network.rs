@@ -16,6 +16,8 @@ impl NodeCore {
     ///   none ([`crate::tunnels::policy::Policy::set_limits`]);
     /// - the Babel intervals and RTT metric: every tunnel, existing or new,
     ///   from now on ([`re6st_babel::engine::Engine::reconfigure`]);
+    /// - `gateways` (the gateway grants): checked from now on; routes of
+    ///   withdrawn grants are dropped at once;
     /// - `min_protocol`: a node older than it says so loudly and keeps
     ///   running (its peers decide whether to talk to it).
     ///
@@ -87,6 +89,10 @@ impl NodeCore {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot use the network's Babel parameters"),
             }
+        }
+        if cfg.gateways != self.network.gateways {
+            self.set_grants(cfg.gateways.clone(), now);
+            self.network.gateways = cfg.gateways.clone();
         }
         if cfg.min_protocol > PROTOCOL_VERSION {
             tracing::error!(

@@ -292,6 +292,7 @@ impl NodeCore {
             serial: cert.serial,
             prefix: cert.prefix,
         });
+        self.engine.origin_auth_mut().set_identity(cert.clone());
         self.cert = cert;
     }
 
@@ -337,6 +338,7 @@ impl NodeCore {
         if !self.db.purge(&self.verifier, now.wall).is_empty() {
             self.candidates_changed(now);
         }
+        self.revoke_origins(&crl, now);
         // Flood it to the peers that have an older one (not to those it
         // revokes: they are being closed).
         let der = bytes::Bytes::from(crl.der.clone());

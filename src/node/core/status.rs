@@ -102,6 +102,8 @@ impl NodeCore {
             exchange: self.exchange.stats.clone(),
             peers: self.db.stats().clone(),
             babel: self.engine.counters().clone(),
+            origins: self.engine.origin_auth().stats().clone(),
+            cert_fetch: self.cert_fetch.clone(),
             liveness: self.liveness.clone(),
             edges: self.edges_status(),
         }

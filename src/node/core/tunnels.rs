@@ -264,6 +264,7 @@ impl NodeCore {
             let msg = Control::Crl(crl.der.clone().into());
             self.tunnel_cmd(TunnelCmd::SendControl { tunnel, msg });
         }
+        self.learn_origin(&h.peer, now);
         let budget = budget_of(h.max_datagram);
         if let Err(err) = self
             .engine
@@ -383,6 +384,8 @@ impl NodeCore {
                         .close(tunnel, close::PROTOCOL, "bad CRL", now.mono);
                 }
             },
+            Control::WantCerts(rids) => self.handle_want_certs(tunnel, &rids),
+            Control::Certs(certs) => self.handle_certs(&certs, now),
             Control::Open { .. } | Control::Accept { .. } => {
                 self.driver.close(
                     tunnel,
@@ -464,6 +467,7 @@ impl NodeCore {
             } => {
                 if let Some(iface) = iface {
                     let _ = self.engine.interface_down(iface, now.mono);
+                    self.engine.origin_auth_mut().forget_interface(iface);
                 }
                 let up = self.tunnels.remove(&tunnel);
                 if let Some((code, reason)) = close {

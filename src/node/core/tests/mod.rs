@@ -11,4 +11,5 @@ mod peers;
 mod refresh;
 mod registry;
 mod rig;
+mod rogue;
 mod tunnels;
