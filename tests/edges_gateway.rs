@@ -54,7 +54,7 @@ fn a_node_reaches_an_outside_host_through_the_gateway() {
         "[fd00:1::1]:8443",
         &["fd00:1::1"],
         1,
-        &["--network", NETWORK],
+        &["--network", NETWORK, "--sweep-every", "200ms"],
     );
     let registry = "https://[fd00:1::1]:8443";
     let g = start_node(
@@ -65,6 +65,17 @@ fn a_node_reaches_an_outside_host_through_the_gateway() {
         &["[fd00:1::1]:4326"],
         &[FAST, &["--no-upnp", "--gateway"]].concat(),
     );
+    // Only a node the registry authorises may announce a prefix outside
+    // the overlay; n fetches the grant with the network configuration
+    // (served within a sweep).
+    let out = std::process::Command::new(realnet_support::exe())
+        .args(["registry", "gateway", "add", "--dir"])
+        .arg(lab.dir().join("registry"))
+        .args([&g.prefix.to_string(), "::/0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_secs(1));
     let n = start_node(
         &mut lab,
         "n",

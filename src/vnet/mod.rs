@@ -244,6 +244,15 @@ fn underlay(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i)), 4326)
 }
 
+/// Node `i`'s prefix in a network of `config`: the `i + 1`th /64 of the
+/// overlay (its certificate serial is `i + 1`), known before the network
+/// is made (for gateway grants in its configuration).
+pub fn node_prefix(config: &NetConfig, i: usize) -> Ipv6Net {
+    let net = config.network.network;
+    let subnet = u128::from(net.network()) | ((i as u128 + 1) << 64);
+    Ipv6Net::new(subnet.into(), 64).unwrap_or(net)
+}
+
 impl Network {
     /// Makes the nodes (identities from a throwaway CA) and schedules
     /// their start.

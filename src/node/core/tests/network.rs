@@ -170,6 +170,12 @@ fn a_gateway_prefix_is_routed_by_every_node_and_fails_over() {
     let outside: ipnet::Ipv6Net = "2001:db8::/32".parse().unwrap();
     let dst: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
     let mut net = converged(10, |c| {
+        c.network.gateways = [3, 7]
+            .map(|i| crate::identity::GatewayGrant {
+                node: crate::vnet::node_prefix(c, i),
+                prefix: outside.into(),
+            })
+            .to_vec();
         c.tweak = Some(std::sync::Arc::new(move |i, core| {
             if i == 3 || i == 7 {
                 core.gateway = crate::gateway::GatewayConfig::new(&[outside], 0);
@@ -298,4 +304,22 @@ fn lossy_jittery_links_still_converge_without_loops() {
     assert!(net.converged());
     net.check_loops().unwrap();
     assert!(net.stats().datagrams_lost > 0);
+}
+
+#[test]
+fn origin_keys_follow_the_routes_when_nodes_know_few_peers() {
+    // A peer DB of two entries: most origins' certificates come from the
+    // neighbour that relayed their routes.
+    let net = converged(16, |c| {
+        c.core.peer_db.capacity = 2;
+        c.core.bootstrap_peers = 2;
+    });
+    let mut learnt = 0;
+    for i in 0..16 {
+        let core = net.core(i).unwrap();
+        learnt += core.cert_fetch_stats().learnt;
+        assert_eq!(core.origins().stats().origins, 16, "n{i}");
+    }
+    assert!(learnt > 0);
+    println!("certificates fetched from neighbours: {learnt}");
 }

@@ -248,3 +248,93 @@ fn rogue_claiming_the_victims_router_id_with_a_newer_seqno_is_ignored() {
         after.own_unproven - before.own_unproven,
     );
 }
+
+#[test]
+fn rogue_flooding_forged_proofs_is_throttled_and_bounded() {
+    let mut net = converged();
+    let v = net.cert(VICTIM).prefix;
+    let rid = router_id(v);
+    let before = drops(&net);
+    // 4,500 forged Updates in 300 packets of 15: more-specifics of the
+    // victim under its router-id, each with a fresh-dated made-up proof
+    // (every one costs a signature check until the budget runs out).
+    net.with_core(ROGUE, |c, now| {
+        let at = u32::try_from(unix_secs(now.wall)).unwrap();
+        let mut proof = at.to_be_bytes().to_vec();
+        proof.extend_from_slice(&[9; 64]);
+        let proof = OriginProof::new(&proof);
+        for p in 0..300u32 {
+            let mut b = PacketBuilder::new(1400);
+            for j in 0..15u32 {
+                let n = u128::from(v.network()) | (u128::from(p * 15 + j) << 48);
+                let prefix = IpNet::V6(Ipv6Net::new(n.into(), 80).unwrap());
+                let _ = b.push(&Message::Update(UpdateRepr {
+                    prefix: Some(prefix),
+                    interval: Duration::from_secs(16),
+                    seqno: 1,
+                    metric: 0,
+                    router_id: Some(rid),
+                    next_hop: None,
+                    proof: proof.clone(),
+                }));
+            }
+            c.rogue_send_babel(&b.finish());
+        }
+    });
+    let victim: IpNet = v.into();
+    hold(
+        &mut net,
+        10 * S,
+        |_| {},
+        |n| {
+            for i in HONEST {
+                let core = n.core(i).unwrap();
+                let extra = core
+                    .routes(Instant::now())
+                    .iter()
+                    .filter(|r| victim.contains(&r.prefix) && r.prefix != victim)
+                    .count();
+                if extra > 0 {
+                    return Err(format!("n{i} holds {extra} forged routes"));
+                }
+            }
+            Ok(())
+        },
+    );
+    let after = drops(&net);
+    assert!(after.throttled > before.throttled, "{after:?}");
+    assert!(after.bad_proof > before.bad_proof, "{after:?}");
+    println!(
+        "bad proofs {} throttled {}",
+        after.bad_proof - before.bad_proof,
+        after.throttled - before.throttled
+    );
+}
+
+#[test]
+fn rogue_revoked_its_routes_vanish_once_the_crl_spreads() {
+    let mut net = converged();
+    let rogue: IpNet = net.cert(ROGUE).prefix.into();
+    let serial = net.cert(ROGUE).serial;
+    assert!(
+        HONEST
+            .clone()
+            .all(|i| !routes_to(&net, i, rogue).is_empty())
+    );
+    net.revoke(&[serial]);
+    net.registry_round(0);
+    let crl = net.run_until_true(MS, 10 * S, |n| {
+        HONEST.clone().all(|i| {
+            n.core(i)
+                .unwrap()
+                .crl()
+                .is_some_and(|c| c.is_revoked(serial))
+        })
+    });
+    let mut net2 = net;
+    let routes = net2.run_until_true(MS, 10 * S, |n| {
+        HONEST.clone().all(|i| routes_to(n, i, rogue).is_empty())
+    });
+    println!("CRL everywhere after {crl:?}, the revoked node's routes gone {routes:?} later");
+    assert!(crl.is_some() && routes.is_some());
+}
