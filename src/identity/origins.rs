@@ -25,7 +25,8 @@
 //!
 //! Everything is bounded: keys, checked claims, claims per origin (so an
 //! origin cannot fill the route table with more-specifics of its own
-//! prefix), router-ids waiting for a key, and the proofs each neighbour
+//! prefix), router-ids waiting for a key (in all, and per neighbour's
+//! interface), and the proofs each neighbour
 //! may make us verify (a token bucket per interface: a neighbour sending
 //! bad proofs costs at most that many signature checks per second).
 
@@ -57,6 +58,9 @@ pub struct OriginsConfig {
     pub verify_rate: u32,
     /// Router-ids waiting for a certificate.
     pub max_wanted: usize,
+    /// Of those, claimed by one interface's neighbour (one neighbour
+    /// making up router-ids cannot crowd out the others' origins).
+    pub wanted_per_iface: usize,
     /// How long to wait for a certificate asked for before asking again,
     /// and how many times.
     pub want_retry: Duration,
@@ -81,6 +85,7 @@ impl Default for OriginsConfig {
             verify_burst: 4096,
             verify_rate: 200,
             max_wanted: 4096,
+            wanted_per_iface: 256,
             want_retry: Duration::from_secs(5),
             want_tries: 5,
             proof_lifetime: Duration::from_secs(2 * 3600),
@@ -422,7 +427,11 @@ impl Origins {
             }
             return;
         }
-        if self.wanted.len() >= self.config.max_wanted {
+        let per_iface = self.config.wanted_per_iface;
+        if self.wanted.len() >= self.config.max_wanted
+            || (self.wanted.len() >= per_iface
+                && self.wanted.values().filter(|w| w.iface == iface).count() >= per_iface)
+        {
             self.stats.over_bounds += 1;
             return;
         }

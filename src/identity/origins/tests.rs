@@ -4,6 +4,7 @@ use super::*;
 use crate::test_pki::Pki;
 
 const T1: IfaceId = IfaceId(1);
+const T2: IfaceId = IfaceId(2);
 
 fn from(iface: IfaceId) -> Sender {
     Sender {
@@ -329,4 +330,27 @@ fn proofs_expire_and_the_origin_signs_afresh() {
     assert!(o.poll_refresh(t0 + Duration::from_secs(3600)));
     assert!(!o.poll_refresh(t0 + Duration::from_secs(3601)));
     assert_eq!(o.stats().refreshes, 1);
+}
+
+#[test]
+fn one_neighbour_cannot_crowd_out_the_origins_others_wait_for() {
+    let config = OriginsConfig {
+        wanted_per_iface: 3,
+        ..OriginsConfig::default()
+    };
+    let (_, mut o, c3, _) = setup(config);
+    let t0 = Instant::now();
+    for i in 1..=10u8 {
+        o.check(
+            &claim("2001:db8::/32", RouterId([i; 8]), 1),
+            None,
+            from(T1),
+            t0,
+        );
+    }
+    assert_eq!(o.stats().over_bounds, 7);
+    let r3 = router_id(c3.prefix);
+    o.check(&claim("fd00:77:0:3::/64", r3, 1), None, from(T2), t0);
+    assert!(o.is_wanted(r3));
+    assert_eq!(o.stats().over_bounds, 7);
 }

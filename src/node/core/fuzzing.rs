@@ -25,7 +25,9 @@ use re6st_babel::engine::{Engine, IfaceId, InterfaceKind};
 
 use super::boundary::{ConnId, DialError, Handshake, TunnelCmd, TunnelEvent, TunnelId};
 use super::{Command, CoreParts, NodeCore, Now, RegistryReply};
-use crate::identity::{Crl, NetworkConfig, NodeCert, NodeKey, SignedAnnouncement};
+use crate::identity::{
+    Crl, NetworkConfig, NodeCert, NodeKey, Origins, OriginsConfig, SignedAnnouncement,
+};
 use crate::lan::{LanEvent, LanPeer};
 use crate::node::NodeConfig;
 use crate::peers::exchange;
@@ -41,6 +43,8 @@ struct Fixture {
     pki: Pki,
     me: (NodeCert, Arc<NodeKey>),
     peers: Vec<(NodeCert, SignedAnnouncement)>,
+    /// The peers' keys (their Babel proves its routes).
+    peer_keys: Vec<Arc<NodeKey>>,
     /// A node of another CA.
     stranger: NodeCert,
     crls: Vec<Crl>,
@@ -52,13 +56,13 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let pki = Pki::new();
         let (cert, key) = pki.node(1);
-        let peers = (2..2 + PEERS as u64)
+        let (peers, peer_keys) = (2..2 + PEERS as u64)
             .map(|s| {
                 let (c, k) = pki.node(s);
                 let a = pki.announce(&c, &k, &format!("192.0.2.{s}:4326"), Duration::ZERO);
-                (c, a)
+                ((c, a), Arc::new(k))
             })
-            .collect();
+            .unzip();
         let stranger = Pki::new().node(3).0;
         let crls = vec![pki.crl(1, &[]), pki.crl(2, &[3]), pki.crl(3, &[3, 4])];
         let network = NetworkConfig {
@@ -71,6 +75,7 @@ fn fixture() -> &'static Fixture {
             pki,
             me: (cert, Arc::new(key)),
             peers,
+            peer_keys,
             stranger,
             crls,
             network,
@@ -117,20 +122,26 @@ struct Seen {
 /// routes through tunnels) happen: it speaks on the node's first tunnel to
 /// a genuine peer, and a new one starts when that tunnel closes.
 struct Mirror {
-    engine: Engine,
+    engine: Engine<Origins>,
     tunnel: Option<TunnelId>,
 }
 
 impl Mirror {
-    fn new(cert: &NodeCert, tunnel: TunnelId, now: Instant) -> Option<Self> {
-        let config = crate::node::config::babel_config(&fixture().network);
-        let mut engine = Engine::new(
-            config,
-            crate::identity::origin::router_id(cert.prefix),
-            1,
-            now,
-        )
-        .ok()?;
+    fn new(cert: &NodeCert, key: Arc<NodeKey>, tunnel: TunnelId, now: Now) -> Option<Self> {
+        let f = fixture();
+        let config = crate::node::config::babel_config(&f.network);
+        let mut origins = Origins::new(
+            OriginsConfig::default(),
+            f.network.network,
+            Vec::new(),
+            cert.clone(),
+            key,
+            (now.mono, now.wall),
+        );
+        origins.learn(&f.me.0);
+        let rid = crate::identity::origin::router_id(cert.prefix);
+        let now = now.mono;
+        let mut engine = Engine::with_origin_auth(origins, config, rid, 1, now).ok()?;
         engine.add_xroute(cert.prefix.into(), 0, now).ok()?;
         engine
             .add_interface(IfaceId(0), InterfaceKind::Tunnel, 1400, now)
@@ -142,7 +153,9 @@ impl Mirror {
     }
 
     /// Babel packets the peer sends now, to the node.
-    fn transmits(&mut self, now: Instant) -> Vec<Bytes> {
+    fn transmits(&mut self, now: Now) -> Vec<Bytes> {
+        self.engine.origin_auth_mut().set_clock(now.mono, now.wall);
+        let now = now.mono;
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
         }
@@ -194,7 +207,7 @@ fn handshake(s: &mut Script, b: u8) -> Handshake {
 
 fn control(s: &mut Script) -> Control {
     let f = fixture();
-    match s.byte().unwrap_or(0) % 8 {
+    match s.byte().unwrap_or(0) % 10 {
         0 => Control::Drain,
         1 => Control::Drained,
         2 => {
@@ -210,6 +223,25 @@ fn control(s: &mut Script) -> Control {
             crl_number: 9,
             observed: SocketAddr::from(([192, 0, 2, 1], 1)),
         },
+        6 => Control::WantCerts(
+            f.peers
+                .iter()
+                .map(|(c, _)| crate::identity::origin::router_id(c.prefix))
+                .chain([re6st_babel::wire::RouterId(
+                    s.bytes()
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or([1; 8]),
+                )])
+                .collect(),
+        ),
+        7 => Control::Certs(
+            f.peers
+                .iter()
+                .map(|(c, _)| Bytes::from(c.der.clone()))
+                .chain([Bytes::copy_from_slice(s.bytes())])
+                .collect(),
+        ),
         _ => Control::Unknown(s.byte().unwrap_or(0)),
     }
 }
@@ -412,7 +444,7 @@ pub fn node_core(data: &[u8]) -> Reached {
                 match mirror.as_mut().and_then(|m| Some((m.tunnel?, m))) {
                     // The peer's own Babel packets, most of the time.
                     Some((tunnel, m)) if b % 4 != 0 => {
-                        for bytes in m.transmits(now.mono) {
+                        for bytes in m.transmits(now) {
                             core.handle_tunnel_event(TunnelEvent::Babel { tunnel, bytes }, now);
                         }
                     }
@@ -556,9 +588,10 @@ fn take_commands(core: &mut NodeCore, seen: &mut Seen, mirror: &mut Option<Mirro
         };
         if mirror.as_ref().is_none_or(|m| m.tunnel.is_none())
             && let Some((tunnel, p)) = peer
-            && let Some((cert, _)) = f.peers.iter().find(|(c, _)| c.prefix == p)
+            && let Some(i) = f.peers.iter().position(|(c, _)| c.prefix == p)
         {
-            *mirror = Mirror::new(cert, tunnel, now.mono);
+            let key = f.peer_keys[i].clone();
+            *mirror = Mirror::new(&f.peers[i].0, key, tunnel, now);
         }
         let Some(m) = mirror.as_mut() else { continue };
         match c {
