@@ -36,7 +36,7 @@ use super::{NodeCore, Now, TunnelId};
 use crate::identity::origin::router_id;
 use crate::identity::origins::Learnt;
 use crate::identity::{Crl, GatewayGrant, NodeCert, Origins, SignedAnnouncement};
-use crate::transport::control::{Control, MAX_CERTS, MAX_WANT_CERTS};
+use crate::transport::control::{Control, MAX_CERTS, MAX_FRAME, MAX_WANT_CERTS};
 
 /// Certificate exchange for origin keys, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -107,14 +107,24 @@ impl NodeCore {
             .filter(|t| self.tunnels.contains_key(t))
     }
 
-    /// A neighbour asks for origin certificates: those we hold go back.
+    /// A neighbour asks for origin certificates: those we hold go back (as
+    /// many as fit one control frame).
     pub(super) fn handle_want_certs(&mut self, tunnel: TunnelId, rids: &[RouterId]) {
         let origins = self.engine.origin_auth();
         let mut seen = BTreeSet::new();
+        let mut room = MAX_FRAME - 1;
         let certs: Vec<Bytes> = rids
             .iter()
             .filter(|r| seen.insert(**r))
             .filter_map(|r| origins.cert_of(*r))
+            .filter(|c| {
+                let size = 2 + c.der.len();
+                let fits = c.der.len() <= usize::from(u16::MAX) && size <= room;
+                if fits {
+                    room -= size;
+                }
+                fits
+            })
             .map(|c| Bytes::from(c.der.clone()))
             .take(MAX_CERTS)
             .collect();

@@ -7,6 +7,7 @@
 mod bad_input;
 mod lan;
 mod network;
+mod origins;
 mod peers;
 mod refresh;
 mod registry;
