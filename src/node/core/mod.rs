@@ -569,6 +569,7 @@ impl NodeCore {
 
     /// Drains every output of the parts until nothing moves.
     fn settle(&mut self, now: Now) {
+        self.ask_origin_certs(now);
         for _ in 0..MAX_SETTLE_ROUNDS {
             let mut moved = false;
             while let Some(t) = self.engine.poll_transmit(now.mono) {
@@ -610,7 +611,6 @@ impl NodeCore {
                 }
                 self.push(Command::PersistPeer(change));
             }
-            self.ask_origin_certs(now);
             if !moved && !self.fib_dirty && !self.routes_dirty {
                 return;
             }
