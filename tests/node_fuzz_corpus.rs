@@ -140,6 +140,14 @@ fn regenerate_seeds() {
     let drain = frame(Control::Drain);
     let drained = frame(Control::Drained);
     let unknown = frame(Control::Unknown(0x42));
+    let want_certs = frame(Control::WantCerts(vec![
+        re6st_babel::wire::RouterId([1; 8]),
+        re6st_babel::wire::RouterId([2; 8]),
+    ]));
+    let certs = frame(Control::Certs(vec![
+        Bytes::from_static(&[0x30, 0x03, 0x02, 0x01, 0x00]),
+        Bytes::new(),
+    ]));
     let mut stream = open.clone();
     stream.extend_from_slice(&accept6);
     stream.extend_from_slice(&drain);
@@ -151,6 +159,8 @@ fn regenerate_seeds() {
         ("drain", drain),
         ("drained", drained),
         ("unknown", unknown),
+        ("want-certs", want_certs),
+        ("certs", certs),
         ("stream", stream),
         ("bad-length", vec![0xff, 0xff, 0xff, 0xff, 1]),
         ("truncated-open", vec![0, 0, 0, 3, 1, 1, 0]),
