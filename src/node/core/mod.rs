@@ -605,7 +605,7 @@ impl NodeCore {
                 self.apply(cmd, now);
             }
             for change in self.db.take_changes() {
-                if let crate::peers::PeerChange::Store { signed, .. } = &change {
+                if let PeerChange::Store { signed, .. } = &change {
                     self.learn_announced(signed, now);
                     moved = true;
                 }
