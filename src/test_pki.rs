@@ -69,14 +69,20 @@ impl Pki {
     /// (`fd00:77:0:<serial>::/64` by default), valid for
     /// [`Pki::validity`] (an hour by default).
     pub fn node(&self, serial: u64) -> (NodeCert, NodeKey) {
+        self.node_with_ipv4(serial, None)
+    }
+
+    /// [`Pki::node`] with the IPv4 subnet `ipv4` in its certificate.
+    pub fn node_with_ipv4(&self, serial: u64, ipv4: Option<ipnet::Ipv4Net>) -> (NodeCert, NodeKey) {
         let key = NodeKey::generate().unwrap();
         let subnet = u128::from(self.network.network()) | (u128::from(serial) << 64);
         let prefix = Ipv6Net::new(subnet.into(), 64).unwrap();
         let der = self
             .ca
-            .issue_node(
+            .issue_node_with_ipv4(
                 &key.spki_der(),
                 prefix,
+                ipv4,
                 IssueParams {
                     serial,
                     not_before: self.now - Duration::from_secs(60),

@@ -110,6 +110,9 @@ pub struct Status {
     pub certificate: CertificateInfo,
     /// Network prefix.
     pub network: Ipv6Net,
+    /// IPv4 inside the overlay (absent without, and from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<crate::node::Ipv4Status>,
     /// Bound UDP address of the QUIC endpoint.
     pub listen: Option<SocketAddr>,
     /// Addresses announced to peers.

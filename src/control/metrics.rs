@@ -336,6 +336,7 @@ pub(crate) mod tests {
                 renewal: "ok".into(),
             },
             network: "fd00:1:2::/48".parse().unwrap(),
+            ipv4: None,
             listen: None,
             advertised: vec![],
             uptime_secs: 42,

@@ -142,6 +142,7 @@ impl Source {
                 renewal: s.renewal.to_string(),
             },
             network: s.network,
+            ipv4: s.ipv4,
             listen: s.listen,
             advertised: s.advertised.clone(),
             uptime_secs: s.uptime_secs,

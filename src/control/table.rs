@@ -155,6 +155,16 @@ pub fn status(s: &Status) -> String {
             s.crl_number
         ),
     );
+    if let Some(v4) = &s.ipv4 {
+        let network = v4
+            .network
+            .map(|n| format!("  network {n}"))
+            .unwrap_or_default();
+        kv(
+            "ipv4",
+            format!("{}  subnet {}{network}", v4.address, v4.subnet),
+        );
+    }
     let adv: Vec<String> = s.advertised.iter().map(ToString::to_string).collect();
     kv(
         "udp",

@@ -96,6 +96,9 @@ pub struct NodeConfig {
     pub mtu: u16,
     /// The local side of the packet path.
     pub host: HostConfig,
+    /// The TUN device to give the node's IPv4 address and the overlay's
+    /// IPv4 route (`None`: no TUN, or a test).
+    pub tun_ipv4: Option<super::host::ipv4::TunIpv4Config>,
     /// A switch that can cut the node's socket (tests of crashes).
     pub fault_switch: Option<Arc<FaultSwitch>>,
     /// Replacement policy of this node instead of the network's
@@ -157,6 +160,7 @@ impl Default for NodeConfig {
             bootstrap_peers: crate::registry::api::MAX_BOOTSTRAP,
             seed_peers: Vec::new(),
             mtu: 1400,
+            tun_ipv4: None,
             host: HostConfig::Sink { capacity: 4096 },
             fault_switch: None,
             replacement: None,

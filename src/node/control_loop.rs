@@ -59,6 +59,8 @@ pub(crate) struct ControlLoop {
     pub(crate) registry: Option<RegistryLink>,
     pub(crate) store: Option<PeerStore>,
     pub(crate) state_dir: Option<PathBuf>,
+    /// The TUN's IPv4 side, if the node has a TUN.
+    pub(crate) tun_ipv4: Option<super::host::ipv4::TunIpv4>,
 }
 
 /// A registry answer, or pending forever without a registry.
@@ -159,6 +161,11 @@ impl ControlLoop {
                     self.packets.send(c).await;
                 }
                 Command::PublishFib(routes) => self.fib.publish(Fib::from_routes(routes)),
+                Command::Ipv4(v4) => {
+                    if let Some(t) = &mut self.tun_ipv4 {
+                        t.apply(v4);
+                    }
+                }
                 Command::Persist { file, bytes } => self.persist(file, &bytes),
                 Command::PersistPeer(change) => {
                     if let Some(store) = &mut self.store

@@ -66,7 +66,7 @@ pub use program::joining::JoinProgress;
 pub use program::options::{NodeArgs, NodeOptions};
 pub use program::run;
 pub use status::{
-    EdgesStatus, LinkStats, LivenessStats, NodeStatus, ProbeRoundStatus, ProbeStatus,
+    EdgesStatus, Ipv4Status, LinkStats, LivenessStats, NodeStatus, ProbeRoundStatus, ProbeStatus,
     RegistryStatus, TunnelStatus,
 };
 
@@ -143,6 +143,7 @@ impl Node {
                 me: cert.address,
                 forward: ForwardConfig {
                     mtu: config.mtu,
+                    icmp_source_v4: cert.ipv4_address(),
                     ..ForwardConfig::new(cert.address)
                 },
                 fib: fib.clone(),
@@ -230,6 +231,7 @@ impl Node {
             registry,
             store,
             state_dir: state,
+            tun_ipv4: config.tun_ipv4.clone().map(host::ipv4::TunIpv4::new),
         };
         tasks.push(tokio::spawn(control.run()));
 

@@ -16,6 +16,17 @@ use crate::tunnels::driver::DriverStats;
 use crate::tunnels::policy::PolicyStats;
 use crate::upnp::Mapping;
 
+/// The node's IPv4 inside the overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Ipv4Status {
+    /// Its address (the subnet's first host).
+    pub address: std::net::Ipv4Addr,
+    /// Its subnet (from its certificate).
+    pub subnet: ipnet::Ipv4Net,
+    /// The overlay's IPv4 network (from the network configuration).
+    pub network: Option<ipnet::Ipv4Net>,
+}
+
 /// The whole status of a node.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
@@ -31,6 +42,8 @@ pub struct NodeStatus {
     pub renewal: super::renewal::Renewal,
     /// Network prefix.
     pub network: Ipv6Net,
+    /// IPv4 inside the overlay, when the node has a subnet.
+    pub ipv4: Option<Ipv4Status>,
     /// Bound UDP address.
     pub listen: Option<SocketAddr>,
     /// Addresses announced to peers.

@@ -43,6 +43,42 @@ impl Network {
         }
         None
     }
+    /// The path of an IPv4 packet from `from` to `dst`, node by node as
+    /// [`Network::path`].
+    pub fn path_v4(&self, from: usize, dst: std::net::Ipv4Addr) -> Option<Vec<usize>> {
+        let mut path = vec![from];
+        let mut at = from;
+        for _ in 0..=self.nodes.len() {
+            match self.transport.route_v4(at, dst) {
+                Hop::Via(end) if self.nodes[end.0].core.is_some() => {
+                    at = end.0;
+                    if path.contains(&at) {
+                        return None;
+                    }
+                    path.push(at);
+                }
+                _ => return Some(path),
+            }
+        }
+        None
+    }
+    /// (pairs of live nodes whose IPv4 packets, between their IPv4
+    /// addresses, arrive; pairs of live nodes with an IPv4 address).
+    pub fn reachable_pairs_v4(&self) -> (usize, usize) {
+        let live: Vec<(usize, std::net::Ipv4Addr)> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].core.is_some())
+            .filter_map(|i| Some((i, self.nodes[i].cert.ipv4_address()?)))
+            .collect();
+        let mut ok = 0;
+        for &(s, _) in &live {
+            for &(d, a) in &live {
+                if s != d && self.path_v4(s, a).is_some_and(|p| p.last() == Some(&d)) {
+                    ok += 1;
+                }
+            }
+        }
+        (ok, live.len() * live.len().saturating_sub(1))
+    }
     /// (pairs of live nodes whose packets arrive, pairs of live nodes).
     pub fn reachable_pairs(&self) -> (usize, usize) {
         let live: Vec<usize> = (0..self.nodes.len())

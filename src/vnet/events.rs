@@ -216,6 +216,7 @@ impl Network {
         match cmd {
             Command::Tunnel(c) => self.tunnel_cmd(i, c),
             Command::PublishFib(routes) => self.transport.fibs[i] = Fib::from_routes(routes),
+            Command::Ipv4(_) => {}
             Command::Persist { file, bytes } => {
                 if file == SEQNO_FILE {
                     self.nodes[i].state.seqno = String::from_utf8(bytes).ok();

@@ -253,6 +253,16 @@ pub fn node_prefix(config: &NetConfig, i: usize) -> Ipv6Net {
     Ipv6Net::new(subnet.into(), 64).unwrap_or(net)
 }
 
+/// Node `i`'s IPv4 subnet when the network has IPv4: the /24 number
+/// `i + 1` of it (the network must be a /23 or shorter, and hold them).
+fn ipv4_subnet(network: &NetworkConfig, i: usize) -> Option<ipnet::Ipv4Net> {
+    let net = network.ipv4?;
+    let n = u32::try_from(i + 1).ok()?;
+    let base = u32::from(net.network()).checked_add(n.checked_shl(8)?)?;
+    let subnet = ipnet::Ipv4Net::new(Ipv4Addr::from(base), 24).ok()?;
+    net.contains(&subnet).then_some(subnet)
+}
+
 impl Network {
     /// Makes the nodes (identities from a throwaway CA) and schedules
     /// their start.
@@ -262,7 +272,7 @@ impl Network {
         let mut transport = Transport::new(config.nodes);
         let mut nodes = Vec::with_capacity(config.nodes);
         for i in 0..config.nodes {
-            let (cert, key) = pki.node(i as u64 + 1);
+            let (cert, key) = pki.node_with_ipv4(i as u64 + 1, ipv4_subnet(&config.network, i));
             let addr = underlay(i);
             transport.by_addr.insert(addr, i);
             transport.by_overlay.insert(cert.address, i);

@@ -24,6 +24,42 @@ fn a_network_converges_with_every_node_reaching_every_other() {
     println!("converged after {took:?}; {:?}", net.stats());
 }
 
+#[test]
+fn ipv4_subnets_are_routed_between_every_pair_of_nodes() {
+    let mut config = NetConfig {
+        nodes: 6,
+        ..NetConfig::default()
+    };
+    config.network.ipv4 = Some("10.42.0.0/16".parse().unwrap());
+    let mut net = Network::new(config);
+    let took = net.run_until_true(S, 120 * S, |n| {
+        n.converged() && n.reachable_pairs_v4() == (30, 30)
+    });
+    assert!(took.is_some(), "{:?}", net.reachable_pairs_v4());
+    assert_eq!(net.violation(), None);
+    for i in 0..net.len() {
+        let core = net.core(i).unwrap();
+        let v4 = core.status(net.now).ipv4.expect("the status shows IPv4");
+        assert_eq!(v4.subnet, net.cert(i).ipv4.unwrap());
+        assert_eq!(v4.address.octets(), [10, 42, i as u8 + 1, 1]);
+        assert_eq!(v4.network, Some("10.42.0.0/16".parse().unwrap()));
+        // An unknown address inside the overlay's IPv4 network is
+        // rejected, not sent to a default route.
+        assert!(net.path_v4(i, "10.42.200.1".parse().unwrap()) == Some(vec![i]));
+    }
+    // A packet crosses at least one middle node somewhere (k = 3 of 6).
+    let longest = (0..6)
+        .flat_map(|s| (0..6).map(move |d| (s, d)))
+        .filter(|(s, d)| s != d)
+        .map(|(s, d)| {
+            net.path_v4(s, net.cert(d).ipv4_address().unwrap())
+                .unwrap()
+                .len()
+        })
+        .max();
+    println!("IPv4 converged after {took:?}; longest path {longest:?} nodes");
+}
+
 /// What a run leaves behind, to compare runs.
 fn fingerprint(net: &Network) -> (NetStats, Vec<Vec<String>>) {
     let nodes = (0..net.len())

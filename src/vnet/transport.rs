@@ -155,7 +155,16 @@ impl Transport {
 
     /// Where a packet for `dst` goes from `node`.
     pub(crate) fn route(&self, node: usize, dst: Ipv6Addr) -> Hop {
-        match self.fibs[node].lookup(dst) {
+        self.hop(node, self.fibs[node].lookup(dst))
+    }
+
+    /// Where node `node`'s FIB sends an IPv4 packet to `dst`.
+    pub(crate) fn route_v4(&self, node: usize, dst: std::net::Ipv4Addr) -> Hop {
+        self.hop(node, self.fibs[node].lookup_v4(dst))
+    }
+
+    fn hop(&self, node: usize, route: Option<Route>) -> Hop {
+        match route {
             Some(Route::Local) => Hop::Local(node),
             Some(Route::Via(h)) => match self.hops[node].get(&h) {
                 Some(t) => match self.conns.get(&(node, *t)) {

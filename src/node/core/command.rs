@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use re6st_dataplane::fib::Route;
 
 use super::boundary::TunnelCmd;
@@ -37,13 +37,36 @@ impl Now {
     }
 }
 
+/// The host's IPv4 side: what it should have on its TUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostIpv4 {
+    /// The node's IPv4 subnet (from its certificate); the host takes its
+    /// first address ([`crate::identity::ipv4::node_address_v4`]).
+    pub subnet: Option<Ipv4Net>,
+    /// The overlay's IPv4 network (from the signed network configuration),
+    /// routed into the TUN.
+    pub network: Option<Ipv4Net>,
+}
+
+impl HostIpv4 {
+    /// The node's IPv4 address, if it has a subnet.
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        self.subnet.map(crate::identity::ipv4::node_address_v4)
+    }
+}
+
 /// What NodeCore asks of the code around it.
 #[derive(Debug, Clone)]
 pub enum Command {
     /// For the packet loop.
     Tunnel(TunnelCmd),
     /// The routes changed: build a FIB snapshot of these and swap it in.
-    PublishFib(Vec<(Ipv6Net, Route)>),
+    PublishFib(Vec<(IpNet, Route)>),
+    /// IPv4 inside the overlay, given at start and whenever the
+    /// certificate or the network configuration changes it: the host puts
+    /// the node's IPv4 address on its TUN and routes the overlay's IPv4
+    /// network into it.
+    Ipv4(HostIpv4),
     /// Write a file of the state directory (atomically; a failure is
     /// logged and the node runs on from memory).
     Persist {

@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use re6st_babel::engine::{Engine, EngineError, Event};
@@ -60,7 +60,7 @@ use re6st_babel::wire::RouterId;
 use re6st_dataplane::fib::Route;
 
 pub use boundary::{ConnId, DialError, Handshake, NextHopId, TunnelCmd, TunnelEvent, TunnelId};
-pub use command::{Command, LanNotice, Now, PeerChange, RegistryReply, RegistryRequest};
+pub use command::{Command, HostIpv4, LanNotice, Now, PeerChange, RegistryReply, RegistryRequest};
 pub use origins::CertFetchStats;
 pub use reload::LiveOptions;
 
@@ -236,6 +236,9 @@ impl NodeCore {
         let mut engine =
             Engine::with_origin_auth(origins, babel_config(&network), rid, seqno, now.mono)?;
         engine.add_xroute(cert.prefix.into(), 0, now.mono)?;
+        if let Some(subnet) = cert.ipv4 {
+            engine.add_xroute(subnet.trunc().into(), 0, now.mono)?;
+        }
         for (prefix, metric) in config.gateway.xroutes() {
             engine.add_xroute(prefix, metric, now.mono)?;
         }
@@ -310,6 +313,7 @@ impl NodeCore {
         for signed in &stored {
             core.learn_announced(signed, now);
         }
+        core.push_ipv4();
         core.candidates_changed(now);
         core.settle(now);
         Ok(core)
@@ -620,21 +624,64 @@ impl NodeCore {
     }
 
     fn publish_fib(&mut self) {
-        let mut routes: Vec<(Ipv6Net, Route)> = self
-            .engine
-            .fib()
-            .into_iter()
-            .filter_map(|e| match e.prefix {
-                IpNet::V6(p) => Some((p, Route::Via(NextHopId(e.iface.0)))),
-                IpNet::V4(_) => None,
-            })
-            .collect();
-        // Unknown overlay addresses get "reject route", never a detour
-        // through a shorter (default) route; our own prefix is local.
-        routes.insert(0, (self.network.network, Route::Unreachable));
-        routes.push((self.cert.prefix, Route::Local));
-        routes.extend(self.config.gateway.fib_routes());
+        // Unknown overlay addresses (IPv6 and IPv4) get "reject route",
+        // never a detour through a shorter (default) route; our own
+        // prefix and IPv4 subnet are local.
+        let mut routes: Vec<(IpNet, Route)> =
+            vec![(self.network.network.into(), Route::Unreachable)];
+        routes.extend(
+            self.network
+                .ipv4
+                .map(|n| (n.trunc().into(), Route::Unreachable)),
+        );
+        routes.extend(
+            self.engine
+                .fib()
+                .into_iter()
+                .map(|e| (e.prefix, Route::Via(NextHopId(e.iface.0)))),
+        );
+        routes.push((self.cert.prefix.into(), Route::Local));
+        routes.extend(self.cert.ipv4.map(|s| (s.trunc().into(), Route::Local)));
+        routes.extend(
+            self.config
+                .gateway
+                .fib_routes()
+                .map(|(p, r)| (IpNet::V6(p), r)),
+        );
         self.push(Command::PublishFib(routes));
+    }
+
+    /// Tells the host what IPv4 it has in the overlay (nothing when the
+    /// network has no IPv4).
+    fn push_ipv4(&mut self) {
+        let v4 = HostIpv4 {
+            subnet: self.cert.ipv4,
+            network: self.network.ipv4,
+        };
+        if v4.subnet.is_some() || v4.network.is_some() {
+            self.push(Command::Ipv4(v4));
+        }
+    }
+
+    /// Our certificate's IPv4 subnet changed (a renewal from a registry
+    /// that gained or changed `--ipv4`): announce the new one, retract
+    /// the old one, and tell the host.
+    fn change_ipv4_subnet(&mut self, old: Option<Ipv4Net>, now: Now) {
+        let new = self.cert.ipv4;
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            self.engine.remove_xroute(o.trunc().into(), now.mono);
+        }
+        if let Some(n) = new
+            && let Err(e) = self.engine.add_xroute(n.trunc().into(), 0, now.mono)
+        {
+            tracing::warn!(subnet = %n, error = %e, "cannot announce our IPv4 subnet");
+        }
+        tracing::info!(old = ?old, new = ?new, "our IPv4 subnet changed");
+        self.fib_dirty = true;
+        self.push_ipv4();
     }
 
     fn persist_seqno(&mut self, seqno: u16) {

@@ -101,6 +101,12 @@ impl NodeCore {
                 "the network requires a newer protocol than this node speaks: upgrade re6st"
             );
         }
+        if cfg.ipv4 != self.network.ipv4 {
+            tracing::info!(old = ?self.network.ipv4, new = ?cfg.ipv4, "the network changed its IPv4 network");
+            self.network.ipv4 = cfg.ipv4;
+            self.fib_dirty = true;
+            self.push_ipv4();
+        }
         self.network.min_protocol = cfg.min_protocol;
         self.network.version = cfg.version;
         let waiting: Vec<&str> = [

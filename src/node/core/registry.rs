@@ -202,7 +202,9 @@ impl NodeCore {
             }
             RegistryReply::Crl(crl) => self.apply_crl(*crl, now),
             RegistryReply::Renewed(cert) => {
+                let old = self.cert.ipv4;
                 self.adopt_cert(*cert);
+                self.change_ipv4_subnet(old, now);
                 // The registry says when the new one is due, next.
                 self.registry.renew_after = None;
             }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::NodeCore;
 use crate::node::packet_loop::PathStats;
 use crate::node::status::{
-    EdgesStatus, LinkStats, NodeStatus, ProbeRoundStatus, ProbeStatus, TunnelStatus,
+    EdgesStatus, Ipv4Status, LinkStats, NodeStatus, ProbeRoundStatus, ProbeStatus, TunnelStatus,
 };
 use crate::transport::TransportStats;
 use crate::tunnels::policy::Direction;
@@ -67,6 +67,11 @@ impl NodeCore {
                 self.last_wall,
             ),
             network: self.network.network,
+            ipv4: self.cert.ipv4.map(|subnet| Ipv4Status {
+                address: crate::identity::ipv4::node_address_v4(subnet),
+                subnet,
+                network: self.network.ipv4,
+            }),
             listen: None,
             advertised: self.advertised(),
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),

@@ -20,7 +20,10 @@ use ipnet::Ipv6Net;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub mod macos;
 #[cfg(target_os = "macos")]
-pub use macos::{address_command, has_address, has_route, install, remove, route_command};
+pub use macos::{
+    address_command, address_command_v4, has_address, has_route, install, install_address_v4,
+    install_v4, remove, remove_address_v4, remove_v4, route_command, route_command_v4,
+};
 
 #[cfg(not(target_os = "macos"))]
 /// The `ip` command that routes `network` into `dev`.
@@ -98,6 +101,62 @@ pub fn remove(network: Ipv6Net, dev: &str) {
     let _ = Command::new("ip")
         .args(["-6", "route", "del", &network.to_string(), "dev", dev])
         .output();
+}
+
+#[cfg(not(target_os = "macos"))]
+/// The `ip` command that routes the IPv4 `network` into `dev`.
+pub fn route_command_v4(network: ipnet::Ipv4Net, dev: &str) -> String {
+    format!("ip -4 route replace {network} dev {dev}")
+}
+
+#[cfg(not(target_os = "macos"))]
+/// The `ip` command that puts the IPv4 `address` (a /32) on `dev`.
+pub fn address_command_v4(address: std::net::Ipv4Addr, dev: &str) -> String {
+    format!("ip -4 addr replace {address}/32 dev {dev}")
+}
+
+#[cfg(not(target_os = "macos"))]
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[cfg(not(target_os = "macos"))]
+/// Routes the IPv4 `network` into `dev` with `ip`.
+pub fn install_v4(network: ipnet::Ipv4Net, dev: &str) -> Result<(), String> {
+    ip(&["-4", "route", "replace", &network.to_string(), "dev", dev])
+}
+
+#[cfg(not(target_os = "macos"))]
+/// Removes the route installed by [`install_v4`] (errors ignored).
+pub fn remove_v4(network: ipnet::Ipv4Net, dev: &str) {
+    let _ = ip(&["-4", "route", "del", &network.to_string(), "dev", dev]);
+}
+
+#[cfg(not(target_os = "macos"))]
+/// Puts the IPv4 `address` on `dev` as a /32 (idempotent).
+pub fn install_address_v4(address: std::net::Ipv4Addr, dev: &str) -> Result<(), String> {
+    ip(&[
+        "-4",
+        "addr",
+        "replace",
+        &format!("{address}/32"),
+        "dev",
+        dev,
+    ])
+}
+
+#[cfg(not(target_os = "macos"))]
+/// Removes the address put by [`install_address_v4`] (errors ignored).
+pub fn remove_address_v4(address: std::net::Ipv4Addr, dev: &str) {
+    let _ = ip(&["-4", "addr", "del", &format!("{address}/32"), "dev", dev]);
 }
 
 #[cfg(all(test, not(target_os = "macos")))]

@@ -1,11 +1,12 @@
 //! The host side of a node: where packets for its own prefix go and where
 //! the host's packets come from. The packet loop reads and writes it
 //! ([`crate::node::packet_loop::Host`]): a TUN device (with the kernel
-//! route into it, [`kernel_route`]), or channels to a task: the userspace
+//! route into it, [`kernel_route`]; its IPv4, [`ipv4`]), or channels to a task: the userspace
 //! ping responder ([`echo`], for nodes without a TUN) or a test's
 //! [`PacketSink`].
 
 pub mod echo;
+pub mod ipv4;
 pub mod kernel_route;
 
 use bytes::{Bytes, BytesMut};

@@ -221,6 +221,13 @@ async fn serve(
         transport: opts.transport(),
         mtu: info.mtu,
         host: HostConfig::External(HostSlot::new(host)),
+        tun_ipv4: info
+            .device
+            .clone()
+            .map(|dev| crate::node::host::ipv4::TunIpv4Config {
+                dev,
+                no_route: opts.no_route,
+            }),
         edges: options::edges_config(&opts),
         replacement: opts.tunnel_replacement,
         ..NodeConfig::default()

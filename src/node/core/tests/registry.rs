@@ -409,3 +409,92 @@ fn local_options_reload_live() {
         Vec::<&str>::new()
     );
 }
+
+#[test]
+fn a_registry_that_gains_ipv4_gives_running_nodes_their_ipv4() {
+    let mut r = Rig::new(1, false);
+    let _ = r.take();
+    let ipv4 = |cmds: &[Command]| {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Ipv4(v) => Some(*v),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let fib = |cmds: &[Command]| {
+        cmds.iter()
+            .rev()
+            .find_map(|c| match c {
+                Command::PublishFib(routes) => Some(routes.clone()),
+                _ => None,
+            })
+            .expect("the FIB is published again")
+    };
+    assert!(r.core.status(r.now.mono).ipv4.is_none());
+    // The network configuration gains IPv4: the host routes it, and the
+    // FIB rejects its unknown addresses.
+    let network: ipnet::Ipv4Net = "10.42.0.0/16".parse().unwrap();
+    let cfg = NetworkConfig {
+        version: r.network.version + 1,
+        ipv4: Some(network),
+        ..r.network.clone()
+    };
+    let signed = cfg.sign(&r.pki.ca).unwrap();
+    r.registry(RegistryReply::Network {
+        config: Box::new(cfg),
+        signed: Box::new(signed),
+    });
+    let cmds = r.take();
+    assert_eq!(
+        ipv4(&cmds),
+        vec![crate::node::core::HostIpv4 {
+            subnet: None,
+            network: Some(network),
+        }]
+    );
+    let routes = fib(&cmds);
+    assert!(
+        routes.contains(&(network.into(), re6st_dataplane::fib::Route::Unreachable)),
+        "{routes:?}"
+    );
+    // The renewed certificate holds a subnet: announced in Babel, local in
+    // the FIB, given to the host, shown by the status.
+    let subnet: ipnet::Ipv4Net = "10.42.7.0/24".parse().unwrap();
+    let der = r
+        .pki
+        .ca
+        .issue_node_with_ipv4(
+            &r.me.public_key.spki_der,
+            r.me.prefix,
+            Some(subnet),
+            crate::identity::IssueParams {
+                serial: 78,
+                not_before: r.pki.now,
+                not_after: r.pki.now + 3600 * S,
+            },
+        )
+        .unwrap();
+    let renewed = crate::identity::NodeCert::from_der(&der).unwrap();
+    r.registry(RegistryReply::Renewed(Box::new(renewed)));
+    let cmds = r.take();
+    assert_eq!(
+        ipv4(&cmds),
+        vec![crate::node::core::HostIpv4 {
+            subnet: Some(subnet),
+            network: Some(network),
+        }]
+    );
+    assert!(
+        r.core.engine().xroutes().contains(&(subnet.into(), 0)),
+        "{:?}",
+        r.core.engine().xroutes()
+    );
+    let routes = fib(&cmds);
+    assert!(
+        routes.contains(&(subnet.into(), re6st_dataplane::fib::Route::Local)),
+        "{routes:?}"
+    );
+    let st = r.core.status(r.now.mono).ipv4.expect("IPv4 in the status");
+    assert_eq!(st.address, std::net::Ipv4Addr::new(10, 42, 7, 1));
+}

@@ -65,6 +65,62 @@ pub fn remove(network: Ipv6Net, dev: &str) {
         .output();
 }
 
+/// The `route` command that routes the IPv4 `network` into `dev`.
+pub fn route_command_v4(network: ipnet::Ipv4Net, dev: &str) -> String {
+    format!("route -n add -inet -net {network} -interface {dev}")
+}
+
+/// The `ifconfig` command that puts the IPv4 `address` on `dev` (a utun
+/// is point-to-point: the address is its own destination).
+pub fn address_command_v4(address: std::net::Ipv4Addr, dev: &str) -> String {
+    format!("ifconfig {dev} inet {address} {address} netmask 255.255.255.255 alias")
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Routes the IPv4 `network` into `dev`, replacing a route that was there.
+pub fn install_v4(network: ipnet::Ipv4Net, dev: &str) -> Result<(), String> {
+    let net = network.to_string();
+    let _ = run("route", &["-n", "delete", "-inet", "-net", &net]);
+    run(
+        "route",
+        &["-n", "add", "-inet", "-net", &net, "-interface", dev],
+    )
+}
+
+/// Removes the route installed by [`install_v4`] (errors ignored).
+pub fn remove_v4(network: ipnet::Ipv4Net, dev: &str) {
+    let net = network.to_string();
+    let _ = run(
+        "route",
+        &["-n", "delete", "-inet", "-net", &net, "-interface", dev],
+    );
+}
+
+/// Puts the IPv4 `address` on `dev`.
+pub fn install_address_v4(address: std::net::Ipv4Addr, dev: &str) -> Result<(), String> {
+    let a = address.to_string();
+    run(
+        "ifconfig",
+        &[dev, "inet", &a, &a, "netmask", "255.255.255.255", "alias"],
+    )
+}
+
+/// Removes the address put by [`install_address_v4`] (errors ignored).
+pub fn remove_address_v4(address: std::net::Ipv4Addr, dev: &str) {
+    let _ = run("ifconfig", &[dev, "inet", &address.to_string(), "-alias"]);
+}
+
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
