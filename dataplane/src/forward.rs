@@ -318,6 +318,12 @@ impl Forwarder {
         &self.config
     }
 
+    /// A new source of ICMPv4 errors (the node's IPv4 address changed
+    /// with a renewed certificate).
+    pub fn set_icmp_source_v4(&mut self, source: Option<Ipv4Addr>) {
+        self.config.icmp_source_v4 = source;
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &ForwardStats {
         &self.stats

@@ -8,7 +8,7 @@
 //!    (checked by the TLS handshake), of signed peer announcements, and of
 //!    certificates fetched from a neighbour that relayed the claim (checked
 //!    against the CA and the CRL by the caller before [`Origins::learn`]);
-//! 2. P lies inside that certificate's prefix, or, for a prefix outside
+//! 2. P lies inside that certificate's prefix or IPv4 subnet, or, for a prefix outside
 //!    the overlay (`::/0`, a site, IPv4), inside a prefix the signed
 //!    network configuration grants it ([`super::GatewayGrant`]). Overlay
 //!    space is never granted: only its owner announces it;
@@ -355,7 +355,11 @@ impl Origins {
 
     /// Whether the node holding `cert` may originate `prefix`.
     pub fn authorised(&self, prefix: &IpNet, cert: &NodeCert) -> bool {
-        if IpNet::V6(cert.prefix).contains(prefix) {
+        if IpNet::V6(cert.prefix).contains(prefix)
+            || cert
+                .ipv4
+                .is_some_and(|v4| IpNet::V4(v4.trunc()).contains(prefix))
+        {
             return true;
         }
         if let IpNet::V6(p) = prefix

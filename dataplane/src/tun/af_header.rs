@@ -9,9 +9,21 @@ pub const AF_HEADER_LEN: usize = 4;
 /// `AF_INET6` on Darwin.
 pub const AF_INET6_DARWIN: u32 = 30;
 
+/// `AF_INET` (IPv4 inside the overlay).
+pub const AF_INET_DARWIN: u32 = 2;
+
 /// The header to prepend to an IPv6 packet written to a utun.
 pub const fn ipv6_header() -> [u8; AF_HEADER_LEN] {
     AF_INET6_DARWIN.to_be_bytes()
+}
+
+/// The header to prepend to `packet`, by its version nibble (IPv4 or, for
+/// anything else, IPv6).
+pub fn header_for(packet: &[u8]) -> [u8; AF_HEADER_LEN] {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => AF_INET_DARWIN.to_be_bytes(),
+        _ => ipv6_header(),
+    }
 }
 
 /// Why a frame read from a utun was not an IPv6 packet.
@@ -21,19 +33,19 @@ pub enum AfHeaderError {
     /// Shorter than the header.
     #[error("utun frame of {0} bytes has no address-family header")]
     Truncated(usize),
-    /// Another family (IPv4 is not carried by the overlay).
-    #[error("utun frame of address family {0}, expected AF_INET6")]
+    /// Another family than IPv6 and IPv4.
+    #[error("utun frame of address family {0}, expected AF_INET6 or AF_INET")]
     Family(u32),
 }
 
-/// Strips the header of a frame read from a utun and returns the IPv6
-/// packet.
+/// Strips the header of a frame read from a utun and returns the IPv6 or
+/// IPv4 packet.
 pub fn strip(frame: &[u8]) -> Result<&[u8], AfHeaderError> {
     let Some((header, packet)) = frame.split_first_chunk::<AF_HEADER_LEN>() else {
         return Err(AfHeaderError::Truncated(frame.len()));
     };
     match u32::from_be_bytes(*header) {
-        AF_INET6_DARWIN => Ok(packet),
+        AF_INET6_DARWIN | AF_INET_DARWIN => Ok(packet),
         family => Err(AfHeaderError::Family(family)),
     }
 }
@@ -53,7 +65,11 @@ mod tests {
     #[test]
     fn rejects() {
         assert_eq!(strip(&[0, 0, 0]), Err(AfHeaderError::Truncated(3)));
-        assert_eq!(strip(&[0, 0, 0, 2, 0x45]), Err(AfHeaderError::Family(2)));
+        assert_eq!(strip(&[0, 0, 0, 2, 0x45]), Ok(&[0x45][..]));
+        assert_eq!(strip(&[0, 0, 0, 7, 0x45]), Err(AfHeaderError::Family(7)));
+        assert_eq!(header_for(&[0x45, 0]), [0, 0, 0, 2]);
+        assert_eq!(header_for(&[0x60, 0]), [0, 0, 0, 30]);
+        assert_eq!(header_for(&[]), [0, 0, 0, 30]);
         // Host byte order (little-endian 30) is not network byte order.
         assert_eq!(
             strip(&[30, 0, 0, 0, 0x60]),

@@ -11,7 +11,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use tun_rs::{AsyncDevice, DeviceBuilder, SyncDevice};
 
 use super::CreateConfig;
-use super::af_header::{AF_HEADER_LEN, ipv6_header, strip};
+use super::af_header::{AF_HEADER_LEN, header_for, strip};
 
 /// Why attaching by name is impossible here.
 pub(super) const NO_ATTACH: &str = "macOS has no persistent user-owned utun device to attach to: \
@@ -54,7 +54,7 @@ pub(super) async fn recv(dev: &AsyncDevice, buf: &mut [u8]) -> io::Result<usize>
         let Some(len) = n.checked_sub(AF_HEADER_LEN) else {
             continue;
         };
-        // IPv4 and runt frames are skipped: the overlay is IPv6 only.
+        // Runt frames and other families are skipped.
         if strip(&header).is_ok() {
             return Ok(len);
         }
@@ -78,9 +78,9 @@ pub(super) fn try_recv(dev: &AsyncDevice, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes one IPv6 packet behind its header.
+/// Writes one IPv6 or IPv4 packet behind its header.
 pub(super) async fn send(dev: &AsyncDevice, packet: &[u8]) -> io::Result<()> {
-    let header = ipv6_header();
+    let header = header_for(packet);
     let bufs = [IoSlice::new(&header), IoSlice::new(packet)];
     dev.send_vectored(&bufs).await?;
     Ok(())

@@ -38,7 +38,10 @@ use ipnet::Ipv6Net;
 use tun_rs::DeviceBuilder;
 use tun_rs::{AsyncDevice, SyncDevice};
 
-pub use af_header::{AF_HEADER_LEN, AfHeaderError, ipv6_header, strip as strip_af_header};
+pub use af_header::{
+    AF_HEADER_LEN, AfHeaderError, header_for as af_header_for, ipv6_header,
+    strip as strip_af_header,
+};
 pub use batch::{BATCH_SIZE, RecvBatch, SendBatch};
 pub use error::TunError;
 #[cfg(target_os = "linux")]

@@ -354,3 +354,16 @@ fn one_neighbour_cannot_crowd_out_the_origins_others_wait_for() {
     assert!(o.is_wanted(r3));
     assert_eq!(o.stats().over_bounds, 7);
 }
+
+#[test]
+fn a_node_originates_its_ipv4_subnet_and_nothing_else_of_ipv4() {
+    let (f, o, _, _) = setup(OriginsConfig::default());
+    let (c4, _) = f.node_with_ipv4(4, Some("10.42.4.0/24".parse().unwrap()));
+    let net = |s: &str| s.parse::<IpNet>().unwrap();
+    assert!(o.authorised(&net("10.42.4.0/24"), &c4));
+    assert!(o.authorised(&net("10.42.4.128/25"), &c4));
+    assert!(!o.authorised(&net("10.42.5.0/24"), &c4));
+    assert!(!o.authorised(&net("10.42.0.0/16"), &c4));
+    let (c5, _) = f.node(5);
+    assert!(!o.authorised(&net("10.42.4.0/24"), &c5));
+}

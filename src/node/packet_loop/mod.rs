@@ -466,7 +466,14 @@ impl Runner {
     fn on_msg(&mut self, m: Msg) {
         let now = Instant::now();
         match m {
-            Msg::Tunnel(cmd) => self.engine.handle_command(cmd, now),
+            Msg::Tunnel(cmd) => {
+                // A renewed certificate may bring another IPv4 address:
+                // the ICMPv4 errors come from it from now on.
+                if let TunnelCmd::SetIdentity(cert) = &cmd {
+                    self.forwarder.set_icmp_source_v4(cert.ipv4_address());
+                }
+                self.engine.handle_command(cmd, now)
+            }
             Msg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
