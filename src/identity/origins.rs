@@ -46,6 +46,11 @@ use super::{GatewayGrant, NodeCert, NodeKey, unix_secs};
 /// Bounds and budgets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginsConfig {
+    /// Whether origins are checked at all; off, the engine runs plain
+    /// Babel (no proofs, no certificate fetches, no re-signing). Only to
+    /// measure what the checks cost: off, any member can hijack any
+    /// prefix.
+    pub enabled: bool,
     /// Origins (certificates) held.
     pub max_origins: usize,
     /// Checked claims held (one per prefix and router-id).
@@ -79,6 +84,7 @@ pub struct OriginsConfig {
 impl Default for OriginsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             max_origins: 1 << 16,
             max_claims: 1 << 16,
             prefixes_per_origin: 16,
@@ -260,6 +266,9 @@ impl Origins {
             return false;
         }
         self.next_refresh = now + self.config.proof_lifetime / 2;
+        if !self.config.enabled {
+            return false;
+        }
         self.stats.refreshes += 1;
         true
     }
@@ -508,6 +517,10 @@ impl Origins {
 }
 
 impl OriginAuth for Origins {
+    fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
     fn check(
         &mut self,
         claim: &Claim,

@@ -193,6 +193,7 @@ impl NodeConfig {
             address_scan: self.edges.address_scan,
             gateway: self.edges.gateway.clone(),
             lan: self.edges.lan.interfaces != crate::lan::LanInterfaces::Off,
+            origins: crate::identity::OriginsConfig::default(),
             registry,
         }
     }
@@ -237,6 +238,9 @@ pub struct CoreConfig {
     pub gateway: crate::gateway::GatewayConfig,
     /// LAN discovery runs: link-local incoming connections are LAN links.
     pub lan: bool,
+    /// Route-origin authentication's bounds (and its off switch, for
+    /// measurements).
+    pub origins: crate::identity::OriginsConfig,
     /// The registry URL (`None`: the node runs without one).
     pub registry: Option<String>,
 }

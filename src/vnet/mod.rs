@@ -173,6 +173,10 @@ pub struct NetStats {
     pub babel_bytes: u64,
     /// Control messages sent.
     pub control_messages: u64,
+    /// Of those, certificate requests and answers (`WantCerts`, `Certs`)...
+    pub cert_messages: u64,
+    /// ...and their bytes (framed as on the wire).
+    pub cert_bytes: u64,
     /// Datagrams lost (the loss rate), cut off, or too large.
     pub datagrams_lost: u64,
     /// Datagrams larger than the limit.

@@ -276,6 +276,12 @@ impl Network {
     }
     pub(super) fn control(&mut self, i: usize, tunnel: TunnelId, msg: Control) {
         self.stats.control_messages += 1;
+        if matches!(msg, Control::WantCerts(_) | Control::Certs(_)) {
+            let mut frame = Vec::new();
+            msg.emit_frame(&mut frame);
+            self.stats.cert_messages += 1;
+            self.stats.cert_bytes += frame.len() as u64;
+        }
         let Some(peer) = self.reachable_peer(i, tunnel) else {
             return;
         };

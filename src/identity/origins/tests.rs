@@ -367,3 +367,21 @@ fn a_node_originates_its_ipv4_subnet_and_nothing_else_of_ipv4() {
     let (c5, _) = f.node(5);
     assert!(!o.authorised(&net("10.42.4.0/24"), &c5));
 }
+
+#[test]
+fn switched_off_the_engine_runs_plain_babel_and_never_re_signs() {
+    let config = OriginsConfig {
+        enabled: false,
+        ..OriginsConfig::default()
+    };
+    let (_, mut o, _, _) = setup(config);
+    assert!(!o.enabled());
+    let now = Instant::now();
+    let later = now + config.proof_lifetime;
+    assert!(!o.poll_refresh(later));
+    // The deadline still moves, so a node waking for it does not spin.
+    assert!(o.refresh_deadline() > later);
+    assert_eq!(o.stats().refreshes, 0);
+    let (_, on, _, _) = setup(OriginsConfig::default());
+    assert!(on.enabled());
+}

@@ -68,9 +68,7 @@ use super::config::{CoreConfig, babel_config};
 use super::status::LivenessStats;
 use crate::addresses::{AddressConfig, Addresses};
 use crate::identity::tls::{CaVerifier, Trust};
-use crate::identity::{
-    Crl, IdentityError, NetworkConfig, NodeCert, NodeKey, Origins, OriginsConfig,
-};
+use crate::identity::{Crl, IdentityError, NetworkConfig, NodeCert, NodeKey, Origins};
 use crate::peers::store::StoredPeers;
 use crate::peers::{Exchange, PeerDb};
 use crate::tunnels::driver::{Driver, PeerKey};
@@ -226,7 +224,7 @@ impl NodeCore {
         let rid = crate::identity::origin::router_id(cert.prefix);
         let seqno = persisted_seqno(seqno_file.as_deref(), rid).unwrap_or_else(|| rng.random());
         let origins = Origins::new(
-            OriginsConfig::default(),
+            config.origins,
             network.network,
             network.gateways.clone(),
             cert.clone(),

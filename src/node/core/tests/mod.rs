@@ -7,6 +7,7 @@
 mod bad_input;
 mod lan;
 mod network;
+mod origin_cost;
 mod origins;
 mod peers;
 mod refresh;
