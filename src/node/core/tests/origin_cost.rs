@@ -126,3 +126,65 @@ fn origin_checks_cost() {
     assert_eq!(off.verified[3], 0);
     assert_eq!(off.at[3].cert_messages, 0);
 }
+
+/// Whether the verifications per claim hold as the network grows (what
+/// the extrapolation to 1,000 claims assumes): checks on, 10, 20 and 40
+/// nodes, minutes 5-15.
+///
+/// cargo test --lib node::core::tests::origin_cost -- --ignored --nocapture
+#[test]
+#[ignore = "a benchmark: up to 40 nodes, 15 virtual minutes"]
+fn verifications_per_claim_by_network_size() {
+    for nodes in [10, 20, 40] {
+        let mut net = Network::new(NetConfig {
+            nodes,
+            check: false,
+            ..NetConfig::default()
+        });
+        let verified = |net: &Network| -> u64 {
+            (0..net.len())
+                .filter_map(|i| net.core(i))
+                .map(|c| c.engine().origin_auth().stats().verified)
+                .sum()
+        };
+        net.run_until(300 * S);
+        let v0 = verified(&net);
+        net.run_until(900 * S);
+        let v = (verified(&net) - v0) as f64;
+        assert!(net.converged(), "{:?}", net.reachable_pairs());
+        let per_node = v / nodes as f64 / 600.0;
+        println!(
+            "{nodes} nodes, minutes 5-15: {per_node:.5} verifications per node per second, \
+             {:.6} per other origin's claim",
+            per_node / (nodes - 1) as f64
+        );
+    }
+}
+
+/// Cold start with every node starting at once (no start spread), checked
+/// every 10 ms: the convergence time without the 2 s spread of the
+/// default start hiding part of it.
+///
+/// cargo test --lib node::core::tests::origin_cost -- --ignored --nocapture
+#[test]
+#[ignore = "a benchmark: 20 nodes from a simultaneous cold start, twice"]
+fn simultaneous_cold_start() {
+    let took = |enabled: bool| {
+        let mut config = NetConfig {
+            nodes: NODES,
+            check: false,
+            start_spread: Duration::ZERO,
+            ..NetConfig::default()
+        };
+        config.core.origins.enabled = enabled;
+        let mut net = Network::new(config);
+        let t = net.run_until_true(10 * MS, 120 * S, Network::converged);
+        (t, net.stats().babel_bytes, net.stats().cert_messages)
+    };
+    let (on, off) = (took(true), took(false));
+    println!(
+        "{NODES} nodes started at once, checked every 10 ms: full reachability after \
+         {:?} / {:?} (on / off); Babel bytes until then {} / {}; cert messages {} / {}",
+        on.0, off.0, on.1, off.1, on.2, off.2
+    );
+}
