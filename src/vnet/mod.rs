@@ -175,7 +175,8 @@ pub struct NetStats {
     pub control_messages: u64,
     /// Of those, certificate requests and answers (`WantCerts`, `Certs`)...
     pub cert_messages: u64,
-    /// ...and their bytes (framed as on the wire).
+    /// ...and their bytes (framed as on the wire; certificates of keys
+    /// drawn afresh each run, so not fixed by the seed).
     pub cert_bytes: u64,
     /// Datagrams lost (the loss rate), cut off, or too large.
     pub datagrams_lost: u64,

@@ -74,7 +74,13 @@ fn fingerprint(net: &Network) -> (NetStats, Vec<Vec<String>>) {
                 .collect(),
         })
         .collect();
-    (net.stats().clone(), nodes)
+    // Certificates carry keys drawn afresh each run, whose DER signature
+    // length varies: their bytes are the one count no seed fixes.
+    let stats = NetStats {
+        cert_bytes: 0,
+        ..net.stats().clone()
+    };
+    (stats, nodes)
 }
 
 #[test]
