@@ -2,8 +2,42 @@
 //! reachability, loops, and the per-event check that every route goes
 //! through an open connection.
 
+use std::time::Duration;
+
 use super::Network;
 use super::transport::Hop;
+
+/// Reachability of the whole network at one instant, from its FIBs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reach {
+    /// Ordered pairs of live nodes whose packets arrive.
+    pub reached: usize,
+    /// Ordered pairs of live nodes.
+    pub pairs: usize,
+    /// Sum over the reached pairs of the one-way delays of the links their
+    /// packets cross.
+    pub delay_sum: Duration,
+}
+
+impl Reach {
+    /// The mean one-way delay of the reached pairs' paths.
+    pub fn mean_delay(&self) -> Option<Duration> {
+        u32::try_from(self.reached)
+            .ok()
+            .filter(|r| *r > 0)
+            .map(|r| self.delay_sum / r)
+    }
+}
+
+/// What is known of a node's path to the destination being walked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Walk {
+    Unknown,
+    /// On the path being followed now.
+    Open,
+    Dropped,
+    Arrives(Duration),
+}
 
 impl Network {
     /// Whether every node runs and reaches every other.
@@ -93,6 +127,57 @@ impl Network {
             }
         }
         (ok, live.len() * live.len().saturating_sub(1))
+    }
+    /// [`Network::reachable_pairs`] with the delay of each path, in one
+    /// FIB lookup per pair: each destination's paths are walked once,
+    /// sharing their tails.
+    pub fn reach(&self) -> Reach {
+        let n = self.nodes.len();
+        let live: Vec<usize> = (0..n).filter(|i| self.nodes[*i].core.is_some()).collect();
+        let mut r = Reach {
+            pairs: live.len() * live.len().saturating_sub(1),
+            ..Reach::default()
+        };
+        let mut walk = vec![Walk::Unknown; n];
+        let mut stack = Vec::new();
+        for &d in &live {
+            let dst = self.nodes[d].cert.address;
+            walk.fill(Walk::Unknown);
+            walk[d] = Walk::Arrives(Duration::ZERO);
+            for &s in &live {
+                let mut at = s;
+                // Follow the FIBs until a node whose fate is known.
+                let end = loop {
+                    match walk[at] {
+                        Walk::Unknown => {}
+                        Walk::Open => break Walk::Dropped, // a loop
+                        known => break known,
+                    }
+                    walk[at] = Walk::Open;
+                    stack.push(at);
+                    match self.transport.route(at, dst) {
+                        Hop::Via(e) if self.nodes[e.0].core.is_some() => at = e.0,
+                        _ => break Walk::Dropped,
+                    }
+                };
+                let mut fate = end;
+                let mut next = at;
+                while let Some(u) = stack.pop() {
+                    if let Walk::Arrives(d) = fate {
+                        fate = Walk::Arrives(d + self.config.latency.one_way(u, next));
+                    }
+                    walk[u] = fate;
+                    next = u;
+                }
+                if let Walk::Arrives(delay) = walk[s]
+                    && s != d
+                {
+                    r.reached += 1;
+                    r.delay_sum += delay;
+                }
+            }
+        }
+        r
     }
     /// A forwarding loop between live nodes, if any: `(from, to)`.
     pub fn check_loops(&self) -> Result<(), String> {

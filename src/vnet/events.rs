@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use re6st_dataplane::fib::Fib;
 
-use super::transport::End;
+use super::transport::{self, End};
 use super::{Network, NodeCore};
 use crate::node::core::boundary::TunnelEvent;
 use crate::node::core::{Command, CoreParts, PeerChange, RegistryReply, SEQNO_FILE};
@@ -215,7 +215,14 @@ impl Network {
     pub(super) fn command(&mut self, i: usize, cmd: Command) {
         match cmd {
             Command::Tunnel(c) => self.tunnel_cmd(i, c),
-            Command::PublishFib(routes) => self.transport.fibs[i] = Fib::from_routes(routes),
+            Command::PublishFib(mut routes) => {
+                routes.sort_unstable_by_key(|(p, _)| *p);
+                routes.dedup_by_key(|(p, _)| *p);
+                let changed = transport::route_changes(&self.transport.published[i], &routes);
+                self.stats.route_changes += changed;
+                self.transport.fibs[i] = Fib::from_routes(routes.iter().copied());
+                self.transport.published[i] = routes;
+            }
             Command::Ipv4(_) => {}
             Command::Persist { file, bytes } => {
                 if file == SEQNO_FILE {

@@ -42,6 +42,7 @@ use crate::node::core::boundary::TunnelEvent;
 use crate::node::core::{NodeCore, Now};
 use crate::node::{CoreConfig, NodeConfig};
 use crate::test_pki::Pki;
+pub use check::Reach;
 use events::{Ev, Scheduled};
 use registry::Registry;
 use transport::{End, Transport};
@@ -173,11 +174,17 @@ pub struct NetStats {
     pub babel_bytes: u64,
     /// Control messages sent.
     pub control_messages: u64,
-    /// Of those, certificate requests and answers (`WantCerts`, `Certs`)...
+    /// Bytes of the control messages sent (their frames).
+    pub control_bytes: u64,
+    /// Of the control messages, certificate requests and answers
+    /// (`WantCerts`, `Certs`)...
     pub cert_messages: u64,
     /// ...and their bytes (framed as on the wire; certificates of keys
     /// drawn afresh each run, so not fixed by the seed).
     pub cert_bytes: u64,
+    /// Routes of live nodes' FIBs that appeared, vanished or changed next
+    /// hop (one per node and prefix).
+    pub route_changes: u64,
     /// Datagrams lost (the loss rate), cut off, or too large.
     pub datagrams_lost: u64,
     /// Datagrams larger than the limit.
@@ -190,6 +197,17 @@ pub struct NetStats {
     pub packets_dropped: u64,
     /// Registry requests.
     pub registry_requests: u64,
+}
+
+/// What one node sent, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeTraffic {
+    /// Babel datagrams.
+    pub babel_bytes: u64,
+    /// Control message frames.
+    pub control_bytes: u64,
+    /// Packets the NodeCore originated (peer exchange), as sent.
+    pub exchange_bytes: u64,
 }
 
 /// A node's state directory, as the harness keeps it.
@@ -228,6 +246,8 @@ pub struct Network {
     registry: Registry,
     rng: StdRng,
     stats: NetStats,
+    /// What each node sent.
+    traffic: Vec<NodeTraffic>,
     /// The first invariant violation seen (the run goes on).
     violation: Option<String>,
     /// Ids of the test probes that arrived.
@@ -303,6 +323,7 @@ impl Network {
             transport,
             registry: Registry::default(),
             stats: NetStats::default(),
+            traffic: vec![NodeTraffic::default(); config.nodes],
             violation: None,
             probes: std::collections::BTreeSet::new(),
             config,
@@ -509,6 +530,18 @@ impl Network {
     /// The node whose prefix is `prefix`.
     pub fn node_of(&self, prefix: Ipv6Net) -> Option<usize> {
         self.nodes.iter().position(|n| n.cert.prefix == prefix)
+    }
+    /// What node `i` sent so far (all its incarnations).
+    pub fn traffic(&self, i: usize) -> NodeTraffic {
+        self.traffic.get(i).copied().unwrap_or_default()
+    }
+    /// Routes of node `i`'s FIB (0 while it is down).
+    pub fn routes(&self, i: usize) -> usize {
+        self.transport.fibs.get(i).map_or(0, |f| f.len())
+    }
+    /// The one-way delay from node `a` to node `b`.
+    pub fn one_way(&self, a: usize, b: usize) -> Duration {
+        self.config.latency.one_way(a, b)
     }
     /// Counters.
     pub fn stats(&self) -> &NetStats {

@@ -94,11 +94,17 @@ impl Network {
             TunnelCmd::SendBabel { tunnel, bytes } => {
                 self.stats.babel_datagrams += 1;
                 self.stats.babel_bytes += bytes.len() as u64;
+                if let Some(t) = self.traffic.get_mut(i) {
+                    t.babel_bytes += bytes.len() as u64;
+                }
                 self.datagram(i, tunnel, bytes);
             }
             TunnelCmd::SendControl { tunnel, msg } => self.control(i, tunnel, msg),
             TunnelCmd::SendPacket { bytes } => {
                 self.stats.packets += 1;
+                if let Some(t) = self.traffic.get_mut(i) {
+                    t.exchange_bytes += bytes.len() as u64;
+                }
                 self.route_packet(i, bytes, 64);
             }
             TunnelCmd::Close { tunnel, reason, .. } => self.close_end(i, tunnel, &reason),
@@ -276,9 +282,13 @@ impl Network {
     }
     pub(super) fn control(&mut self, i: usize, tunnel: TunnelId, msg: Control) {
         self.stats.control_messages += 1;
+        let mut frame = Vec::new();
+        msg.emit_frame(&mut frame);
+        self.stats.control_bytes += frame.len() as u64;
+        if let Some(t) = self.traffic.get_mut(i) {
+            t.control_bytes += frame.len() as u64;
+        }
         if matches!(msg, Control::WantCerts(_) | Control::Certs(_)) {
-            let mut frame = Vec::new();
-            msg.emit_frame(&mut frame);
             self.stats.cert_messages += 1;
             self.stats.cert_bytes += frame.len() as u64;
         }

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -107,4 +108,65 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(a.0, b.0, "two runs with seed 7 differ");
     assert!(a.1 == b.1, "two runs with seed 7 end with other routes");
     assert_ne!(a.0, run(8).0, "the seed changes nothing");
+}
+
+#[test]
+fn reach_agrees_with_the_paths_and_sums_link_delays() {
+    let mut net = Network::new(NetConfig {
+        nodes: 10,
+        latency: Latency::Matrix(Arc::new(|a, b| {
+            Duration::from_millis(1 + (a as u64 * 7 + b as u64 * 3) % 20)
+        })),
+        ..NetConfig::default()
+    });
+    assert_eq!(net.reach().pairs, 0, "no node runs yet");
+    net.run_for(90 * S);
+    net.crash(3);
+    net.run_for(S);
+    let r = net.reach();
+    assert_eq!((r.reached, r.pairs), net.reachable_pairs());
+    let mut sum = Duration::ZERO;
+    for s in 0..net.len() {
+        for d in 0..net.len() {
+            if s == d || net.core(s).is_none() || net.core(d).is_none() {
+                continue;
+            }
+            let p = net.path(s, d).unwrap_or_default();
+            if p.last() == Some(&d) {
+                sum += p
+                    .windows(2)
+                    .map(|w| net.one_way(w[0], w[1]))
+                    .sum::<Duration>();
+            }
+        }
+    }
+    assert!(r.reached > 0);
+    assert_eq!(r.delay_sum, sum);
+    let st = net.stats();
+    assert!(st.route_changes >= 9 * 9, "{st:?}");
+    let sum = |f: fn(NodeTraffic) -> u64| (0..net.len()).map(|i| f(net.traffic(i))).sum::<u64>();
+    assert_eq!(sum(|t| t.babel_bytes), st.babel_bytes);
+    assert_eq!(sum(|t| t.control_bytes), st.control_bytes);
+    assert!(sum(|t| t.exchange_bytes) > 60 * st.packets, "{st:?}");
+    assert!(net.routes(0) >= 9 && net.routes(3) == 0);
+}
+
+#[test]
+fn route_changes_count_added_removed_and_moved_routes() {
+    use re6st_dataplane::fib::Route;
+    use re6st_dataplane::nexthop::NextHopId;
+    let p = |i: u16| -> ipnet::IpNet { format!("fd00:77:{i:x}::/64").parse().unwrap() };
+    let old = [
+        (p(1), Route::Local),
+        (p(2), Route::Via(NextHopId(1))),
+        (p(3), Route::Via(NextHopId(1))),
+    ];
+    let new = [
+        (p(2), Route::Via(NextHopId(2))),
+        (p(3), Route::Via(NextHopId(1))),
+        (p(4), Route::Local),
+    ];
+    assert_eq!(transport::route_changes(&old, &new), 3);
+    assert_eq!(transport::route_changes(&old, &old), 0);
+    assert_eq!(transport::route_changes(&[], &new), 3);
 }

@@ -13,6 +13,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ipnet::IpNet;
 use re6st_dataplane::fib::{Fib, Route};
 
 use crate::node::core::boundary::{ConnId, NextHopId, TunnelId};
@@ -64,6 +65,8 @@ pub(crate) struct Transport {
     pub(crate) hops: Vec<BTreeMap<NextHopId, TunnelId>>,
     /// Each node's FIB snapshot.
     pub(crate) fibs: Vec<Fib>,
+    /// The routes of each node's FIB, sorted by prefix (to count changes).
+    pub(crate) published: Vec<Vec<(IpNet, Route)>>,
     /// Dials in flight, by dialling end.
     pub(crate) dials: BTreeMap<End, Dial>,
     /// Incoming connections waiting for an answer, by target node.
@@ -95,6 +98,7 @@ impl Transport {
         Self {
             hops: vec![BTreeMap::new(); n],
             fibs: (0..n).map(|_| Fib::empty()).collect(),
+            published: vec![Vec::new(); n],
             ..Self::default()
         }
     }
@@ -122,6 +126,7 @@ impl Transport {
         }
         self.hops[node].clear();
         self.fibs[node] = Fib::empty();
+        self.published[node] = Vec::new();
         self.dials.retain(|(n, _), _| *n != node);
         let waiting: Vec<End> = self
             .dials
@@ -176,6 +181,23 @@ impl Transport {
             _ => Hop::Drop,
         }
     }
+}
+
+/// Routes that differ between two route lists sorted by prefix: added,
+/// removed, or with another next hop.
+pub(crate) fn route_changes(old: &[(IpNet, Route)], new: &[(IpNet, Route)]) -> u64 {
+    let (mut a, mut b, mut n) = (0, 0, 0u64);
+    while a < old.len() && b < new.len() {
+        match old[a].0.cmp(&new[b].0) {
+            std::cmp::Ordering::Less => (a, n) = (a + 1, n + 1),
+            std::cmp::Ordering::Greater => (b, n) = (b + 1, n + 1),
+            std::cmp::Ordering::Equal => {
+                n += u64::from(old[a].1 != new[b].1);
+                (a, b) = (a + 1, b + 1);
+            }
+        }
+    }
+    n + (old.len() - a) as u64 + (new.len() - b) as u64
 }
 
 /// A datagram's one-way delay: the base, plus jitter, or `None` if lost.
