@@ -94,10 +94,12 @@ changed options are logged as needing a restart."
 
 impl Command {
     /// The log level without `-v` or `RUST_LOG`: the demo prints its own
-    /// story and keeps the nodes' logs for warnings.
+    /// story and keeps the nodes' logs for warnings; so does `sim network`,
+    /// whose thousands of nodes would log every tunnel.
     pub fn default_log_level(&self) -> &'static str {
         match self {
             Command::Demo(_) | Command::Bench(_) | Command::Soak(_) => "warn",
+            Command::Sim(s) if matches!(s.experiment, sim::Experiment::Network(_)) => "warn",
             _ => "info",
         }
     }

@@ -111,3 +111,89 @@ fn a_wrong_data_directory_is_a_clear_error() {
     assert!(err.contains("/nonexistent"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn network_runs_node_cores_to_full_reachability_and_writes_its_files() {
+    let dir = std::env::temp_dir().join(format!("re6st-sim-network-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_re6st"))
+        .args([
+            "sim",
+            "network",
+            "--nodes",
+            "20",
+            "--data",
+            "meridian500",
+            "--duration",
+            "2m",
+            "--kill",
+            "0.5",
+            "--json",
+            "--out",
+        ])
+        .arg(&dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("re6st runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "re6st sim network failed: {stderr}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON summary");
+    assert_eq!(s["nodes"], 20);
+    assert_eq!(s["data"], "meridian500 (real)");
+    let start = s["full_reach_after_start_s"]
+        .as_f64()
+        .expect("full reach after start");
+    assert!(start > 0.0 && start < 60.0, "{s}");
+    assert_eq!(s["killed"], 10, "{s}");
+    assert!(s["full_reach_after_kill_s"].as_f64().is_some(), "{s}");
+    assert_eq!(s["final_reach"], 1.0, "{s}");
+    assert_eq!(s["invariant_violation"], serde_json::Value::Null, "{s}");
+    for key in [
+        "babel_bytes_per_s_node",
+        "exchange_bytes_per_s_node",
+        "routes_per_node",
+    ] {
+        assert!(s[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {s}");
+    }
+    let rtt = s["mean_route_rtt_ms"].as_f64().expect("mean RTT");
+    assert!(rtt > 1.0 && rtt < 1000.0, "{s}");
+    let csv = std::fs::read_to_string(dir.join("network_meridian500_20.csv")).expect("csv");
+    let last = csv.lines().last().expect("a sample");
+    assert!(last.starts_with("120,10,90,90,"), "{last}");
+    for what in ["reach", "traffic", "routes"] {
+        let svg = std::fs::read_to_string(dir.join(format!("network_meridian500_20_{what}.svg")))
+            .expect("svg");
+        assert!(svg.starts_with("<svg"), "{what}");
+    }
+    let table = std::fs::read_to_string(dir.join("results.md")).expect("results.md");
+    assert!(
+        table.contains("| 10 network | full reachability after a cold start |"),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn network_refuses_more_nodes_than_the_data_set_has() {
+    let dir = std::env::temp_dir().join(format!("re6st-sim-network-big-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_re6st"))
+        .args([
+            "sim",
+            "network",
+            "--nodes",
+            "501",
+            "--data",
+            "meridian500",
+            "--out",
+        ])
+        .arg(&dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("re6st runs");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("meridian500 has 500 hosts"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

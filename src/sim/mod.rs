@@ -9,6 +9,7 @@ mod data;
 mod exp_bounds;
 mod exp_graph;
 mod exp_latency;
+mod exp_network;
 mod graph;
 mod math;
 mod output;
@@ -50,6 +51,8 @@ pub struct SimArgs {
     pub out: PathBuf,
     /// Directory of the latency data (default: $RE6ST_LATENCY_DATA, else
     /// `data/latency` above the current directory or in the source tree).
+    /// For `network`, the data set may be named instead: meridian500 or
+    /// synthetic2500 (default: meridian500 up to 500 nodes).
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
     /// Small sizes and few iterations: a smoke run in seconds, not the
@@ -71,7 +74,7 @@ pub struct SimArgs {
 }
 
 /// The experiments, numbered as in docs/results.md.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
 pub enum Experiment {
     /// 1. Arity distribution of the random graph (k=10, n=1000) vs (3.2).
     Arity,
@@ -98,7 +101,11 @@ pub enum Experiment {
     /// network option of the nodes (`re6st registry run
     /// --tunnel-replacement least-used-best-of-5`; default least-used).
     Beyond,
-    /// Everything above, in order.
+    /// 10. The node's own code in virtual time: N NodeCores over the
+    ///     latency data, cold start, churn, a mass kill; reachability,
+    ///     traffic, routes, memory, wall time. Not part of `all`.
+    Network(exp_network::NetworkArgs),
+    /// Everything above but `network`, in order.
     All(AllArgs),
 }
 
@@ -139,6 +146,7 @@ impl Experiment {
             Experiment::Dynamics => "dynamics",
             Experiment::FaultOptimised => "fault-optimised",
             Experiment::Beyond => "beyond",
+            Experiment::Network(_) => "network",
             Experiment::All(_) => "all",
         }
     }
@@ -239,7 +247,19 @@ impl Ctx {
 }
 
 /// Runs `re6st sim`.
-pub fn run(args: SimArgs) -> anyhow::Result<()> {
+pub fn run(mut args: SimArgs) -> anyhow::Result<()> {
+    // `network --data meridian500` names a data set, not a directory.
+    let mut dataset = None;
+    if matches!(args.experiment, Experiment::Network(_))
+        && let Some(d) = args
+            .data
+            .as_deref()
+            .and_then(|p| p.to_str())
+            .and_then(exp_network::DataSet::parse)
+    {
+        dataset = Some(d);
+        args.data = None;
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -286,6 +306,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             Experiment::Dynamics => exp_latency::dynamics(&mut ctx),
             Experiment::FaultOptimised => exp_latency::fault_optimised(&mut ctx),
             Experiment::Beyond => exp_latency::beyond(&mut ctx),
+            Experiment::Network(a) => exp_network::network(&mut ctx, a, dataset),
             Experiment::All(_) => unreachable!("expanded above"),
         }
         .with_context(|| format!("experiment {}", e.name()))?;
