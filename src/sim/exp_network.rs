@@ -218,6 +218,7 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
     let mut node_secs = 0.0;
     let mut next_churn = 0;
     let mut killed = 0;
+    let mut kill_done = false;
     let mut restarts = 0;
     // The instant since which full reachability is awaited (start, kill).
     let mut awaiting: Option<Duration> = Some(Duration::ZERO);
@@ -229,7 +230,7 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
         if let Some(&t) = churn.get(next_churn) {
             next = next.min(t);
         }
-        if let Some(k) = kill_at.filter(|_| killed == 0) {
+        if let Some(k) = kill_at.filter(|_| !kill_done) {
             next = next.min(k);
         }
         if next > args.duration {
@@ -245,15 +246,17 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
             }
             continue;
         }
-        if kill_at == Some(next) && killed == 0 {
+        if kill_at == Some(next) && !kill_done {
             let mut live: Vec<usize> = (0..n).filter(|i| net.core(*i).is_some()).collect();
             let count = (args.kill * live.len() as f64).round() as usize;
             for _ in 0..count {
                 let i = live.swap_remove(rng.random_range(0..live.len()));
                 net.crash(i);
             }
-            killed = count.max(1);
+            (killed, kill_done) = (count, true);
             awaiting = Some(next);
+            // A sample right after the kill shows the routes it broke.
+            next_sample = next;
             continue;
         }
         let now = Totals::of(&net);
@@ -328,7 +331,7 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
         churn_restarts: restarts,
         tunnels,
         full_reach_after_start_s: full_after_start,
-        killed: if kill_at.is_some() { killed } else { 0 },
+        killed,
         kill_at_s: kill_s,
         min_reach_after_kill: kill_s.and_then(|k| after(k).into_iter().reduce(f64::min)),
         full_reach_after_kill_s: full_after_kill,
