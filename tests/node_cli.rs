@@ -314,12 +314,44 @@ fn scrape(port: u16) -> Option<String> {
 fn sighup_reloads_the_configuration_file_without_dropping_tunnels() {
     let tmp = tempfile::tempdir().unwrap();
     let reg_dir = tmp.path().join("registry");
-    let reg = spawn_registry(&reg_dir, &["--enrolment", "open", "--tunnels", "1"]);
+    let reg = spawn_registry(
+        &reg_dir,
+        &[
+            "--enrolment",
+            "open",
+            "--tunnels",
+            "1",
+            "--sweep-every",
+            "200ms",
+        ],
+    );
     let (n1, n2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    let mut prefixes = Vec::new();
     for d in [&n1, &n2] {
         let (ok, out, err) = run(&["join", "--registry", &reg.url, "--dir", s(d)]);
         assert!(ok, "join: {out} {err}");
+        let prefix = out
+            .split("prefix ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("no prefix in: {out}"));
+        prefixes.push(prefix.to_string());
     }
+    // Only a node the registry authorises may announce a prefix outside
+    // the overlay: n1 gets the one its reloaded file adds below, and both
+    // nodes fetch the grant with the network configuration at start.
+    let (ok, out, err) = run(&[
+        "registry",
+        "gateway",
+        "add",
+        "--dir",
+        s(&reg_dir),
+        &prefixes[0],
+        "2001:db8::/32",
+    ]);
+    assert!(ok, "gateway add: {out} {err}");
+    // The running registry serves the new configuration within a sweep.
+    std::thread::sleep(Duration::from_secs(1));
     let config = tmp.path().join("node.toml");
     let (port1, port2) = (free_port(), free_port());
     std::fs::write(
