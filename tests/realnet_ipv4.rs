@@ -10,10 +10,10 @@
 mod realnet_support;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use re6st::netns::{Lab, PingSummary, parse_ping};
-use realnet_support::{FAST, TestNode, lab_or_skip, start_node, start_registry, wait_until};
+use realnet_support::{TestNode, iperf3, lab_or_skip, line_of_three, wait_until};
 
 fn ipv4(n: &TestNode) -> Ipv4Addr {
     n.status()
@@ -55,90 +55,15 @@ fn ping4_all(lab: &Lab, ns: &str, dst: Ipv4Addr) -> PingSummary {
     p
 }
 
-fn iperf3_v4(lab: &mut Lab, client: &str, server: &str, dst: Ipv4Addr, secs: u32) -> (u64, f64) {
-    let name = format!("iperf3-v4-{server}");
-    if lab.proc(&name).is_none() {
-        lab.spawn(
-            Some(server),
-            &name,
-            "iperf3",
-            &["-s".into(), "-4".into(), "-B".into(), dst.to_string()],
-            |_| {},
-        )
-        .unwrap();
-    }
-    let start = Instant::now();
-    loop {
-        let out = lab
-            .command(client, "iperf3")
-            .args(["-4", "-c", &dst.to_string(), "-t", &secs.to_string(), "-J"])
-            .output()
-            .expect("running iperf3");
-        let json: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        let sum = &json["end"]["sum_received"];
-        if let (Some(bytes), Some(bps)) = (sum["bytes"].as_u64(), sum["bits_per_second"].as_f64()) {
-            return (bytes, bps / 1e9);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "iperf3 to {dst} failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn ipv4_ping_tcp_and_ttl_exceeded_across_the_overlay() {
     let Some(mut lab) = lab_or_skip("ipv4_ping_tcp_and_ttl_exceeded_across_the_overlay", "ipv4")
     else {
         return;
     };
-    for ns in ["a", "b", "c"] {
-        lab.add_ns(ns).unwrap();
-    }
-    lab.veth(
-        ("a", "ab", Some("fd00:ab::1/64")),
-        ("b", "ba", Some("fd00:ab::2/64")),
-    )
-    .unwrap();
-    lab.veth(
-        ("b", "bc", Some("fd00:bc::2/64")),
-        ("c", "cb", Some("fd00:bc::3/64")),
-    )
-    .unwrap();
-    let fp = start_registry(
+    let (a, b, c) = line_of_three(
         &mut lab,
-        "b",
-        "[::]:8443",
-        &["fd00:ab::2", "fd00:bc::2"],
-        2,
         &["--ipv4", "10.42.0.0/16", "--ipv4-prefix-len", "24"],
-    );
-    let b = start_node(
-        &mut lab,
-        "b",
-        "https://[fd00:ab::2]:8443",
-        &fp,
-        &["[fd00:ab::2]:4326", "[fd00:bc::2]:4326"],
-        FAST,
-    );
-    let a = start_node(
-        &mut lab,
-        "a",
-        "https://[fd00:ab::2]:8443",
-        &fp,
-        &["[fd00:ab::1]:4326"],
-        FAST,
-    );
-    let c = start_node(
-        &mut lab,
-        "c",
-        "https://[fd00:bc::2]:8443",
-        &fp,
-        &["[fd00:bc::3]:4326"],
-        FAST,
     );
     let (a4, b4, c4) = (ipv4(&a), ipv4(&b), ipv4(&c));
     eprintln!("IPv4: a {a4}, b {b4}, c {c4}");
@@ -196,7 +121,7 @@ fn ipv4_ping_tcp_and_ttl_exceeded_across_the_overlay() {
     );
 
     let forwarded_before = b.counter("path", "forwarded");
-    let (bytes, gbps) = iperf3_v4(&mut lab, "a", "c", c4, 2);
+    let (bytes, gbps) = iperf3(&mut lab, "a", "c", c4.into(), 2);
     let forwarded = b.counter("path", "forwarded") - forwarded_before;
     eprintln!(
         "iperf3 -4 a -> c through b: {bytes} bytes, {gbps:.3} Gbit/s; b forwarded {forwarded} packets"

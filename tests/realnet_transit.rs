@@ -10,59 +10,14 @@ mod realnet_support;
 
 use std::time::Duration;
 
-use realnet_support::{FAST, iperf3, lab_or_skip, start_node, start_registry, wait_until};
+use realnet_support::{iperf3, lab_or_skip, line_of_three, wait_until};
 
 #[test]
 fn ping_and_tcp_cross_an_intermediate_node() {
     let Some(mut lab) = lab_or_skip("ping_and_tcp_cross_an_intermediate_node", "transit") else {
         return;
     };
-    for ns in ["a", "b", "c"] {
-        lab.add_ns(ns).unwrap();
-    }
-    lab.veth(
-        ("a", "ab", Some("fd00:ab::1/64")),
-        ("b", "ba", Some("fd00:ab::2/64")),
-    )
-    .unwrap();
-    lab.veth(
-        ("b", "bc", Some("fd00:bc::2/64")),
-        ("c", "cb", Some("fd00:bc::3/64")),
-    )
-    .unwrap();
-    // The registry runs in b, reachable from both sides.
-    let fp = start_registry(
-        &mut lab,
-        "b",
-        "[::]:8443",
-        &["fd00:ab::2", "fd00:bc::2"],
-        2,
-        &[],
-    );
-    let b = start_node(
-        &mut lab,
-        "b",
-        "https://[fd00:ab::2]:8443",
-        &fp,
-        &["[fd00:ab::2]:4326", "[fd00:bc::2]:4326"],
-        FAST,
-    );
-    let a = start_node(
-        &mut lab,
-        "a",
-        "https://[fd00:ab::2]:8443",
-        &fp,
-        &["[fd00:ab::1]:4326"],
-        FAST,
-    );
-    let c = start_node(
-        &mut lab,
-        "c",
-        "https://[fd00:bc::2]:8443",
-        &fp,
-        &["[fd00:bc::3]:4326"],
-        FAST,
-    );
+    let (a, b, c) = line_of_three(&mut lab, &[]);
 
     let took = wait_until("a routes to c through b", Duration::from_secs(90), || {
         a.via(&c) == Some(b.prefix) && c.via(&a) == Some(b.prefix)
@@ -94,7 +49,7 @@ fn ping_and_tcp_cross_an_intermediate_node() {
 
     // TCP through the overlay.
     let forwarded_before = b.counter("path", "forwarded");
-    let (bytes, gbps) = iperf3(&mut lab, "a", "c", c.address, 2);
+    let (bytes, gbps) = iperf3(&mut lab, "a", "c", c.address.into(), 2);
     let forwarded = b.counter("path", "forwarded") - forwarded_before;
     eprintln!(
         "iperf3 a -> c through b: {bytes} bytes, {gbps:.3} Gbit/s; b forwarded {forwarded} packets"

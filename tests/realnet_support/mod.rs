@@ -7,7 +7,7 @@
 //! and return.
 #![allow(dead_code)]
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -225,24 +225,26 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 }
 
 /// An `iperf3` TCP transfer of `secs` seconds from namespace `client` to
-/// `dst` (an `iperf3 -s` runs in namespace `server`); the bytes the server
-/// received and the rate in Gbit/s.
-pub fn iperf3(lab: &mut Lab, client: &str, server: &str, dst: Ipv6Addr, secs: u32) -> (u64, f64) {
-    let name = format!("iperf3-{server}");
+/// `dst` (an `iperf3 -s` runs in namespace `server`, one per address
+/// family); the bytes the server received and the rate in Gbit/s.
+pub fn iperf3(lab: &mut Lab, client: &str, server: &str, dst: IpAddr, secs: u32) -> (u64, f64) {
+    // IPv6 servers listen on every address; IPv4 ones on `dst` alone.
+    let (family, bind, name): (&[&str], String, String) = match dst {
+        IpAddr::V6(_) => (&[], "::".into(), format!("iperf3-{server}")),
+        IpAddr::V4(v4) => (&["-4"], v4.to_string(), format!("iperf3-v4-{server}")),
+    };
     if lab.proc(&name).is_none() {
-        lab.spawn(
-            Some(server),
-            &name,
-            "iperf3",
-            &["-s".into(), "-B".into(), "::".into()],
-            |_| {},
-        )
-        .unwrap();
+        let mut args: Vec<String> = vec!["-s".into()];
+        args.extend(family.iter().map(|f| f.to_string()));
+        args.extend(["-B".into(), bind]);
+        lab.spawn(Some(server), &name, "iperf3", &args, |_| {})
+            .unwrap();
     }
     let start = Instant::now();
     loop {
         let out = lab
             .command(client, "iperf3")
+            .args(family)
             .args(["-c", &dst.to_string(), "-t", &secs.to_string(), "-J"])
             .output()
             .expect("running iperf3");
@@ -260,4 +262,58 @@ pub fn iperf3(lab: &mut Lab, client: &str, server: &str, dst: Ipv6Addr, secs: u3
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Namespaces `a`, `b`, `c` joined by veths in a line (a–b on
+/// fd00:ab::/64, b–c on fd00:bc::/64, no forwarding in `b`'s kernel), a
+/// registry in `b` reachable from both sides (given `registry_args`), and
+/// one node in each: `a` and `c` can reach each other only through node
+/// `b`. Returns the nodes a, b, c.
+pub fn line_of_three(lab: &mut Lab, registry_args: &[&str]) -> (TestNode, TestNode, TestNode) {
+    for ns in ["a", "b", "c"] {
+        lab.add_ns(ns).unwrap();
+    }
+    lab.veth(
+        ("a", "ab", Some("fd00:ab::1/64")),
+        ("b", "ba", Some("fd00:ab::2/64")),
+    )
+    .unwrap();
+    lab.veth(
+        ("b", "bc", Some("fd00:bc::2/64")),
+        ("c", "cb", Some("fd00:bc::3/64")),
+    )
+    .unwrap();
+    let fp = start_registry(
+        lab,
+        "b",
+        "[::]:8443",
+        &["fd00:ab::2", "fd00:bc::2"],
+        2,
+        registry_args,
+    );
+    let b = start_node(
+        lab,
+        "b",
+        "https://[fd00:ab::2]:8443",
+        &fp,
+        &["[fd00:ab::2]:4326", "[fd00:bc::2]:4326"],
+        FAST,
+    );
+    let a = start_node(
+        lab,
+        "a",
+        "https://[fd00:ab::2]:8443",
+        &fp,
+        &["[fd00:ab::1]:4326"],
+        FAST,
+    );
+    let c = start_node(
+        lab,
+        "c",
+        "https://[fd00:bc::2]:8443",
+        &fp,
+        &["[fd00:bc::3]:4326"],
+        FAST,
+    );
+    (a, b, c)
 }
