@@ -12,12 +12,17 @@
 //!    the overlay (`::/0`, a site, IPv4), inside a prefix the signed
 //!    network configuration grants it ([`super::GatewayGrant`]). Overlay
 //!    space is never granted: only its owner announces it;
-//! 3. S is at most the newest seqno already checked for (P, R), or the
-//!    Update carries the origin's valid proof of S, signed less than
+//! 3. S is at most the newest seqno already checked for (P, R) while the
+//!    proof of that newest seqno is still fresh, or the Update carries the
+//!    origin's valid proof of S, signed less than
 //!    [`OriginsConfig::proof_lifetime`] ago. A proof is verified once per
-//!    claim; older seqnos need none (Babel's seqno ordering makes a
-//!    replayed old claim unfeasible wherever a newer one was seen, and the
-//!    lifetime stops a proof kept until the 16-bit seqno went round).
+//!    claim; older seqnos need none while the newest is fresh (Babel's
+//!    seqno ordering makes a replayed old claim unfeasible wherever a newer
+//!    one was seen). The lifetime stops a proof kept until the 16-bit
+//!    seqno went round, or until the origin came back with a lower seqno
+//!    (restarted without its state): once the newest proof is stale, the
+//!    cache vouches for nothing, and the next fresh proof, of whatever
+//!    seqno, becomes the newest.
 //!
 //! Our own proofs are signed when first announced and kept; the node moves
 //! its seqno every half lifetime ([`Origins::poll_refresh`]) so that a
@@ -147,7 +152,10 @@ pub enum Learnt {
 /// fresh; a relay whose route still has an older seqno can prove it).
 #[derive(Debug, Clone)]
 struct Checked {
+    /// The newest seqno proved, and when its proof was signed: seqnos up
+    /// to it need no proof while that proof is fresh.
     newest: u16,
+    newest_at: u32,
     proofs: VecDeque<(u16, u32, OriginProof)>,
 }
 
@@ -484,11 +492,16 @@ impl Origins {
     }
 
     /// Records a verified proof, signed at `at`.
-    fn remember(&mut self, claim: &Claim, at: u32, proof: &OriginProof) -> bool {
+    fn remember(&mut self, claim: &Claim, at: u32, proof: &OriginProof, now: Instant) -> bool {
         let key = (claim.prefix, claim.router_id);
+        let newest_stale = self
+            .checked
+            .get(&key)
+            .is_some_and(|c| self.stale(c.newest_at, now));
         if let Some(c) = self.checked.get_mut(&key) {
-            if seqno_ge(claim.seqno, c.newest) {
+            if newest_stale || seqno_ge(claim.seqno, c.newest) {
                 c.newest = claim.seqno;
+                c.newest_at = at;
             }
             c.proofs.retain(|(s, _, _)| *s != claim.seqno);
             if c.proofs.len() >= PROOFS_KEPT {
@@ -508,6 +521,7 @@ impl Origins {
             key,
             Checked {
                 newest: claim.seqno,
+                newest_at: at,
                 proofs: VecDeque::from([(claim.seqno, at, proof.clone())]),
             },
         );
@@ -537,6 +551,7 @@ impl OriginAuth for Origins {
         }
         if let Some(c) = self.checked.get(&(claim.prefix, claim.router_id))
             && seqno_ge(c.newest, claim.seqno)
+            && !self.stale(c.newest_at, now)
         {
             return Verdict::Valid;
         }
@@ -559,7 +574,7 @@ impl OriginAuth for Origins {
             self.stats.bad_proofs += 1;
             return Verdict::Rejected(Rejection::BadProof);
         }
-        if !self.remember(claim, at, proof) {
+        if !self.remember(claim, at, proof, now) {
             return Verdict::Rejected(Rejection::Throttled);
         }
         Verdict::Valid

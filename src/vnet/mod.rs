@@ -489,6 +489,18 @@ impl Network {
         self.route_packet(from, bytes, 64);
     }
 
+    /// Rewrites the Babel seqno in node `i`'s state directory (to start it
+    /// again as if its seqno had gone round while it was away).
+    #[cfg(test)]
+    pub(crate) fn set_persisted_seqno(&mut self, i: usize, seqno: u16) {
+        if let Some(n) = self.nodes.get_mut(i)
+            && let Some(file) = n.state.seqno.as_mut()
+            && let Some(rid) = file.split_whitespace().next()
+        {
+            *file = format!("{rid} {seqno}\n");
+        }
+    }
+
     /// Runs `f` on node `i`'s NodeCore (a rogue's misdeeds), then carries
     /// out its commands.
     #[cfg(test)]

@@ -385,3 +385,38 @@ fn switched_off_the_engine_runs_plain_babel_and_never_re_signs() {
     let (_, on, _, _) = setup(OriginsConfig::default());
     assert!(on.enabled());
 }
+
+#[test]
+fn a_stale_newest_proof_vouches_for_nothing() {
+    let (f, mut o, c3, k3) = setup(OriginsConfig::default());
+    let t0 = o.clock.0;
+    o.learn(&c3);
+    let r3 = router_id(c3.prefix);
+    let wall = unix_secs(f.now);
+    let c100 = claim("fd00:77:0:3::/64", r3, 100);
+    let p100 = proof_at(&c3, &k3, &c100, wall);
+    assert_eq!(o.check(&c100, Some(&p100), from(T1), t0), Verdict::Valid);
+    // While that proof is fresh, older seqnos pass unproved.
+    let c90 = claim("fd00:77:0:3::/64", r3, 90);
+    assert_eq!(o.check(&c90, None, from(T2), t0), Verdict::Valid);
+    // Three hours later the origin is back at seqno 40,000 (restarted
+    // without its state, or its seqno went round): behind 100 in
+    // Babel's order. Its claim needs a proof again, and the fresh one
+    // becomes the newest.
+    let later = t0 + Duration::from_secs(3 * 3600);
+    let c40k = claim("fd00:77:0:3::/64", r3, 40_000);
+    assert_eq!(o.check(&c40k, None, from(T1), later), Verdict::NeedProof);
+    let p40k = proof_at(&c3, &k3, &c40k, wall + 3 * 3600);
+    assert_eq!(o.check(&c40k, Some(&p40k), from(T1), later), Verdict::Valid);
+    // A relay replaying the old claim of 100, ahead of 40,000, is not
+    // vouched for by the cache, and the proof it kept is stale.
+    assert_eq!(o.check(&c100, None, from(T2), later), Verdict::NeedProof);
+    assert_eq!(
+        o.check(&c100, Some(&p100), from(T2), later),
+        Verdict::Rejected(Rejection::StaleProof)
+    );
+    // Seqnos up to the new newest pass unproved again.
+    let c39k = claim("fd00:77:0:3::/64", r3, 39_999);
+    assert_eq!(o.check(&c39k, None, from(T2), later), Verdict::Valid);
+    assert_eq!(o.stats().verified, 2);
+}

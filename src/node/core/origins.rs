@@ -239,6 +239,18 @@ impl NodeCore {
         self.settle(now);
     }
 
+    /// The origin proof this node holds for `claim`, as it would relay it
+    /// (what a rogue can keep to replay later).
+    pub(crate) fn rogue_keep_proof(
+        &mut self,
+        claim: &re6st_babel::engine::Claim,
+        now: Now,
+    ) -> Option<re6st_babel::wire::OriginProof> {
+        use re6st_babel::engine::OriginAuth;
+        let now = self.clamp(now);
+        self.engine.origin_auth_mut().proof(claim, now.mono)
+    }
+
     /// Sends a hand-made Babel packet on every up tunnel.
     pub(crate) fn rogue_send_babel(&mut self, bytes: &[u8]) {
         let tunnels: Vec<TunnelId> = self.tunnels.keys().copied().collect();

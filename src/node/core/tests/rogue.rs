@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv6Net};
-use re6st_babel::engine::OriginCounters;
+use re6st_babel::engine::{Claim, OriginCounters};
 use re6st_babel::wire::{Message, OriginProof, PacketBuilder, RouterId, UpdateRepr};
 
 use crate::identity::origin::router_id;
@@ -22,9 +22,13 @@ const VICTIM: usize = 3;
 const HONEST: std::ops::Range<usize> = 0..10;
 
 fn converged() -> Network {
+    converged_with(NetConfig::default())
+}
+
+fn converged_with(config: NetConfig) -> Network {
     let mut net = Network::new(NetConfig {
         nodes: 11,
-        ..NetConfig::default()
+        ..config
     });
     let took = net.run_until_true(S, 120 * S, Network::converged);
     assert!(
@@ -337,4 +341,88 @@ fn rogue_revoked_its_routes_vanish_once_the_crl_spreads() {
     });
     println!("CRL everywhere after {crl:?}, the revoked node's routes gone {routes:?} later");
     assert!(crl.is_some() && routes.is_some());
+}
+
+#[test]
+fn rogue_replaying_old_signed_updates_is_ignored_even_after_the_seqno_went_round() {
+    // Proofs live 60 s here (2 h by default): the victim signs afresh
+    // every 30 s, and a proof the rogue keeps goes stale within the test.
+    let mut config = NetConfig::default();
+    config.core.origins.proof_lifetime = 60 * S;
+    let mut net = converged_with(config);
+    let victim: IpNet = net.cert(VICTIM).prefix.into();
+    let rid = router_id(net.cert(VICTIM).prefix);
+    let own = |n: &Network| n.core(VICTIM).map(|c| c.engine().seqno());
+    let catch_ups = |n: &Network| n.core(VICTIM).unwrap().engine().counters().seqno_catch_ups;
+    // The rogue keeps the victim's genuine signed claim of today.
+    let s0 = own(&net).unwrap();
+    let claim = Claim {
+        prefix: victim,
+        router_id: rid,
+        seqno: s0,
+    };
+    let mut kept = None;
+    net.with_core(ROGUE, |c, now| kept = c.rogue_keep_proof(&claim, now));
+    let kept = kept.expect("the rogue relays the victim's proof");
+    let replay = forged(victim, rid, s0, Some(kept));
+    // No honest node selects the replayed seqno while the victim is at
+    // another.
+    let no_replay_selected = |n: &Network| -> Result<(), String> {
+        if own(n) == Some(s0) {
+            return Ok(());
+        }
+        for i in HONEST.filter(|i| *i != VICTIM) {
+            if routes_to(n, i, victim)
+                .iter()
+                .any(|r| r.selected && r.seqno == s0)
+            {
+                return Err(format!("n{i} selects the replayed seqno {s0}"));
+            }
+        }
+        Ok(())
+    };
+
+    // Replayed while the victim moves on: older, so never preferred.
+    hold(
+        &mut net,
+        45 * S,
+        |n| n.with_core(ROGUE, |c, _| c.rogue_send_babel(&replay)),
+        |_| Ok(()),
+    );
+    assert_ne!(own(&net), Some(s0), "the victim never signed afresh");
+    no_replay_selected(&net).unwrap();
+
+    // The victim goes away, long enough for every proof of it to go
+    // stale and its routes to go, and comes back 999 seqnos behind the
+    // kept claim: as if its seqno had gone round (or it had restarted
+    // without its state), the replay is now the newer in Babel's order.
+    net.crash(VICTIM);
+    net.run_for(90 * S);
+    net.set_persisted_seqno(VICTIM, s0.wrapping_sub(1000));
+    net.restart(VICTIM, true);
+    let back = net.run_until_true(S, 120 * S, Network::converged);
+    assert!(back.is_some(), "no convergence after the restart");
+    let now_at = own(&net).unwrap();
+    assert!(
+        re6st_babel::metric::seqno_gt(s0, now_at),
+        "the victim is at {now_at}, not behind {s0}"
+    );
+    let before = drops(&net);
+    hold(
+        &mut net,
+        30 * S,
+        |n| n.with_core(ROGUE, |c, _| c.rogue_send_babel(&replay)),
+        |n| {
+            if catch_ups(n) != 0 {
+                return Err("the replay moved the victim's seqno".into());
+            }
+            no_replay_selected(n)
+        },
+    );
+    let after = drops(&net);
+    assert!(after.stale_proof > before.stale_proof, "{after:?}");
+    println!(
+        "replays refused as stale: {}",
+        after.stale_proof - before.stale_proof
+    );
 }
