@@ -152,10 +152,11 @@ pub enum Learnt {
 /// fresh; a relay whose route still has an older seqno can prove it).
 #[derive(Debug, Clone)]
 struct Checked {
-    /// The newest seqno proved, and when its proof was signed: seqnos up
-    /// to it need no proof while that proof is fresh.
+    /// The newest seqno proved, and until when (monotonic: a jump of the
+    /// wall clock neither ages nor refreshes it) its proof is fresh:
+    /// seqnos up to it need no proof until then.
     newest: u16,
-    newest_at: u32,
+    newest_until: Instant,
     proofs: VecDeque<(u16, u32, OriginProof)>,
 }
 
@@ -256,6 +257,13 @@ impl Origins {
             None => wall - at.duration_since(now),
         };
         unix_secs(wall)
+    }
+
+    /// The monotonic instant at which a proof signed at `at` goes stale.
+    fn fresh_until(&self, at: u32, now: Instant) -> Instant {
+        let end = u64::from(at) + self.config.proof_lifetime.as_secs();
+        let left = end.saturating_sub(self.wall_secs(now));
+        now.checked_add(Duration::from_secs(left)).unwrap_or(now)
     }
 
     /// Whether a proof signed at `at` is too old, or dated too far ahead,
@@ -494,14 +502,11 @@ impl Origins {
     /// Records a verified proof, signed at `at`.
     fn remember(&mut self, claim: &Claim, at: u32, proof: &OriginProof, now: Instant) -> bool {
         let key = (claim.prefix, claim.router_id);
-        let newest_stale = self
-            .checked
-            .get(&key)
-            .is_some_and(|c| self.stale(c.newest_at, now));
+        let until = self.fresh_until(at, now);
         if let Some(c) = self.checked.get_mut(&key) {
-            if newest_stale || seqno_ge(claim.seqno, c.newest) {
+            if c.newest_until <= now || seqno_ge(claim.seqno, c.newest) {
                 c.newest = claim.seqno;
-                c.newest_at = at;
+                c.newest_until = until;
             }
             c.proofs.retain(|(s, _, _)| *s != claim.seqno);
             if c.proofs.len() >= PROOFS_KEPT {
@@ -521,7 +526,7 @@ impl Origins {
             key,
             Checked {
                 newest: claim.seqno,
-                newest_at: at,
+                newest_until: until,
                 proofs: VecDeque::from([(claim.seqno, at, proof.clone())]),
             },
         );
@@ -551,7 +556,7 @@ impl OriginAuth for Origins {
         }
         if let Some(c) = self.checked.get(&(claim.prefix, claim.router_id))
             && seqno_ge(c.newest, claim.seqno)
-            && !self.stale(c.newest_at, now)
+            && now < c.newest_until
         {
             return Verdict::Valid;
         }
