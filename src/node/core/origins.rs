@@ -21,7 +21,10 @@
 //!
 //! Certificates are taken only for router-ids we asked for, at most
 //! [`MAX_CERTS`] per message, so a neighbour cannot make us verify more
-//! than we asked.
+//! than we asked. Answers are budgeted per tunnel
+//! ([`CERT_ANSWERS_BURST`], then [`CERT_ANSWERS_RATE`] per second), so a
+//! neighbour cannot turn a few bytes of `WantCerts` into a stream of
+//! certificates; the requests over budget are dropped and counted.
 
 use std::collections::BTreeSet;
 
@@ -29,6 +32,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use re6st_babel::engine::IfaceId;
 use re6st_babel::wire::RouterId;
+use re6st_dataplane::ratelimit::TokenBucket;
 use serde::Serialize;
 
 use super::boundary::TunnelCmd;
@@ -38,6 +42,19 @@ use crate::identity::origins::Learnt;
 use crate::identity::{Crl, GatewayGrant, NodeCert, Origins, SignedAnnouncement};
 use crate::transport::control::{Control, MAX_CERTS, MAX_FRAME, MAX_WANT_CERTS};
 
+/// `WantCerts` a tunnel's peer has answered at once: 64 messages of 32
+/// router-ids cover every origin of a 2,048-node network, a neighbour's
+/// cold start.
+pub(super) const CERT_ANSWERS_BURST: u32 = 64;
+
+/// `WantCerts` answered per second and tunnel once the burst is spent
+/// (about 40 KB/s of certificates at most).
+pub(super) const CERT_ANSWERS_RATE: u32 = 2;
+
+pub(super) fn cert_answer_budget() -> TokenBucket {
+    TokenBucket::new(CERT_ANSWERS_RATE, CERT_ANSWERS_BURST)
+}
+
 /// Certificate exchange for origin keys, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CertFetchStats {
@@ -45,6 +62,8 @@ pub struct CertFetchStats {
     pub asked: u64,
     /// `WantCerts` messages answered.
     pub answered: u64,
+    /// `WantCerts` messages over their tunnel's budget, not answered.
+    pub throttled: u64,
     /// Certificates received and learnt.
     pub learnt: u64,
     /// Certificates received that did not parse or did not verify (CA,
@@ -109,7 +128,14 @@ impl NodeCore {
 
     /// A neighbour asks for origin certificates: those we hold go back (as
     /// many as fit one control frame).
-    pub(super) fn handle_want_certs(&mut self, tunnel: TunnelId, rids: &[RouterId]) {
+    pub(super) fn handle_want_certs(&mut self, tunnel: TunnelId, rids: &[RouterId], now: Now) {
+        let Some(up) = self.tunnels.get_mut(&tunnel) else {
+            return;
+        };
+        if !up.cert_answers.try_take(now.mono) {
+            self.cert_fetch.throttled += 1;
+            return;
+        }
         let origins = self.engine.origin_auth();
         let mut seen = BTreeSet::new();
         let mut room = MAX_FRAME - 1;
@@ -249,6 +275,17 @@ impl NodeCore {
         use re6st_babel::engine::OriginAuth;
         let now = self.clamp(now);
         self.engine.origin_auth_mut().proof(claim, now.mono)
+    }
+
+    /// Sends a control message on every up tunnel.
+    pub(crate) fn rogue_send_control(&mut self, msg: &Control) {
+        let tunnels: Vec<TunnelId> = self.tunnels.keys().copied().collect();
+        for tunnel in tunnels {
+            self.tunnel_cmd(TunnelCmd::SendControl {
+                tunnel,
+                msg: msg.clone(),
+            });
+        }
     }
 
     /// Sends a hand-made Babel packet on every up tunnel.

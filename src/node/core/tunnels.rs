@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use re6st_babel::engine::{IfaceId, InterfaceKind, MIN_BUDGET};
+use re6st_dataplane::ratelimit::TokenBucket;
 
 use super::boundary::{
     ConnId, DialError, Handshake, NextHopId, TunnelCmd, TunnelId, canonical, refusal_code,
@@ -51,6 +52,9 @@ pub(super) struct Tunnel {
     pub(super) rtt: Duration,
     /// The largest datagram it carries now.
     pub(super) max_datagram: Option<usize>,
+    /// `WantCerts` the peer may still have answered (see
+    /// [`super::origins::CERT_ANSWERS_BURST`]).
+    pub(super) cert_answers: TokenBucket,
 }
 
 fn budget_of(max_datagram: Option<usize>) -> usize {
@@ -285,6 +289,7 @@ impl NodeCore {
                 remote: canonical(h.remote),
                 rtt: h.rtt,
                 max_datagram: h.max_datagram,
+                cert_answers: super::origins::cert_answer_budget(),
             },
         );
         self.routes_dirty = true;
@@ -384,7 +389,7 @@ impl NodeCore {
                         .close(tunnel, close::PROTOCOL, "bad CRL", now.mono);
                 }
             },
-            Control::WantCerts(rids) => self.handle_want_certs(tunnel, &rids),
+            Control::WantCerts(rids) => self.handle_want_certs(tunnel, &rids, now),
             Control::Certs(certs) => self.handle_certs(&certs, now),
             Control::Open { .. } | Control::Accept { .. } => {
                 self.driver.close(

@@ -426,3 +426,53 @@ fn rogue_replaying_old_signed_updates_is_ignored_even_after_the_seqno_went_round
         after.stale_proof - before.stale_proof
     );
 }
+
+#[test]
+fn rogue_flooding_certificate_requests_is_throttled() {
+    use crate::node::core::origins::{CERT_ANSWERS_BURST, CERT_ANSWERS_RATE};
+    use crate::transport::control::{Control, MAX_WANT_CERTS};
+    let mut net = converged();
+    // Every honest node's router-id, 32 to a message: each answer would
+    // carry 32 certificates.
+    let rids: Vec<RouterId> = HONEST.map(|i| router_id(net.cert(i).prefix)).collect();
+    let want = Control::WantCerts(rids.iter().cycle().take(MAX_WANT_CERTS).copied().collect());
+    let answered = |n: &Network| -> Vec<(u64, u64)> {
+        HONEST
+            .map(|i| {
+                let s = n.core(i).unwrap().cert_fetch_stats();
+                (s.answered, s.throttled)
+            })
+            .collect()
+    };
+    let before = answered(&net);
+    let cert_bytes = net.stats().cert_bytes;
+    // 200 requests a second on every tunnel, for 10 s.
+    let secs = 10;
+    for _ in 0..secs * 4 {
+        net.with_core(ROGUE, |c, _| {
+            for _ in 0..50 {
+                c.rogue_send_control(&want);
+            }
+        });
+        net.run_for(250 * MS);
+    }
+    let after = answered(&net);
+    let mut throttled = 0;
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        let sent = a.0 - b.0;
+        // The rogue reached only its neighbours; each answered at most
+        // the burst and the rate, and counted the rest.
+        assert!(
+            sent <= u64::from(CERT_ANSWERS_BURST + CERT_ANSWERS_RATE * (secs + 1)),
+            "n{i} answered {sent}"
+        );
+        throttled += a.1 - b.1;
+    }
+    assert!(throttled > 0, "{after:?}");
+    let bytes = net.stats().cert_bytes - cert_bytes;
+    println!(
+        "certificate bytes sent to the rogue in {secs} s: {bytes}, requests throttled {throttled}"
+    );
+    // Honest flows are untouched.
+    hold(&mut net, 5 * S, |_| {}, |_| Ok(()));
+}
