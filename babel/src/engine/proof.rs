@@ -14,7 +14,7 @@ use tracing::trace;
 
 use super::input::PacketCtx;
 use super::neighbour::NeighbourId;
-use super::origin::{Claim, OriginAuth, Sender, Verdict};
+use super::origin::{Claim, OriginAuth, Rejection, Sender, Verdict};
 use super::{Engine, IfaceId};
 use crate::wire::{Message, OriginProof, RouteRequestRepr, RouterId};
 
@@ -122,6 +122,13 @@ impl<A: OriginAuth> Engine<A> {
             Verdict::Rejected(why) => {
                 trace!(prefix = %claim.prefix, neighbour = %ctx.from, ?why, "origin rejected");
                 self.counters.origin.count(why);
+                if why == Rejection::UnknownOrigin && proof.is_none() {
+                    // The caller fetches the origin's key now; asking for
+                    // the proof at once (a few ms behind that fetch) has
+                    // the proof arrive just after the key, not one round
+                    // trip later.
+                    self.ask_proof(ctx, claim.prefix, now);
+                }
                 false
             }
         }

@@ -334,3 +334,36 @@ fn a_flood_of_wildcard_requests_gets_a_dump_a_second() {
     assert!((10..=15).contains(&dumps), "{dumps} dumps");
     assert!(t.e.counters().dumps_deferred >= 985);
 }
+
+#[test]
+fn a_claim_of_an_unknown_origin_asks_for_its_proof_at_once() {
+    let mut t = checking(1);
+    let stranger = RouterId([7; 8]);
+    // Dropped (the caller fetches the key), and the proof asked for in
+    // the same breath, once per resend delay.
+    t.rx(
+        T1,
+        "fe80::2",
+        &[update(pfx("fd00:7::/64"), stranger, 3, 96)],
+    );
+    t.rx(
+        T1,
+        "fe80::2",
+        &[update(pfx("fd00:7::/64"), stranger, 3, 96)],
+    );
+    assert_eq!(t.e.counters().origin.unknown_origin, 2);
+    assert_eq!(
+        proof_requests(&t.sent(ms(5))),
+        vec![(T1, pfx("fd00:7::/64"))]
+    );
+    // The key arrives with the proof: the route is in.
+    t.e.origin_auth_mut()
+        .owners
+        .insert(stranger, (pfx("fd00:7::/64"), 0x77));
+    t.rx(
+        T1,
+        "fe80::2",
+        &[signed(pfx("fd00:7::/64"), stranger, 3, 96, 0x77)],
+    );
+    assert_eq!(t.selected(pfx("fd00:7::/64")).map(|r| r.seqno), Some(3));
+}
