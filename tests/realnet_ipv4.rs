@@ -5,7 +5,9 @@
 //! Each node puts its IPv4 address on its TUN and routes 10.42.0.0/16
 //! into it; the kernel's `ping -4` goes to a neighbour and through `b`, an
 //! `iperf3` TCP transfer crosses `b` over IPv4, and a ping with TTL 1
-//! gets "Time to live exceeded" from `b`'s IPv4 address.
+//! gets "Time to live exceeded" from `b`'s IPv4 address. And a network
+//! that had no IPv4 gets it later: the registry restarted with `--ipv4`,
+//! the running nodes take it on SIGHUP.
 
 mod realnet_support;
 
@@ -13,7 +15,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use re6st::netns::{Lab, PingSummary, parse_ping};
-use realnet_support::{TestNode, iperf3, lab_or_skip, line_of_three, wait_until};
+use realnet_support::{TestNode, iperf3, lab_or_skip, line_of_three, start_registry, wait_until};
 
 fn ipv4(n: &TestNode) -> Ipv4Addr {
     n.status()
@@ -131,4 +133,45 @@ fn ipv4_ping_tcp_and_ttl_exceeded_across_the_overlay() {
         forwarded >= bytes / 1400,
         "b forwarded {forwarded} packets for {bytes} bytes"
     );
+}
+
+#[test]
+fn ipv4_added_to_a_running_network_is_taken_on_reload() {
+    let Some(mut lab) = lab_or_skip(
+        "ipv4_added_to_a_running_network_is_taken_on_reload",
+        "ipv4l",
+    ) else {
+        return;
+    };
+    let (a, b, c) = line_of_three(&mut lab, &[]);
+    for n in [&a, &b, &c] {
+        assert_eq!(n.status().ipv4, None, "{} has IPv4 already", n.name);
+    }
+    // The same registry (its directory, its CA), started again with IPv4.
+    lab.proc("registry").unwrap().stop(Duration::from_secs(5));
+    start_registry(
+        &mut lab,
+        "b",
+        "[::]:8443",
+        &["fd00:ab::2", "fd00:bc::2"],
+        2,
+        &["--ipv4", "10.43.0.0/16", "--ipv4-prefix-len", "24"],
+    );
+    for n in ["a", "b", "c"] {
+        lab.proc(n).unwrap().signal(libc::SIGHUP);
+    }
+    let took = wait_until(
+        "every node has an IPv4 address",
+        Duration::from_secs(60),
+        || [&a, &b, &c].iter().all(|n| n.status().ipv4.is_some()),
+    );
+    let (a4, c4) = (ipv4(&a), ipv4(&c));
+    eprintln!("IPv4 after the reload: a {a4}, c {c4}, after {took:?}");
+    let routes = lab
+        .exec("a", &["ip", "-4", "route", "show", "dev", "re6st0"])
+        .unwrap();
+    assert!(routes.contains("10.43.0.0/16"), "a: {routes}");
+    let p = ping4_all(&lab, "a", c4);
+    eprintln!("ping -4 a -> c (through b): {p:?}");
+    assert_eq!(p.received, p.sent, "{p:?}");
 }

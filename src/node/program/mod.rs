@@ -258,6 +258,10 @@ async fn serve(
             () = stop.wait() => break None,
             _ = hup.recv() => {
                 reload_options(&args, &mut opts, &node, &mut metrics_server, &source).await;
+                // And what the registry holds: a new network configuration
+                // (IPv4 added, say), the CRL, a certificate to renew.
+                tracing::info!("reload: asking the registry now");
+                node.refresh_registry().await;
             }
             e = async {
                 match host_failed.as_mut() {

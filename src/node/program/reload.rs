@@ -1,6 +1,9 @@
 //! `re6st node` on SIGHUP (`systemctl reload re6st-node`): read the
 //! configuration file again, apply the options that can change while the
-//! node runs, and name those that need a restart. The tunnels stay up.
+//! node runs, and name those that need a restart; then run a registry
+//! round at once (network configuration, CRL, certificate renewal), so a
+//! change made at the registry (`--ipv4` added, say) is taken now rather
+//! than at the next round (every 12 h). The tunnels stay up.
 //!
 //! Live: `tunnel-replacement` (from the next refresh), `gateway` and
 //! `gateway-metric` (announced or retracted at once), `metrics` (the
