@@ -18,6 +18,7 @@
 pub mod control;
 pub mod engine;
 pub mod socket;
+pub mod tcp;
 pub mod udp;
 
 use std::net::{Ipv6Addr, SocketAddr};

@@ -1,0 +1,313 @@
+//! Which transport a dial takes: QUIC, TCP, or QUIC first with TCP as the
+//! fallback (`--transport auto`).
+//!
+//! In auto mode a QUIC dial that fails without an answer (timeout,
+//! unreachable: not a refusal, not another node) is tried again over TCP
+//! at once, to the same addresses, before NodeCore hears of it. When
+//! [`Chooser::STREAK`] QUIC dials in a row failed so while a TCP one
+//! worked, UDP is taken not to get out: dials go straight to TCP for
+//! `prefer_tcp`, then QUIC is tried again (and the policy's refreshes move
+//! the tunnels back to QUIC as they replace them). Sans-IO: time is a
+//! parameter.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::core::boundary::{DialError, TunnelId};
+use crate::tunnels::policy::Failure;
+
+/// How a node picks its tunnels' transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// QUIC only.
+    Quic,
+    /// TCP only.
+    Tcp,
+    /// QUIC first, TCP when QUIC does not get through.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quic" => Ok(Mode::Quic),
+            "tcp" => Ok(Mode::Tcp),
+            "auto" => Ok(Mode::Auto),
+            other => Err(format!("transport {other:?}: expected quic, tcp or auto")),
+        }
+    }
+}
+
+/// A tunnel's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// QUIC over UDP.
+    Quic,
+    /// TLS over TCP.
+    Tcp,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Quic => "quic",
+            Kind::Tcp => "tcp",
+        })
+    }
+}
+
+/// A QUIC dial that may fall back to TCP.
+#[derive(Debug, Clone)]
+struct Pending {
+    peer: Ipv6Addr,
+    addresses: Vec<SocketAddr>,
+    /// Already the TCP attempt.
+    fallback: bool,
+}
+
+/// A dial to carry out over TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redial {
+    /// The overlay address dialled.
+    pub peer: Ipv6Addr,
+    /// Its addresses.
+    pub addresses: Vec<SocketAddr>,
+}
+
+/// The transport choice. See the module documentation.
+#[derive(Debug)]
+pub struct Chooser {
+    mode: Mode,
+    tcp: bool,
+    prefer_tcp: Duration,
+    /// QUIC dials without an answer in a row.
+    streak: u32,
+    tcp_until: Option<Instant>,
+    pending: HashMap<TunnelId, Pending>,
+}
+
+/// Dials remembered for a fallback, at most (NodeCore has far fewer).
+const MAX_PENDING: usize = 1024;
+
+impl Chooser {
+    /// QUIC dials without an answer in a row, with a TCP one that worked,
+    /// before dials go straight to TCP.
+    pub const STREAK: u32 = 2;
+
+    /// A chooser in `mode`; `tcp`: whether TCP is enabled at all.
+    pub fn new(mode: Mode, tcp: bool, prefer_tcp: Duration) -> Self {
+        Self {
+            mode: if tcp { mode } else { Mode::Quic },
+            tcp,
+            prefer_tcp,
+            streak: 0,
+            tcp_until: None,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// The transport of a new dial.
+    pub fn dial(
+        &mut self,
+        tunnel: TunnelId,
+        peer: Ipv6Addr,
+        addresses: &[SocketAddr],
+        now: Instant,
+    ) -> Kind {
+        let kind = match self.mode {
+            Mode::Quic => Kind::Quic,
+            Mode::Tcp => Kind::Tcp,
+            Mode::Auto if self.tcp_until.is_some_and(|t| now < t) => Kind::Tcp,
+            Mode::Auto => Kind::Quic,
+        };
+        if self.mode == Mode::Auto && self.pending.len() < MAX_PENDING {
+            self.pending.insert(
+                tunnel,
+                Pending {
+                    peer,
+                    addresses: addresses.to_vec(),
+                    fallback: kind == Kind::Tcp,
+                },
+            );
+        }
+        kind
+    }
+
+    /// A dial of `tunnel` over `kind` ended with `result`. `Some`: dial it
+    /// again over TCP instead of reporting the failure.
+    pub fn dialled(
+        &mut self,
+        tunnel: TunnelId,
+        kind: Kind,
+        result: Result<(), &DialError>,
+        now: Instant,
+    ) -> Option<Redial> {
+        let p = self.pending.remove(&tunnel)?;
+        match (kind, result) {
+            (Kind::Quic, Ok(())) => {
+                self.streak = 0;
+                self.tcp_until = None;
+                None
+            }
+            (Kind::Quic, Err(e)) if silent(e) && self.tcp && !p.fallback => {
+                self.streak = self.streak.saturating_add(1);
+                self.pending.insert(
+                    tunnel,
+                    Pending {
+                        fallback: true,
+                        ..p.clone()
+                    },
+                );
+                Some(Redial {
+                    peer: p.peer,
+                    addresses: p.addresses,
+                })
+            }
+            (Kind::Tcp, Ok(())) => {
+                if self.streak >= Self::STREAK && self.tcp_until.is_none_or(|t| t <= now) {
+                    tracing::info!(
+                        prefer_for = ?self.prefer_tcp,
+                        "QUIC dials get no answer while TCP works: dialling over TCP for a while"
+                    );
+                    self.tcp_until = Some(now + self.prefer_tcp);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The dial was cancelled or closed before it ended.
+    pub fn forget(&mut self, tunnel: TunnelId) {
+        self.pending.remove(&tunnel);
+    }
+
+    /// Whether dials go straight to TCP now.
+    pub fn prefers_tcp(&self, now: Instant) -> bool {
+        self.mode == Mode::Tcp || self.tcp_until.is_some_and(|t| now < t)
+    }
+}
+
+/// A failure with no answer from the peer: what a blocked UDP looks like.
+fn silent(e: &DialError) -> bool {
+    e.failure == Failure::Unreachable && e.answered_by.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(60);
+
+    fn peer() -> (Ipv6Addr, Vec<SocketAddr>) {
+        (
+            "fd00::1".parse().unwrap(),
+            vec!["192.0.2.1:326".parse().unwrap()],
+        )
+    }
+
+    fn timeout() -> DialError {
+        DialError::unreachable("no answer within 5s")
+    }
+
+    #[test]
+    fn auto_falls_back_to_tcp_after_a_silent_quic_dial() {
+        let now = Instant::now();
+        let mut c = Chooser::new(Mode::Auto, true, T);
+        let (p, a) = peer();
+        assert_eq!(c.dial(TunnelId(1), p, &a, now), Kind::Quic);
+        let r = c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now);
+        assert_eq!(
+            r,
+            Some(Redial {
+                peer: p,
+                addresses: a.clone()
+            })
+        );
+        // The TCP attempt's own failure is reported, not retried.
+        assert_eq!(
+            c.dialled(TunnelId(1), Kind::Tcp, Err(&timeout()), now),
+            None
+        );
+    }
+
+    #[test]
+    fn refusals_and_other_nodes_do_not_fall_back() {
+        let now = Instant::now();
+        let mut c = Chooser::new(Mode::Auto, true, T);
+        let (p, a) = peer();
+        c.dial(TunnelId(1), p, &a, now);
+        let refused = DialError {
+            failure: Failure::Refused(crate::tunnels::policy::Refusal::Duplicate),
+            reason: "duplicate".into(),
+            answered_by: None,
+        };
+        assert_eq!(c.dialled(TunnelId(1), Kind::Quic, Err(&refused), now), None);
+    }
+
+    #[test]
+    fn quic_only_and_no_tcp_never_fall_back() {
+        let now = Instant::now();
+        let (p, a) = peer();
+        for mut c in [
+            Chooser::new(Mode::Quic, true, T),
+            Chooser::new(Mode::Auto, false, T),
+        ] {
+            assert_eq!(c.dial(TunnelId(1), p, &a, now), Kind::Quic);
+            assert_eq!(
+                c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now),
+                None
+            );
+        }
+        let mut c = Chooser::new(Mode::Tcp, true, T);
+        assert_eq!(c.dial(TunnelId(1), p, &a, now), Kind::Tcp);
+    }
+
+    #[test]
+    fn a_streak_prefers_tcp_for_a_while_then_quic_again() {
+        let now = Instant::now();
+        let mut c = Chooser::new(Mode::Auto, true, T);
+        let (p, a) = peer();
+        for i in 0..u64::from(Chooser::STREAK) {
+            assert_eq!(c.dial(TunnelId(i), p, &a, now), Kind::Quic);
+            assert!(
+                c.dialled(TunnelId(i), Kind::Quic, Err(&timeout()), now)
+                    .is_some()
+            );
+            assert_eq!(c.dialled(TunnelId(i), Kind::Tcp, Ok(()), now), None);
+        }
+        assert!(c.prefers_tcp(now));
+        assert_eq!(c.dial(TunnelId(10), p, &a, now + T / 2), Kind::Tcp);
+        // Straight to TCP: its failure is not retried.
+        assert_eq!(
+            c.dialled(TunnelId(10), Kind::Tcp, Err(&timeout()), now + T / 2),
+            None
+        );
+        assert_eq!(c.dial(TunnelId(11), p, &a, now + T), Kind::Quic);
+        // A QUIC success ends the streak.
+        assert_eq!(c.dialled(TunnelId(11), Kind::Quic, Ok(()), now + T), None);
+        assert!(!c.prefers_tcp(now + T));
+        assert_eq!(c.dial(TunnelId(12), p, &a, now + T), Kind::Quic);
+    }
+
+    #[test]
+    fn one_silent_dial_is_not_a_streak() {
+        let now = Instant::now();
+        let mut c = Chooser::new(Mode::Auto, true, T);
+        let (p, a) = peer();
+        c.dial(TunnelId(1), p, &a, now);
+        assert!(
+            c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now)
+                .is_some()
+        );
+        c.dialled(TunnelId(1), Kind::Tcp, Ok(()), now);
+        assert!(!c.prefers_tcp(now));
+    }
+}
