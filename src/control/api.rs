@@ -292,6 +292,13 @@ pub struct TunnelInfo {
     pub rx_packets: u64,
     /// Bytes received.
     pub rx_bytes: u64,
+    /// `quic` or `tcp`.
+    #[serde(default = "quic")]
+    pub transport: String,
+}
+
+fn quic() -> String {
+    "quic".into()
 }
 
 /// One route.

@@ -391,6 +391,7 @@ pub(crate) mod tests {
             tx_dropped: 0,
             rx_packets: 90,
             rx_bytes: 120_000,
+            transport: "quic".into(),
         }
     }
 

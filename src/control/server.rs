@@ -284,6 +284,7 @@ fn tunnel_info(t: &TunnelStatus) -> TunnelInfo {
         tx_dropped: t.link.tx_dropped,
         rx_packets: t.link.rx_packets,
         rx_bytes: t.link.rx_bytes,
+        transport: t.transport.to_string(),
     }
 }
 

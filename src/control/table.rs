@@ -349,7 +349,8 @@ pub fn tunnels(list: &[TunnelInfo]) -> String {
     let mut t = Table::new(&[
         "ID",
         "PEER",
-        "UDP",
+        "ADDRESS",
+        "VIA",
         "DIR",
         "STATE",
         "RTT",
@@ -364,6 +365,7 @@ pub fn tunnels(list: &[TunnelInfo]) -> String {
             x.id.to_string(),
             x.peer_prefix.to_string(),
             x.peer_udp.to_string(),
+            x.transport.clone(),
             if x.direction == "outgoing" {
                 "out"
             } else {

@@ -109,6 +109,33 @@ pub struct NodeConfig {
     /// The edges of the network: address discovery, UPnP, LAN
     /// discovery, gateway.
     pub edges: EdgesConfig,
+    /// Tunnels over TCP.
+    pub tcp: TcpConfig,
+}
+
+/// Tunnels over TCP, for where UDP does not get through.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Listen on TCP and dial over it (`--no-tcp`: QUIC only).
+    pub enabled: bool,
+    /// The TCP port (`None`: the QUIC port's number; if that is taken,
+    /// the node only dials over TCP).
+    pub port: Option<u16>,
+    /// QUIC, TCP, or QUIC first with TCP as the fallback.
+    pub mode: crate::transport::tcp::choice::Mode,
+    /// How long dials go straight to TCP once QUIC looks blocked.
+    pub prefer_tcp: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+            mode: crate::transport::tcp::choice::Mode::Auto,
+            prefer_tcp: super::packet_loop::PREFER_TCP,
+        }
+    }
 }
 
 /// Settings of the parts at the edges of the network ([`super::edges`]).
@@ -166,6 +193,7 @@ impl Default for NodeConfig {
             replacement: None,
             seed: None,
             edges: EdgesConfig::default(),
+            tcp: TcpConfig::default(),
         }
     }
 }

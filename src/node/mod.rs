@@ -59,7 +59,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use self::core::{LiveOptions, SEQNO_FILE};
-pub use config::{CoreConfig, DEFAULT_PORT, EdgesConfig, HostConfig, NodeConfig};
+pub use config::{CoreConfig, DEFAULT_PORT, EdgesConfig, HostConfig, NodeConfig, TcpConfig};
 pub use host::PacketSink;
 pub use packet_loop::{Host, HostSlot, PathStats};
 pub use program::joining::JoinProgress;
@@ -136,6 +136,7 @@ impl Node {
             (network.network, Route::Unreachable),
             (cert.prefix, Route::Local),
         ])));
+        let tcp = tcp_setup(&config, &cert, &identity, local_addr, now.mono)?;
         let (mut packets, events) = PacketLoop::start(
             engine,
             socket,
@@ -149,6 +150,7 @@ impl Node {
                 fib: fib.clone(),
                 host,
                 switch: config.fault_switch.clone(),
+                tcp,
             },
         )
         .await
@@ -386,4 +388,46 @@ impl Drop for NodeHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The TCP side of the packet loop: its engine and its listening socket
+/// (`None`: `--no-tcp`). A default port (the QUIC port's number) that is
+/// taken leaves the node dialling over TCP without listening; an explicit
+/// one that cannot be bound is an error.
+fn tcp_setup(
+    config: &NodeConfig,
+    cert: &crate::identity::NodeCert,
+    identity: &NodeIdentity,
+    udp: SocketAddr,
+    now: std::time::Instant,
+) -> anyhow::Result<Option<packet_loop::TcpSetup>> {
+    if !config.tcp.enabled {
+        return Ok(None);
+    }
+    let addr = SocketAddr::new(udp.ip(), config.tcp.port.unwrap_or(udp.port()));
+    let listener = match packet_loop::tcp_listen(addr) {
+        Ok(l) => Some(l),
+        Err(e) if config.tcp.port.is_none() => {
+            tracing::warn!(%addr, error = %e, "cannot listen on TCP: tunnels over TCP are dialled only");
+            None
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("listening on TCP {addr}"))),
+    };
+    let engine = crate::transport::tcp::TcpEngine::new(
+        Credentials {
+            cert: cert.clone(),
+            key: &identity.key,
+            ca_der: &identity.ca_der,
+            crl: identity.crl.clone(),
+        },
+        config.transport.clone(),
+        now,
+    )
+    .context("starting the TCP tunnels")?;
+    Ok(Some(packet_loop::TcpSetup {
+        engine,
+        listener,
+        mode: config.tcp.mode,
+        prefer_tcp: config.tcp.prefer_tcp,
+    }))
 }

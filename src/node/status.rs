@@ -139,6 +139,8 @@ pub struct TunnelStatus {
     pub max_datagram_size: Option<usize>,
     /// Traffic.
     pub link: LinkStats,
+    /// `quic` or `tcp`.
+    pub transport: &'static str,
 }
 
 /// Registry reachability.

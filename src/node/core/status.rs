@@ -51,6 +51,7 @@ impl NodeCore {
                     destinations: iface.and_then(|i| counts.get(&i)).copied().unwrap_or(0),
                     max_datagram_size: up.max_datagram,
                     link: LinkStats::default(),
+                    transport: "quic",
                 }
             })
             .collect();

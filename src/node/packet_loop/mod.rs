@@ -28,6 +28,7 @@
 //! its size of delay), the TUN write batch (one batch), the host channel.
 
 mod host;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +48,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use host::HostIo;
 pub use host::{Host, HostSlot, HostStats};
+use tcp::TcpIo;
+pub use tcp::{PREFER_TCP, TcpSetup, TcpStats, listen as tcp_listen};
 
 use super::core::boundary::{TunnelCmd, TunnelEvent, TunnelId};
 use crate::peers::wire;
@@ -54,6 +57,7 @@ use crate::transport::TransportStats;
 use crate::transport::control::close;
 use crate::transport::engine::{Engine, FrameStats, Packet, TunnelInfo};
 use crate::transport::socket::FaultSwitch;
+use crate::transport::tcp::choice::Kind;
 use crate::transport::udp::{Arena, UdpIo, UdpStats};
 
 /// Commands waiting for the loop, at most (the control loop waits when
@@ -106,9 +110,14 @@ pub struct LoopStatus {
     pub wakeups: u64,
     /// The bound UDP address.
     pub local: Option<SocketAddr>,
+    /// Tunnels over TCP (`None`: TCP is off).
+    pub tcp: Option<TcpStats>,
     /// Up tunnels.
     #[serde(skip)]
     pub tunnels: Vec<(TunnelId, TunnelInfo)>,
+    /// Those of them over TCP.
+    #[serde(skip)]
+    pub tcp_tunnels: Vec<TunnelId>,
 }
 
 impl LoopStatus {
@@ -153,6 +162,9 @@ impl LoopStatus {
                 t.link = info.link;
                 t.rtt_ms = info.rtt.as_secs_f64() * 1000.0;
                 t.max_datagram_size = info.max_datagram;
+            }
+            if self.tcp_tunnels.iter().any(|id| id.0 == t.id) {
+                t.transport = "tcp";
             }
         }
         s.listen = self.local;
@@ -219,6 +231,8 @@ pub struct LoopConfig {
     pub host: Host,
     /// Cuts the socket off in tests.
     pub switch: Option<Arc<FaultSwitch>>,
+    /// Tunnels over TCP (`None`: QUIC only).
+    pub tcp: Option<TcpSetup>,
 }
 
 /// The control loop's side of a running packet loop.
@@ -370,6 +384,7 @@ struct Runner {
     send_failed: u64,
     arena: Arena,
     wakeups: u64,
+    tcp: Option<TcpIo>,
 }
 
 /// A transmit waiting for room in the socket.
@@ -397,6 +412,11 @@ impl Runner {
     ) -> Result<Self, StartError> {
         let udp = UdpIo::new(socket, config.switch).map_err(StartError::Socket)?;
         let host = HostIo::open(config.host)?;
+        let tcp = config
+            .tcp
+            .map(TcpIo::new)
+            .transpose()
+            .map_err(StartError::Socket)?;
         Ok(Self {
             engine,
             udp,
@@ -420,6 +440,7 @@ impl Runner {
             send_failed: 0,
             arena: Arena::default(),
             wakeups: 0,
+            tcp,
         })
     }
 
@@ -427,7 +448,9 @@ impl Runner {
         loop {
             self.work().await;
             if let Some((until, _)) = &self.stopping
-                && (self.engine.connections() == 0 || Instant::now() >= *until)
+                && ((self.engine.connections() == 0
+                    && self.tcp.as_ref().is_none_or(|t| t.connections() == 0))
+                    || Instant::now() >= *until)
             {
                 if let Some((_, done)) = self.stopping.take() {
                     let _ = done.send(());
@@ -435,11 +458,18 @@ impl Runner {
                 return;
             }
             let deadline = self.engine.poll_timeout();
+            let tcp_deadline = self.tcp.as_ref().and_then(|t| t.engine.poll_timeout());
+            let deadline = match (deadline, tcp_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let deadline = match &self.stopping {
                 Some((until, _)) => Some(deadline.map_or(*until, |d| d.min(*until))),
                 None => deadline,
             };
-            let want_events = self.engine.has_events();
+            let want_events = self.engine.has_events()
+                || self.tcp.as_ref().is_some_and(|t| t.engine.has_events());
+            let tcp = &mut self.tcp;
             let blocked = self.blocked.is_some();
             let wake = tokio::select! {
                 biased;
@@ -448,6 +478,10 @@ impl Runner {
                 _ = self.udp.writable(), if blocked => Wake::Ready,
                 _ = self.host.readable(), if !self.host_dead => Wake::Ready,
                 _ = self.events.reserve(), if want_events => Wake::Ready,
+                () = std::future::poll_fn(|cx| match tcp.as_mut() {
+                    Some(t) => t.poll_ready(cx),
+                    None => std::task::Poll::Pending,
+                }) => Wake::Ready,
                 () = sleep_until(deadline) => Wake::Ready,
             };
             self.wakeups += 1;
@@ -472,7 +506,10 @@ impl Runner {
                 if let TunnelCmd::SetIdentity(cert) = &cmd {
                     self.forwarder.set_icmp_source_v4(cert.ipv4_address());
                 }
-                self.engine.handle_command(cmd, now)
+                match &mut self.tcp {
+                    Some(t) => t.command(&mut self.engine, cmd, now),
+                    None => self.engine.handle_command(cmd, now),
+                }
             }
             Msg::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -484,10 +521,23 @@ impl Runner {
     fn begin_stop(&mut self, code: u32, reason: &str, done: oneshot::Sender<()>) {
         let now = Instant::now();
         self.engine.close_all(now, code, reason);
+        if let Some(t) = &mut self.tcp {
+            t.close_all(now, code, reason);
+        }
         self.stopping = Some((now + CLOSE_GRACE, done));
     }
 
     fn status(&mut self) -> LoopStatus {
+        let now = Instant::now();
+        let mut tunnels = self.engine.tunnel_infos();
+        let mut tcp_tunnels = Vec::new();
+        if let Some(t) = &self.tcp {
+            for (id, info) in t.engine.tunnel_infos() {
+                tcp_tunnels.push(id);
+                tunnels.push((id, info));
+            }
+            tunnels.sort_by_key(|(id, _)| *id);
+        }
         LoopStatus {
             udp: self.udp.stats(),
             transport: self.engine.stats(),
@@ -500,7 +550,9 @@ impl Runner {
             send_failed: self.send_failed,
             wakeups: self.wakeups,
             local: Some(self.udp.local_addr()),
-            tunnels: self.engine.tunnel_infos(),
+            tcp: self.tcp.as_ref().map(|t| t.stats(now)),
+            tunnels,
+            tcp_tunnels,
         }
     }
 
@@ -563,6 +615,12 @@ impl Runner {
                 }
                 self.from_host = packets;
             }
+            if let Some(t) = &mut self.tcp {
+                moved |= t.pump(now);
+                if t.engine.poll_timeout().is_some_and(|d| d <= now) {
+                    t.engine.handle_timeout(now);
+                }
+            }
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
@@ -574,6 +632,9 @@ impl Runner {
             if self.transmit(now) {
                 moved = true;
             }
+            if let Some(t) = &mut self.tcp {
+                moved |= t.pump(now);
+            }
             if !moved {
                 return;
             }
@@ -584,7 +645,11 @@ impl Runner {
     async fn route_engine_packets(&mut self, now: Instant) -> bool {
         let mut any = false;
         let fib = self.fib.load_full();
-        while let Some(Packet { from, bytes }) = self.engine.poll_packet() {
+        while let Some(Packet { from, bytes }) = self
+            .engine
+            .poll_packet()
+            .or_else(|| self.tcp.as_mut().and_then(|t| t.engine.poll_packet()))
+        {
             any = true;
             let ingress = from.map_or(Ingress::Local, Ingress::Tunnel);
             // quinn hands datagrams out frozen (views of the decrypted
@@ -626,7 +691,10 @@ impl Runner {
             Out::Copy(b) => b,
         };
         match hop {
-            Some(id) => match self.engine.send_datagram(id, bytes) {
+            Some(id) => match match &mut self.tcp {
+                Some(t) if t.engine.has_hop(id) => t.engine.send_datagram(id, bytes),
+                _ => self.engine.send_datagram(id, bytes),
+            } {
                 Ok(()) => {}
                 Err(NextHopError::Unknown) => self.no_next_hop += 1,
                 Err(_) => self.send_failed += 1,
@@ -658,13 +726,32 @@ impl Runner {
     /// Hands the engine's events to the control loop while the channel has
     /// room.
     fn pass_events(&mut self) {
+        let now = Instant::now();
         while self.engine.has_events() {
             let Ok(permit) = self.events.try_reserve() else {
                 return;
             };
-            match self.engine.poll_event() {
-                Some(ev) => permit.send(ev),
-                None => return,
+            let Some(ev) = self.engine.poll_event() else {
+                break;
+            };
+            let ev = match &mut self.tcp {
+                Some(t) => t.filter(ev, Kind::Quic, now),
+                None => Some(ev),
+            };
+            if let Some(ev) = ev {
+                permit.send(ev);
+            }
+        }
+        let Some(t) = &mut self.tcp else { return };
+        while t.engine.has_events() {
+            let Ok(permit) = self.events.try_reserve() else {
+                return;
+            };
+            let Some(ev) = t.engine.poll_event() else {
+                return;
+            };
+            if let Some(ev) = t.filter(ev, Kind::Tcp, now) {
+                permit.send(ev);
             }
         }
     }

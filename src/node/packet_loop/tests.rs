@@ -20,6 +20,7 @@ use crate::test_pki::Pki;
 use crate::transport::TransportConfig;
 use crate::transport::control::Control;
 use crate::transport::engine::Credentials;
+use crate::transport::tcp::choice::Mode;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -46,9 +47,31 @@ struct Node {
 
 impl Node {
     async fn start(pki: &Pki, serial: u64) -> Node {
+        Self::start_with(pki, serial, None).await
+    }
+
+    /// A node with tunnels over TCP too, listening on the UDP port's
+    /// number, choosing the transport by `mode`.
+    async fn start_with(pki: &Pki, serial: u64, mode: Option<Mode>) -> Node {
         let (cert, key) = pki.node(serial);
         let socket = crate::transport::socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let local = socket.local_addr().unwrap();
+        let tcp = mode.map(|mode| TcpSetup {
+            engine: crate::transport::tcp::TcpEngine::new(
+                Credentials {
+                    cert: cert.clone(),
+                    key: &key,
+                    ca_der: pki.ca.cert_der(),
+                    crl: None,
+                },
+                config(),
+                Instant::now(),
+            )
+            .unwrap(),
+            listener: Some(tcp_listen(local).unwrap()),
+            mode,
+            prefer_tcp: Duration::from_secs(60),
+        });
         let me = Credentials {
             cert: cert.clone(),
             key: &key,
@@ -78,6 +101,7 @@ impl Node {
                     from_host: from_host_rx,
                 },
                 switch: Some(switch.clone()),
+                tcp,
             },
         )
         .await
@@ -364,4 +388,67 @@ async fn stopping_closes_the_tunnels() {
         })
         .await;
     assert!(reason.contains("bye"), "{reason}");
+}
+
+/// Packets both ways through a tunnel, and the status's transport.
+async fn packets_cross(a: &mut Node, b: &mut Node, hop: u32) {
+    a.route(&[(b.cert.prefix, hop)]);
+    b.route(&[(a.cert.prefix, hop)]);
+    let p = packet(host_in(&a.cert), host_in(&b.cert), 1200, 7);
+    a.inject(p.clone()).await;
+    assert_eq!(b.delivered().await, p);
+    let q = packet(host_in(&b.cert), host_in(&a.cert), 300, 9);
+    b.inject(q.clone()).await;
+    assert_eq!(a.delivered().await, q);
+}
+
+#[tokio::test]
+async fn a_tunnel_over_tcp_carries_packets_both_ways() {
+    let pki = Pki::new();
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Tcp)).await;
+    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto)).await;
+    connect(&mut a, &mut b, 1, 1, 3).await;
+    packets_cross(&mut a, &mut b, 3).await;
+    let s = a.lp.status().await.unwrap();
+    assert_eq!(s.tcp_tunnels, [TunnelId(1)]);
+    assert_eq!(s.tcp.unwrap().fallbacks, 0);
+    let s = b.lp.status().await.unwrap();
+    assert_eq!(s.tcp_tunnels, [TunnelId(1)]);
+    assert_eq!(s.tcp.unwrap().accepted, 1);
+}
+
+#[tokio::test]
+async fn a_quic_dial_without_answer_falls_back_to_tcp() {
+    let pki = Pki::new();
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Auto)).await;
+    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto)).await;
+    // UDP does not get through to b; TCP does.
+    b.switch.set_blackhole(true);
+    connect(&mut a, &mut b, 1, 1, 3).await;
+    packets_cross(&mut a, &mut b, 3).await;
+    let s = a.lp.status().await.unwrap();
+    assert_eq!(s.tcp_tunnels, [TunnelId(1)]);
+    assert_eq!(s.tcp.unwrap().fallbacks, 1);
+}
+
+#[tokio::test]
+async fn quic_only_nodes_do_not_fall_back() {
+    let pki = Pki::new();
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Quic)).await;
+    let b = Node::start_with(&pki, 2, Some(Mode::Auto)).await;
+    b.switch.set_blackhole(true);
+    a.lp.send(TunnelCmd::Dial {
+        tunnel: TunnelId(1),
+        peer: b.cert.address,
+        addresses: vec![b.addr()],
+    })
+    .await;
+    let result = a
+        .event(|e| match e {
+            TunnelEvent::Dialled { result, .. } => Some(result),
+            _ => None,
+        })
+        .await;
+    assert!(result.is_err());
+    assert_eq!(a.lp.status().await.unwrap().tcp.unwrap().fallbacks, 0);
 }

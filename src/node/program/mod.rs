@@ -219,6 +219,7 @@ async fn serve(
         state_dir: Some(dir.clone()),
         registry_url: opts.registry.clone(),
         transport: opts.transport(),
+        tcp: opts.tcp(),
         mtu: info.mtu,
         host: HostConfig::External(HostSlot::new(host)),
         tun_ipv4: info

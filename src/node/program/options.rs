@@ -153,6 +153,17 @@ pub struct NodeOptions {
     /// [default: 2 MiB].
     #[arg(long, value_name = "BYTES")]
     pub datagram_queue: Option<usize>,
+    /// Tunnels' transport: `quic`, `tcp` (always), or `auto` (QUIC first,
+    /// TCP when QUIC to a peer gets no answer) [default: auto].
+    #[arg(long, value_name = "quic|tcp|auto")]
+    #[serde(deserialize_with = "parsed")]
+    pub transport: Option<crate::transport::tcp::choice::Mode>,
+    /// TCP port of the tunnels over TCP [default: the QUIC port's number].
+    #[arg(long, value_name = "PORT")]
+    pub tcp_port: Option<u16>,
+    /// Neither listen on TCP nor dial over it: QUIC only.
+    #[arg(long, conflicts_with_all = ["tcp_port"])]
+    pub no_tcp: bool,
     /// A private network that every node of the overlay can reach (a
     /// company's 10.0.0.0/8, a lab's fd00:1::/64): local addresses in it
     /// are announced like public ones (repeat for several). Private
@@ -255,6 +266,9 @@ impl NodeOptions {
             suspect_after: self.suspect_after.or(file.suspect_after),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             datagram_queue: self.datagram_queue.or(file.datagram_queue),
+            transport: self.transport.or(file.transport),
+            tcp_port: self.tcp_port.or(file.tcp_port),
+            no_tcp: self.no_tcp || file.no_tcp,
             routable: if self.routable.is_empty() {
                 file.routable
             } else {
@@ -346,6 +360,16 @@ impl NodeOptions {
             bail!("datagram-queue must be 4096 bytes to 64 MiB");
         }
         Ok(())
+    }
+
+    /// The TCP tunnels' settings.
+    pub fn tcp(&self) -> crate::node::TcpConfig {
+        crate::node::TcpConfig {
+            enabled: !self.no_tcp,
+            port: self.tcp_port,
+            mode: self.transport.unwrap_or_default(),
+            ..crate::node::TcpConfig::default()
+        }
     }
 
     /// The transport settings: the liveness timers given, defaults for the

@@ -149,6 +149,11 @@ impl TcpEngine {
         self.dials.contains_key(&tunnel) || self.tunnels.contains_key(&tunnel)
     }
 
+    /// Whether next hop `hop` is a TCP tunnel.
+    pub fn has_hop(&self, hop: NextHopId) -> bool {
+        self.hops.get(hop.0 as usize).is_some_and(Option::is_some)
+    }
+
     /// Whether `conn` names a TCP connection.
     pub fn is_ours(conn: ConnId) -> bool {
         conn.0 & CONN_BIT != 0
@@ -327,6 +332,14 @@ impl TcpEngine {
             Some(c) if c.stage != Stage::Connecting => c.transmit(),
             _ => &[],
         }
+    }
+
+    /// Whether `h` has nothing to write (without sealing what waits).
+    pub fn output_empty(&self, h: TcpHandle) -> bool {
+        self.conns
+            .get(h.0)
+            .and_then(|c| c.as_deref())
+            .is_none_or(|c| c.backlog() == 0 && !c.tls.wants_write())
     }
 
     /// The socket took `n` bytes of [`TcpEngine::transmit`].

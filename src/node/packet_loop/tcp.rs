@@ -1,0 +1,389 @@
+//! The packet loop's TCP side: the listening socket, one nonblocking
+//! socket per TCP tunnel (all registered with the loop's runtime, no task
+//! of their own), the [`TcpEngine`] they feed, and the transport choice
+//! ([`Chooser`]) that sends each of NodeCore's commands to the QUIC or the
+//! TCP engine.
+//!
+//! Each pass: accept what waits, open the sockets the engine asks for,
+//! read what every socket has (a bounded number of reads each), write
+//! what the engine has for it, drop the sockets it released. The loop
+//! sleeps on [`TcpIo::ready`]: a listener or socket readable, a socket
+//! with output writable, a connect completed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::node::core::boundary::{TunnelCmd, TunnelEvent, TunnelId};
+use crate::transport::engine::Engine;
+use crate::transport::tcp::choice::{Chooser, Kind, Mode};
+use crate::transport::tcp::{TcpEngine, TcpHandle};
+
+/// Reads per socket per pass.
+const READS_PER_PASS: usize = 8;
+/// Connections accepted per pass.
+const ACCEPTS_PER_PASS: usize = 64;
+/// How long dials go straight to TCP once QUIC looks blocked.
+pub const PREFER_TCP: Duration = Duration::from_secs(300);
+
+/// What the packet loop needs for TCP tunnels.
+#[derive(Debug)]
+pub struct TcpSetup {
+    /// The engine.
+    pub engine: TcpEngine,
+    /// The listening socket (bound, listening, nonblocking); `None`: dial
+    /// only.
+    pub listener: Option<std::net::TcpListener>,
+    /// QUIC, TCP or QUIC first.
+    pub mode: Mode,
+    /// How long to prefer TCP once QUIC looks blocked.
+    pub prefer_tcp: Duration,
+}
+
+/// The TCP side's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TcpStats {
+    /// The listening address.
+    pub listen: Option<SocketAddr>,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused at once (too many).
+    pub accept_refused: u64,
+    /// QUIC dials tried again over TCP.
+    pub fallbacks: u64,
+    /// Whether dials go straight to TCP now.
+    pub prefer_tcp: bool,
+}
+
+struct Sock {
+    stream: TcpStream,
+    connecting: bool,
+}
+
+/// The TCP side of the loop. See the module documentation.
+pub(super) struct TcpIo {
+    pub engine: TcpEngine,
+    listener: Option<TcpListener>,
+    /// Accepted while waiting, handled at the next pass.
+    accepted: Vec<(TcpStream, SocketAddr)>,
+    socks: HashMap<TcpHandle, Sock>,
+    chooser: Chooser,
+    /// The transport of each dial in progress.
+    dials: HashMap<TunnelId, Kind>,
+    buf: Vec<u8>,
+    stats: TcpStats,
+}
+
+impl TcpIo {
+    pub fn new(setup: TcpSetup) -> io::Result<Self> {
+        let listen = setup
+            .listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?;
+        let listener = setup.listener.map(TcpListener::from_std).transpose()?;
+        Ok(Self {
+            engine: setup.engine,
+            chooser: Chooser::new(setup.mode, true, setup.prefer_tcp),
+            listener,
+            accepted: Vec::new(),
+            socks: HashMap::new(),
+            dials: HashMap::new(),
+            buf: vec![0; 64 * 1024],
+            stats: TcpStats {
+                listen,
+                ..TcpStats::default()
+            },
+        })
+    }
+
+    pub fn stats(&self, now: Instant) -> TcpStats {
+        TcpStats {
+            prefer_tcp: self.chooser.prefers_tcp(now),
+            ..self.stats
+        }
+    }
+
+    /// Gives one of NodeCore's commands to the engine it is for.
+    pub fn command(&mut self, quic: &mut Engine, cmd: TunnelCmd, now: Instant) {
+        let tcp = match &cmd {
+            TunnelCmd::Dial {
+                tunnel,
+                peer,
+                addresses,
+            } => {
+                let kind = self.chooser.dial(*tunnel, *peer, addresses, now);
+                self.dials.insert(*tunnel, kind);
+                kind == Kind::Tcp
+            }
+            TunnelCmd::CancelDial { tunnel } | TunnelCmd::Close { tunnel, .. } => {
+                self.chooser.forget(*tunnel);
+                self.dials.remove(tunnel);
+                self.engine.has_tunnel(*tunnel)
+            }
+            TunnelCmd::Up { tunnel, .. }
+            | TunnelCmd::SendBabel { tunnel, .. }
+            | TunnelCmd::SendControl { tunnel, .. } => self.engine.has_tunnel(*tunnel),
+            TunnelCmd::Accept { conn, .. } | TunnelCmd::Refuse { conn, .. } => {
+                TcpEngine::is_ours(*conn)
+            }
+            TunnelCmd::SendPacket { .. } => false,
+            TunnelCmd::SetCrl(_) | TunnelCmd::SetIdentity(_) => {
+                self.engine.handle_command(cmd.clone(), now);
+                false
+            }
+        };
+        if tcp {
+            self.engine.handle_command(cmd, now);
+        } else {
+            quic.handle_command(cmd, now);
+        }
+    }
+
+    /// An event of either engine on its way to NodeCore: a QUIC dial that
+    /// got no answer is tried again over TCP instead (auto mode).
+    pub fn filter(&mut self, ev: TunnelEvent, from: Kind, now: Instant) -> Option<TunnelEvent> {
+        let TunnelEvent::Dialled { tunnel, result } = &ev else {
+            return Some(ev);
+        };
+        let tunnel = *tunnel;
+        self.dials.remove(&tunnel);
+        let redial = self.chooser.dialled(
+            tunnel,
+            from,
+            result.as_ref().map(|_| ()).map_err(|e| e),
+            now,
+        );
+        match redial {
+            Some(r) => {
+                self.stats.fallbacks += 1;
+                if let Err(e) = result {
+                    tracing::info!(%tunnel, peer = %r.peer, reason = %e.reason,
+                        "QUIC dial got no answer; dialling over TCP");
+                }
+                self.dials.insert(tunnel, Kind::Tcp);
+                self.engine.handle_command(
+                    TunnelCmd::Dial {
+                        tunnel,
+                        peer: r.peer,
+                        addresses: r.addresses,
+                    },
+                    now,
+                );
+                None
+            }
+            None => Some(ev),
+        }
+    }
+
+    /// Accepts, connects, reads and writes what can be now; `true` if
+    /// anything moved.
+    pub fn pump(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        let mut cx = Context::from_waker(Waker::noop());
+        // Accept.
+        let mut accepted = std::mem::take(&mut self.accepted);
+        if let Some(l) = &self.listener {
+            while accepted.len() < ACCEPTS_PER_PASS {
+                match l.poll_accept(&mut cx) {
+                    Poll::Ready(Ok(a)) => accepted.push(a),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "TCP accept failed");
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        for (stream, remote) in accepted.drain(..) {
+            moved = true;
+            let local = stream.local_addr().ok().map(|a| a.ip());
+            let Some(h) = self.engine.handle_accepted(remote, local, now) else {
+                self.stats.accept_refused += 1;
+                continue;
+            };
+            self.stats.accepted += 1;
+            let _ = stream.set_nodelay(true);
+            self.socks.insert(
+                h,
+                Sock {
+                    stream,
+                    connecting: false,
+                },
+            );
+        }
+        self.accepted = accepted;
+        // Connect.
+        while let Some((h, addr)) = self.engine.poll_connect() {
+            moved = true;
+            match connect(addr) {
+                Ok(stream) => {
+                    self.socks.insert(
+                        h,
+                        Sock {
+                            stream,
+                            connecting: true,
+                        },
+                    );
+                }
+                Err(e) => self
+                    .engine
+                    .handle_io_error(h, &format!("connecting: {e}"), now),
+            }
+        }
+        let handles: Vec<TcpHandle> = self.socks.keys().copied().collect();
+        for h in handles {
+            moved |= self.pump_one(h, &mut cx, now);
+        }
+        while let Some(h) = self.engine.poll_release() {
+            moved = true;
+            if let Some(s) = self.socks.remove(&h) {
+                // Whatever could not be written is lost with the socket.
+                drop(s.stream);
+            }
+            self.engine.released(h);
+        }
+        moved
+    }
+
+    fn pump_one(&mut self, h: TcpHandle, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut moved = false;
+        let Some(s) = self.socks.get_mut(&h) else {
+            return false;
+        };
+        if s.connecting {
+            if s.stream.poll_write_ready(cx).is_pending() {
+                return false;
+            }
+            match s.stream.take_error() {
+                Ok(None) if s.stream.peer_addr().is_ok() => {
+                    s.connecting = false;
+                    moved = true;
+                    self.engine.handle_connected(h, now);
+                }
+                Ok(None) => return false,
+                Ok(Some(e)) | Err(e) => {
+                    self.engine.handle_io_error(h, &e.to_string(), now);
+                    return true;
+                }
+            }
+        }
+        for _ in 0..READS_PER_PASS {
+            let Some(s) = self.socks.get(&h) else { break };
+            match s.stream.try_read(&mut self.buf) {
+                Ok(0) => {
+                    self.engine.handle_io_error(h, "end of stream", now);
+                    return true;
+                }
+                Ok(n) => {
+                    moved = true;
+                    self.engine.handle_read(h, &self.buf[..n], now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.engine.handle_io_error(h, &e.to_string(), now);
+                    return true;
+                }
+            }
+        }
+        loop {
+            let Some(s) = self.socks.get(&h) else { break };
+            let out = self.engine.transmit(h);
+            if out.is_empty() {
+                break;
+            }
+            match s.stream.try_write(out) {
+                Ok(n) => {
+                    moved = true;
+                    self.engine.consume(h, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.engine.handle_io_error(h, &e.to_string(), now);
+                    return true;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Ready when a socket wants attention: the listener or a socket
+    /// readable, a connect completed, a socket with output writable.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut ready = false;
+        if let Some(l) = &self.listener
+            && self.accepted.len() < ACCEPTS_PER_PASS
+            && let Poll::Ready(r) = l.poll_accept(cx)
+        {
+            ready = true;
+            if let Ok(a) = r {
+                self.accepted.push(a);
+            }
+        }
+        for (h, s) in &self.socks {
+            if s.connecting {
+                ready |= s.stream.poll_write_ready(cx).is_ready();
+                continue;
+            }
+            ready |= s.stream.poll_read_ready(cx).is_ready();
+            if !self.engine.output_empty(*h) {
+                ready |= s.stream.poll_write_ready(cx).is_ready();
+            }
+        }
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Closes every connection (the loop stops).
+    pub fn close_all(&mut self, now: Instant, code: u32, reason: &str) {
+        self.engine.close_all(now, code, reason);
+    }
+
+    /// Connections still open.
+    pub fn connections(&self) -> usize {
+        self.engine.connections()
+    }
+}
+
+/// A nonblocking socket connecting to `addr`.
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    TcpStream::from_std(s.into())
+}
+
+/// A listening socket at `addr` for TCP tunnels (nonblocking; on IPv6
+/// wildcards dual-stack, as the UDP socket).
+pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    Ok(s.into())
+}
