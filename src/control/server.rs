@@ -119,6 +119,9 @@ impl Source {
         counters.insert("policy".into(), api::counter_map(&s.policy));
         counters.insert("driver".into(), api::counter_map(&s.driver));
         counters.insert("transport".into(), api::counter_map(&s.transport));
+        if let Some(tcp) = &s.tcp {
+            counters.insert("tcp".into(), api::counter_map(tcp));
+        }
         counters.insert("exchange".into(), api::counter_map(&s.exchange));
         counters.insert("peers".into(), api::counter_map(&s.peers));
         counters.insert("babel".into(), api::counter_map(&s.babel));

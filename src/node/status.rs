@@ -68,6 +68,8 @@ pub struct NodeStatus {
     pub driver: DriverStats,
     /// Handshake counters.
     pub transport: TransportStats,
+    /// Tunnels over TCP (`None`: off).
+    pub tcp: Option<crate::node::packet_loop::TcpStats>,
     /// Packet path counters.
     pub path: PathStats,
     /// Peer-exchange counters.

@@ -270,6 +270,16 @@ pub fn iperf3(lab: &mut Lab, client: &str, server: &str, dst: IpAddr, secs: u32)
 /// one node in each: `a` and `c` can reach each other only through node
 /// `b`. Returns the nodes a, b, c.
 pub fn line_of_three(lab: &mut Lab, registry_args: &[&str]) -> (TestNode, TestNode, TestNode) {
+    line_of_three_with(lab, registry_args, |_| {})
+}
+
+/// [`line_of_three`], with `setup` run on the namespaces before the
+/// registry and the nodes start (firewall rules, ...).
+pub fn line_of_three_with(
+    lab: &mut Lab,
+    registry_args: &[&str],
+    setup: impl FnOnce(&Lab),
+) -> (TestNode, TestNode, TestNode) {
     for ns in ["a", "b", "c"] {
         lab.add_ns(ns).unwrap();
     }
@@ -283,6 +293,7 @@ pub fn line_of_three(lab: &mut Lab, registry_args: &[&str]) -> (TestNode, TestNo
         ("c", "cb", Some("fd00:bc::3/64")),
     )
     .unwrap();
+    setup(lab);
     let fp = start_registry(
         lab,
         "b",

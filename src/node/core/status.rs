@@ -104,6 +104,7 @@ impl NodeCore {
             policy: self.driver.policy().stats().clone(),
             driver: self.driver.stats().clone(),
             transport: TransportStats::default(),
+            tcp: None,
             path: PathStats::default(),
             exchange: self.exchange.stats.clone(),
             peers: self.db.stats().clone(),

@@ -169,6 +169,7 @@ impl LoopStatus {
         }
         s.listen = self.local;
         s.transport = self.transport.clone();
+        s.tcp = self.tcp;
         s.path = self.path();
     }
 }

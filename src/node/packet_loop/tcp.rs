@@ -58,6 +58,14 @@ pub struct TcpStats {
     pub fallbacks: u64,
     /// Whether dials go straight to TCP now.
     pub prefer_tcp: bool,
+    /// TCP dials started.
+    pub dials: u64,
+    /// TCP dials that failed.
+    pub dials_failed: u64,
+    /// Incoming TCP handshakes completed.
+    pub accepted_handshakes: u64,
+    /// Incoming TCP handshakes refused.
+    pub refused_handshakes: u64,
 }
 
 struct Sock {
@@ -103,8 +111,13 @@ impl TcpIo {
     }
 
     pub fn stats(&self, now: Instant) -> TcpStats {
+        let e = self.engine.stats();
         TcpStats {
             prefer_tcp: self.chooser.prefers_tcp(now),
+            dials: e.dials,
+            dials_failed: e.dials_failed,
+            accepted_handshakes: e.accepted_handshakes,
+            refused_handshakes: e.refused_handshakes,
             ..self.stats
         }
     }
