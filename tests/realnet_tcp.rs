@@ -4,7 +4,10 @@
 //! only reach `b`'s over TCP: its QUIC dials get no answer and are dialled
 //! again over TCP (`--transport auto`, the default), and `b`'s dials to
 //! `a` likewise. The a–b link is a TCP tunnel, the b–c link a QUIC one;
-//! `ping -6` and an `iperf3` transfer cross both, both ways.
+//! `ping -6` and an `iperf3` transfer cross both, both ways. Then UDP is
+//! allowed again: the QUIC probe of the TCP tunnel (every
+//! `--quic-retry`) gets an answer, the tunnel is closed and dialled
+//! again over QUIC.
 
 mod realnet_support;
 
@@ -66,7 +69,9 @@ fn nodes_without_udp_join_and_carry_traffic_over_tcp() {
         eprintln!("SKIPPED nodes_without_udp_join_and_carry_traffic_over_tcp: no nft");
         return;
     }
-    let (a, b, c) = line_of_three_with(&mut lab, &[], |lab| drop_udp(lab, "a"));
+    let (a, b, c) = line_of_three_with(&mut lab, &[], &["--quic-retry", "5s"], |lab| {
+        drop_udp(lab, "a")
+    });
 
     let took = wait_until(
         "a and b have a tunnel over TCP",
@@ -101,6 +106,21 @@ fn nodes_without_udp_join_and_carry_traffic_over_tcp() {
     let (bytes, gbps) = iperf3(&mut lab, "c", "a", a.address.into(), 2);
     eprintln!("iperf3 c -> a (QUIC then TCP, through b): {bytes} bytes, {gbps:.3} Gbit/s");
     assert!(bytes > 1_000_000, "only {bytes} bytes crossed");
+
+    // UDP gets through again: back to QUIC.
+    lab.exec("a", &["nft", "delete", "table", "inet", "noudp"])
+        .expect("nft");
+    let took = wait_until("a and b are back on QUIC", Duration::from_secs(60), || {
+        transport(&a, &b).as_deref() == Some("quic") && transport(&b, &a).as_deref() == Some("quic")
+    });
+    let moved = a.counter("tcp", "moved_back") + b.counter("tcp", "moved_back");
+    eprintln!("a-b tunnel back on QUIC after {took:?} ({moved} moved back)");
+    assert!(moved >= 1);
+    for (from, to) in [("a", &c), ("c", &a)] {
+        let p = ping_all(&lab, from, to);
+        eprintln!("ping {from} -> {} over QUIC: {p:?}", to.name);
+        assert_eq!(p.received, p.sent, "{from} -> {}: {p:?}", to.name);
+    }
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

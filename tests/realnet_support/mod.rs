@@ -270,16 +270,20 @@ pub fn iperf3(lab: &mut Lab, client: &str, server: &str, dst: IpAddr, secs: u32)
 /// one node in each: `a` and `c` can reach each other only through node
 /// `b`. Returns the nodes a, b, c.
 pub fn line_of_three(lab: &mut Lab, registry_args: &[&str]) -> (TestNode, TestNode, TestNode) {
-    line_of_three_with(lab, registry_args, |_| {})
+    line_of_three_with(lab, registry_args, &[], |_| {})
 }
 
-/// [`line_of_three`], with `setup` run on the namespaces before the
-/// registry and the nodes start (firewall rules, ...).
+/// [`line_of_three`], with `node_args` for every node besides [`FAST`],
+/// and `setup` run on the namespaces before the registry and the nodes
+/// start (firewall rules, ...).
 pub fn line_of_three_with(
     lab: &mut Lab,
     registry_args: &[&str],
+    node_args: &[&str],
     setup: impl FnOnce(&Lab),
 ) -> (TestNode, TestNode, TestNode) {
+    let flags: Vec<&str> = FAST.iter().chain(node_args).copied().collect();
+    let flags = &flags[..];
     for ns in ["a", "b", "c"] {
         lab.add_ns(ns).unwrap();
     }
@@ -308,7 +312,7 @@ pub fn line_of_three_with(
         "https://[fd00:ab::2]:8443",
         &fp,
         &["[fd00:ab::2]:4326", "[fd00:bc::2]:4326"],
-        FAST,
+        flags,
     );
     let a = start_node(
         lab,
@@ -316,7 +320,7 @@ pub fn line_of_three_with(
         "https://[fd00:ab::2]:8443",
         &fp,
         &["[fd00:ab::1]:4326"],
-        FAST,
+        flags,
     );
     let c = start_node(
         lab,
@@ -324,7 +328,7 @@ pub fn line_of_three_with(
         "https://[fd00:bc::2]:8443",
         &fp,
         &["[fd00:bc::3]:4326"],
-        FAST,
+        flags,
     );
     (a, b, c)
 }

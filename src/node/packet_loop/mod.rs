@@ -459,7 +459,7 @@ impl Runner {
                 return;
             }
             let deadline = self.engine.poll_timeout();
-            let tcp_deadline = self.tcp.as_ref().and_then(|t| t.engine.poll_timeout());
+            let tcp_deadline = self.tcp.as_ref().and_then(TcpIo::poll_timeout);
             let deadline = match (deadline, tcp_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -468,8 +468,8 @@ impl Runner {
                 Some((until, _)) => Some(deadline.map_or(*until, |d| d.min(*until))),
                 None => deadline,
             };
-            let want_events = self.engine.has_events()
-                || self.tcp.as_ref().is_some_and(|t| t.engine.has_events());
+            let want_events =
+                self.engine.has_events() || self.tcp.as_ref().is_some_and(TcpIo::has_events);
             let tcp = &mut self.tcp;
             let blocked = self.blocked.is_some();
             let wake = tokio::select! {
@@ -617,7 +617,7 @@ impl Runner {
                 self.from_host = packets;
             }
             if let Some(t) = &mut self.tcp {
-                moved |= t.pump(now);
+                moved |= t.pump(&mut self.engine, now);
                 if t.engine.poll_timeout().is_some_and(|d| d <= now) {
                     t.engine.handle_timeout(now);
                 }
@@ -634,7 +634,7 @@ impl Runner {
                 moved = true;
             }
             if let Some(t) = &mut self.tcp {
-                moved |= t.pump(now);
+                moved |= t.pump(&mut self.engine, now);
             }
             if !moved {
                 return;
@@ -744,6 +744,14 @@ impl Runner {
             }
         }
         let Some(t) = &mut self.tcp else { return };
+        while let Some(permit) = t
+            .has_events()
+            .then(|| self.events.try_reserve().ok())
+            .flatten()
+            && let Some(ev) = t.poll_event()
+        {
+            permit.send(ev);
+        }
         while t.engine.has_events() {
             let Ok(permit) = self.events.try_reserve() else {
                 return;

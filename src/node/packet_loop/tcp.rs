@@ -4,13 +4,16 @@
 //! ([`Chooser`]) that sends each of NodeCore's commands to the QUIC or the
 //! TCP engine.
 //!
+//! In auto mode, it also carries out the chooser's QUIC probes of the
+//! tunnels that fell back to TCP, and closes those that can move back.
+//!
 //! Each pass: accept what waits, open the sockets the engine asks for,
 //! read what every socket has (a bounded number of reads each), write
 //! what the engine has for it, drop the sockets it released. The loop
 //! sleeps on [`TcpIo::ready`]: a listener or socket readable, a socket
 //! with output writable, a connect completed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
@@ -20,6 +23,7 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::node::core::boundary::{TunnelCmd, TunnelEvent, TunnelId};
+use crate::transport::control::close;
 use crate::transport::engine::Engine;
 use crate::transport::tcp::choice::{Chooser, Kind, Mode};
 use crate::transport::tcp::{TcpEngine, TcpHandle};
@@ -56,6 +60,10 @@ pub struct TcpStats {
     pub accept_refused: u64,
     /// QUIC dials tried again over TCP.
     pub fallbacks: u64,
+    /// QUIC probes of tunnels that fell back to TCP.
+    pub probes: u64,
+    /// Tunnels closed to move back to QUIC.
+    pub moved_back: u64,
     /// Whether dials go straight to TCP now.
     pub prefer_tcp: bool,
     /// TCP dials started.
@@ -85,6 +93,10 @@ pub(super) struct TcpIo {
     dials: HashMap<TunnelId, Kind>,
     buf: Vec<u8>,
     stats: TcpStats,
+    /// Commands for the QUIC engine (probes), given at the next pass.
+    quic_cmds: Vec<TunnelCmd>,
+    /// Events of the loop's own for NodeCore (tunnels moved back).
+    out: VecDeque<TunnelEvent>,
 }
 
 impl TcpIo {
@@ -103,6 +115,8 @@ impl TcpIo {
             socks: HashMap::new(),
             dials: HashMap::new(),
             buf: vec![0; 64 * 1024],
+            quic_cmds: Vec::new(),
+            out: VecDeque::new(),
             stats: TcpStats {
                 listen,
                 ..TcpStats::default()
@@ -161,6 +175,15 @@ impl TcpIo {
     /// An event of either engine on its way to NodeCore: a QUIC dial that
     /// got no answer is tried again over TCP instead (auto mode).
     pub fn filter(&mut self, ev: TunnelEvent, from: Kind, now: Instant) -> Option<TunnelEvent> {
+        if let Some(t) = tunnel_of(&ev)
+            && Chooser::is_probe(t)
+        {
+            self.probe_event(t, &ev, now);
+            return None;
+        }
+        if let TunnelEvent::Closed { tunnel, .. } = &ev {
+            self.chooser.forget(*tunnel);
+        }
         let TunnelEvent::Dialled { tunnel, result } = &ev else {
             return Some(ev);
         };
@@ -194,10 +217,80 @@ impl TcpIo {
         }
     }
 
-    /// Accepts, connects, reads and writes what can be now; `true` if
-    /// anything moved.
-    pub fn pump(&mut self, now: Instant) -> bool {
-        let mut moved = false;
+    /// A probe's event: its answer decides whether its tunnel moves back
+    /// to QUIC; its connection is closed at once.
+    fn probe_event(&mut self, probe: TunnelId, ev: &TunnelEvent, now: Instant) {
+        let TunnelEvent::Dialled { result, .. } = ev else {
+            return;
+        };
+        if result.is_ok() {
+            self.quic_cmds.push(TunnelCmd::Close {
+                tunnel: probe,
+                code: close::DONE,
+                reason: "probe".into(),
+            });
+        }
+        let Some(tunnel) =
+            self.chooser
+                .probed(probe, result.as_ref().map(|_| ()).map_err(|e| e), now)
+        else {
+            return;
+        };
+        let reason = "UDP gets through again: moving to QUIC";
+        tracing::info!(%tunnel, "{reason}");
+        self.stats.moved_back += 1;
+        self.engine.handle_command(
+            TunnelCmd::Close {
+                tunnel,
+                code: close::REPLACED,
+                reason: reason.into(),
+            },
+            now,
+        );
+        self.out.push_back(TunnelEvent::Closed {
+            tunnel,
+            reason: reason.into(),
+        });
+    }
+
+    /// The loop's own events for NodeCore.
+    pub fn poll_event(&mut self) -> Option<TunnelEvent> {
+        self.out.pop_front()
+    }
+
+    /// Whether [`TcpIo::poll_event`] or the engine have events.
+    pub fn has_events(&self) -> bool {
+        !self.out.is_empty() || self.engine.has_events()
+    }
+
+    /// When the engine's timers or the next probe are due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.engine.poll_timeout(), self.chooser.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Accepts, connects, reads and writes what can be now, and starts
+    /// the probes that are due; `true` if anything moved.
+    pub fn pump(&mut self, quic: &mut Engine, now: Instant) -> bool {
+        let mut moved = !self.quic_cmds.is_empty();
+        for cmd in self.quic_cmds.drain(..) {
+            quic.handle_command(cmd, now);
+        }
+        while let Some(p) = self.chooser.poll_probe(now) {
+            moved = true;
+            self.stats.probes += 1;
+            tracing::debug!(probe = %p.probe, peer = %p.peer, "probing QUIC");
+            quic.handle_command(
+                TunnelCmd::Dial {
+                    tunnel: p.probe,
+                    peer: p.peer,
+                    addresses: p.addresses,
+                },
+                now,
+            );
+        }
         let mut cx = Context::from_waker(Waker::noop());
         // Accept.
         let mut accepted = std::mem::take(&mut self.accepted);
@@ -363,6 +456,21 @@ impl TcpIo {
     /// Connections still open.
     pub fn connections(&self) -> usize {
         self.engine.connections()
+    }
+}
+
+/// The tunnel an event is about.
+fn tunnel_of(ev: &TunnelEvent) -> Option<TunnelId> {
+    match ev {
+        TunnelEvent::Dialled { tunnel, .. }
+        | TunnelEvent::Babel { tunnel, .. }
+        | TunnelEvent::Control { tunnel, .. }
+        | TunnelEvent::ControlError { tunnel, .. }
+        | TunnelEvent::Path { tunnel, .. }
+        | TunnelEvent::Silent { tunnel, .. }
+        | TunnelEvent::Heard { tunnel }
+        | TunnelEvent::Closed { tunnel, .. } => Some(*tunnel),
+        TunnelEvent::Incoming { .. } | TunnelEvent::Exchange { .. } => None,
     }
 }
 

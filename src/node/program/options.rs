@@ -162,8 +162,14 @@ pub struct NodeOptions {
     #[arg(long, value_name = "PORT")]
     pub tcp_port: Option<u16>,
     /// Neither listen on TCP nor dial over it: QUIC only.
-    #[arg(long, conflicts_with_all = ["tcp_port"])]
+    #[arg(long, conflicts_with_all = ["tcp_port", "quic_retry"])]
     pub no_tcp: bool,
+    /// With `--transport auto`: how often a tunnel that fell back to TCP
+    /// checks whether QUIC gets through again (and moves back), and how
+    /// long dials go straight to TCP once QUIC looks blocked [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
+    pub quic_retry: Option<Duration>,
     /// A private network that every node of the overlay can reach (a
     /// company's 10.0.0.0/8, a lab's fd00:1::/64): local addresses in it
     /// are announced like public ones (repeat for several). Private
@@ -269,6 +275,7 @@ impl NodeOptions {
             transport: self.transport.or(file.transport),
             tcp_port: self.tcp_port.or(file.tcp_port),
             no_tcp: self.no_tcp || file.no_tcp,
+            quic_retry: self.quic_retry.or(file.quic_retry),
             routable: if self.routable.is_empty() {
                 file.routable
             } else {
@@ -368,7 +375,9 @@ impl NodeOptions {
             enabled: !self.no_tcp,
             port: self.tcp_port,
             mode: self.transport.unwrap_or_default(),
-            ..crate::node::TcpConfig::default()
+            prefer_tcp: self
+                .quic_retry
+                .unwrap_or(crate::node::packet_loop::PREFER_TCP),
         }
     }
 

@@ -6,9 +6,14 @@
 //! at once, to the same addresses, before NodeCore hears of it. When
 //! [`Chooser::STREAK`] QUIC dials in a row failed so while a TCP one
 //! worked, UDP is taken not to get out: dials go straight to TCP for
-//! `prefer_tcp`, then QUIC is tried again (and the policy's refreshes move
-//! the tunnels back to QUIC as they replace them). Sans-IO: time is a
-//! parameter.
+//! `prefer_tcp`, then QUIC is tried again.
+//!
+//! Moving back: every `prefer_tcp`, each tunnel that fell back to TCP is
+//! probed with a QUIC dial to the same peer (under a tunnel id of the
+//! chooser's own, [`PROBE_IDS`] and up, that NodeCore never sees). Any
+//! answer (a handshake, a refusal) says UDP gets through again: the TCP
+//! tunnel is closed, NodeCore hears it closed and dials again, over QUIC
+//! first. Sans-IO: time is a parameter.
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -72,6 +77,21 @@ struct Pending {
     fallback: bool,
 }
 
+/// Tunnel ids of QUIC probes start here (NodeCore's count up from 0).
+pub const PROBE_IDS: u64 = 1 << 62;
+
+/// A QUIC dial that checks whether a tunnel that fell back to TCP could
+/// move back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The probe's own tunnel id.
+    pub probe: TunnelId,
+    /// The peer.
+    pub peer: Ipv6Addr,
+    /// Its addresses.
+    pub addresses: Vec<SocketAddr>,
+}
+
 /// A dial to carry out over TCP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redial {
@@ -91,6 +111,11 @@ pub struct Chooser {
     streak: u32,
     tcp_until: Option<Instant>,
     pending: HashMap<TunnelId, Pending>,
+    /// Up tunnels that fell back to TCP: where to probe and when.
+    fell_back: HashMap<TunnelId, (Redial, Instant)>,
+    /// Probes in flight: the TCP tunnel each is for.
+    probes: HashMap<TunnelId, TunnelId>,
+    next_probe: u64,
 }
 
 /// Dials remembered for a fallback, at most (NodeCore has far fewer).
@@ -110,6 +135,9 @@ impl Chooser {
             streak: 0,
             tcp_until: None,
             pending: HashMap::new(),
+            fell_back: HashMap::new(),
+            probes: HashMap::new(),
+            next_probe: PROBE_IDS,
         }
     }
 
@@ -171,6 +199,13 @@ impl Chooser {
                 })
             }
             (Kind::Tcp, Ok(())) => {
+                if self.fell_back.len() < MAX_PENDING {
+                    let r = Redial {
+                        peer: p.peer,
+                        addresses: p.addresses,
+                    };
+                    self.fell_back.insert(tunnel, (r, now + self.prefer_tcp));
+                }
                 if self.streak >= Self::STREAK && self.tcp_until.is_none_or(|t| t <= now) {
                     tracing::info!(
                         prefer_for = ?self.prefer_tcp,
@@ -184,9 +219,56 @@ impl Chooser {
         }
     }
 
-    /// The dial was cancelled or closed before it ended.
+    /// The dial was cancelled, or the tunnel closed.
     pub fn forget(&mut self, tunnel: TunnelId) {
         self.pending.remove(&tunnel);
+        self.fell_back.remove(&tunnel);
+    }
+
+    /// Whether `tunnel` is one of the chooser's probes.
+    pub fn is_probe(tunnel: TunnelId) -> bool {
+        tunnel.0 >= PROBE_IDS
+    }
+
+    /// The next QUIC probe to dial now.
+    pub fn poll_probe(&mut self, now: Instant) -> Option<Probe> {
+        let (&tunnel, (r, at)) = self
+            .fell_back
+            .iter_mut()
+            .filter(|(_, (_, at))| *at <= now)
+            .min_by_key(|(t, _)| **t)?;
+        *at = now + self.prefer_tcp;
+        let probe = TunnelId(self.next_probe);
+        self.next_probe += 1;
+        self.probes.insert(probe, tunnel);
+        Some(Probe {
+            probe,
+            peer: r.peer,
+            addresses: r.addresses.clone(),
+        })
+    }
+
+    /// When [`Chooser::poll_probe`] has something.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.fell_back.values().map(|(_, at)| *at).min()
+    }
+
+    /// A probe ended with `result`; `Some`: UDP gets through again, the
+    /// TCP tunnel it names moves back to QUIC (it is closed).
+    pub fn probed(
+        &mut self,
+        probe: TunnelId,
+        result: Result<(), &DialError>,
+        now: Instant,
+    ) -> Option<TunnelId> {
+        let tunnel = self.probes.remove(&probe)?;
+        if result.is_err_and(silent) {
+            return None;
+        }
+        let _ = now;
+        self.streak = 0;
+        self.tcp_until = None;
+        self.fell_back.remove(&tunnel).map(|_| tunnel)
     }
 
     /// Whether dials go straight to TCP now.
@@ -295,6 +377,51 @@ mod tests {
         assert_eq!(c.dialled(TunnelId(11), Kind::Quic, Ok(()), now + T), None);
         assert!(!c.prefers_tcp(now + T));
         assert_eq!(c.dial(TunnelId(12), p, &a, now + T), Kind::Quic);
+    }
+
+    #[test]
+    fn a_fallen_back_tunnel_is_probed_and_moves_back_on_an_answer() {
+        let now = Instant::now();
+        let mut c = Chooser::new(Mode::Auto, true, T);
+        let (p, a) = peer();
+        c.dial(TunnelId(1), p, &a, now);
+        assert!(
+            c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now)
+                .is_some()
+        );
+        c.dialled(TunnelId(1), Kind::Tcp, Ok(()), now);
+        assert_eq!(c.poll_probe(now), None);
+        assert_eq!(c.poll_timeout(), Some(now + T));
+        let probe = c.poll_probe(now + T).expect("a probe");
+        assert!(Chooser::is_probe(probe.probe));
+        assert_eq!((probe.peer, &probe.addresses), (p, &a));
+        assert_eq!(c.poll_probe(now + T), None, "one probe per period");
+        // No answer: stays on TCP, probed again a period later.
+        assert_eq!(c.probed(probe.probe, Err(&timeout()), now + T), None);
+        let probe = c.poll_probe(now + 2 * T).expect("probed again");
+        // A refusal is an answer: UDP gets through.
+        let dup = DialError {
+            failure: Failure::Refused(crate::tunnels::policy::Refusal::Duplicate),
+            reason: "duplicate".into(),
+            answered_by: None,
+        };
+        assert_eq!(
+            c.probed(probe.probe, Err(&dup), now + 2 * T),
+            Some(TunnelId(1))
+        );
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_closed_tunnel_is_not_probed() {
+        let now = Instant::now();
+        let mut c = Chooser::new(Mode::Auto, true, T);
+        let (p, a) = peer();
+        c.dial(TunnelId(1), p, &a, now);
+        c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now);
+        c.dialled(TunnelId(1), Kind::Tcp, Ok(()), now);
+        c.forget(TunnelId(1));
+        assert_eq!(c.poll_probe(now + T), None);
     }
 
     #[test]
