@@ -1,5 +1,6 @@
 //! Replays the cargo-fuzz corpora of the node on stable: its own wire
-//! formats, `fuzz/corpus/control_frame/` (tunnel control stream) and
+//! formats, `fuzz/corpus/control_frame/` (tunnel control stream),
+//! `fuzz/corpus/tcp_frame/` (frames of tunnels over TCP) and
 //! `fuzz/corpus/exchange_message/` (peer exchange), and
 //! `fuzz/corpus/node_core/` (NodeCore driven by scripts of inputs).
 //!
@@ -34,6 +35,12 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 fn replay_control_frame_corpus() {
     let n = replay("control_frame", control::fuzz);
     assert!(n >= 8, "only {n} corpus files");
+}
+
+#[test]
+fn replay_tcp_frame_corpus() {
+    let n = replay("tcp_frame", re6st::transport::tcp::wire::fuzz);
+    assert!(n >= 10, "only {n} corpus files");
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub struct BenchArgs {
     /// Seconds of each idle-CPU window (one window per round).
     #[arg(long, default_value_t = 20.0)]
     pub idle_secs: f64,
-    /// Rows to measure (raw, two-node, chain, idle; comma-separated;
+    /// Rows to measure (raw, two-node, chain, tcp, idle; comma-separated;
     /// default all). The raw veth is always measured: ratios need it.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -101,7 +101,7 @@ impl BenchArgs {
 /// One row of packet-path figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathFigures {
-    /// `raw`, `two-node` or `chain`.
+    /// `raw`, `two-node`, `chain` or `tcp`.
     pub key: &'static str,
     /// Its title.
     pub name: String,
@@ -211,7 +211,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         args.runs, args.secs, args.pings
     ));
     let mut paths_out = Vec::new();
-    let any_path = ["two-node", "chain"].iter().any(|k| args.wants(k));
+    let any_path = ["two-node", "chain", "tcp"].iter().any(|k| args.wants(k));
     if any_path {
         say("setting up namespaces a - b - c, a registry and three nodes".into());
         let lab = PathLab::start(&node_args, args.keep).await?;

@@ -5,7 +5,10 @@
 //! tunnel to each other, so `a`'s traffic to `c` crosses node `b`: one lab
 //! gives the raw veth (`a` to `b`'s underlay address), the two-node
 //! overlay (`a` to `b`'s overlay address) and the three-node chain (`a`
-//! to `c`'s overlay address).
+//! to `c`'s overlay address). When `nft` is there, a fourth namespace `d`
+//! hangs off `b` (`fd00:be:bd::/64`) with all its UDP dropped and its node
+//! on `--transport tcp`: `d` to `b`'s overlay address is the two-node
+//! overlay over a TCP tunnel, next to the QUIC one.
 
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
@@ -50,6 +53,16 @@ const AB_A: &str = "fd00:be:ab::1";
 const AB_B: &str = "fd00:be:ab::2";
 const BC_B: &str = "fd00:be:bc::2";
 const BC_C: &str = "fd00:be:bc::3";
+const BD_B: &str = "fd00:be:bd::2";
+const BD_D: &str = "fd00:be:bd::4";
+
+/// Whether `nft` runs here (the TCP row needs it to drop `d`'s UDP).
+fn have_nft() -> bool {
+    std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
 
 impl PathLab {
     /// Builds the lab and waits until `a` routes to `c` through `b`.
@@ -61,6 +74,25 @@ impl PathLab {
         }
         for ns in ["a", "b", "c"] {
             lab.add_ns(ns)?;
+        }
+        let tcp = have_nft();
+        if tcp {
+            lab.add_ns("d")?;
+            lab.veth(
+                ("b", "bd", Some(&format!("{BD_B}/64"))),
+                ("d", "db", Some(&format!("{BD_D}/64"))),
+            )?;
+            for rule in [
+                "add table inet noudp",
+                "add chain inet noudp in { type filter hook input priority 0 ; }",
+                "add chain inet noudp out { type filter hook output priority 0 ; }",
+                "add rule inet noudp in meta l4proto udp drop",
+                "add rule inet noudp out meta l4proto udp drop",
+            ] {
+                let mut cmd = vec!["nft"];
+                cmd.extend(rule.split(' '));
+                lab.exec("d", &cmd)?;
+            }
         }
         lab.veth(
             ("a", "ab", Some(&format!("{AB_A}/64"))),
@@ -82,6 +114,8 @@ impl PathLab {
             AB_B,
             "--hostname",
             BC_B,
+            "--hostname",
+            BD_B,
             "--enrolment",
             "open",
             "--tunnels",
@@ -94,11 +128,16 @@ impl PathLab {
         .to_vec();
         let fp = lab.start_registry("b", &exe, &reg)?.fingerprint;
         let mut nodes = Vec::new();
-        for (ns, registry, advertise) in [
+        let mut lab_nodes = vec![
             ("b", AB_B, vec![AB_B, BC_B]),
             ("a", AB_B, vec![AB_A]),
             ("c", BC_B, vec![BC_C]),
-        ] {
+        ];
+        if tcp {
+            lab_nodes[0].2.push(BD_B);
+            lab_nodes.push(("d", BD_B, vec![BD_D]));
+        }
+        for (ns, registry, advertise) in lab_nodes {
             let dir = lab.dir().join(format!("node-{ns}"));
             let mut args: Vec<String> = vec![
                 "node".into(),
@@ -115,6 +154,9 @@ impl PathLab {
                 args.extend(["--advertise".into(), format!("[{a}]:4326")]);
             }
             args.extend(node_args.iter().cloned());
+            if ns == "d" {
+                args.extend(["--transport".into(), "tcp".into()]);
+            }
             let (program, mut full) = crate::bench::measure::wrapped(&exe);
             full.extend(args);
             let p = lab.spawn(Some(ns), &format!("node-{ns}"), &program, &full, |_| {})?;
@@ -145,7 +187,7 @@ impl PathLab {
         }
         wait_routes(a, c, b.prefix).await?;
         wait_routes(c, a, b.prefix).await?;
-        let rows = vec![
+        let mut rows = vec![
             PathRow {
                 key: "raw",
                 title: "raw veth (MTU 1500)".into(),
@@ -168,6 +210,15 @@ impl PathLab {
                 pids: vec![a.pid, b.pid, c.pid],
             },
         ];
+        if let Some(d) = nodes.get(3) {
+            rows.push(PathRow {
+                key: "tcp",
+                title: "re6st, two nodes over TCP".into(),
+                from: "d",
+                dst: b.address,
+                pids: vec![d.pid, b.pid],
+            });
+        }
         // The first packets find the routes: ping until they are answered.
         for row in &rows[1..] {
             let start = Instant::now();

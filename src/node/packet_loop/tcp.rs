@@ -189,12 +189,9 @@ impl TcpIo {
         };
         let tunnel = *tunnel;
         self.dials.remove(&tunnel);
-        let redial = self.chooser.dialled(
-            tunnel,
-            from,
-            result.as_ref().map(|_| ()).map_err(|e| e),
-            now,
-        );
+        let redial = self
+            .chooser
+            .dialled(tunnel, from, result.as_ref().map(|_| ()), now);
         match redial {
             Some(r) => {
                 self.stats.fallbacks += 1;
@@ -230,10 +227,7 @@ impl TcpIo {
                 reason: "probe".into(),
             });
         }
-        let Some(tunnel) =
-            self.chooser
-                .probed(probe, result.as_ref().map(|_| ()).map_err(|e| e), now)
-        else {
+        let Some(tunnel) = self.chooser.probed(probe, result.as_ref().map(|_| ()), now) else {
             return;
         };
         let reason = "UDP gets through again: moving to QUIC";
@@ -397,8 +391,7 @@ impl TcpIo {
                 }
             }
         }
-        loop {
-            let Some(s) = self.socks.get(&h) else { break };
+        while let Some(s) = self.socks.get(&h) {
             let out = self.engine.transmit(h);
             if out.is_empty() {
                 break;
