@@ -374,6 +374,9 @@ impl TcpIo {
             }
         }
         for _ in 0..READS_PER_PASS {
+            if !self.engine.wants_read(h) {
+                break;
+            }
             let Some(s) = self.socks.get(&h) else { break };
             match s.stream.try_read(&mut self.buf) {
                 Ok(0) => {
@@ -429,7 +432,9 @@ impl TcpIo {
                 ready |= s.stream.poll_write_ready(cx).is_ready();
                 continue;
             }
-            ready |= s.stream.poll_read_ready(cx).is_ready();
+            if self.engine.wants_read(*h) {
+                ready |= s.stream.poll_read_ready(cx).is_ready();
+            }
             if !self.engine.output_empty(*h) {
                 ready |= s.stream.poll_write_ready(cx).is_ready();
             }

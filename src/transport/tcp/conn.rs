@@ -81,6 +81,10 @@ pub struct TcpConn {
     pub heard: bool,
     /// The last RTT told to NodeCore.
     pub reported_rtt: Duration,
+    /// Ciphertext read while the plaintext buffer was full and nothing
+    /// could take frames (waiting for NodeCore's answer); the socket is
+    /// not read until it is decrypted.
+    pub stashed: Vec<u8>,
     rx: BytesMut,
     ptx: Vec<u8>,
     out: Vec<u8>,
@@ -112,6 +116,7 @@ impl TcpConn {
             ctl_rx: Vec::new(),
             heard: false,
             reported_rtt: Duration::ZERO,
+            stashed: Vec::new(),
             rx: BytesMut::new(),
             ptx: Vec::new(),
             out: Vec::new(),

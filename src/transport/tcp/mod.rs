@@ -209,24 +209,46 @@ impl TcpEngine {
     pub fn handle_read(&mut self, h: TcpHandle, data: &[u8], now: Instant) {
         self.now = now;
         let Some(mut c) = self.take(h) else { return };
+        self.feed(h, &mut c, data, now);
+        self.put_back(h, c);
+    }
+
+    /// Whether `h`'s socket should be read now: not while a dial connects,
+    /// nor while ciphertext waits (NodeCore has not answered, and the
+    /// peer's frames wait in the socket meanwhile).
+    pub fn wants_read(&self, h: TcpHandle) -> bool {
+        self.conns
+            .get(h.0)
+            .and_then(|c| c.as_deref())
+            .is_some_and(|c| c.stage != Stage::Connecting && c.stashed.is_empty())
+    }
+
+    /// Decrypts `data` and takes the frames out, as long as something
+    /// takes them; the rest is stashed.
+    fn feed(&mut self, h: TcpHandle, c: &mut TcpConn, data: &[u8], now: Instant) {
         let mut data = data;
         loop {
             let was_handshaking = c.tls.is_handshaking();
             let result = c.receive(&mut data);
             if was_handshaking && !c.tls.is_handshaking() && c.stage == Stage::Handshake {
-                self.on_handshake(&mut c, now);
+                self.on_handshake(c, now);
             }
-            self.read_frames(h, &mut c, now);
+            self.read_frames(h, c, now);
             match result {
-                Ok(true) if c.stage != Stage::Closing => {}
-                Ok(_) => break,
+                Ok(true) if matches!(c.stage, Stage::Exchange | Stage::Up { .. }) => {}
+                Ok(true) => {
+                    if c.stage != Stage::Closing {
+                        c.stashed.extend_from_slice(data);
+                    }
+                    break;
+                }
+                Ok(false) => break,
                 Err(e) => {
-                    self.lost(h, &mut c, &e, now);
+                    self.lost(h, c, &e, now);
                     break;
                 }
             }
         }
-        self.put_back(h, c);
     }
 
     /// The socket failed, was refused, or the peer closed it.
@@ -651,7 +673,8 @@ impl TcpEngine {
         self.hops[slot] = Some(h);
         self.liveness.insert(tunnel, c.rtt, now);
         // What arrived meanwhile.
-        self.read_frames(h, &mut c, now);
+        let stashed = std::mem::take(&mut c.stashed);
+        self.feed(h, &mut c, &stashed, now);
         self.put_back(h, c);
     }
 

@@ -108,6 +108,9 @@ impl Pair {
                     continue;
                 }
                 for (from, to, hf, ht) in [(0, 1, l.a, l.b), (1, 0, l.b, l.a)] {
+                    if !self.s[to].engine.wants_read(ht) {
+                        continue;
+                    }
                     let bytes = self.s[from].engine.transmit(hf).to_vec();
                     if !bytes.is_empty() {
                         moved = true;
@@ -162,6 +165,19 @@ impl Pair {
 
     /// 0 dials 1; tunnel 1 at both; next hop 3 at both.
     fn connect(&mut self) {
+        self.connect_without_up();
+        self.cmd(
+            0,
+            TunnelCmd::Up {
+                tunnel: TunnelId(1),
+                hop: NextHopId(3),
+            },
+        );
+    }
+
+    /// [`Pair::connect`] up to 0's `Dialled`: 1 carries traffic, 0 waits
+    /// for NodeCore's `Up`.
+    fn connect_without_up(&mut self) {
         let (peer, addr) = (self.s[1].cert.address, self.s[1].addr);
         self.cmd(
             0,
@@ -203,13 +219,6 @@ impl Pair {
         let h = dialled.expect("Dialled").expect("dial succeeds");
         assert_eq!(h.peer, self.s[1].cert);
         assert_eq!(h.observed, None);
-        self.cmd(
-            0,
-            TunnelCmd::Up {
-                tunnel: TunnelId(1),
-                hop: NextHopId(3),
-            },
-        );
     }
 }
 
@@ -447,4 +456,35 @@ fn garbage_after_the_handshake_is_counted_not_fatal() {
     let _ = c.send(&Repr::Packet(&[0x60]));
     p.run();
     assert_eq!(p.s[1].packets.len(), 1);
+}
+
+#[test]
+fn traffic_before_up_waits_in_the_socket_and_arrives_after() {
+    let mut p = Pair::new();
+    p.connect_without_up();
+    // More than the plaintext buffer holds, sent while 0 has no answer
+    // from NodeCore yet.
+    let packet = Bytes::from(vec![0x60u8; 1000]);
+    for _ in 0..200 {
+        p.s[1]
+            .engine
+            .send_datagram(NextHopId(3), packet.clone())
+            .unwrap();
+    }
+    p.run();
+    assert!(p.s[0].packets.is_empty());
+    let h = p.links[0].a;
+    assert!(
+        !p.s[0].engine.wants_read(h),
+        "the socket is not read meanwhile"
+    );
+    p.cmd(
+        0,
+        TunnelCmd::Up {
+            tunnel: TunnelId(1),
+            hop: NextHopId(3),
+        },
+    );
+    assert_eq!(p.s[0].packets.len(), 200);
+    assert!(p.s[0].engine.wants_read(h));
 }
