@@ -411,11 +411,12 @@ impl Runner {
         (commands, events): (mpsc::Receiver<Msg>, mpsc::Sender<TunnelEvent>),
         failed: oneshot::Sender<io::Error>,
     ) -> Result<Self, StartError> {
-        let udp = UdpIo::new(socket, config.switch).map_err(StartError::Socket)?;
+        let udp = UdpIo::new(socket, config.switch.clone()).map_err(StartError::Socket)?;
         let host = HostIo::open(config.host)?;
+        let switch = config.switch.clone();
         let tcp = config
             .tcp
-            .map(TcpIo::new)
+            .map(|t| t.io(switch))
             .transpose()
             .map_err(StartError::Socket)?;
         Ok(Self {

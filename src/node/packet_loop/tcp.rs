@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::node::core::boundary::{TunnelCmd, TunnelEvent, TunnelId};
 use crate::transport::control::close;
 use crate::transport::engine::Engine;
+use crate::transport::socket::FaultSwitch;
 use crate::transport::tcp::choice::{Chooser, Kind, Mode};
 use crate::transport::tcp::{TcpEngine, TcpHandle};
 
@@ -47,6 +48,18 @@ pub struct TcpSetup {
     pub mode: Mode,
     /// How long to prefer TCP once QUIC looks blocked.
     pub prefer_tcp: Duration,
+}
+
+impl TcpSetup {
+    /// Cuts the TCP side off with the UDP socket (tests of crashes and
+    /// outages): while the switch is a blackhole, no socket is read,
+    /// written, accepted or opened, and a loop that ends then leaves its
+    /// connections open, as a crashed host would.
+    pub(super) fn io(self, switch: Option<std::sync::Arc<FaultSwitch>>) -> io::Result<TcpIo> {
+        let mut t = TcpIo::new(self)?;
+        t.switch = switch;
+        Ok(t)
+    }
 }
 
 /// The TCP side's counters.
@@ -97,6 +110,21 @@ pub(super) struct TcpIo {
     quic_cmds: Vec<TunnelCmd>,
     /// Events of the loop's own for NodeCore (tunnels moved back).
     out: VecDeque<TunnelEvent>,
+    switch: Option<std::sync::Arc<FaultSwitch>>,
+}
+
+impl Drop for TcpIo {
+    fn drop(&mut self) {
+        if self.cut() {
+            // A crash leaves the peers' connections open: they notice by
+            // silence, as over QUIC.
+            for (_, s) in self.socks.drain() {
+                if let Ok(std) = s.stream.into_std() {
+                    std::mem::forget(std);
+                }
+            }
+        }
+    }
 }
 
 impl TcpIo {
@@ -117,6 +145,7 @@ impl TcpIo {
             buf: vec![0; 64 * 1024],
             quic_cmds: Vec::new(),
             out: VecDeque::new(),
+            switch: None,
             stats: TcpStats {
                 listen,
                 ..TcpStats::default()
@@ -265,9 +294,16 @@ impl TcpIo {
         }
     }
 
+    fn cut(&self) -> bool {
+        self.switch.as_ref().is_some_and(|s| s.is_blackhole())
+    }
+
     /// Accepts, connects, reads and writes what can be now, and starts
     /// the probes that are due; `true` if anything moved.
     pub fn pump(&mut self, quic: &mut Engine, now: Instant) -> bool {
+        if self.cut() {
+            return false;
+        }
         let mut moved = !self.quic_cmds.is_empty();
         for cmd in self.quic_cmds.drain(..) {
             quic.handle_command(cmd, now);
@@ -417,6 +453,9 @@ impl TcpIo {
     /// Ready when a socket wants attention: the listener or a socket
     /// readable, a connect completed, a socket with output writable.
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.cut() {
+            return Poll::Pending;
+        }
         let mut ready = false;
         if let Some(l) = &self.listener
             && self.accepted.len() < ACCEPTS_PER_PASS

@@ -43,19 +43,25 @@ struct Node {
     fib: Arc<SharedFib>,
     cert: NodeCert,
     switch: Arc<FaultSwitch>,
+    /// A UDP socket nobody reads, at the port number of the node's TCP
+    /// listener when it listens apart: QUIC dials there get no answer.
+    hole: Option<std::net::UdpSocket>,
 }
 
 impl Node {
     async fn start(pki: &Pki, serial: u64) -> Node {
-        Self::start_with(pki, serial, None).await
+        Self::start_with(pki, serial, None, false).await
     }
 
-    /// A node with tunnels over TCP too, listening on the UDP port's
-    /// number, choosing the transport by `mode`.
-    async fn start_with(pki: &Pki, serial: u64, mode: Option<Mode>) -> Node {
+    /// A node with tunnels over TCP too, choosing the transport by
+    /// `mode`, listening on the UDP port's number, or (`apart`) on the
+    /// port of a UDP hole: dialled there, it answers only over TCP.
+    async fn start_with(pki: &Pki, serial: u64, mode: Option<Mode>, apart: bool) -> Node {
         let (cert, key) = pki.node(serial);
         let socket = crate::transport::socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let local = socket.local_addr().unwrap();
+        let hole = apart.then(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let tcp_at = hole.as_ref().map_or(local, |h| h.local_addr().unwrap());
         let tcp = mode.map(|mode| TcpSetup {
             engine: crate::transport::tcp::TcpEngine::new(
                 Credentials {
@@ -68,7 +74,7 @@ impl Node {
                 Instant::now(),
             )
             .unwrap(),
-            listener: Some(tcp_listen(local).unwrap()),
+            listener: Some(tcp_listen(tcp_at).unwrap()),
             mode,
             prefer_tcp: Duration::from_secs(60),
         });
@@ -114,7 +120,15 @@ impl Node {
             fib,
             cert,
             switch,
+            hole,
         }
+    }
+
+    /// Where others dial it: its UDP hole if it has one.
+    fn dial_addr(&self) -> SocketAddr {
+        self.hole
+            .as_ref()
+            .map_or_else(|| self.addr(), |h| h.local_addr().unwrap())
     }
 
     fn addr(&self) -> SocketAddr {
@@ -163,7 +177,7 @@ async fn connect(a: &mut Node, b: &mut Node, ta: u64, tb: u64, hop: u32) {
         a.lp.send(TunnelCmd::Dial {
             tunnel: TunnelId(ta),
             peer: b.cert.address,
-            addresses: vec![b.addr()],
+            addresses: vec![b.dial_addr()],
         })
         .await;
     assert!(ok);
@@ -405,8 +419,8 @@ async fn packets_cross(a: &mut Node, b: &mut Node, hop: u32) {
 #[tokio::test]
 async fn a_tunnel_over_tcp_carries_packets_both_ways() {
     let pki = Pki::new();
-    let mut a = Node::start_with(&pki, 1, Some(Mode::Tcp)).await;
-    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto)).await;
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Tcp), false).await;
+    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto), false).await;
     connect(&mut a, &mut b, 1, 1, 3).await;
     packets_cross(&mut a, &mut b, 3).await;
     let s = a.lp.status().await.unwrap();
@@ -420,10 +434,9 @@ async fn a_tunnel_over_tcp_carries_packets_both_ways() {
 #[tokio::test]
 async fn a_quic_dial_without_answer_falls_back_to_tcp() {
     let pki = Pki::new();
-    let mut a = Node::start_with(&pki, 1, Some(Mode::Auto)).await;
-    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto)).await;
-    // UDP does not get through to b; TCP does.
-    b.switch.set_blackhole(true);
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Auto), false).await;
+    // QUIC to where a dials b gets no answer; TCP does.
+    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto), true).await;
     connect(&mut a, &mut b, 1, 1, 3).await;
     packets_cross(&mut a, &mut b, 3).await;
     let s = a.lp.status().await.unwrap();
@@ -434,8 +447,30 @@ async fn a_quic_dial_without_answer_falls_back_to_tcp() {
 #[tokio::test]
 async fn quic_only_nodes_do_not_fall_back() {
     let pki = Pki::new();
-    let mut a = Node::start_with(&pki, 1, Some(Mode::Quic)).await;
-    let b = Node::start_with(&pki, 2, Some(Mode::Auto)).await;
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Quic), false).await;
+    let b = Node::start_with(&pki, 2, Some(Mode::Auto), true).await;
+    a.lp.send(TunnelCmd::Dial {
+        tunnel: TunnelId(1),
+        peer: b.cert.address,
+        addresses: vec![b.dial_addr()],
+    })
+    .await;
+    let result = a
+        .event(|e| match e {
+            TunnelEvent::Dialled { result, .. } => Some(result),
+            _ => None,
+        })
+        .await;
+    assert!(result.is_err());
+    assert_eq!(a.lp.status().await.unwrap().tcp.unwrap().fallbacks, 0);
+}
+
+#[tokio::test]
+async fn a_cut_node_is_cut_over_tcp_too() {
+    let pki = Pki::new();
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Auto), false).await;
+    let b = Node::start_with(&pki, 2, Some(Mode::Auto), false).await;
+    // A crash or outage cuts the whole host: no TCP fallback.
     b.switch.set_blackhole(true);
     a.lp.send(TunnelCmd::Dial {
         tunnel: TunnelId(1),
@@ -449,6 +484,8 @@ async fn quic_only_nodes_do_not_fall_back() {
             _ => None,
         })
         .await;
-    assert!(result.is_err());
-    assert_eq!(a.lp.status().await.unwrap().tcp.unwrap().fallbacks, 0);
+    let err = result.expect_err("b is cut off");
+    assert!(err.reason.contains("TCP"), "{}", err.reason);
+    let s = a.lp.status().await.unwrap().tcp.unwrap();
+    assert_eq!(s.fallbacks, 1);
 }

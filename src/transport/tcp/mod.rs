@@ -1175,6 +1175,8 @@ impl TcpEngine {
         if let Some(slot) = self.conns.get_mut(h.0)
             && slot.take().is_some()
         {
+            // A socket not opened yet never will be.
+            self.connects.retain(|(c, _)| *c != h);
             self.release.push_back(h);
         }
     }
