@@ -167,7 +167,7 @@ pub struct NodeOptions {
     /// With `--transport auto`: how often a tunnel that fell back to TCP
     /// checks whether QUIC gets through again (and moves back), and how
     /// long dials go straight to TCP once QUIC looks blocked [default: 5m].
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]
     pub quic_retry: Option<Duration>,
     /// A private network that every node of the overlay can reach (a
