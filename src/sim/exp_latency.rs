@@ -1,7 +1,7 @@
 //! Latency experiments on the Meridian data (report §4.6, §5): reference
 //! points, Figure 9 (optimisation), Figures 6–8 (dynamics, churn),
-//! Figure 10 (fault tolerance of the optimised network), and the
-//! comparison of replacement strategies.
+//! Figure 10 (fault tolerance of the optimised network). The comparison
+//! of replacement strategies is in `exp_beyond`.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use super::runs::{self, Churn, RunResult, RunSpec};
 use crate::tunnels::Replacement;
 
 /// Short name of a data set for file names.
-fn short(m: &LatencyMatrix) -> &'static str {
+pub(super) fn short(m: &LatencyMatrix) -> &'static str {
     if m.len() == 500 {
         "real500"
     } else {
@@ -26,7 +26,7 @@ fn short(m: &LatencyMatrix) -> &'static str {
     }
 }
 
-fn iterations(ctx: &Ctx, m: &LatencyMatrix) -> usize {
+pub(super) fn iterations(ctx: &Ctx, m: &LatencyMatrix) -> usize {
     if let Some(i) = ctx.iterations {
         return i;
     }
@@ -43,6 +43,7 @@ fn spec(ctx: &Ctx, m: &LatencyMatrix, replacement: Replacement, churn: Churn) ->
         replacement,
         churn,
         iterations: iterations(ctx, m),
+        estimate: runs::Estimate::None,
         seed: ctx.seed,
     }
 }
@@ -53,7 +54,7 @@ fn least_used(ctx: &mut Ctx, m: &Arc<LatencyMatrix>) -> anyhow::Result<Arc<RunRe
     runs::cached(ctx, m, s)
 }
 
-fn curve(r: &RunResult) -> Vec<(f64, f64)> {
+pub(super) fn curve(r: &RunResult) -> Vec<(f64, f64)> {
     r.iterations
         .iter()
         .enumerate()
@@ -62,7 +63,7 @@ fn curve(r: &RunResult) -> Vec<(f64, f64)> {
 }
 
 /// The last iterations over which "final" figures are averaged.
-fn window(r: &RunResult) -> usize {
+pub(super) fn window(r: &RunResult) -> usize {
     (r.iterations.len() / 6).max(1)
 }
 
@@ -392,7 +393,7 @@ pub fn dynamics(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// Unreachable share after killing each share of nodes, for some networks.
-fn fault_curves(
+pub(super) fn fault_curves(
     ctx: &Ctx,
     n: usize,
     nets: &[(&str, &[(u32, u32)])],
@@ -472,148 +473,6 @@ pub fn fault_optimised(ctx: &mut Ctx) -> anyhow::Result<()> {
                 ),
                 &format!("{} ({} nodes)", m.name, m.len()),
                 "",
-                &svg,
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Beyond the report: replacement strategies side by side, stable and with
-/// churn, and the fault tolerance of what they build.
-pub fn beyond(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let all = [
-        ("least used (report §5.1)", Replacement::LeastUsed),
-        (
-            "least used + best RTT of 3",
-            Replacement::LeastUsedBestOf { probes: 3 },
-        ),
-        (
-            "least used + best RTT of 5",
-            Replacement::LeastUsedBestOf { probes: 5 },
-        ),
-        ("random replaced (§3.2)", Replacement::Random),
-    ];
-    for m in ctx.datasets()? {
-        // The §3.2 baseline does not optimise at all (it stays at the random
-        // overlay's latency); it is run on the small data set only.
-        let strategies = if m.len() <= 500 { &all[..] } else { &all[..3] };
-        let name = short(&m);
-        let ds = format!("{} ({} nodes)", m.name, m.len());
-        let mut stable = Vec::new();
-        let mut churn = Vec::new();
-        for &(label, rep) in strategies {
-            let s = spec(ctx, &m, rep, Churn::None);
-            stable.push((label, runs::cached(ctx, &m, s)?));
-            let s = spec(ctx, &m, rep, Churn::Uniform(0.01));
-            churn.push((label, runs::cached(ctx, &m, s)?));
-        }
-        let base = &stable[0].1;
-        // Convergence: iterations to get within 10% of the report policy's
-        // final latency.
-        let target = base.tail_mean_ms(window(base)) * 1.1;
-        let faults = fault_curves(
-            ctx,
-            m.len(),
-            &stable
-                .iter()
-                .map(|(l, r)| (*l, r.final_edges.as_slice()))
-                .collect::<Vec<_>>(),
-            0xB,
-        );
-        let mut rows = Vec::new();
-        for (i, (label, r)) in stable.iter().enumerate() {
-            let c = &churn[i].1;
-            let at = |s: f64| {
-                faults[i]
-                    .1
-                    .iter()
-                    .find(|p| (p.0 - s).abs() < 1e-9)
-                    .map_or(f64::NAN, |p| p.1)
-            };
-            let to = r.iterations_to(target);
-            rows.push(vec![
-                label.replace(',', ";"),
-                f(r.iterations[0].mean_ms, 2),
-                f(r.tail_mean_ms(window(r)), 2),
-                to.map_or("never".into(), |t| t.to_string()),
-                f(c.tail_mean_ms(window(c)), 2),
-                format!("{:.3e}", at(0.5)),
-                format!("{:.3e}", at(0.8)),
-            ]);
-        }
-        ctx.out.csv(
-            &format!("beyond_{name}.csv"),
-            &[
-                "strategy",
-                "start_ms",
-                "final_ms",
-                "iterations_to_1.1x_report_final",
-                "churn_1pc_ms",
-                "unreachable_at_50pc_dead",
-                "unreachable_at_80pc_dead",
-            ],
-            &rows,
-        )?;
-        let svg = format!("beyond_{name}.svg");
-        draw(
-            &ctx.out.path(&svg),
-            &Chart::new(
-                format!("Replacement strategies, stable network, {}", m.name),
-                "refresh iteration",
-                "average latency (ms)",
-                stable
-                    .iter()
-                    .map(|(l, r)| Series::new(*l, curve(r), Style::Line))
-                    .collect(),
-            ),
-        )?;
-        let svg_c = format!("beyond_churn_{name}.svg");
-        draw(
-            &ctx.out.path(&svg_c),
-            &Chart::new(
-                format!(
-                    "Replacement strategies, churn 1/100 per iteration, {}",
-                    m.name
-                ),
-                "refresh iteration",
-                "average latency (ms)",
-                churn
-                    .iter()
-                    .map(|(l, r)| Series::new(*l, curve(r), Style::Line))
-                    .collect(),
-            ),
-        )?;
-        let svg_f = format!("beyond_fault_{name}.svg");
-        draw(
-            &ctx.out.path(&svg_f),
-            &Chart::new(
-                format!(
-                    "Simultaneous failures of the networks each strategy builds, {}",
-                    m.name
-                ),
-                "share of dead nodes",
-                "share of unreachable pairs",
-                faults
-                    .iter()
-                    .map(|(l, p)| Series::new(l.clone(), p.clone(), Style::LinePoints))
-                    .collect(),
-            ),
-        )?;
-        for (row, &(_, rep)) in rows.iter().zip(strategies) {
-            // Every strategy here is what nodes run when the network
-            // configuration names it.
-            let option = format!("network option: --tunnel-replacement {rep}");
-            ctx.row(
-                "beyond",
-                &format!(
-                    "{}: final / iterations to {target:.1} ms / churn 1% / unreachable pairs at 50%, 80% dead",
-                    row[0]
-                ),
-                "report policy: ~20 ms",
-                format!("{} ms / {} / {} ms / {}, {}", row[2], row[3], row[4], row[5], row[6]),
-                &ds,
-                &option,
                 &svg,
             );
         }

@@ -5,7 +5,9 @@
 //! `results.md` in `--out`; `re6st sim all` runs them all. Runs are
 //! deterministic for a given `--seed`.
 
+mod coords;
 mod data;
+mod exp_beyond;
 mod exp_bounds;
 mod exp_graph;
 mod exp_latency;
@@ -305,7 +307,7 @@ pub fn run(mut args: SimArgs) -> anyhow::Result<()> {
             Experiment::Latency => exp_latency::latency(&mut ctx),
             Experiment::Dynamics => exp_latency::dynamics(&mut ctx),
             Experiment::FaultOptimised => exp_latency::fault_optimised(&mut ctx),
-            Experiment::Beyond => exp_latency::beyond(&mut ctx),
+            Experiment::Beyond => exp_beyond::beyond(&mut ctx),
             Experiment::Network(a) => exp_network::network(&mut ctx, a, dataset),
             Experiment::All(_) => unreachable!("expanded above"),
         }

@@ -227,6 +227,16 @@ impl<'a> Overlay<'a> {
         self.pump();
     }
 
+    /// Reports to node `i` the route metric and estimated direct RTT of
+    /// each destination ([`crate::tunnels::Policy::handle_destinations`]).
+    pub fn feed_destinations(
+        &mut self,
+        i: usize,
+        destinations: impl IntoIterator<Item = (u32, Duration, Duration)>,
+    ) {
+        self.nodes[i].handle_destinations(destinations, self.now);
+    }
+
     /// One refresh period passes: every node's timer fires, in node order,
     /// each node's replacements applied before the next node's (as in the
     /// report's simulator).

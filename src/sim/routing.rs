@@ -226,6 +226,20 @@ fn chunks(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
 
 /// Converged routing from every node, on `threads` threads.
 pub fn converge(g: &LatencyGraph, threads: usize) -> Converged {
+    converge_into(g, threads, None)
+}
+
+/// As [`converge`], and the route metric (µs) from every node to every
+/// node, row by row (`u32::MAX`: unreachable; 0 on the diagonal): the
+/// metric of each destination in the node's routing table.
+pub fn converge_with_distances(g: &LatencyGraph, threads: usize) -> (Converged, Vec<u32>) {
+    let n = g.csr.len();
+    let mut dist = vec![u32::MAX; n * n];
+    let c = converge_into(g, threads, Some(&mut dist));
+    (c, dist)
+}
+
+fn converge_into(g: &LatencyGraph, threads: usize, dist: Option<&mut [u32]>) -> Converged {
     let n = g.csr.len();
     let mut routes = vec![0u32; g.csr.arcs()];
     let ranges = chunks(n, threads);
@@ -244,16 +258,42 @@ pub fn converge(g: &LatencyGraph, threads: usize) -> Converged {
         rest = tail;
         start = end;
     }
-    let (sum, reached) = par_sum(ranges.into_iter().zip(slices).collect(), |(r, slice)| {
+    // And the distance rows of its sources, if asked for.
+    let mut rows: Vec<Option<&mut [u32]>> = Vec::new();
+    match dist {
+        Some(mut d) => {
+            for r in &ranges {
+                let (head, tail) = d.split_at_mut(r.len() * n);
+                rows.push(Some(head));
+                d = tail;
+            }
+        }
+        None => rows.resize_with(ranges.len(), || None),
+    }
+    let jobs: Vec<_> = ranges
+        .into_iter()
+        .zip(slices)
+        .zip(rows)
+        .map(|((r, s), d)| (r, s, d))
+        .collect();
+    let (sum, reached) = par_sum(jobs, |(r, slice, mut rows)| {
         let mut s = Scratch::new(n);
         let base = g.csr.offset(r.start);
         let (mut sum, mut reached) = (0u64, 0u64);
+        let first = r.start;
         for v in r {
             let lo = g.csr.offset(v) - base;
             let hi = lo + g.csr.degree(v);
             let (a, b) = dijkstra(g, v, &mut s, &mut slice[lo..hi]);
             sum += a;
             reached += b;
+            if let Some(rows) = rows.as_deref_mut() {
+                let row = &mut rows[(v - first) * n..(v - first + 1) * n];
+                for (out, &d) in row.iter_mut().zip(&s.dist) {
+                    *out = u32::try_from(d).unwrap_or(u32::MAX);
+                }
+                row[v] = 0;
+            }
         }
         (sum, reached)
     });

@@ -3,13 +3,35 @@
 
 use std::sync::Arc;
 
-use rand::RngExt;
+use std::time::Duration;
 
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use super::coords::Vivaldi;
 use super::data::LatencyMatrix;
 use super::output::progress;
 use super::overlay::{Overlay, PeerDb};
-use super::routing::{LatencyGraph, converge, hop_routed_mean_ms};
+use super::routing::{LatencyGraph, converge, converge_with_distances, hop_routed_mean_ms};
 use crate::tunnels::{Direction, PolicyConfig, Replacement};
+
+/// Vivaldi passes over the tunnels per refresh period: a node samples each
+/// tunnel's RTT many times in 300 s; a few passes are enough to follow the
+/// tunnels that changed.
+const VIVALDI_ROUNDS: usize = 8;
+
+/// Where [`Replacement::Shortcut`] nodes get the direct RTT estimate of a
+/// destination from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimate {
+    /// No estimate: other policies.
+    None,
+    /// Vivaldi coordinates learnt from the tunnels' RTTs ([`Vivaldi`]).
+    Vivaldi,
+    /// The true RTT (not available to a node: an upper bound of what better
+    /// coordinates could give).
+    Oracle,
+}
 
 /// Nodes leaving and coming back at once between iterations (report §5.2).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +56,9 @@ pub struct RunSpec {
     pub churn: Churn,
     /// Refresh iterations.
     pub iterations: usize,
+    /// Direct RTT estimates given to the nodes (with
+    /// [`Replacement::Shortcut`]).
+    pub estimate: Estimate,
     /// Seed.
     pub seed: u64,
 }
@@ -74,6 +99,10 @@ pub struct RunResult {
     pub final_arity: Vec<usize>,
     /// Restart probability of each node (with [`Churn::PerNode`]).
     pub reliability: Vec<f64>,
+    /// With [`Estimate::Vivaldi`]: median and 90th percentile of the
+    /// coordinates' relative error over all pairs, after the first and
+    /// after the last iteration.
+    pub coord_error: Option<[(f64, f64); 2]>,
 }
 
 impl RunResult {
@@ -122,14 +151,36 @@ pub fn run(m: &LatencyMatrix, spec: &RunSpec, threads: usize) -> anyhow::Result<
     let bar = progress(spec.iterations as u64 + 1, &label);
     let mut iterations = Vec::with_capacity(spec.iterations + 1);
     let mut hop_routed_ms = 0.0;
+    let shortcut = matches!(spec.replacement, Replacement::Shortcut { .. });
+    let mut coord_rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed ^ 0xC00D);
+    let mut vivaldi = (spec.estimate == Estimate::Vivaldi).then(|| Vivaldi::new(n, &mut coord_rng));
+    let mut coord_error = None;
     for it in 0..=spec.iterations {
         let edges = o.edges();
         let g = LatencyGraph::new(n, &edges, m);
-        let conv = converge(&g, threads);
+        let (conv, dist) = if shortcut {
+            let (c, d) = converge_with_distances(&g, threads);
+            (c, Some(d))
+        } else {
+            (converge(&g, threads), None)
+        };
         if it == 0 {
             hop_routed_ms = hop_routed_mean_ms(&g);
         }
         o.feed_routes(&g.csr, &conv);
+        if let Some(v) = vivaldi.as_mut() {
+            v.update(&edges, m, VIVALDI_ROUNDS, &mut coord_rng);
+            if it == 0 {
+                coord_error = Some([v.relative_error(m); 2]);
+            } else if it == spec.iterations
+                && let Some(e) = coord_error.as_mut()
+            {
+                e[1] = v.relative_error(m);
+            }
+        }
+        if let Some(dist) = &dist {
+            feed_destinations(&mut o, m, dist, spec.estimate, vivaldi.as_ref());
+        }
         let mut arity_hist = vec![0u32; max + 2];
         for a in o.arities() {
             arity_hist[a.min(max + 1)] += 1;
@@ -182,7 +233,39 @@ pub fn run(m: &LatencyMatrix, spec: &RunSpec, threads: usize) -> anyhow::Result<
         final_edges: o.edges(),
         final_arity: o.arities(),
         reliability,
+        coord_error,
     })
+}
+
+/// Gives every node the route metric of every destination it reaches
+/// (`dist`, row by row, µs) and its direct RTT estimate.
+fn feed_destinations(
+    o: &mut Overlay<'_>,
+    m: &LatencyMatrix,
+    dist: &[u32],
+    estimate: Estimate,
+    vivaldi: Option<&Vivaldi>,
+) {
+    let n = m.len();
+    for v in 0..n {
+        let row = &dist[v * n..(v + 1) * n];
+        let dests = row.iter().enumerate().filter_map(|(j, &d)| {
+            if j == v || d == u32::MAX {
+                return None;
+            }
+            let est_us = match (estimate, vivaldi) {
+                (Estimate::Vivaldi, Some(c)) => (c.estimate_ms(v, j) * 1000.0) as u64,
+                (Estimate::Oracle, _) => u64::from(m.rtt_us(v, j)?),
+                _ => return None,
+            };
+            Some((
+                j as u32,
+                Duration::from_micros(u64::from(d)),
+                Duration::from_micros(est_us),
+            ))
+        });
+        o.feed_destinations(v, dests);
+    }
 }
 
 /// Runs `spec` once per process: `all` reuses runs across experiments.

@@ -20,7 +20,9 @@
 //!   again;
 //! - every refresh period replaces one own tunnel, chosen by
 //!   [`Replacement`] (the report's: the one through which the fewest
-//!   destinations are routed, ties broken by the highest RTT);
+//!   destinations are routed, ties broken by the highest RTT), or up to
+//!   [`Replacement::MAX_SHORTCUTS`] with [`Replacement::Shortcut`], whose
+//!   new peers are the destinations a direct tunnel would shortcut most;
 //! - removes a tunnel in two stages, [`Action::Drain`] (routes move away)
 //!   then [`Action::Close`], so that no packet in flight is lost; the
 //!   replacement is opened when the drain starts (make before break).
@@ -32,7 +34,9 @@
 //!    dialler with its result), [`Policy::handle_tunnel_up`],
 //!    [`Policy::handle_tunnel_failed`], [`Policy::handle_tunnel_closed`],
 //!    and the routing view: [`Policy::handle_routes`] (destinations routed
-//!    through each tunnel, from Babel's table) and [`Policy::handle_rtt`].
+//!    through each tunnel, from Babel's table) and [`Policy::handle_rtt`];
+//!    with [`Replacement::Shortcut`], also [`Policy::handle_destinations`]
+//!    (route metric and estimated direct RTT of each destination).
 //! 3. After any input, apply every [`Policy::poll_action`] until `None`.
 //! 4. Sleep until [`Policy::poll_timeout`], then call
 //!    [`Policy::handle_timeout`] and go to 3.
@@ -62,6 +66,16 @@ pub use types::{
 /// How many decided best-of-n rounds [`Policy::probe_rounds`] keeps.
 const PROBE_ROUNDS_KEPT: usize = 8;
 
+/// How many shortcut destinations (the largest gains) the policy keeps
+/// between two [`Policy::handle_destinations`]: enough for a few
+/// refreshes' replacements and the refusals of full peers.
+const SHORTCUTS_KEPT: usize = 32;
+
+/// A destination is "far" when its route metric is at least this many
+/// times its estimated direct RTT; the share of far destinations sets how
+/// many tunnels [`Replacement::Shortcut`] replaces per refresh.
+const FAR_RATIO: u64 = 2;
+
 /// How long a peer is held back when a dial to it failed while the node had
 /// no tunnel up at all: the node was probably cut off itself (its uplink
 /// down), so the failure says nothing about the peer, and the node must
@@ -82,6 +96,8 @@ struct Tunnel<P> {
     drain_deadline: Option<Instant>,
     /// A best-of-n candidate that is not one of the `k` yet.
     probe: bool,
+    /// An own tunnel to a randomly picked peer (not a shortcut).
+    random: bool,
 }
 
 impl<P> Tunnel<P> {
@@ -127,6 +143,11 @@ pub struct Policy<P: PeerId, R = StdRng> {
     /// The latest `now` seen, for `poll_timeout`.
     now: Instant,
     stats: PolicyStats,
+    /// Shortcut destinations, largest gain (µs) first, at most
+    /// `SHORTCUTS_KEPT`; consumed as they are dialled.
+    shortcuts: Vec<(P, u64)>,
+    /// From the latest destinations report: (far destinations, all).
+    far: (usize, usize),
 }
 
 impl<P: PeerId, R: rand::Rng> Policy<P, R> {
@@ -147,6 +168,8 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             probe_rounds: VecDeque::new(),
             now,
             stats: PolicyStats::default(),
+            shortcuts: Vec::new(),
+            far: (0, 0),
         })
     }
 
@@ -457,6 +480,52 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         }
     }
 
+    /// What the node knows of every destination, for
+    /// [`Replacement::Shortcut`]: its route metric (Babel's selected
+    /// route, in RTT units) and an estimate of the direct RTT to it
+    /// (network coordinates from the peer announcements). The gain of a
+    /// direct tunnel is `metric - estimate`; the largest gains are kept
+    /// (at most 32) and replace the previous report. Destinations without
+    /// a route are not listed (a tunnel to them is no shortcut: the
+    /// random tunnels keep the graph connected).
+    pub fn handle_destinations(
+        &mut self,
+        destinations: impl IntoIterator<Item = (P, Duration, Duration)>,
+        now: Instant,
+    ) {
+        self.now = now;
+        let (mut far, mut all) = (0, 0);
+        let mut gains: Vec<(P, u64)> = Vec::new();
+        for (peer, metric, estimate) in destinations {
+            if peer == self.me {
+                continue;
+            }
+            all += 1;
+            let m = u64::try_from(metric.as_micros()).unwrap_or(u64::MAX);
+            let e = u64::try_from(estimate.as_micros()).unwrap_or(u64::MAX);
+            if m >= e.saturating_mul(FAR_RATIO) {
+                far += 1;
+            }
+            if m > e {
+                gains.push((peer, m - e));
+                // Bounded however many destinations are reported.
+                if gains.len() >= 4 * SHORTCUTS_KEPT {
+                    Self::keep_largest(&mut gains);
+                }
+            }
+        }
+        Self::keep_largest(&mut gains);
+        self.shortcuts = gains;
+        self.far = (far, all);
+    }
+
+    /// Keeps the `SHORTCUTS_KEPT` largest gains, largest first (ties: the
+    /// smaller peer, so that a run is reproducible).
+    fn keep_largest(gains: &mut Vec<(P, u64)>) {
+        gains.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        gains.truncate(SHORTCUTS_KEPT);
+    }
+
     /// Time passed: refresh, drain deadlines, probe deadline, back-off
     /// expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -561,12 +630,13 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             rtt: None,
             drain_deadline: None,
             probe: false,
+            random: false,
         });
         self.stats.accepted += 1;
         id
     }
 
-    fn open(&mut self, peer: P, probe: bool) {
+    fn open(&mut self, peer: P, probe: bool, random: bool) {
         let id = self.new_id();
         self.tunnels.push(Tunnel {
             id,
@@ -577,6 +647,7 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             rtt: None,
             drain_deadline: None,
             probe,
+            random,
         });
         self.stats.opened += 1;
         self.actions.push_back(Action::Open { tunnel: id, peer });
@@ -633,9 +704,61 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         }
         let mut missing = self.config.outgoing.saturating_sub(self.own_count());
         while missing > 0 {
-            let Some(peer) = self.pick(now) else { break };
-            self.open(peer, false);
+            if self.wants_shortcut()
+                && let Some(peer) = self.pick_shortcut(now)
+            {
+                self.stats.shortcuts_opened += 1;
+                self.open(peer, false, false);
+            } else {
+                let Some(peer) = self.pick(now) else { break };
+                self.open(peer, false, true);
+            }
             missing -= 1;
+        }
+    }
+
+    /// With [`Replacement::Shortcut`], whether the next own tunnel may be a
+    /// shortcut: the random ones asked for are all there.
+    fn wants_shortcut(&self) -> bool {
+        let Replacement::Shortcut { random } = self.config.replacement else {
+            return false;
+        };
+        let randoms = self
+            .tunnels
+            .iter()
+            .filter(|t| t.is_active_own() && t.random)
+            .count();
+        randoms >= usize::from(random)
+    }
+
+    /// The eligible shortcut destination with the largest gain, taken off
+    /// the list with those before it that cannot be dialled (a tunnel
+    /// exists, backed off, not in the peer DB).
+    fn pick_shortcut(&mut self, now: Instant) -> Option<P> {
+        while !self.shortcuts.is_empty() {
+            let (peer, _) = self.shortcuts.remove(0);
+            if self.candidates.binary_search(&peer).is_ok() && self.eligible(&peer, now) {
+                return Some(peer);
+            }
+        }
+        None
+    }
+
+    /// How many own tunnels [`Replacement::Shortcut`] replaces now: more
+    /// while many destinations are routed far above their direct RTT (early,
+    /// on a random overlay), one once few are.
+    fn shortcut_count(&self) -> usize {
+        let (far, all) = self.far;
+        if all == 0 {
+            return 1;
+        }
+        let share = far as f64 / all as f64;
+        if share >= 0.10 {
+            Replacement::MAX_SHORTCUTS
+        } else if share >= 0.02 {
+            2
+        } else {
+            1
         }
     }
 
@@ -663,6 +786,12 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         if own.is_empty() || own.len() < self.config.outgoing {
             return;
         }
+        if let Replacement::Shortcut { .. } = self.config.replacement
+            && !surplus
+        {
+            self.replace_shortcuts(own, now);
+            return;
+        }
         let victim = match self.config.replacement {
             Replacement::Random if !surplus => own[self.rng.random_range(0..own.len())],
             _ => self.least_used(&own),
@@ -682,13 +811,36 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
             let mut opened = 0;
             for _ in 0..probes {
                 let Some(peer) = self.pick(now) else { break };
-                self.open(peer, true);
+                self.open(peer, true, true);
                 opened += 1;
             }
             if opened > 0 {
                 self.probe_deadline = Some(now + self.config.probe_timeout);
                 return;
             }
+        }
+        self.fill(now);
+    }
+
+    /// [`Replacement::Shortcut`]'s refresh: drain the least used own
+    /// tunnels (as many as [`Policy::shortcut_count`]) and open their
+    /// replacements at once: shortcuts, or random peers for the random
+    /// tunnels among the victims.
+    fn replace_shortcuts(&mut self, mut own: Vec<usize>, now: Instant) {
+        let count = self.shortcut_count().min(own.len());
+        for _ in 0..count {
+            let pos = {
+                let victim = self.least_used(&own);
+                own.iter().position(|&i| i == victim).expect("from own")
+            };
+            let victim = own.swap_remove(pos);
+            let t = &mut self.tunnels[victim];
+            t.state = TunnelState::Draining;
+            t.drain_deadline = Some(now + self.config.drain_timeout);
+            let (id, peer, destinations) = (t.id, t.peer.clone(), t.destinations);
+            self.actions.push_back(Action::Drain { tunnel: id, peer });
+            self.stats.replaced += 1;
+            self.stats.replaced_destinations += u64::from(destinations);
         }
         self.fill(now);
     }

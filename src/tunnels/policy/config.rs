@@ -30,16 +30,36 @@ pub enum Replacement {
         /// How many candidate tunnels are opened per refresh (at least 2).
         probes: u8,
     },
+    /// Replace the least used own tunnels by direct tunnels to the
+    /// destinations they would shortcut most: those whose route metric
+    /// (Babel's, RTT-based) exceeds the estimated direct RTT by the most
+    /// (see [`super::Policy::handle_destinations`]). `random` own tunnels
+    /// are kept to random peers (replaced as by [`Replacement::LeastUsed`]),
+    /// for fault tolerance. Up to [`Replacement::MAX_SHORTCUTS`] tunnels are
+    /// replaced per refresh while many destinations are routed at least
+    /// twice their estimated direct RTT, one otherwise. No probe: the cost
+    /// is one handshake per replaced tunnel.
+    Shortcut {
+        /// How many of the `k` own tunnels stay random.
+        random: u8,
+    },
 }
 
 impl Replacement {
     /// Most probes a network may ask for: each is a QUIC handshake at every
     /// refresh, and the simulator's gain flattens well before this.
     pub const MAX_PROBES: u8 = 16;
+
+    /// Most tunnels [`Replacement::Shortcut`] replaces at one refresh.
+    pub const MAX_SHORTCUTS: usize = 3;
+
+    /// Most random tunnels [`Replacement::Shortcut`] may keep (as many as
+    /// `k` makes it [`Replacement::LeastUsed`]).
+    pub const MAX_RANDOM: u8 = 64;
 }
 
 /// The names used in the network configuration and on command lines:
-/// `never`, `random`, `least-used`, `least-used-best-of-N`.
+/// `never`, `random`, `least-used`, `least-used-best-of-N`, `shortcut-R`.
 impl std::fmt::Display for Replacement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -47,6 +67,7 @@ impl std::fmt::Display for Replacement {
             Replacement::Random => f.write_str("random"),
             Replacement::LeastUsed => f.write_str("least-used"),
             Replacement::LeastUsedBestOf { probes } => write!(f, "least-used-best-of-{probes}"),
+            Replacement::Shortcut { random } => write!(f, "shortcut-{random}"),
         }
     }
 }
@@ -60,6 +81,17 @@ impl std::str::FromStr for Replacement {
             "never" => Replacement::Never,
             "random" => Replacement::Random,
             "least-used" => Replacement::LeastUsed,
+            _ if s.starts_with("shortcut-") => {
+                let n = &s["shortcut-".len()..];
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let random: u8 = n.parse().map_err(|_| bad())?;
+                if random > Replacement::MAX_RANDOM {
+                    return Err(bad());
+                }
+                Replacement::Shortcut { random }
+            }
             _ => {
                 let n = s.strip_prefix("least-used-best-of-").ok_or_else(bad)?;
                 // Digits only: no sign, no spaces.
@@ -80,7 +112,7 @@ impl std::str::FromStr for Replacement {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown tunnel replacement {0:?}: expected never, random, least-used or \
-     least-used-best-of-N with N from 2 to 16"
+     least-used-best-of-N with N from 2 to 16, or shortcut-R with R from 0 to 64"
 )]
 pub struct ParseReplacementError(pub String);
 

@@ -581,9 +581,16 @@ fn replacement_names_round_trip_and_bad_ones_are_refused() {
         Replacement::LeastUsed,
         Replacement::LeastUsedBestOf { probes: 2 },
         Replacement::LeastUsedBestOf { probes: 16 },
+        Replacement::Shortcut { random: 0 },
+        Replacement::Shortcut { random: 3 },
+        Replacement::Shortcut { random: 64 },
     ] {
         assert_eq!(r.to_string().parse::<Replacement>(), Ok(r));
     }
+    assert_eq!(
+        "shortcut-3".parse(),
+        Ok(Replacement::Shortcut { random: 3 })
+    );
     assert_eq!(
         "least-used-best-of-5".parse(),
         Ok(Replacement::LeastUsedBestOf { probes: 5 })
@@ -597,6 +604,11 @@ fn replacement_names_round_trip_and_bad_ones_are_refused() {
         "least-used-best-of-+5",
         "least-used-best-of-999",
         "LEAST-USED",
+        "shortcut",
+        "shortcut-",
+        "shortcut-65",
+        "shortcut--1",
+        "shortcut-300",
     ] {
         let e = bad.parse::<Replacement>().unwrap_err();
         assert_eq!(e, ParseReplacementError(bad.to_string()));
@@ -751,4 +763,176 @@ fn a_new_refresh_period_counts_from_the_scheduled_refresh() {
     // Shorter: at most one new period from now.
     p.set_limits(2, 6, secs(4), t0 + secs(16)).unwrap();
     assert_eq!(p.poll_timeout(), Some(t0 + secs(20)));
+}
+
+/// Destinations 5..=54, each routed at `metric` ms and estimated at
+/// `metric - gain(peer)` ms direct; plus peer 2, which already has a
+/// tunnel, with the largest gain of all.
+fn destinations(p: &mut P, metric: u64, gain: impl Fn(u32) -> u64, now: Instant) {
+    let ms = Duration::from_millis;
+    let d = (5..=54u32)
+        .map(|peer| (peer, ms(metric), ms(metric - gain(peer))))
+        .chain([(2, ms(500), ms(1))]);
+    p.handle_destinations(d, now);
+}
+
+#[test]
+fn shortcut_dials_the_destinations_with_the_largest_gain() {
+    let (mut p, opened, t0) = optimising(
+        4,
+        &[7, 1, 1, 3],
+        &[10, 20, 50, 5],
+        Replacement::Shortcut { random: 1 },
+    );
+    // 20 and 30 are routed at 100 ms but estimated at 10 and 40 ms direct:
+    // 2 of 51 destinations are far (at least twice their estimate), 3.9 %.
+    destinations(
+        &mut p,
+        100,
+        |peer| match peer {
+            20 => 90,
+            30 => 60,
+            _ => 5,
+        },
+        t0,
+    );
+    p.handle_timeout(t0 + secs(10));
+    let a = actions(&mut p);
+    let drained: Vec<u32> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Drain { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    // The two least used (1 destination each), the slower first.
+    assert_eq!(drained, vec![3, 2]);
+    let new: Vec<u32> = opens(&a).iter().map(|o| o.1).collect();
+    assert_eq!(new, vec![20, 30], "largest gains first, never peer 2 again");
+    assert_eq!(p.stats().shortcuts_opened, 2);
+    assert_eq!(p.stats().replaced, 2);
+}
+
+#[test]
+fn shortcut_replaces_more_while_many_destinations_are_far() {
+    let (mut p, opened, t0) = optimising(
+        10,
+        &[9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+        &[10; 10],
+        Replacement::Shortcut { random: 2 },
+    );
+    // Every destination routed at 100 ms, estimated at 20: all far.
+    destinations(&mut p, 100, |_| 80, t0);
+    let now = t0 + secs(10);
+    p.handle_timeout(now);
+    let a = actions(&mut p);
+    let drains = a
+        .iter()
+        .filter(|a| matches!(a, Action::Drain { .. }))
+        .count();
+    assert_eq!(drains, Replacement::MAX_SHORTCUTS);
+    assert_eq!(opens(&a).len(), Replacement::MAX_SHORTCUTS);
+    // The drains end; the new tunnels come up.
+    bring_up(&mut p, &opens(&a), |_| 10, now);
+    p.handle_routes(opened.iter().take(7).map(|&(t, _)| (t, 5)), now);
+    let _ = actions(&mut p);
+    assert_eq!(p.own_count(), 10);
+    // Now routes are within 10 % of their estimates: one per refresh.
+    destinations(&mut p, 100, |_| 10, now);
+    p.handle_timeout(now + secs(10));
+    let a = actions(&mut p);
+    let drains = a
+        .iter()
+        .filter(|a| matches!(a, Action::Drain { .. }))
+        .count();
+    assert_eq!(drains, 1);
+    assert_eq!(opens(&a).len(), 1);
+}
+
+#[test]
+fn shortcut_keeps_its_random_tunnels_random() {
+    // All 4 own tunnels must stay random: the victim is replaced by a
+    // random peer, whatever the gains.
+    let (mut p, _, t0) = optimising(
+        4,
+        &[7, 1, 2, 3],
+        &[10, 20, 50, 5],
+        Replacement::Shortcut { random: 4 },
+    );
+    // Only peer 2 is far (1 of 51): one replacement.
+    destinations(&mut p, 100, |peer| if peer == 20 { 45 } else { 0 }, t0);
+    p.handle_timeout(t0 + secs(10));
+    let a = actions(&mut p);
+    assert_eq!(opens(&a).len(), 1);
+    assert_eq!(p.stats().shortcuts_opened, 0);
+    assert_eq!(p.stats().replaced, 1);
+    assert!(
+        p.tunnels()
+            .filter(|t| t.direction == Direction::Outgoing)
+            .count()
+            == 5
+    );
+}
+
+#[test]
+fn a_refused_shortcut_is_followed_by_the_next_one() {
+    let (mut p, _, t0) = optimising(
+        4,
+        &[7, 1, 2, 3],
+        &[10, 20, 50, 5],
+        Replacement::Shortcut { random: 1 },
+    );
+    destinations(
+        &mut p,
+        100,
+        // None far but peer 2 (1 of 51): one replacement.
+        |peer| match peer {
+            20 => 45,
+            30 => 40,
+            40 => 30,
+            _ => 0,
+        },
+        t0,
+    );
+    let now = t0 + secs(10);
+    p.handle_timeout(now);
+    let new = opens(&actions(&mut p));
+    assert_eq!(new.iter().map(|o| o.1).collect::<Vec<_>>(), vec![20]);
+    p.handle_tunnel_failed(
+        new[0].0,
+        Failure::Refused(Refusal::Full {
+            tunnels: 12,
+            max: 12,
+        }),
+        now,
+    );
+    let next: Vec<u32> = opens(&actions(&mut p)).iter().map(|o| o.1).collect();
+    assert_eq!(next, vec![30]);
+    assert_eq!(p.stats().shortcuts_opened, 2);
+}
+
+#[test]
+fn shortcut_list_is_bounded_and_ignores_me_and_no_gain() {
+    let t0 = Instant::now();
+    let mut p = policy(
+        0,
+        PolicyConfig {
+            replacement: Replacement::Shortcut { random: 1 },
+            ..config(4)
+        },
+        t0,
+    );
+    let ms = Duration::from_millis;
+    p.handle_destinations(
+        (0..10_000u32).map(|d| (d, ms(100), ms(u64::from(d % 150)))),
+        t0,
+    );
+    assert!(p.shortcuts.len() <= SHORTCUTS_KEPT);
+    assert!(!p.shortcuts.iter().any(|s| s.0 == 0), "not me");
+    assert!(p.shortcuts.iter().all(|s| s.1 > 0), "only gains");
+    assert!(p.shortcuts.windows(2).all(|w| w[0].1 >= w[1].1));
+    // The largest gain: estimate 0 (d % 150 == 0, d > 0: peer 150).
+    assert_eq!(p.shortcuts[0], (150, 100_000));
+    // Far: estimate <= 50 ms, 51 of every 150 destinations (me excluded).
+    assert_eq!(p.far.1, 9_999);
 }

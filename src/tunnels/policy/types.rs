@@ -189,6 +189,9 @@ pub struct PolicyStats {
     pub duplicates_closed: u64,
     /// Best-of-n refreshes decided.
     pub probe_rounds: u64,
+    /// Own tunnels opened to a shortcut destination
+    /// ([`super::Replacement::Shortcut`]).
+    pub shortcuts_opened: u64,
     /// Events about a tunnel id the policy does not know (a driver bug or a
     /// late event); they are ignored.
     pub unknown_tunnel: u64,
