@@ -34,7 +34,51 @@ struct Strategy {
     small_only: bool,
 }
 
-fn strategies() -> Vec<Strategy> {
+/// The strategies compared, or those named by the environment variable
+/// `RE6ST_SIM_BEYOND` (`NAME[:vivaldi|:oracle|:vivaldi-ping-M|:ping-M],...`,
+/// NAME as for
+/// `--tunnel-replacement`), to explore variants without a rebuild.
+fn strategies() -> anyhow::Result<Vec<Strategy>> {
+    let Ok(list) = std::env::var("RE6ST_SIM_BEYOND") else {
+        return Ok(default_strategies());
+    };
+    list.split(',')
+        .map(|item| {
+            let (name, est) = item.split_once(':').unwrap_or((item, ""));
+            let replacement: Replacement = name.parse()?;
+            let count = |prefix: &str| est.strip_prefix(prefix).and_then(|c| c.parse().ok());
+            let estimate = match est {
+                "" => Estimate::None,
+                "vivaldi" => Estimate::Vivaldi,
+                "oracle" => Estimate::Oracle,
+                _ if count("vivaldi-ping-").is_some() => {
+                    Estimate::VivaldiPing(count("vivaldi-ping-").unwrap_or(0))
+                }
+                _ if count("ping-").is_some() => Estimate::Ping(count("ping-").unwrap_or(0)),
+                other => anyhow::bail!("unknown estimate {other:?} in RE6ST_SIM_BEYOND"),
+            };
+            if matches!(replacement, Replacement::Shortcut { .. }) && estimate == Estimate::None {
+                anyhow::bail!("{name} needs :vivaldi or :oracle in RE6ST_SIM_BEYOND");
+            }
+            let probes = match replacement {
+                Replacement::LeastUsedBestOf { probes } => u64::from(probes) - 1,
+                _ => 0,
+            };
+            // Leaked once per process: labels are `'static` like the
+            // built-in ones.
+            let label: &'static str = Box::leak(item.to_owned().into_boxed_str());
+            Ok(Strategy {
+                label,
+                replacement,
+                estimate,
+                probes,
+                small_only: false,
+            })
+        })
+        .collect()
+}
+
+fn default_strategies() -> Vec<Strategy> {
     let s = |label, replacement, estimate, probes, small_only| Strategy {
         label,
         replacement,
@@ -132,7 +176,7 @@ fn replaced_per_refresh(rs: &[Arc<RunResult>], n: usize, range: std::ops::Range<
 /// Beyond the report: replacement strategies side by side, stable and with
 /// churn, and the fault tolerance of what they build, averaged over seeds.
 pub fn beyond(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let all = strategies();
+    let all = strategies()?;
     for m in ctx.datasets()? {
         let strategies: Vec<&Strategy> = all
             .iter()

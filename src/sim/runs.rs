@@ -28,9 +28,23 @@ pub enum Estimate {
     None,
     /// Vivaldi coordinates learnt from the tunnels' RTTs ([`Vivaldi`]).
     Vivaldi,
-    /// The true RTT (not available to a node: an upper bound of what better
-    /// coordinates could give).
+    /// The true RTT of every destination: what a node gets by pinging every
+    /// node of its peer DB (once, cached: RTTs change little), or an upper
+    /// bound of what better coordinates could give.
     Oracle,
+    /// Vivaldi picks the `pings` destinations with the largest estimated
+    /// gain; the node pings them and reports those only, with their
+    /// measured RTT.
+    VivaldiPing(u16),
+    /// The node pings `pings` random destinations and reports those only:
+    /// what the pings give without coordinates to choose them.
+    Ping(u16),
+}
+
+impl Estimate {
+    fn uses_vivaldi(self) -> bool {
+        matches!(self, Estimate::Vivaldi | Estimate::VivaldiPing(_))
+    }
 }
 
 /// Nodes leaving and coming back at once between iterations (report §5.2).
@@ -115,11 +129,6 @@ impl RunResult {
             .sum::<f64>()
             / w as f64
     }
-
-    /// The first iteration whose mean latency is at most `target` (ms).
-    pub fn iterations_to(&self, target: f64) -> Option<usize> {
-        self.iterations.iter().position(|i| i.mean_ms <= target)
-    }
 }
 
 /// The node defaults: k = 10, maximum arity 30, 300 s refresh.
@@ -153,7 +162,10 @@ pub fn run(m: &LatencyMatrix, spec: &RunSpec, threads: usize) -> anyhow::Result<
     let mut hop_routed_ms = 0.0;
     let shortcut = matches!(spec.replacement, Replacement::Shortcut { .. });
     let mut coord_rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed ^ 0xC00D);
-    let mut vivaldi = (spec.estimate == Estimate::Vivaldi).then(|| Vivaldi::new(n, &mut coord_rng));
+    let mut vivaldi = spec
+        .estimate
+        .uses_vivaldi()
+        .then(|| Vivaldi::new(n, &mut coord_rng));
     let mut coord_error = None;
     for it in 0..=spec.iterations {
         let edges = o.edges();
@@ -179,7 +191,14 @@ pub fn run(m: &LatencyMatrix, spec: &RunSpec, threads: usize) -> anyhow::Result<
             }
         }
         if let Some(dist) = &dist {
-            feed_destinations(&mut o, m, dist, spec.estimate, vivaldi.as_ref());
+            feed_destinations(
+                &mut o,
+                m,
+                dist,
+                spec.estimate,
+                vivaldi.as_ref(),
+                &mut coord_rng,
+            );
         }
         let mut arity_hist = vec![0u32; max + 2];
         for a in o.arities() {
@@ -237,47 +256,71 @@ pub fn run(m: &LatencyMatrix, spec: &RunSpec, threads: usize) -> anyhow::Result<
     })
 }
 
-/// Gives every node the route metric of every destination it reaches
-/// (`dist`, row by row, µs) and its direct RTT estimate.
+/// Gives every node the route metric of the destinations it reaches
+/// (`dist`, row by row, µs) with their direct RTT estimate (or measure).
 fn feed_destinations(
     o: &mut Overlay<'_>,
     m: &LatencyMatrix,
     dist: &[u32],
     estimate: Estimate,
     vivaldi: Option<&Vivaldi>,
+    rng: &mut Xoshiro256PlusPlus,
 ) {
     let n = m.len();
+    let us = Duration::from_micros;
     for v in 0..n {
         let row = &dist[v * n..(v + 1) * n];
-        let dests = row.iter().enumerate().filter_map(|(j, &d)| {
-            if j == v || d == u32::MAX {
-                return None;
-            }
-            let est_us = match (estimate, vivaldi) {
-                (Estimate::Vivaldi, Some(c)) => (c.estimate_ms(v, j) * 1000.0) as u64,
-                (Estimate::Oracle, _) => u64::from(m.rtt_us(v, j)?),
-                _ => return None,
-            };
+        let reached = |j: usize| j != v && row[j] != u32::MAX;
+        let measured = |j: usize| {
             Some((
                 j as u32,
-                Duration::from_micros(u64::from(d)),
-                Duration::from_micros(est_us),
+                us(u64::from(row[j])),
+                us(u64::from(m.rtt_us(v, j)?)),
             ))
-        });
+        };
+        let dests: Vec<(u32, Duration, Duration)> = match (estimate, vivaldi) {
+            (Estimate::Vivaldi, Some(c)) => (0..n)
+                .filter(|&j| reached(j))
+                .map(|j| {
+                    let est = (c.estimate_ms(v, j) * 1000.0) as u64;
+                    (j as u32, us(u64::from(row[j])), us(est))
+                })
+                .collect(),
+            (Estimate::VivaldiPing(pings), Some(c)) => {
+                let mut gains: Vec<(i64, usize)> = (0..n)
+                    .filter(|&j| reached(j))
+                    .map(|j| {
+                        let est = (c.estimate_ms(v, j) * 1000.0) as i64;
+                        (est - i64::from(row[j]), j)
+                    })
+                    .collect();
+                let keep = usize::from(pings).min(gains.len());
+                if keep > 0 && keep < gains.len() {
+                    gains.select_nth_unstable(keep - 1);
+                }
+                gains[..keep]
+                    .iter()
+                    .filter_map(|&(_, j)| measured(j))
+                    .collect()
+            }
+            (Estimate::Ping(pings), _) => {
+                let mut out = Vec::new();
+                for _ in 0..pings {
+                    let j = rng.random_range(0..n);
+                    if reached(j)
+                        && let Some(d) = measured(j)
+                    {
+                        out.push(d);
+                    }
+                }
+                out
+            }
+            (Estimate::Oracle, _) => (0..n)
+                .filter(|&j| reached(j))
+                .filter_map(measured)
+                .collect(),
+            _ => Vec::new(),
+        };
         o.feed_destinations(v, dests);
     }
-}
-
-/// Runs `spec` once per process: `all` reuses runs across experiments.
-pub fn cached(
-    ctx: &mut super::Ctx,
-    m: &Arc<LatencyMatrix>,
-    spec: RunSpec,
-) -> anyhow::Result<Arc<RunResult>> {
-    if let Some((_, r)) = ctx.runs.iter().find(|(s, _)| *s == spec) {
-        return Ok(r.clone());
-    }
-    let r = Arc::new(run(m, &spec, ctx.threads)?);
-    ctx.runs.push((spec, r.clone()));
-    Ok(r)
 }
