@@ -324,3 +324,17 @@ fn feed_destinations(
         o.feed_destinations(v, dests);
     }
 }
+
+/// Runs `spec` once per process: `all` reuses runs across experiments.
+pub fn cached(
+    ctx: &mut super::Ctx,
+    m: &Arc<LatencyMatrix>,
+    spec: RunSpec,
+) -> anyhow::Result<Arc<RunResult>> {
+    if let Some((_, r)) = ctx.runs.iter().find(|(s, _)| *s == spec) {
+        return Ok(r.clone());
+    }
+    let r = Arc::new(run(m, &spec, ctx.threads)?);
+    ctx.runs.push((spec, r.clone()));
+    Ok(r)
+}
