@@ -57,7 +57,7 @@ impl Vivaldi {
     /// Node `i` measured `rtt_ms` to `j` (whose coordinate it got from
     /// `j`'s announcement) and moves its own coordinate.
     pub fn sample(&mut self, i: usize, j: usize, rtt_ms: f64) {
-        if i == j || !(rtt_ms > 0.0) {
+        if i == j || rtt_ms.is_nan() || rtt_ms <= 0.0 {
             return;
         }
         let (a, b) = (self.c[i], self.c[j]);
@@ -73,7 +73,8 @@ impl Vivaldi {
         let (ux, uy) = if norm > 1e-9 {
             (dx / norm, dy / norm)
         } else {
-            let t = (i as f64 * 0.618_033_988_7 + j as f64 * 0.414_213_562_3).fract() * 6.283;
+            let t = (i as f64 * 0.618_033_988_7 + j as f64 * 0.414_213_562_3).fract()
+                * std::f64::consts::TAU;
             (t.cos(), t.sin())
         };
         // Serf's form of the height update: the height takes the share of
@@ -156,7 +157,7 @@ mod tests {
             .iter()
             .map(|a: &(f64, f64)| {
                 pts.iter()
-                    .map(|b| ((a.0 - b.0) as f64).hypot(a.1 - b.1) + 2.0)
+                    .map(|b| (a.0 - b.0).hypot(a.1 - b.1) + 2.0)
                     .collect()
             })
             .collect();

@@ -778,7 +778,7 @@ fn destinations(p: &mut P, metric: u64, gain: impl Fn(u32) -> u64, now: Instant)
 
 #[test]
 fn shortcut_dials_the_destinations_with_the_largest_gain() {
-    let (mut p, opened, t0) = optimising(
+    let (mut p, _, t0) = optimising(
         4,
         &[7, 1, 1, 3],
         &[10, 20, 50, 5],
