@@ -471,6 +471,19 @@ mod tests {
         );
     }
 
+    /// The metric rows are the converged route latencies: 0-2 by the
+    /// 0-1-2 detour (20 ms), 3 unreachable without the 2-3 tunnel.
+    #[test]
+    fn distances_are_the_route_metrics() {
+        let m = tiny();
+        let g = LatencyGraph::new(4, &[(0, 1), (0, 2), (1, 2)], &m);
+        let (c, d) = converge_with_distances(&g, 2);
+        assert_eq!(c, converge(&g, 2));
+        assert_eq!(&d[0..4], &[0, 10_000, 20_000, u32::MAX]);
+        assert_eq!(&d[8..12], &[20_000, 10_000, 0, u32::MAX]);
+        assert_eq!(&d[12..16], &[u32::MAX, u32::MAX, u32::MAX, 0]);
+    }
+
     #[test]
     fn unreachable_pairs_are_counted_not_averaged() {
         let m = tiny();
