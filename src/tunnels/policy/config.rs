@@ -38,7 +38,9 @@ pub enum Replacement {
     /// for fault tolerance. Up to [`Replacement::MAX_SHORTCUTS`] tunnels are
     /// replaced per refresh while many destinations are routed at least
     /// twice their estimated direct RTT, one otherwise. No probe: the cost
-    /// is one handshake per replaced tunnel.
+    /// is one handshake per replaced tunnel. Without destinations reported
+    /// (the node does not feed them yet) it behaves as
+    /// [`Replacement::LeastUsed`].
     Shortcut {
         /// How many of the `k` own tunnels stay random.
         random: u8,
@@ -127,7 +129,8 @@ pub struct PolicyConfig {
     /// Maximum arity: tunnels in both directions together (default `3k`).
     /// Incoming tunnels are refused once there are `max_tunnels - outgoing`
     /// of them, which keeps room for the node's own `k` (a refresh may
-    /// exceed the maximum by one while its drain runs).
+    /// exceed the maximum by one while its drain runs, by up to
+    /// [`Replacement::MAX_SHORTCUTS`] with [`Replacement::Shortcut`]).
     pub max_tunnels: usize,
     /// Refresh period (re6stnet's `tunnel_refresh`, default 300 s).
     pub refresh: Duration,
