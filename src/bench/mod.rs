@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// per-stage latency of a packet.
     #[arg(long, value_name = "DIR")]
     pub perf: Option<std::path::PathBuf>,
+    /// After the rounds, print every node's packet-path counters and
+    /// tunnels (QUIC window, losses, datagrams) as JSON on stderr.
+    #[arg(long)]
+    pub node_status: bool,
 }
 
 impl BenchArgs {
@@ -239,6 +243,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             }
         }
         paths_out = figures(&rows, &samples);
+        if args.node_status {
+            let s = lab.node_status().await?;
+            eprintln!("{}", serde_json::to_string_pretty(&s)?);
+        }
         drop(lab);
     }
     let mut idle_out = Vec::new();

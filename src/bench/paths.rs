@@ -47,6 +47,8 @@ struct LabNode {
 pub struct PathLab {
     pub lab: Lab,
     rows: Vec<PathRow>,
+    /// The nodes' control sockets, by namespace.
+    sockets: Vec<(&'static str, PathBuf)>,
 }
 
 const AB_A: &str = "fd00:be:ab::1";
@@ -238,7 +240,38 @@ impl PathLab {
                 }
             }
         }
-        Ok(PathLab { lab, rows })
+        let sockets = vec![
+            ("b", b.socket.clone()),
+            ("a", a.socket.clone()),
+            ("c", c.socket.clone()),
+        ];
+        Ok(PathLab { lab, rows, sockets })
+    }
+
+    /// Each node's packet-path and host counters and its tunnels (QUIC
+    /// window, losses, datagrams), as JSON: what `--node-status` prints.
+    pub async fn node_status(&self) -> anyhow::Result<serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (ns, socket) in &self.sockets {
+            let counters = match re6st::control::query(socket, Request::Status).await? {
+                Response::Status(s) => s.counters,
+                other => bail!("node {ns} answered {other:?}"),
+            };
+            let tunnels = match re6st::control::query(socket, Request::Tunnels).await? {
+                Response::Tunnels(t) => t,
+                other => bail!("node {ns} answered {other:?}"),
+            };
+            let pick = |g: &str| counters.get(g).cloned().unwrap_or_default();
+            out.insert(
+                (*ns).into(),
+                serde_json::json!({
+                    "path": pick("path"),
+                    "host": pick("host"),
+                    "tunnels": tunnels,
+                }),
+            );
+        }
+        Ok(serde_json::Value::Object(out))
     }
 
     /// The ways to measure.

@@ -295,6 +295,9 @@ pub struct TunnelInfo {
     /// `quic` or `tcp`.
     #[serde(default = "quic")]
     pub transport: String,
+    /// QUIC's congestion window, losses, datagrams and ACKs.
+    #[serde(default)]
+    pub quic: crate::transport::engine::QuicStats,
 }
 
 fn quic() -> String {

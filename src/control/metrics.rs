@@ -145,7 +145,7 @@ pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
     // One family at a time (the format wants each family's samples
     // together), one sample per tunnel.
     type Get = fn(&TunnelInfo) -> Option<f64>;
-    let families: [(&str, &str, &str, Get); 8] = [
+    let families: [(&str, &str, &str, Get); 11] = [
         (
             "re6st_tunnel_rtt_seconds",
             "QUIC smoothed RTT of the tunnel.",
@@ -193,6 +193,24 @@ pub fn render(status: &Status, tunnels: &[TunnelInfo]) -> String {
             "Bytes received on the tunnel.",
             "counter",
             |t| Some(t.rx_bytes as f64),
+        ),
+        (
+            "re6st_tunnel_quic_cwnd_bytes",
+            "QUIC congestion window of the tunnel.",
+            "gauge",
+            |t| Some(t.quic.cwnd as f64),
+        ),
+        (
+            "re6st_tunnel_quic_congestion_events_total",
+            "Times QUIC cut the tunnel's congestion window.",
+            "counter",
+            |t| Some(t.quic.congestion_events as f64),
+        ),
+        (
+            "re6st_tunnel_quic_lost_packets_total",
+            "QUIC packets of the tunnel declared lost.",
+            "counter",
+            |t| Some(t.quic.lost_packets as f64),
         ),
     ];
     for (name, help, kind, get) in families {
@@ -392,6 +410,7 @@ pub(crate) mod tests {
             rx_packets: 90,
             rx_bytes: 120_000,
             transport: "quic".into(),
+            quic: Default::default(),
         }
     }
 

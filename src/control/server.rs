@@ -288,6 +288,7 @@ fn tunnel_info(t: &TunnelStatus) -> TunnelInfo {
         rx_packets: t.link.rx_packets,
         rx_bytes: t.link.rx_bytes,
         transport: t.transport.to_string(),
+        quic: t.quic,
     }
 }
 

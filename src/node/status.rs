@@ -143,6 +143,8 @@ pub struct TunnelStatus {
     pub link: LinkStats,
     /// `quic` or `tcp`.
     pub transport: &'static str,
+    /// QUIC's congestion window, losses, datagrams and ACKs.
+    pub quic: crate::transport::engine::QuicStats,
 }
 
 /// Registry reachability.

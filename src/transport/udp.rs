@@ -59,10 +59,17 @@ pub struct UdpStats {
     pub send_calls: u64,
     /// Datagrams sent.
     pub tx_datagrams: u64,
-    /// Sends that failed (the datagrams are lost; QUIC retransmits).
+    /// Sends that failed, `EMSGSIZE` included (the datagrams are lost;
+    /// QUIC retransmits what needs it).
     pub send_errors: u64,
     /// Receive blocks allocated (a reclaimed one is not counted).
     pub blocks: u64,
+    /// Received buffers that held more than one datagram (GRO trains).
+    pub gro_trains: u64,
+    /// Sends of more than one datagram (GSO batches).
+    pub gso_sends: u64,
+    /// Sends that found the socket's buffer full (retried once writable).
+    pub send_blocked: u64,
 }
 
 /// The loop's UDP socket.
@@ -148,6 +155,9 @@ impl UdpIo {
         let mut count = 0;
         for (i, meta) in self.meta[..n].iter().enumerate() {
             let slot = &self.buf[i * SLOT..][..meta.len.min(SLOT)];
+            if meta.len > meta.stride {
+                self.stats.gro_trains += 1;
+            }
             for data in slot.chunks(meta.stride.max(1)) {
                 count += 1;
                 if cut {
@@ -196,13 +206,24 @@ impl UdpIo {
         };
         let sock = &self.socket;
         let state = &self.state;
-        match sock.try_io(Interest::WRITABLE, || state.send(sock.into(), &transmit)) {
+        // `try_send`, not `send`: quinn-udp's `send` reports some failures
+        // (EMSGSIZE among them) as success, and their datagrams would be
+        // lost without a trace.
+        match sock.try_io(Interest::WRITABLE, || {
+            state.try_send(sock.into(), &transmit)
+        }) {
             Ok(()) => {
                 self.stats.send_calls += 1;
                 self.stats.tx_datagrams += datagrams as u64;
+                if datagrams > 1 {
+                    self.stats.gso_sends += 1;
+                }
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stats.send_blocked += 1;
+                Err(e)
+            }
             Err(e) => {
                 self.stats.send_errors += 1;
                 tracing::debug!(%destination, error = %e, "UDP send failed");

@@ -52,6 +52,7 @@ impl NodeCore {
                     max_datagram_size: up.max_datagram,
                     link: LinkStats::default(),
                     transport: "quic",
+                    quic: Default::default(),
                 }
             })
             .collect();

@@ -108,6 +108,10 @@ pub struct LoopStatus {
     pub send_failed: u64,
     /// Wake-ups so far.
     pub wakeups: u64,
+    /// Wake-ups by the engine's deadline (the others: a ready source).
+    pub timer_wakeups: u64,
+    /// Passes over the sources (several per wake-up under load).
+    pub passes: u64,
     /// The bound UDP address.
     pub local: Option<SocketAddr>,
     /// Tunnels over TCP (`None`: TCP is off).
@@ -148,6 +152,8 @@ impl LoopStatus {
             send_failed: self.send_failed,
             keep_alives: self.frames.keep_alives,
             wakeups: self.wakeups,
+            timer_wakeups: self.timer_wakeups,
+            passes: self.passes,
             udp: self.udp,
             host: self.host,
         }
@@ -160,6 +166,7 @@ impl LoopStatus {
         for t in &mut s.tunnels {
             if let Some((_, info)) = self.tunnels.iter().find(|(id, _)| id.0 == t.id) {
                 t.link = info.link;
+                t.quic = info.quic;
                 t.rtt_ms = info.rtt.as_secs_f64() * 1000.0;
                 t.max_datagram_size = info.max_datagram;
             }
@@ -212,6 +219,10 @@ pub struct PathStats {
     pub keep_alives: u64,
     /// The loop's wake-ups.
     pub wakeups: u64,
+    /// Wake-ups by the engine's deadline.
+    pub timer_wakeups: u64,
+    /// Passes over the sources.
+    pub passes: u64,
     /// The UDP socket.
     pub udp: UdpStats,
     /// The host side (TUN or channel): the status's `host` counters.
@@ -386,6 +397,8 @@ struct Runner {
     arena: Arena,
     wakeups: u64,
     tcp: Option<TcpIo>,
+    timer_wakeups: u64,
+    passes: u64,
 }
 
 /// A transmit waiting for room in the socket.
@@ -401,6 +414,7 @@ struct Blocked {
 enum Wake {
     Msg(Option<Msg>),
     Ready,
+    Timer,
 }
 
 impl Runner {
@@ -443,6 +457,8 @@ impl Runner {
             arena: Arena::default(),
             wakeups: 0,
             tcp,
+            timer_wakeups: 0,
+            passes: 0,
         })
     }
 
@@ -484,7 +500,7 @@ impl Runner {
                     Some(t) => t.poll_ready(cx),
                     None => std::task::Poll::Pending,
                 }) => Wake::Ready,
-                () = sleep_until(deadline) => Wake::Ready,
+                () = sleep_until(deadline) => Wake::Timer,
             };
             self.wakeups += 1;
             match wake {
@@ -495,6 +511,7 @@ impl Runner {
                     self.begin_stop(close::SHUTDOWN, "node shutting down", done);
                 }
                 Wake::Ready => {}
+                Wake::Timer => self.timer_wakeups += 1,
             }
         }
     }
@@ -551,6 +568,8 @@ impl Runner {
             no_next_hop: self.no_next_hop,
             send_failed: self.send_failed,
             wakeups: self.wakeups,
+            timer_wakeups: self.timer_wakeups,
+            passes: self.passes,
             local: Some(self.udp.local_addr()),
             tcp: self.tcp.as_ref().map(|t| t.stats(now)),
             tunnels,
@@ -561,6 +580,7 @@ impl Runner {
     /// Moves everything that can move now, until nothing does.
     async fn work(&mut self) {
         loop {
+            self.passes += 1;
             let mut moved = false;
             // Commands first: under load, the passes follow each other
             // without a wait, and the control plane must not starve.

@@ -48,6 +48,7 @@ mod commands;
 mod conn;
 mod drive;
 pub mod liveness;
+mod quic_stats;
 pub mod stream;
 pub mod tls;
 
@@ -71,6 +72,7 @@ use crate::node::core::boundary::{ConnId, DialError, NextHopId, TunnelEvent, Tun
 use conn::Conn;
 pub use conn::{LinkStats, authenticated};
 use liveness::Liveness;
+pub use quic_stats::QuicStats;
 
 /// Incoming connections in handshake or waiting for NodeCore, at most;
 /// beyond, new ones are refused.
@@ -84,6 +86,11 @@ pub const MAX_PACKETS: usize = 4096;
 pub const MAX_RESPONSES: usize = 64;
 /// Largest next-hop id the engine maps (NodeCore's ids are small).
 pub const MAX_HOP: u32 = 1 << 16;
+/// Bytes of one GSO batch, at most: the kernel sends a batch as one UDP
+/// datagram before it cuts it, so its payload must fit a UDP length
+/// (65535, less the UDP and IPv4 headers). A larger batch fails with
+/// `EMSGSIZE` and all its datagrams are lost.
+pub const MAX_GSO_BYTES: usize = 65_535 - 8 - 20;
 
 /// An IP packet (IPv6 or IPv4) for the packet loop to route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +113,8 @@ pub struct TunnelInfo {
     pub max_datagram: Option<usize>,
     /// Whether the liveness clock suspects it.
     pub suspected: bool,
+    /// Congestion window, losses, datagrams and ACKs.
+    pub quic: QuicStats,
 }
 
 /// Datagram counters of all tunnels.
@@ -359,7 +368,8 @@ impl Engine {
     // ---- outputs ----
 
     /// The next UDP datagram (or GSO batch of `segment_size` datagrams, at
-    /// most `max_segments`) to send, written into `buf`.
+    /// most `max_segments` and at most [`MAX_GSO_BYTES`]) to send, written
+    /// into `buf`.
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -376,7 +386,8 @@ impl Engine {
                 self.transmit.pop_front();
                 continue;
             };
-            let t = c.q.poll_transmit(now, max_segments.max(1), buf);
+            let fit = MAX_GSO_BYTES / usize::from(c.q.current_mtu()).max(1);
+            let t = c.q.poll_transmit(now, max_segments.min(fit).max(1), buf);
             if t.is_none()
                 && let Some((code, reason)) = c.close_later.take()
             {
@@ -468,6 +479,7 @@ impl Engine {
             rtt: c.q.rtt(),
             max_datagram: c.q.datagrams().max_size(),
             suspected,
+            quic: QuicStats::of(&c.q),
         })
     }
 

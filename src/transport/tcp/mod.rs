@@ -441,6 +441,8 @@ impl TcpEngine {
                             rtt: c.rtt,
                             max_datagram: Some(wire::MAX_PAYLOAD),
                             suspected: self.liveness.is_suspected(t),
+                            // Not QUIC: no congestion window of ours.
+                            quic: Default::default(),
                         },
                     )
                 })

@@ -69,6 +69,11 @@ struct Net {
     /// (delivery time, destination, source, bytes), in time order.
     flight: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     buf: Vec<u8>,
+    /// Datagrams one `poll_transmit` may batch (the socket's GSO limit).
+    segments: usize,
+    /// Transmits dropped because they were above a UDP datagram's size,
+    /// as the kernel refuses them (`EMSGSIZE`).
+    too_big: usize,
 }
 
 impl Net {
@@ -82,6 +87,8 @@ impl Net {
             latency: 5 * MS,
             flight: VecDeque::new(),
             buf: Vec::new(),
+            segments: 10,
+            too_big: 0,
         };
         for serial in 1..=n {
             net.add(serial, None);
@@ -145,7 +152,11 @@ impl Net {
         {
             node.events.push(e);
         }
-        while let Some(t) = node.engine.poll_transmit(now, 10, &mut self.buf) {
+        while let Some(t) = node.engine.poll_transmit(now, self.segments, &mut self.buf) {
+            if t.size > 65_535 - 8 - 20 {
+                self.too_big += 1;
+                continue;
+            }
             let seg = t.segment_size.unwrap_or(t.size);
             for d in self.buf[..t.size].chunks(seg) {
                 node.sent += 1;

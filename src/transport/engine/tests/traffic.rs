@@ -294,3 +294,32 @@ fn a_full_send_queue_drops_the_oldest_and_counts() {
         "every queued datagram arrives"
     );
 }
+
+#[test]
+fn a_bulk_transfer_with_large_gso_batches_loses_nothing() {
+    // The socket takes 64 segments per send (Linux GSO), but 64 full-size
+    // QUIC packets are above what one UDP send may carry: a batch that
+    // large would be refused whole and all its datagrams lost.
+    let mut net = Net::new(2);
+    net.segments = 64;
+    net.latency = MS;
+    net.connect(0, 1, 1, 1);
+    let (a, b) = (net.nodes[0].address(), net.nodes[1].address());
+    let sent = 1_200;
+    for k in 0..sent {
+        net.nodes[0]
+            .engine
+            .send_datagram(NextHopId(1), ipv6(a, b, 1_400, k as u8))
+            .unwrap();
+    }
+    net.run_for(500 * MS);
+    let got = packets_of(&mut net, 1).len();
+    let info = net.nodes[0].engine.tunnel_info(TunnelId(1)).unwrap();
+    assert!(
+        info.quic.cwnd > 64 * 1_452,
+        "the window never allowed a large batch: {info:?}"
+    );
+    assert_eq!(net.too_big, 0, "transmits above a UDP datagram's size");
+    assert_eq!(got, sent, "{info:?}");
+    assert_eq!((info.quic.lost_packets, info.link.tx_dropped), (0, 0));
+}
