@@ -149,6 +149,7 @@ impl Pki {
         age: Duration,
     ) -> SignedAnnouncement {
         PeerAnnouncement {
+            tcp_port: None,
             prefix: cert.prefix,
             addresses: vec![addr.parse().unwrap()],
             timestamp: unix_secs(self.now - age),

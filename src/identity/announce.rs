@@ -52,6 +52,11 @@ pub struct PeerAnnouncement {
     pub addresses: Vec<SocketAddr>,
     /// When it was made (UNIX seconds); newer replaces older.
     pub timestamp: u64,
+    /// The port its TCP tunnels listen on, at the same IP addresses
+    /// (`None`: it does not listen on TCP, or is an older node; dials over
+    /// TCP then use each address's own port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
     /// The node's place in the overlay (only in what it sends the
     /// registry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +155,7 @@ impl PeerAnnouncement {
             });
         }
         check_addresses(&self.addresses)?;
+        check_tcp_port(self.tcp_port)?;
         if let Some(t) = &self.topology {
             t.check()?;
         }
@@ -194,6 +200,13 @@ fn check_addresses(addrs: &[SocketAddr]) -> Result<(), IdentityError> {
         if link_local {
             return Err(IdentityError::BadAddresses(format!("{a} is link-local")));
         }
+    }
+    Ok(())
+}
+
+fn check_tcp_port(port: Option<u16>) -> Result<(), IdentityError> {
+    if port == Some(0) {
+        return Err(IdentityError::BadAddresses("TCP port 0 cannot be dialled".into()));
     }
     Ok(())
 }
@@ -279,6 +292,7 @@ impl SignedAnnouncement {
             });
         }
         check_addresses(&announcement.addresses)?;
+        check_tcp_port(announcement.tcp_port)?;
         if let Some(t) = &announcement.topology {
             t.check()?;
         }
@@ -299,6 +313,7 @@ mod tests {
                 "[2001:db8::1]:4433".parse().unwrap(),
             ],
             timestamp: ts,
+            tcp_port: None,
             topology: None,
         }
     }

@@ -223,6 +223,7 @@ impl NodeConfig {
             lan: self.edges.lan.interfaces != crate::lan::LanInterfaces::Off,
             origins: crate::identity::OriginsConfig::default(),
             registry,
+            tcp_port: None,
         }
     }
 }
@@ -271,6 +272,9 @@ pub struct CoreConfig {
     pub origins: crate::identity::OriginsConfig,
     /// The registry URL (`None`: the node runs without one).
     pub registry: Option<String>,
+    /// The port the node's TCP tunnels listen on, announced to peers
+    /// (`None`: not listening on TCP).
+    pub tcp_port: Option<u16>,
 }
 
 impl CoreConfig {

@@ -137,6 +137,11 @@ impl Node {
             (cert.prefix, Route::Local),
         ])));
         let tcp = tcp_setup(&config, &cert, &identity, local_addr, now.mono)?;
+        let tcp_port = tcp
+            .as_ref()
+            .and_then(|t| t.listener.as_ref())
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
         let (mut packets, events) = PacketLoop::start(
             engine,
             socket,
@@ -176,7 +181,10 @@ impl Node {
         let key = Arc::new(identity.key);
         let core = NodeCore::new(
             CoreParts {
-                config: config.core((!url.is_empty()).then(|| url.clone())),
+                config: CoreConfig {
+                    tcp_port,
+                    ..config.core((!url.is_empty()).then(|| url.clone()))
+                },
                 network,
                 cert: cert.clone(),
                 key: key.clone(),

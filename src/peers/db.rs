@@ -57,6 +57,10 @@ pub struct PeerEntry {
     pub serial: u64,
     /// Where its QUIC endpoint listens.
     pub addresses: Vec<SocketAddr>,
+    /// The port its TCP tunnels listen on at those IPs (`None`: not
+    /// announced; TCP dials use the addresses' ports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
     /// When it signed the announcement (UNIX seconds).
     pub timestamp: u64,
     /// The announcement itself, to persist and re-verify.
@@ -70,6 +74,7 @@ impl PeerEntry {
             prefix: v.announcement.prefix,
             serial: v.cert.serial,
             addresses: v.announcement.addresses,
+            tcp_port: v.announcement.tcp_port,
             timestamp: v.announcement.timestamp,
             signed,
         }

@@ -28,6 +28,7 @@ impl Network {
                 tunnel,
                 peer,
                 addresses,
+                ..
             } => {
                 self.stats.dials += 1;
                 let to = addresses

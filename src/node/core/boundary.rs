@@ -180,6 +180,9 @@ pub enum TunnelCmd {
         peer: Ipv6Addr,
         /// Its UDP addresses, best first.
         addresses: Vec<SocketAddr>,
+        /// The port it listens on over TCP, at the same IPs (`None`: the
+        /// addresses' own ports).
+        tcp_port: Option<u16>,
     },
     /// Give up a dial (a connection that completes anyway is closed).
     CancelDial {

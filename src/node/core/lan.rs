@@ -113,6 +113,8 @@ impl NodeCore {
             tunnel,
             peer: peer.address,
             addresses: vec![SocketAddr::V6(peer.addr)],
+            // Beacons carry the QUIC port only.
+            tcp_port: None,
         });
     }
 

@@ -116,6 +116,7 @@ impl NodeCore {
             prefix: self.cert.prefix,
             addresses,
             timestamp: unix_secs(now.wall),
+            tcp_port: self.config.tcp_port,
             topology,
         };
         match a.sign(&self.cert, &self.key) {

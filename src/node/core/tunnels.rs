@@ -418,10 +418,10 @@ impl NodeCore {
     pub(super) fn apply(&mut self, cmd: DriverCmd, now: Now) {
         match cmd {
             DriverCmd::Dial { tunnel, peer } => {
-                let addresses = self
+                let (addresses, tcp_port) = self
                     .db
                     .get(&peer.prefix)
-                    .map(|e| e.addresses.clone())
+                    .map(|e| (e.addresses.clone(), e.tcp_port))
                     .unwrap_or_default();
                 if addresses.is_empty() {
                     self.driver
@@ -432,6 +432,7 @@ impl NodeCore {
                     tunnel,
                     peer: node_address(peer.prefix),
                     addresses,
+                    tcp_port,
                 });
             }
             DriverCmd::CancelDial { tunnel } => self.tunnel_cmd(TunnelCmd::CancelDial { tunnel }),

@@ -172,8 +172,11 @@ impl TcpIo {
                 tunnel,
                 peer,
                 addresses,
+                tcp_port,
             } => {
-                let kind = self.chooser.dial(*tunnel, *peer, addresses, now);
+                let kind = self
+                    .chooser
+                    .dial(*tunnel, *peer, addresses, *tcp_port, now);
                 self.dials.insert(*tunnel, kind);
                 kind == Kind::Tcp
             }
@@ -234,6 +237,7 @@ impl TcpIo {
                         tunnel,
                         peer: r.peer,
                         addresses: r.addresses,
+                        tcp_port: r.tcp_port,
                     },
                     now,
                 );
@@ -317,6 +321,7 @@ impl TcpIo {
                     tunnel: p.probe,
                     peer: p.peer,
                     addresses: p.addresses,
+                    tcp_port: None,
                 },
                 now,
             );

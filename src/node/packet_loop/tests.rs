@@ -178,6 +178,7 @@ async fn connect(a: &mut Node, b: &mut Node, ta: u64, tb: u64, hop: u32) {
             tunnel: TunnelId(ta),
             peer: b.cert.address,
             addresses: vec![b.dial_addr()],
+            tcp_port: None,
         })
         .await;
     assert!(ok);
@@ -453,6 +454,7 @@ async fn quic_only_nodes_do_not_fall_back() {
         tunnel: TunnelId(1),
         peer: b.cert.address,
         addresses: vec![b.dial_addr()],
+        tcp_port: None,
     })
     .await;
     let result = a
@@ -476,6 +478,7 @@ async fn a_cut_node_is_cut_over_tcp_too() {
         tunnel: TunnelId(1),
         peer: b.cert.address,
         addresses: vec![b.addr()],
+        tcp_port: None,
     })
     .await;
     let result = a

@@ -20,6 +20,7 @@ impl Engine {
                 tunnel,
                 peer,
                 addresses,
+                ..
             } => self.dial(tunnel, peer, addresses, now),
             TunnelCmd::CancelDial { tunnel } => {
                 self.close_tunnel(tunnel, close::DONE, "dial cancelled", now);

@@ -73,6 +73,7 @@ impl std::fmt::Display for Kind {
 struct Pending {
     peer: Ipv6Addr,
     addresses: Vec<SocketAddr>,
+    tcp_port: Option<u16>,
     /// Already the TCP attempt.
     fallback: bool,
 }
@@ -97,8 +98,10 @@ pub struct Probe {
 pub struct Redial {
     /// The overlay address dialled.
     pub peer: Ipv6Addr,
-    /// Its addresses.
+    /// Its (UDP) addresses.
     pub addresses: Vec<SocketAddr>,
+    /// Its announced TCP port.
+    pub tcp_port: Option<u16>,
 }
 
 /// The transport choice. See the module documentation.
@@ -147,6 +150,7 @@ impl Chooser {
         tunnel: TunnelId,
         peer: Ipv6Addr,
         addresses: &[SocketAddr],
+        tcp_port: Option<u16>,
         now: Instant,
     ) -> Kind {
         let kind = match self.mode {
@@ -161,6 +165,7 @@ impl Chooser {
                 Pending {
                     peer,
                     addresses: addresses.to_vec(),
+                    tcp_port,
                     fallback: kind == Kind::Tcp,
                 },
             );
@@ -196,6 +201,7 @@ impl Chooser {
                 Some(Redial {
                     peer: p.peer,
                     addresses: p.addresses,
+                    tcp_port: p.tcp_port,
                 })
             }
             (Kind::Tcp, Ok(())) => {
@@ -203,6 +209,7 @@ impl Chooser {
                     let r = Redial {
                         peer: p.peer,
                         addresses: p.addresses,
+                        tcp_port: p.tcp_port,
                     };
                     self.fell_back.insert(tunnel, (r, now + self.prefer_tcp));
                 }
@@ -304,13 +311,14 @@ mod tests {
         let now = Instant::now();
         let mut c = Chooser::new(Mode::Auto, true, T);
         let (p, a) = peer();
-        assert_eq!(c.dial(TunnelId(1), p, &a, now), Kind::Quic);
+        assert_eq!(c.dial(TunnelId(1), p, &a, None, now), Kind::Quic);
         let r = c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now);
         assert_eq!(
             r,
             Some(Redial {
                 peer: p,
-                addresses: a.clone()
+                addresses: a.clone(),
+                tcp_port: None,
             })
         );
         // The TCP attempt's own failure is reported, not retried.
@@ -325,7 +333,7 @@ mod tests {
         let now = Instant::now();
         let mut c = Chooser::new(Mode::Auto, true, T);
         let (p, a) = peer();
-        c.dial(TunnelId(1), p, &a, now);
+        c.dial(TunnelId(1), p, &a, None, now);
         let refused = DialError {
             failure: Failure::Refused(crate::tunnels::policy::Refusal::Duplicate),
             reason: "duplicate".into(),
@@ -342,14 +350,14 @@ mod tests {
             Chooser::new(Mode::Quic, true, T),
             Chooser::new(Mode::Auto, false, T),
         ] {
-            assert_eq!(c.dial(TunnelId(1), p, &a, now), Kind::Quic);
+            assert_eq!(c.dial(TunnelId(1), p, &a, None, now), Kind::Quic);
             assert_eq!(
                 c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now),
                 None
             );
         }
         let mut c = Chooser::new(Mode::Tcp, true, T);
-        assert_eq!(c.dial(TunnelId(1), p, &a, now), Kind::Tcp);
+        assert_eq!(c.dial(TunnelId(1), p, &a, None, now), Kind::Tcp);
     }
 
     #[test]
@@ -358,7 +366,7 @@ mod tests {
         let mut c = Chooser::new(Mode::Auto, true, T);
         let (p, a) = peer();
         for i in 0..u64::from(Chooser::STREAK) {
-            assert_eq!(c.dial(TunnelId(i), p, &a, now), Kind::Quic);
+            assert_eq!(c.dial(TunnelId(i), p, &a, None, now), Kind::Quic);
             assert!(
                 c.dialled(TunnelId(i), Kind::Quic, Err(&timeout()), now)
                     .is_some()
@@ -366,17 +374,17 @@ mod tests {
             assert_eq!(c.dialled(TunnelId(i), Kind::Tcp, Ok(()), now), None);
         }
         assert!(c.prefers_tcp(now));
-        assert_eq!(c.dial(TunnelId(10), p, &a, now + T / 2), Kind::Tcp);
+        assert_eq!(c.dial(TunnelId(10), p, &a, None, now + T / 2), Kind::Tcp);
         // Straight to TCP: its failure is not retried.
         assert_eq!(
             c.dialled(TunnelId(10), Kind::Tcp, Err(&timeout()), now + T / 2),
             None
         );
-        assert_eq!(c.dial(TunnelId(11), p, &a, now + T), Kind::Quic);
+        assert_eq!(c.dial(TunnelId(11), p, &a, None, now + T), Kind::Quic);
         // A QUIC success ends the streak.
         assert_eq!(c.dialled(TunnelId(11), Kind::Quic, Ok(()), now + T), None);
         assert!(!c.prefers_tcp(now + T));
-        assert_eq!(c.dial(TunnelId(12), p, &a, now + T), Kind::Quic);
+        assert_eq!(c.dial(TunnelId(12), p, &a, None, now + T), Kind::Quic);
     }
 
     #[test]
@@ -384,7 +392,7 @@ mod tests {
         let now = Instant::now();
         let mut c = Chooser::new(Mode::Auto, true, T);
         let (p, a) = peer();
-        c.dial(TunnelId(1), p, &a, now);
+        c.dial(TunnelId(1), p, &a, None, now);
         assert!(
             c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now)
                 .is_some()
@@ -417,7 +425,7 @@ mod tests {
         let now = Instant::now();
         let mut c = Chooser::new(Mode::Auto, true, T);
         let (p, a) = peer();
-        c.dial(TunnelId(1), p, &a, now);
+        c.dial(TunnelId(1), p, &a, None, now);
         c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now);
         c.dialled(TunnelId(1), Kind::Tcp, Ok(()), now);
         c.forget(TunnelId(1));
@@ -429,7 +437,7 @@ mod tests {
         let now = Instant::now();
         let mut c = Chooser::new(Mode::Auto, true, T);
         let (p, a) = peer();
-        c.dial(TunnelId(1), p, &a, now);
+        c.dial(TunnelId(1), p, &a, None, now);
         assert!(
             c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now)
                 .is_some()

@@ -32,6 +32,7 @@ mod conn;
 pub mod tls;
 pub mod wire;
 
+
 #[cfg(test)]
 mod tests;
 
@@ -472,7 +473,8 @@ impl TcpEngine {
                 tunnel,
                 peer,
                 addresses,
-            } => self.dial(tunnel, peer, addresses, now),
+                tcp_port,
+            } => self.dial(tunnel, peer, tcp_addresses(&addresses, tcp_port), now),
             TunnelCmd::CancelDial { tunnel } => {
                 self.close_tunnel(tunnel, close::DONE, "dial cancelled", now);
             }
@@ -540,6 +542,7 @@ impl TcpEngine {
         }
     }
 
+    /// Dials `peer` at `addresses` (already TCP ones: [`tcp_addresses`]).
     fn dial(&mut self, tunnel: TunnelId, peer: Ipv6Addr, addresses: Vec<SocketAddr>, now: Instant) {
         self.stats.dials += 1;
         if self.has_tunnel(tunnel) {
@@ -1197,4 +1200,14 @@ impl TcpEngine {
         }
         self.events.push_back(ev);
     }
+}
+
+/// Where to dial a peer over TCP: its announced UDP addresses' IPs at its
+/// announced TCP port, or at the addresses' own ports when it announces
+/// none (older nodes, LAN beacons).
+pub fn tcp_addresses(addresses: &[SocketAddr], tcp_port: Option<u16>) -> Vec<SocketAddr> {
+    addresses
+        .iter()
+        .map(|a| SocketAddr::new(a.ip(), tcp_port.unwrap_or(a.port())))
+        .collect()
 }

@@ -185,6 +185,7 @@ impl Pair {
                 tunnel: TunnelId(1),
                 peer,
                 addresses: vec![addr],
+                tcp_port: None,
             },
         );
         let me = self.s[0].cert.address;
@@ -327,6 +328,7 @@ fn a_refusal_is_reported_as_such() {
             tunnel: TunnelId(1),
             peer,
             addresses: vec![addr],
+            tcp_port: None,
         },
     );
     let conn = p.s[1]
@@ -366,6 +368,7 @@ fn a_dial_to_the_wrong_node_names_it() {
             tunnel: TunnelId(1),
             peer: "fd00::99".parse().unwrap(),
             addresses: vec![addr],
+            tcp_port: None,
         },
     );
     let err = p.s[0]
@@ -390,6 +393,7 @@ fn refused_connects_try_the_next_address_then_fail() {
             tunnel: TunnelId(1),
             peer,
             addresses: vec![dead, dead],
+            tcp_port: None,
         },
     );
     let err = p.s[0]

@@ -48,6 +48,7 @@ fn a_lan_neighbour_is_dialled_at_its_link_local_address_outside_k() {
             tunnel,
             peer: who,
             addresses,
+            tcp_port: None,
         },
     ] = &cmds[..]
     else {

@@ -322,6 +322,7 @@ fn dial(t: u64, peer: Ipv6Addr, addresses: Vec<SocketAddr>) -> TunnelCmd {
         tunnel: TunnelId(t),
         peer,
         addresses,
+        tcp_port: None,
     }
 }
 
