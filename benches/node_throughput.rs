@@ -104,6 +104,7 @@ fn announce(cert: &NodeCert, key: &NodeKey, node: &NodeHandle) -> SignedAnnounce
         prefix: cert.prefix,
         addresses: vec![node.local_addr()],
         timestamp: unix_secs(SystemTime::now()),
+        tcp_port: None,
         topology: None,
     }
     .sign(cert, key)

@@ -149,10 +149,10 @@ impl Pki {
         age: Duration,
     ) -> SignedAnnouncement {
         PeerAnnouncement {
-            tcp_port: None,
             prefix: cert.prefix,
             addresses: vec![addr.parse().unwrap()],
             timestamp: unix_secs(self.now - age),
+            tcp_port: None,
             topology: None,
         }
         .sign(cert, key)

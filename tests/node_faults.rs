@@ -247,6 +247,7 @@ async fn forged_announcements_are_dropped_and_counted() {
         // Loopback only: the node will try to dial it.
         addresses: vec!["127.0.0.1:9".parse().unwrap()],
         timestamp: now,
+        tcp_port: None,
         topology: None,
     }
     .sign(&x_cert, &x_key)
@@ -257,6 +258,7 @@ async fn forged_announcements_are_dropped_and_counted() {
         prefix: victim_prefix,
         addresses: vec![fake_addr],
         timestamp: now,
+        tcp_port: None,
         topology: None,
     })
     .unwrap();

@@ -203,6 +203,7 @@ fn regenerate_seeds() {
             "[2001:db8::1]:4433".parse().unwrap(),
         ],
         timestamp: unix_secs(now),
+        tcp_port: None,
         topology: None,
     }
     .sign(&cert, &key)

@@ -31,6 +31,7 @@ fn announcement(n: &Node, port: u16) -> re6st::identity::SignedAnnouncement {
         prefix: n.cert.prefix,
         addresses: vec![format!("127.0.0.1:{port}").parse().unwrap()],
         timestamp: unix_secs(SystemTime::now()),
+        tcp_port: None,
         topology: None,
     }
     .sign(&n.cert, &n.key)
@@ -192,6 +193,7 @@ async fn renewal_keeps_prefix_and_announcements_feed_bootstrap(db: Db) {
         prefix: a3.cert.prefix,
         addresses: vec!["127.0.0.1:1".parse().unwrap()],
         timestamp: unix_secs(SystemTime::now()) - 100,
+        tcp_port: None,
         topology: None,
     };
     assert!(

@@ -116,6 +116,7 @@ fn write_seeds() {
             "[2001:db8::2]:4433".parse().unwrap(),
         ],
         timestamp: unix_secs(now),
+        tcp_port: None,
         topology: None,
     }
     .sign(&cert, &key)

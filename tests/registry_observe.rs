@@ -20,6 +20,7 @@ fn announcement(
         prefix: n.cert.prefix,
         addresses: vec!["127.0.0.1:4326".parse().unwrap()],
         timestamp: unix_secs(SystemTime::now()),
+        tcp_port: None,
         topology: Some(Topology::new(
             "9.9.9",
             links

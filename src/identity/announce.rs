@@ -206,7 +206,9 @@ fn check_addresses(addrs: &[SocketAddr]) -> Result<(), IdentityError> {
 
 fn check_tcp_port(port: Option<u16>) -> Result<(), IdentityError> {
     if port == Some(0) {
-        return Err(IdentityError::BadAddresses("TCP port 0 cannot be dialled".into()));
+        return Err(IdentityError::BadAddresses(
+            "TCP port 0 cannot be dialled".into(),
+        ));
     }
     Ok(())
 }
@@ -392,6 +394,58 @@ mod tests {
             ..signed
         };
         assert!(huge.verify(&v, f.now, Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn tcp_port_is_optional_both_ways() {
+        let f = Pki::new();
+        let v = f.verifier(None);
+        let (cert, key) = f.node(2);
+        let now_s = unix_secs(f.now);
+        let verify = |s: &SignedAnnouncement| {
+            s.verify(&v, f.now, Duration::from_secs(60))
+                .map(|ok| ok.announcement)
+        };
+        let mut a = ann("fd00:77:0:2::/64", now_s);
+        // Without a port, the payload is what an older node writes.
+        let plain = a.sign(&cert, &key).unwrap();
+        assert!(!plain.payload.contains("tcp_port"), "{}", plain.payload);
+        assert_eq!(verify(&plain).unwrap().tcp_port, None);
+        // With one, it round-trips.
+        a.tcp_port = Some(443);
+        let with = a.sign(&cert, &key).unwrap();
+        assert_eq!(verify(&with).unwrap(), a);
+        // An older node reads it, skipping the field.
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct Old {
+            prefix: Ipv6Net,
+            addresses: Vec<SocketAddr>,
+            timestamp: u64,
+            #[serde(default)]
+            topology: Option<Topology>,
+        }
+        let old: Old = serde_json::from_str(&with.payload).unwrap();
+        assert_eq!(old.addresses, a.addresses);
+        // Port 0: refused when signing and when verifying.
+        a.tcp_port = Some(0);
+        assert!(matches!(
+            a.sign(&cert, &key),
+            Err(IdentityError::BadAddresses(_))
+        ));
+        let payload = serde_json::to_string(&a).unwrap();
+        let forged = SignedAnnouncement {
+            signature: sign_payload(SignatureContext::PeerAnnouncement, &payload, |m| {
+                key.sign(m)
+            })
+            .unwrap(),
+            payload,
+            certificate: with.certificate,
+        };
+        assert!(matches!(
+            verify(&forged),
+            Err(IdentityError::BadAddresses(_))
+        ));
     }
 
     #[test]

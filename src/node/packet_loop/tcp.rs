@@ -174,9 +174,7 @@ impl TcpIo {
                 addresses,
                 tcp_port,
             } => {
-                let kind = self
-                    .chooser
-                    .dial(*tunnel, *peer, addresses, *tcp_port, now);
+                let kind = self.chooser.dial(*tunnel, *peer, addresses, *tcp_port, now);
                 self.dials.insert(*tunnel, kind);
                 kind == Kind::Tcp
             }

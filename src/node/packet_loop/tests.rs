@@ -173,12 +173,24 @@ impl Node {
 
 /// `a` dials `b`: tunnel `ta` at `a`, `tb` at `b`, next hop `hop` on both.
 async fn connect(a: &mut Node, b: &mut Node, ta: u64, tb: u64, hop: u32) {
+    let at = b.dial_addr();
+    connect_at(a, b, (ta, tb, hop), at, None).await;
+}
+
+/// [`connect`] at `addr`, with `tcp_port` announced.
+async fn connect_at(
+    a: &mut Node,
+    b: &mut Node,
+    (ta, tb, hop): (u64, u64, u32),
+    addr: SocketAddr,
+    tcp_port: Option<u16>,
+) {
     let ok =
         a.lp.send(TunnelCmd::Dial {
             tunnel: TunnelId(ta),
             peer: b.cert.address,
-            addresses: vec![b.dial_addr()],
-            tcp_port: None,
+            addresses: vec![addr],
+            tcp_port,
         })
         .await;
     assert!(ok);
@@ -443,6 +455,18 @@ async fn a_quic_dial_without_answer_falls_back_to_tcp() {
     let s = a.lp.status().await.unwrap();
     assert_eq!(s.tcp_tunnels, [TunnelId(1)]);
     assert_eq!(s.tcp.unwrap().fallbacks, 1);
+}
+
+#[tokio::test]
+async fn tcp_dials_go_to_the_announced_tcp_port() {
+    let pki = Pki::new();
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Tcp), false).await;
+    // b listens on TCP apart from its QUIC port, and announces where.
+    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto), true).await;
+    let (quic, tcp) = (b.addr(), b.dial_addr());
+    connect_at(&mut a, &mut b, (1, 1, 3), quic, Some(tcp.port())).await;
+    packets_cross(&mut a, &mut b, 3).await;
+    assert_eq!(a.lp.status().await.unwrap().tcp_tunnels, [TunnelId(1)]);
 }
 
 #[tokio::test]

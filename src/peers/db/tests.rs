@@ -61,10 +61,10 @@ fn forged_revoked_stale_and_own_announcements_are_refused_and_counted() {
 
     // Node 2 signs an announcement for node 3's prefix with its own cert.
     let payload = serde_json::to_string(&PeerAnnouncement {
-        tcp_port: None,
         prefix: c3.prefix,
         addresses: vec!["192.0.2.1:1".parse().unwrap()],
         timestamp: unix_secs(pki.now),
+        tcp_port: None,
         topology: None,
     })
     .unwrap();
@@ -267,10 +267,10 @@ fn a_replaced_node_is_forgotten_and_its_old_copies_refused() {
     // The node moved and announces itself again: newer, accepted.
     let later = pki.now + Duration::from_secs(5);
     let moved = PeerAnnouncement {
-        tcp_port: None,
         prefix: c.prefix,
         addresses: vec!["192.0.2.7:7".parse().unwrap()],
         timestamp: unix_secs(later),
+        tcp_port: None,
         topology: None,
     }
     .sign(&c, &k)

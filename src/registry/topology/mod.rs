@@ -174,10 +174,10 @@ pub(crate) mod tests {
     /// (the signature does not matter to the map).
     pub(crate) fn stored(prefix: &str, links: &[(&str, LinkKind)], gw: bool) -> SignedAnnouncement {
         let a = PeerAnnouncement {
-            tcp_port: None,
             prefix: prefix.parse().unwrap(),
             addresses: vec!["192.0.2.1:4326".parse().unwrap()],
             timestamp: 1,
+            tcp_port: None,
             topology: Some(Topology::new(
                 "0.1.0",
                 links

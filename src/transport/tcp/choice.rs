@@ -311,14 +311,15 @@ mod tests {
         let now = Instant::now();
         let mut c = Chooser::new(Mode::Auto, true, T);
         let (p, a) = peer();
-        assert_eq!(c.dial(TunnelId(1), p, &a, None, now), Kind::Quic);
+        assert_eq!(c.dial(TunnelId(1), p, &a, Some(443), now), Kind::Quic);
         let r = c.dialled(TunnelId(1), Kind::Quic, Err(&timeout()), now);
+        // The TCP dial keeps the peer's announced TCP port.
         assert_eq!(
             r,
             Some(Redial {
                 peer: p,
                 addresses: a.clone(),
-                tcp_port: None,
+                tcp_port: Some(443),
             })
         );
         // The TCP attempt's own failure is reported, not retried.

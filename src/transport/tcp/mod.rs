@@ -32,7 +32,6 @@ mod conn;
 pub mod tls;
 pub mod wire;
 
-
 #[cfg(test)]
 mod tests;
 

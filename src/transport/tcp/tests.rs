@@ -492,3 +492,50 @@ fn traffic_before_up_waits_in_the_socket_and_arrives_after() {
     assert_eq!(p.s[0].packets.len(), 200);
     assert!(p.s[0].engine.wants_read(h));
 }
+
+#[test]
+fn dials_go_to_the_announced_tcp_port() {
+    let mut p = Pair::new();
+    let (peer, tcp) = (p.s[1].cert.address, p.s[1].addr);
+    // The peer's QUIC port is not its TCP port.
+    let quic = SocketAddr::new(tcp.ip(), 4433);
+    let dial = |tunnel, tcp_port| TunnelCmd::Dial {
+        tunnel: TunnelId(tunnel),
+        peer,
+        addresses: vec![quic],
+        tcp_port,
+    };
+    let reached = |p: &mut Pair| {
+        p.s[1]
+            .events
+            .drain(..)
+            .any(|e| matches!(e, TunnelEvent::Incoming { .. }))
+    };
+    // No port announced (an older node): the QUIC port is tried, in vain.
+    p.cmd(0, dial(1, None));
+    assert!(!reached(&mut p));
+    let failed = p.s[0].events.drain(..).any(|e| {
+        matches!(e, TunnelEvent::Dialled { tunnel: TunnelId(1), result: Err(ref e) }
+            if e.reason.contains(&quic.to_string()))
+    });
+    assert!(failed);
+    // Announced: the same IP at that port.
+    p.cmd(0, dial(2, Some(tcp.port())));
+    assert!(reached(&mut p));
+}
+
+#[test]
+fn tcp_addresses_keep_the_ips_and_take_the_announced_port() {
+    let a: Vec<SocketAddr> = vec![
+        "192.0.2.1:4433".parse().unwrap(),
+        "[2001:db8::1]:4434".parse().unwrap(),
+    ];
+    assert_eq!(tcp_addresses(&a, None), a);
+    assert_eq!(
+        tcp_addresses(&a, Some(443)),
+        vec![
+            "192.0.2.1:443".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::1]:443".parse().unwrap(),
+        ]
+    );
+}

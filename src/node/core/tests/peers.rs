@@ -89,10 +89,10 @@ fn garbage_and_forgeries_are_counted_and_dropped() {
     });
     // Peer 1's certificate and key announcing peer 0's prefix.
     let payload = serde_json::to_string(&crate::identity::PeerAnnouncement {
-        tcp_port: None,
         prefix: r.peers[0].cert.prefix,
         addresses: vec!["192.0.2.99:4326".parse().unwrap()],
         timestamp: crate::identity::unix_secs(r.now.wall),
+        tcp_port: None,
         topology: None,
     })
     .unwrap();

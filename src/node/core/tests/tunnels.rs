@@ -1,10 +1,11 @@
 //! NodeCore's tunnel decisions, from hand-made inputs.
 
-use super::rig::{MS, Rig, S};
+use super::rig::{MS, Rig, S, config};
+use crate::identity::{PeerAnnouncement, unix_secs};
 use crate::node::core::boundary::{
     DialError, NextHopId, TunnelCmd, TunnelEvent, TunnelId, refusal_of_close,
 };
-use crate::node::core::{Command, RegistryReply};
+use crate::node::core::{Command, RegistryReply, RegistryRequest};
 use crate::transport::control::{Control, close};
 use crate::tunnels::policy::Refusal;
 
@@ -352,4 +353,51 @@ fn a_dial_that_reached_a_replaced_node_forgets_the_peer_and_asks_the_new_one() {
     r.registry(RegistryReply::Bootstrapped(vec![again]));
     assert!(r.core.peers().get(&gone).is_none());
     assert_eq!(r.core.peers().stats().rejected_replaced, 1);
+}
+
+#[test]
+fn dials_carry_the_announced_tcp_port_and_we_announce_ours() {
+    let mut c = config();
+    c.tcp_port = Some(8443);
+    let mut r = Rig::with(2, false, c, |_| {});
+    let ours = r
+        .take()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Registry(RegistryRequest::Round {
+                announcement: Some(a),
+            }) => Some(a),
+            _ => None,
+        })
+        .expect("a registry round");
+    let ours: PeerAnnouncement = serde_json::from_str(&ours.payload).unwrap();
+    assert_eq!(ours.tcp_port, Some(8443));
+    // Peer 0 announces its TCP port, peer 1 none (an older node).
+    let p0 = &r.peers[0];
+    let with_port = PeerAnnouncement {
+        prefix: p0.cert.prefix,
+        addresses: vec![p0.addr],
+        timestamp: unix_secs(r.now.wall),
+        tcp_port: Some(443),
+        topology: None,
+    }
+    .sign(&p0.cert, &p0.key)
+    .unwrap();
+    let older = r.peers[1].announcement.clone();
+    r.registry(RegistryReply::Bootstrapped(vec![with_port, older]));
+    let mut dials: Vec<_> = r
+        .tunnel_cmds()
+        .into_iter()
+        .filter_map(|c| match c {
+            TunnelCmd::Dial { peer, tcp_port, .. } => Some((peer, tcp_port)),
+            _ => None,
+        })
+        .collect();
+    dials.sort();
+    let mut want = vec![
+        (r.peers[0].cert.address, Some(443)),
+        (r.peers[1].cert.address, None),
+    ];
+    want.sort();
+    assert_eq!(dials, want);
 }
