@@ -470,6 +470,22 @@ async fn tcp_dials_go_to_the_announced_tcp_port() {
 }
 
 #[tokio::test]
+async fn a_fallback_dial_goes_to_the_announced_tcp_port() {
+    let pki = Pki::new();
+    let mut a = Node::start_with(&pki, 1, Some(Mode::Auto), false).await;
+    let mut b = Node::start_with(&pki, 2, Some(Mode::Auto), true).await;
+    // QUIC to the announced address gets no answer, and nothing listens
+    // on TCP at its port: only the announced TCP port reaches b.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = dead.local_addr().unwrap();
+    let tcp = b.dial_addr().port();
+    connect_at(&mut a, &mut b, (1, 1, 3), at, Some(tcp)).await;
+    let s = a.lp.status().await.unwrap();
+    assert_eq!(s.tcp_tunnels, [TunnelId(1)]);
+    assert_eq!(s.tcp.unwrap().fallbacks, 1);
+}
+
+#[tokio::test]
 async fn quic_only_nodes_do_not_fall_back() {
     let pki = Pki::new();
     let mut a = Node::start_with(&pki, 1, Some(Mode::Quic), false).await;
