@@ -7,7 +7,8 @@
 //! `ping -6` and an `iperf3` transfer cross both, both ways. Then UDP is
 //! allowed again: the QUIC probe of the TCP tunnel (every
 //! `--quic-retry`) gets an answer, the tunnel is closed and dialled
-//! again over QUIC.
+//! again over QUIC. The nodes listen on TCP apart from their QUIC port
+//! (`--tcp-port`): TCP dials reach them only at the port they announce.
 
 mod realnet_support;
 
@@ -69,9 +70,12 @@ fn nodes_without_udp_join_and_carry_traffic_over_tcp() {
         eprintln!("SKIPPED nodes_without_udp_join_and_carry_traffic_over_tcp: no nft");
         return;
     }
-    let (a, b, c) = line_of_three_with(&mut lab, &[], &["--quic-retry", "5s"], |lab| {
-        drop_udp(lab, "a")
-    });
+    let (a, b, c) = line_of_three_with(
+        &mut lab,
+        &[],
+        &["--quic-retry", "5s", "--tcp-port", "4433"],
+        |lab| drop_udp(lab, "a"),
+    );
 
     let took = wait_until(
         "a and b have a tunnel over TCP",
