@@ -218,8 +218,9 @@ pub struct RunArgs {
     /// and the lowest-RTT one is kept; N = 5 reached the report policy's
     /// latency in 5x fewer refreshes in `re6st sim beyond`, at the cost of
     /// N-1 extra QUIC handshakes per refresh). `random` and `never` exist
-    /// for experiments. Applied live from the next refresh.
-    #[arg(long, value_name = "POLICY")]
+    /// for experiments; `shortcut-R` runs in `re6st sim` only. Applied live
+    /// from the next refresh.
+    #[arg(long, value_name = "POLICY", value_parser = crate::tunnels::policy::Replacement::parse_for_nodes)]
     pub tunnel_replacement: Option<crate::tunnels::policy::Replacement>,
     /// Babel Hello interval [stored default: 4s]; IHU is 3x Hello. Applied
     /// live to every tunnel (each Hello says its interval).

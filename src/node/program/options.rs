@@ -336,6 +336,10 @@ impl NodeOptions {
 
     /// Checks values the node would otherwise reject late.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(r) = self.tunnel_replacement {
+            crate::tunnels::policy::Replacement::parse_for_nodes(&r.to_string())
+                .map_err(anyhow::Error::msg)?;
+        }
         if let Some(m) = self.mtu
             && !(1280..=65535).contains(&m)
         {
@@ -579,6 +583,8 @@ pub(super) mod tests {
             "keep-alive = \"5s\"\nidle-timeout = \"1s\"",
             "keep-alive = \"20s\"",
             "suspect-after = \"100ms\"",
+            // The simulator's only (no direct RTT estimates on nodes).
+            "tunnel-replacement = \"shortcut-3\"",
             "keep-alive = \"300ms\"\nsuspect-after = \"300ms\"",
         ] {
             let o: NodeOptions = toml::from_str(bad).unwrap();

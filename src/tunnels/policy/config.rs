@@ -58,6 +58,29 @@ impl Replacement {
     /// Most random tunnels [`Replacement::Shortcut`] may keep (as many as
     /// `k` makes it [`Replacement::LeastUsed`]).
     pub const MAX_RANDOM: u8 = 64;
+
+    /// Whether a node does what the name says. [`Replacement::Shortcut`]
+    /// needs an estimate of the direct RTT to every destination, which
+    /// nodes do not make yet: it is the simulator's only.
+    pub fn runs_on_nodes(self) -> bool {
+        !matches!(self, Replacement::Shortcut { .. })
+    }
+
+    /// Parses a replacement a network may be given (`--tunnel-replacement`
+    /// of the registry and the node): one that [runs on
+    /// nodes](Replacement::runs_on_nodes).
+    pub fn parse_for_nodes(s: &str) -> Result<Replacement, String> {
+        let r: Replacement = s
+            .parse()
+            .map_err(|e: ParseReplacementError| e.to_string())?;
+        if !r.runs_on_nodes() {
+            return Err(format!(
+                "{r} runs in `re6st sim` only: nodes do not estimate the direct RTT it \
+                 needs yet (docs/results.md); use least-used or least-used-best-of-N"
+            ));
+        }
+        Ok(r)
+    }
 }
 
 /// The names used in the network configuration and on command lines:

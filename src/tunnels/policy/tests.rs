@@ -936,3 +936,19 @@ fn shortcut_list_is_bounded_and_ignores_me_and_no_gain() {
     // Far: estimate <= 50 ms, 51 of every 150 destinations (me excluded).
     assert_eq!(p.far.1, 9_999);
 }
+
+#[test]
+fn networks_may_not_be_given_the_simulators_only_policy() {
+    assert_eq!(
+        Replacement::parse_for_nodes("least-used-best-of-5"),
+        Ok(Replacement::LeastUsedBestOf { probes: 5 })
+    );
+    let e = Replacement::parse_for_nodes("shortcut-3").unwrap_err();
+    assert!(e.contains("re6st sim"), "{e}");
+    assert!(Replacement::parse_for_nodes("fastest").is_err());
+    // The simulator still parses it.
+    assert_eq!(
+        "shortcut-3".parse::<Replacement>(),
+        Ok(Replacement::Shortcut { random: 3 })
+    );
+}
