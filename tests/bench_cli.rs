@@ -32,7 +32,7 @@ fn short_bench_measures_every_row_and_cleans_up() {
     let keys: Vec<&str> = paths.iter().filter_map(|p| p["key"].as_str()).collect();
     // The row over a TCP tunnel needs nft (to drop its node's UDP).
     let nft = Command::new("nft").arg("--version").output().is_ok();
-    let mut want = vec!["raw", "two-node", "chain"];
+    let mut want = vec!["raw", "two-node", "chain", "two-node-v4", "chain-v4"];
     if nft {
         want.push("tcp");
     }

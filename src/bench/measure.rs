@@ -3,7 +3,7 @@
 //! process (the scheduler's nanoseconds, not clock ticks), and the summary
 //! of repeated figures (median and spread).
 
-use std::net::Ipv6Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,7 @@ fn command(lab: &Lab, ns: &str, program: &str) -> tokio::process::Command {
 pub async fn tcp(
     lab: &Lab,
     from: &str,
-    dst: Ipv6Addr,
+    dst: IpAddr,
     secs: f64,
     streams: u32,
 ) -> anyhow::Result<f64> {
@@ -138,12 +138,13 @@ pub async fn tcp(
 pub async fn ping(
     lab: &Lab,
     from: &str,
-    dst: Ipv6Addr,
+    dst: IpAddr,
     count: u32,
     interval: Duration,
 ) -> anyhow::Result<Vec<f64>> {
+    let family = if dst.is_ipv4() { "-4" } else { "-6" };
     let out = command(lab, from, "ping")
-        .args(["-6", "-n", "-W", "2", "-c", &count.to_string()])
+        .args([family, "-n", "-W", "2", "-c", &count.to_string()])
         .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
         .arg(dst.to_string())
         .output()

@@ -50,8 +50,8 @@ pub struct BenchArgs {
     /// Seconds of each idle-CPU window (one window per round).
     #[arg(long, default_value_t = 20.0)]
     pub idle_secs: f64,
-    /// Rows to measure (raw, two-node, chain, tcp, idle; comma-separated;
-    /// default all). The raw veth is always measured: ratios need it.
+    /// Rows to measure (raw, two-node, chain, tcp, two-node-v4, chain-v4,
+    /// idle; comma-separated; default all). The raw veth is always measured: ratios need it.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Extra `re6st node` flags for every node (one string, split on
@@ -215,7 +215,9 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         args.runs, args.secs, args.pings
     ));
     let mut paths_out = Vec::new();
-    let any_path = ["two-node", "chain", "tcp"].iter().any(|k| args.wants(k));
+    let any_path = ["two-node", "chain", "tcp", "two-node-v4", "chain-v4"]
+        .iter()
+        .any(|k| args.wants(k));
     if any_path {
         say("setting up namespaces a - b - c, a registry and three nodes".into());
         let lab = PathLab::start(&node_args, args.keep).await?;

@@ -8,9 +8,11 @@
 //! to `c`'s overlay address). When `nft` is there, a fourth namespace `d`
 //! hangs off `b` (`fd00:be:bd::/64`) with all its UDP dropped and its node
 //! on `--transport tcp`: `d` to `b`'s overlay address is the two-node
-//! overlay over a TCP tunnel, next to the QUIC one.
+//! overlay over a TCP tunnel, next to the QUIC one. The registry gives
+//! every node an IPv4 subnet too (`10.98.0.0/16`): the two-node and chain
+//! rows again over IPv4 inside the overlay.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,14 +24,15 @@ use re6st::netns::Lab;
 /// One way through the lab that the bench measures.
 #[derive(Debug, Clone)]
 pub struct PathRow {
-    /// Short name (`raw`, `two-node`, `chain`), for `--only` and JSON.
+    /// Short name (`raw`, `two-node`, `chain`, `tcp`, `two-node-v4`,
+    /// `chain-v4`), for `--only` and JSON.
     pub key: &'static str,
     /// What the table calls it.
     pub title: String,
     /// Namespace the traffic starts in.
     pub from: &'static str,
     /// Where it goes.
-    pub dst: Ipv6Addr,
+    pub dst: IpAddr,
     /// Processes that carry it (their CPU is reported).
     pub pids: Vec<u32>,
 }
@@ -41,6 +44,7 @@ struct LabNode {
     socket: PathBuf,
     address: Ipv6Addr,
     prefix: Ipv6Net,
+    ipv4: Option<Ipv4Addr>,
 }
 
 /// The running lab (everything goes when it is dropped).
@@ -125,6 +129,10 @@ impl PathLab {
             // No tunnel replacement while measuring.
             "--tunnel-refresh",
             "1h",
+            "--ipv4",
+            "10.98.0.0/16",
+            "--ipv4-prefix-len",
+            "24",
         ]
         .map(String::from)
         .to_vec();
@@ -174,6 +182,7 @@ impl PathLab {
                 socket,
                 address: status.address,
                 prefix: status.prefix,
+                ipv4: status.ipv4.map(|v| v.address),
             });
         }
         let (b, a, c) = (&nodes[0], &nodes[1], &nodes[2]);
@@ -194,30 +203,47 @@ impl PathLab {
                 key: "raw",
                 title: "raw veth (MTU 1500)".into(),
                 from: "a",
-                dst: AB_B.parse()?,
+                dst: AB_B.parse::<Ipv6Addr>()?.into(),
                 pids: Vec::new(),
             },
             PathRow {
                 key: "two-node",
                 title: "re6st, two nodes".into(),
                 from: "a",
-                dst: b.address,
+                dst: b.address.into(),
                 pids: vec![a.pid, b.pid],
             },
             PathRow {
                 key: "chain",
                 title: "re6st, three-node chain".into(),
                 from: "a",
-                dst: c.address,
+                dst: c.address.into(),
                 pids: vec![a.pid, b.pid, c.pid],
             },
         ];
+        let (Some(b4), Some(c4)) = (b.ipv4, c.ipv4) else {
+            bail!("the nodes have no IPv4 address (the registry gave none)");
+        };
+        rows.push(PathRow {
+            key: "two-node-v4",
+            title: "re6st, two nodes, IPv4 inside".into(),
+            from: "a",
+            dst: b4.into(),
+            pids: vec![a.pid, b.pid],
+        });
+        rows.push(PathRow {
+            key: "chain-v4",
+            title: "re6st, three-node chain, IPv4 inside".into(),
+            from: "a",
+            dst: c4.into(),
+            pids: vec![a.pid, b.pid, c.pid],
+        });
         if let Some(d) = nodes.get(3) {
             rows.push(PathRow {
                 key: "tcp",
                 title: "re6st, two nodes over TCP".into(),
                 from: "d",
-                dst: b.address,
+                dst: b.address.into(),
                 pids: vec![d.pid, b.pid],
             });
         }
