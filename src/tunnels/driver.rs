@@ -205,7 +205,7 @@ struct Entry {
 
 /// Tunnel ids of LAN links have this bit set, so they never meet the
 /// policy's (which count up from 0).
-const LAN_ID: u64 = 1 << 63;
+pub(crate) const LAN_ID: u64 = 1 << 63;
 
 fn is_lan_id(tunnel: TunnelId) -> bool {
     tunnel.0 & LAN_ID != 0

@@ -10,7 +10,7 @@
 //!
 //! Moving back: every `prefer_tcp`, each tunnel that fell back to TCP is
 //! probed with a QUIC dial to the same peer (under a tunnel id of the
-//! chooser's own, [`PROBE_IDS`] and up, that NodeCore never sees). Any
+//! chooser's own, in [`PROBE_IDS`], that NodeCore never sees). Any
 //! answer (a handshake, a refusal) says UDP gets through again: the TCP
 //! tunnel is closed, NodeCore hears it closed and dials again, over QUIC
 //! first. Sans-IO: time is a parameter.
@@ -78,8 +78,10 @@ struct Pending {
     fallback: bool,
 }
 
-/// Tunnel ids of QUIC probes start here (NodeCore's count up from 0).
-pub const PROBE_IDS: u64 = 1 << 62;
+/// Tunnel ids of QUIC probes: between NodeCore's own (counted up from 0)
+/// and its LAN links' (from 1 << 63, the driver's `LAN_ID`), so that
+/// every event of a probe, its last included, is told from theirs.
+pub const PROBE_IDS: std::ops::Range<u64> = 1 << 62..crate::tunnels::driver::LAN_ID;
 
 /// A QUIC dial that checks whether a tunnel that fell back to TCP could
 /// move back.
@@ -140,7 +142,7 @@ impl Chooser {
             pending: HashMap::new(),
             fell_back: HashMap::new(),
             probes: HashMap::new(),
-            next_probe: PROBE_IDS,
+            next_probe: PROBE_IDS.start,
         }
     }
 
@@ -234,7 +236,7 @@ impl Chooser {
 
     /// Whether `tunnel` is one of the chooser's probes.
     pub fn is_probe(tunnel: TunnelId) -> bool {
-        tunnel.0 >= PROBE_IDS
+        PROBE_IDS.contains(&tunnel.0)
     }
 
     /// The next QUIC probe to dial now.
@@ -403,6 +405,8 @@ mod tests {
         assert_eq!(c.poll_timeout(), Some(now + T));
         let probe = c.poll_probe(now + T).expect("a probe");
         assert!(Chooser::is_probe(probe.probe));
+        // A LAN link's tunnel is not.
+        assert!(!Chooser::is_probe(TunnelId(crate::tunnels::driver::LAN_ID)));
         assert_eq!((probe.peer, &probe.addresses), (p, &a));
         assert_eq!(c.poll_probe(now + T), None, "one probe per period");
         // No answer: stays on TCP, probed again a period later.
