@@ -345,45 +345,33 @@ pub fn beyond(ctx: &mut Ctx) -> anyhow::Result<()> {
             ));
             series
         };
+        let latency_chart = |svg: &str, title: &str, curves: &[Vec<f64>]| {
+            draw(
+                &ctx.out.path(svg),
+                &Chart::new(
+                    format!(
+                        "Replacement strategies, {title}, {} ({SEEDS} seeds)",
+                        m.name
+                    ),
+                    "refresh iteration",
+                    "average latency (ms)",
+                    with_mesh(
+                        strategies
+                            .iter()
+                            .zip(curves)
+                            .map(|(s, c)| Series::new(s.label, points(c), Style::Line))
+                            .collect(),
+                        its,
+                    ),
+                ),
+            )
+        };
         let svg = format!("beyond_{name}.svg");
-        draw(
-            &ctx.out.path(&svg),
-            &Chart::new(
-                format!(
-                    "Replacement strategies, stable network, {} ({SEEDS} seeds)",
-                    m.name
-                ),
-                "refresh iteration",
-                "average latency (ms)",
-                with_mesh(
-                    strategies
-                        .iter()
-                        .zip(&stable_curves)
-                        .map(|(s, c)| Series::new(s.label, points(c), Style::Line))
-                        .collect(),
-                    its,
-                ),
-            ),
-        )?;
-        let svg_c = format!("beyond_churn_{name}.svg");
-        draw(
-            &ctx.out.path(&svg_c),
-            &Chart::new(
-                format!(
-                    "Replacement strategies, churn 1/100 per iteration, {} ({SEEDS} seeds)",
-                    m.name
-                ),
-                "refresh iteration",
-                "average latency (ms)",
-                with_mesh(
-                    strategies
-                        .iter()
-                        .zip(&churn_curves)
-                        .map(|(s, c)| Series::new(s.label, points(c), Style::Line))
-                        .collect(),
-                    its,
-                ),
-            ),
+        latency_chart(&svg, "stable network", &stable_curves)?;
+        latency_chart(
+            &format!("beyond_churn_{name}.svg"),
+            "churn 1/100 per iteration",
+            &churn_curves,
         )?;
         let svg_f = format!("beyond_fault_{name}.svg");
         draw(

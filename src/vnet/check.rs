@@ -61,29 +61,20 @@ impl Network {
     /// The path of a packet from `from` to any address `dst` (a gateway's
     /// prefix, say), node by node as [`Network::path`].
     pub fn path_to(&self, from: usize, dst: std::net::Ipv6Addr) -> Option<Vec<usize>> {
-        let mut path = vec![from];
-        let mut at = from;
-        for _ in 0..=self.nodes.len() {
-            match self.transport.route(at, dst) {
-                Hop::Via(end) if self.nodes[end.0].core.is_some() => {
-                    at = end.0;
-                    if path.contains(&at) {
-                        return None;
-                    }
-                    path.push(at);
-                }
-                _ => return Some(path),
-            }
-        }
-        None
+        self.walk(from, |at| self.transport.route(at, dst))
     }
     /// The path of an IPv4 packet from `from` to `dst`, node by node as
     /// [`Network::path`].
     pub fn path_v4(&self, from: usize, dst: std::net::Ipv4Addr) -> Option<Vec<usize>> {
+        self.walk(from, |at| self.transport.route_v4(at, dst))
+    }
+    /// Follows `hop` (a node's next hop for the packet) from `from` until
+    /// it is delivered or dropped; `None` if it loops.
+    fn walk(&self, from: usize, hop: impl Fn(usize) -> Hop) -> Option<Vec<usize>> {
         let mut path = vec![from];
         let mut at = from;
         for _ in 0..=self.nodes.len() {
-            match self.transport.route_v4(at, dst) {
+            match hop(at) {
                 Hop::Via(end) if self.nodes[end.0].core.is_some() => {
                     at = end.0;
                     if path.contains(&at) {

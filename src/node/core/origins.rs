@@ -279,23 +279,25 @@ impl NodeCore {
 
     /// Sends a control message on every up tunnel.
     pub(crate) fn rogue_send_control(&mut self, msg: &Control) {
-        let tunnels: Vec<TunnelId> = self.tunnels.keys().copied().collect();
-        for tunnel in tunnels {
-            self.tunnel_cmd(TunnelCmd::SendControl {
-                tunnel,
-                msg: msg.clone(),
-            });
-        }
+        self.rogue_on_every_tunnel(|tunnel| TunnelCmd::SendControl {
+            tunnel,
+            msg: msg.clone(),
+        });
     }
 
     /// Sends a hand-made Babel packet on every up tunnel.
     pub(crate) fn rogue_send_babel(&mut self, bytes: &[u8]) {
+        let bytes = Bytes::copy_from_slice(bytes);
+        self.rogue_on_every_tunnel(|tunnel| TunnelCmd::SendBabel {
+            tunnel,
+            bytes: bytes.clone(),
+        });
+    }
+
+    fn rogue_on_every_tunnel(&mut self, cmd: impl Fn(TunnelId) -> TunnelCmd) {
         let tunnels: Vec<TunnelId> = self.tunnels.keys().copied().collect();
         for tunnel in tunnels {
-            self.tunnel_cmd(TunnelCmd::SendBabel {
-                tunnel,
-                bytes: Bytes::copy_from_slice(bytes),
-            });
+            self.tunnel_cmd(cmd(tunnel));
         }
     }
 }
