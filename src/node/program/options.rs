@@ -337,8 +337,7 @@ impl NodeOptions {
     /// Checks values the node would otherwise reject late.
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(r) = self.tunnel_replacement {
-            crate::tunnels::policy::Replacement::parse_for_nodes(&r.to_string())
-                .map_err(anyhow::Error::msg)?;
+            r.for_nodes().map_err(anyhow::Error::msg)?;
         }
         if let Some(m) = self.mtu
             && !(1280..=65535).contains(&m)

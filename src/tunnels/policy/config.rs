@@ -73,13 +73,19 @@ impl Replacement {
         let r: Replacement = s
             .parse()
             .map_err(|e: ParseReplacementError| e.to_string())?;
-        if !r.runs_on_nodes() {
+        r.for_nodes()
+    }
+
+    /// Itself if it [runs on nodes](Replacement::runs_on_nodes), or why
+    /// not.
+    pub fn for_nodes(self) -> Result<Replacement, String> {
+        if !self.runs_on_nodes() {
             return Err(format!(
-                "{r} runs in `re6st sim` only: nodes do not estimate the direct RTT it \
+                "{self} runs in `re6st sim` only: nodes do not estimate the direct RTT it \
                  needs yet (docs/results.md); use least-used or least-used-best-of-N"
             ));
         }
-        Ok(r)
+        Ok(self)
     }
 }
 
