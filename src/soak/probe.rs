@@ -60,6 +60,9 @@ pub(crate) struct ProberStats {
     /// Probes not sent because the prober fell behind by more than a
     /// period (the machine was too busy to keep the schedule).
     pub skipped: u64,
+    /// Times the prober waited for a socket or its next probe: about one
+    /// per probe, so that probing costs little next to the nodes.
+    pub wakeups: u64,
 }
 
 /// The probing thread; stopped by [`Prober::stop`].
@@ -257,7 +260,7 @@ fn icmp_loop(
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         // Send what is due (skipping what is more than a period late).
-        let snapshot = targets.lock().map(|t| t.clone()).unwrap_or_default();
+        let mut snapshot: Option<Vec<Target>> = None;
         while start + due(next, n, period) <= now {
             let late = now - (start + due(next, n, period));
             let k = next;
@@ -267,6 +270,8 @@ fn icmp_loop(
                 continue;
             }
             let (src, dst) = pair(k, n);
+            let snapshot = snapshot
+                .get_or_insert_with(|| targets.lock().map(|t| t.clone()).unwrap_or_default());
             let (Some(s), Some(d)) = (snapshot.get(src), snapshot.get(dst)) else {
                 continue;
             };
@@ -285,18 +290,14 @@ fn icmp_loop(
             pending.insert(k, (src, dst, sent));
             order.push_back((sent, k));
         }
-        // Receive what came.
+        // Receive what came, waiting until the next probe is due: to the
+        // nanosecond, since probes are often less than a millisecond apart
+        // and a wait rounded down to zero milliseconds would spin.
         let wait = (start + due(next, n, period))
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(10));
-        // SAFETY: fds is a valid array of pollfd of the given length.
-        let ready = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                wait.as_millis() as libc::c_int,
-            )
-        };
+        stats.wakeups += 1;
+        let ready = poll_for(&mut fds, wait);
         if ready > 0 {
             for (i, fd) in fds.iter_mut().enumerate() {
                 if fd.revents & libc::POLLIN == 0 {
@@ -341,6 +342,25 @@ fn icmp_loop(
         }
     }
     stats
+}
+
+/// Waits up to `wait` for one of `fds` to be readable (`ppoll`, whose
+/// timeout has nanoseconds); the number ready, or -1 on an error.
+fn poll_for(fds: &mut [libc::pollfd], wait: Duration) -> libc::c_int {
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: fds is a valid array of pollfd of the given length, ts a
+    // valid timespec, and a null signal mask leaves the mask as it is.
+    unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    }
 }
 
 fn route_loop(
@@ -437,6 +457,51 @@ mod tests {
         assert_eq!(due(0, n, p), Duration::ZERO);
         assert_eq!(due(m, n, p), p);
         assert_eq!(due(m / 2, n, p), p / 2);
+    }
+
+    /// Probes less than a millisecond apart must not make the prober spin:
+    /// it wakes about once per probe (a wait rounded down to whole
+    /// milliseconds woke it thousands of times more).
+    #[test]
+    fn the_prober_sleeps_between_probes() {
+        let n = 40;
+        let sockets: Vec<Socket> = (0..n)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV6, Type::DGRAM, None).expect("a UDP socket");
+                s.set_nonblocking(true).expect("non-blocking");
+                s
+            })
+            .collect();
+        // No target has an address yet: nothing is sent, the schedule runs.
+        let targets: Targets = Arc::new(Mutex::new(vec![Target::default(); n]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let period = Duration::from_secs(1);
+        let t = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                icmp_loop(
+                    &sockets,
+                    &targets,
+                    period,
+                    period,
+                    &tx,
+                    Instant::now(),
+                    &stop,
+                )
+            })
+        };
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        let stats = t.join().expect("the prober");
+        // 1,560 pairs per second: a probe due every 0.64 ms.
+        let due = (start.elapsed().as_secs_f64() * (n * (n - 1)) as f64) as u64;
+        assert!(
+            stats.wakeups <= 2 * due + 50,
+            "{} wake-ups for {due} probes due",
+            stats.wakeups
+        );
     }
 
     #[test]

@@ -332,7 +332,7 @@ pub(crate) fn print(soak: &Soak, v: &Verdict, args: &SoakArgs) {
     println!(
         "soak: {} probes of live pairs, {} answered ({:.3} %); round trips p50 {:.2} ms, \
          p99 {:.2} ms, max {:.1} ms; {} answers came after the {} timeout; the prober skipped {} \
-         probes (machine too busy to keep the schedule)",
+         probes (machine too busy to keep the schedule) and woke {} times for {} probes",
         a.counted,
         a.answered,
         a.reachability(),
@@ -342,6 +342,8 @@ pub(crate) fn print(soak: &Soak, v: &Verdict, args: &SoakArgs) {
         soak.prober_stats.late,
         humantime::format_duration(soak.timeout),
         soak.prober_stats.skipped,
+        soak.prober_stats.wakeups,
+        soak.prober_stats.sent,
     );
     if let Some(c) = soak.converged_after {
         println!(
@@ -512,7 +514,8 @@ pub(crate) fn json(soak: &Soak, v: &Verdict, args: &SoakArgs) -> serde_json::Val
         "reachability_pct": a.reachability(),
         "rtt_ms": {"p50": v.rtt_ms[0], "p99": v.rtt_ms[1], "max": v.rtt_ms[2]},
         "prober": {"sent": soak.prober_stats.sent, "send_errors": soak.prober_stats.send_errors,
-                   "late": soak.prober_stats.late, "skipped": soak.prober_stats.skipped},
+                   "late": soak.prober_stats.late, "skipped": soak.prober_stats.skipped,
+                   "wakeups": soak.prober_stats.wakeups},
         "max_outage_s": d(v.max_outage),
         "kinds": v.kinds.iter().map(|k| json!({
             "after": k.kind.map_or("no fault", EventKind::name),
