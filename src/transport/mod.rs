@@ -16,6 +16,7 @@
 //!   raw-datagram baseline); the node does not use it.
 
 pub mod control;
+mod dial;
 pub mod engine;
 pub mod socket;
 pub mod tcp;

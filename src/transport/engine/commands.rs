@@ -6,9 +6,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::conn::{Conn, Role, Stage, on_socket, usable};
-use super::{Dial, Engine, MAX_HOP, MAX_PACKETS, Packet, drive};
+use super::{Engine, MAX_HOP, MAX_PACKETS, Packet, drive};
 use crate::node::core::boundary::{ConnId, DialError, NextHopId, TunnelCmd, TunnelEvent, TunnelId};
 use crate::transport::control::{Control, close};
+use crate::transport::dial::Dial;
 
 impl Engine {
     /// Carries out one of NodeCore's commands. [`TunnelCmd::SendPacket`]
@@ -77,17 +78,7 @@ impl Engine {
             tracing::warn!(%tunnel, "dial for a tunnel that exists; ignored");
             return;
         }
-        self.dials.insert(
-            tunnel,
-            Dial {
-                peer,
-                addresses,
-                next: 0,
-                conn: None,
-                other: None,
-                last: None,
-            },
-        );
+        self.dials.insert(tunnel, Dial::new(peer, addresses));
         self.try_next(tunnel, now);
     }
 
@@ -98,10 +89,9 @@ impl Engine {
             let Some(d) = self.dials.get_mut(&tunnel) else {
                 return;
             };
-            let Some(&addr) = d.addresses.get(d.next) else {
+            let Some(addr) = d.next_address() else {
                 break;
             };
-            d.next += 1;
             if !usable(self.local, addr) {
                 continue;
             }
@@ -118,28 +108,13 @@ impl Engine {
                     self.process(ch, now);
                     return;
                 }
-                Err(e) => d.last = Some(format!("connecting to {addr}: {e}")),
+                Err(e) => d.attempt_failed(format!("connecting to {addr}: {e}")),
             }
         }
         let Some(d) = self.dials.get(&tunnel) else {
             return;
         };
-        // Another node at one address, nothing of the one dialled at the
-        // others: it is gone from there.
-        let error = match &d.other {
-            Some((addr, found)) => DialError {
-                answered_by: Some(found.clone()),
-                ..DialError::unreachable(format!(
-                    "{addr} is now {} ({}), not {}",
-                    found.address, found.prefix, d.peer
-                ))
-            },
-            None => DialError::unreachable(
-                d.last
-                    .clone()
-                    .unwrap_or_else(|| format!("no usable address among {:?}", d.addresses)),
-            ),
-        };
+        let error = d.failure("");
         self.fail_dial(tunnel, error);
     }
 

@@ -63,12 +63,14 @@ impl Engine {
         let peer = self.tls.peer_cert(&c.q);
         match c.role {
             Role::Dial { tunnel } => {
-                let Some(expected) = self.dials.get(&tunnel).map(|d| d.peer) else {
+                let at = canonical(c.q.remote_address());
+                let Some(checked) = self.dials.get_mut(&tunnel).map(|d| d.check_peer(at, peer))
+                else {
                     c.close(now, close::DONE, "dial cancelled");
                     return;
                 };
-                let (why, other) = match peer {
-                    Ok(p) if p.address == expected => {
+                match checked {
+                    Ok(p) => {
                         c.peer = Some(p);
                         c.stage = Stage::Exchange;
                         let open = Control::Open {
@@ -87,19 +89,7 @@ impl Engine {
                     }
                     // Valid for the CA and the CRL (the handshake checked),
                     // but another node's: close before sending anything.
-                    Ok(p) => (
-                        format!("expected {expected}, got {} ({})", p.address, p.prefix),
-                        Some((canonical(c.q.remote_address()), Box::new(p))),
-                    ),
-                    Err(why) => (format!("wrong peer: {why}"), None),
-                };
-                c.close_after_flush(close::BAD_PEER, why.clone());
-                if let Some(d) = self.dials.get_mut(&tunnel) {
-                    if let Some(o) = other {
-                        d.other.get_or_insert(o);
-                    }
-                    d.last = Some(why);
-                    d.conn = None;
+                    Err(why) => c.close_after_flush(close::BAD_PEER, why),
                 }
                 self.try_next(tunnel, now);
             }
@@ -127,8 +117,7 @@ impl Engine {
             (Stage::Closing, _) => {}
             (Stage::Handshake, Role::Dial { tunnel }) => {
                 if let Some(d) = self.dials.get_mut(&tunnel) {
-                    d.last = Some(format!("handshake: {text}"));
-                    d.conn = None;
+                    d.attempt_failed(format!("handshake: {text}"));
                     self.try_next(tunnel, now);
                 }
             }
@@ -190,8 +179,7 @@ impl Engine {
             (Stage::Handshake, Role::Dial { tunnel }) => {
                 c.close(now, close::DONE, "no answer");
                 if let Some(d) = self.dials.get_mut(&tunnel) {
-                    d.last = Some(format!("no answer within {timeout:?}"));
-                    d.conn = None;
+                    d.attempt_failed(format!("no answer within {timeout:?}"));
                     self.try_next(tunnel, now);
                 }
             }

@@ -56,7 +56,7 @@ pub mod tls;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -65,6 +65,7 @@ use re6st_dataplane::fragment::{Reassembler, ReassemblyStats};
 use re6st_dataplane::nexthop::NextHopError;
 use serde::Serialize;
 
+use super::dial::Dial;
 use super::{TransportConfig, TransportError, TransportStats};
 use crate::identity::tls::TlsIdentity;
 use crate::identity::{Crl, NodeCert, NodeKey};
@@ -149,19 +150,6 @@ pub struct Credentials<'a> {
     pub crl: Option<Crl>,
 }
 
-/// A dial in progress: the addresses left to try.
-#[derive(Debug)]
-struct Dial {
-    peer: Ipv6Addr,
-    addresses: Vec<SocketAddr>,
-    next: usize,
-    conn: Option<ConnectionHandle>,
-    /// Another node's certificate answered at this address.
-    other: Option<(SocketAddr, Box<NodeCert>)>,
-    /// The last failure, for the report.
-    last: Option<String>,
-}
-
 /// Every QUIC tunnel of a node. See the module documentation.
 pub struct Engine {
     endpoint: quinn_proto::Endpoint,
@@ -172,7 +160,7 @@ pub struct Engine {
     conns: Vec<Option<Box<Conn>>>,
     incoming: HashMap<ConnId, ConnectionHandle>,
     next_conn: u64,
-    dials: HashMap<TunnelId, Dial>,
+    dials: HashMap<TunnelId, Dial<ConnectionHandle>>,
     tunnels: HashMap<TunnelId, ConnectionHandle>,
     hops: Vec<Option<ConnectionHandle>>,
     liveness: Liveness,

@@ -42,10 +42,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use re6st_dataplane::nexthop::NextHopError;
 
+use super::dial::Dial;
 use super::engine::liveness::{Action, Liveness};
 use super::engine::{Credentials, FrameStats, Packet, TunnelInfo};
 use super::{TransportConfig, TransportError, TransportStats};
-use crate::identity::NodeCert;
 use crate::identity::tls::TlsIdentity;
 use crate::node::core::boundary::{
     ConnId, DialError, NextHopId, TunnelCmd, TunnelEvent, TunnelId, refusal_of_close,
@@ -71,17 +71,6 @@ const MAX_HOP: u32 = 1 << 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TcpHandle(pub usize);
 
-/// A dial in progress.
-#[derive(Debug)]
-struct Dial {
-    peer: Ipv6Addr,
-    addresses: Vec<SocketAddr>,
-    next: usize,
-    conn: Option<TcpHandle>,
-    other: Option<(SocketAddr, Box<NodeCert>)>,
-    last: Option<String>,
-}
-
 /// Every TCP tunnel of a node. See the module documentation.
 pub struct TcpEngine {
     tls: tls::Tls,
@@ -91,7 +80,7 @@ pub struct TcpEngine {
     free: Vec<usize>,
     incoming: HashMap<ConnId, TcpHandle>,
     next_conn: u64,
-    dials: HashMap<TunnelId, Dial>,
+    dials: HashMap<TunnelId, Dial<TcpHandle>>,
     tunnels: HashMap<TunnelId, TcpHandle>,
     hops: Vec<Option<TcpHandle>>,
     liveness: Liveness,
@@ -548,17 +537,7 @@ impl TcpEngine {
             tracing::warn!(%tunnel, "TCP dial for a tunnel that exists; ignored");
             return;
         }
-        self.dials.insert(
-            tunnel,
-            Dial {
-                peer,
-                addresses,
-                next: 0,
-                conn: None,
-                other: None,
-                last: None,
-            },
-        );
+        self.dials.insert(tunnel, Dial::new(peer, addresses));
         self.try_next(tunnel, now);
     }
 
@@ -568,8 +547,7 @@ impl TcpEngine {
             return;
         };
         d.conn = None;
-        if let Some(&addr) = d.addresses.get(d.next) {
-            d.next += 1;
+        if let Some(addr) = d.next_address() {
             let peer = d.peer;
             if self.connections() >= MAX_CONNS {
                 self.fail_dial(tunnel, DialError::unreachable("too many TCP connections"));
@@ -595,21 +573,7 @@ impl TcpEngine {
             }
             return;
         }
-        let error = match &d.other {
-            Some((addr, found)) => DialError {
-                answered_by: Some(found.clone()),
-                ..DialError::unreachable(format!(
-                    "{addr} (TCP) is now {} ({}), not {}",
-                    found.address, found.prefix, d.peer
-                ))
-            },
-            None => DialError::unreachable(format!(
-                "TCP: {}",
-                d.last
-                    .clone()
-                    .unwrap_or_else(|| format!("no address among {:?}", d.addresses))
-            )),
-        };
+        let error = d.failure("TCP");
         self.fail_dial(tunnel, error);
     }
 
@@ -730,12 +694,14 @@ impl TcpEngine {
             Role::Dial { tunnel } => {
                 // Connect and TLS 1.3 take two round trips.
                 c.rtt /= 2;
-                let Some(expected) = self.dials.get(&tunnel).map(|d| d.peer) else {
+                let at = c.remote;
+                let Some(checked) = self.dials.get_mut(&tunnel).map(|d| d.check_peer(at, peer))
+                else {
                     c.close(now, close::DONE, "dial cancelled");
                     return;
                 };
-                let (why, other) = match peer {
-                    Ok(p) if p.address == expected => {
+                match checked {
+                    Ok(p) => {
                         c.peer = Some(p);
                         c.stage = Stage::Exchange;
                         let open = Control::Open {
@@ -747,19 +713,7 @@ impl TcpEngine {
                         let _ = c.send_control(&buf);
                         return;
                     }
-                    Ok(p) => (
-                        format!("expected {expected}, got {} ({})", p.address, p.prefix),
-                        Some((c.remote, Box::new(p))),
-                    ),
-                    Err(why) => (format!("wrong peer: {why}"), None),
-                };
-                c.close(now, close::BAD_PEER, &why);
-                if let Some(d) = self.dials.get_mut(&tunnel) {
-                    if let Some(o) = other {
-                        d.other.get_or_insert(o);
-                    }
-                    d.last = Some(why);
-                    d.conn = None;
+                    Err(why) => c.close(now, close::BAD_PEER, &why),
                 }
                 self.try_next(tunnel, now);
             }
@@ -1016,7 +970,7 @@ impl TcpEngine {
                 if let Some(d) = self.dials.get_mut(&tunnel)
                     && d.conn == Some(h)
                 {
-                    d.last = Some(format!("{}: {why}", c.remote));
+                    d.attempt_failed(format!("{}: {why}", c.remote));
                     self.try_next(tunnel, now);
                 }
             }
@@ -1062,7 +1016,7 @@ impl TcpEngine {
                 if let Some(d) = self.dials.get_mut(&tunnel)
                     && d.conn == Some(h)
                 {
-                    d.last = Some(format!("{}: no answer within {timeout:?}", c.remote));
+                    d.attempt_failed(format!("{}: no answer within {timeout:?}", c.remote));
                     self.try_next(tunnel, now);
                 }
             }
