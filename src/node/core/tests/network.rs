@@ -71,7 +71,7 @@ fn the_refresh_replaces_tunnels_without_a_moment_of_unreachability() {
 }
 
 #[test]
-fn a_crashed_transit_node_is_routed_around_within_a_second() {
+fn a_crashed_transit_node_is_routed_around_as_fast_as_by_real_nodes() {
     let mut net = converged(10, |_| {});
     net.run_for(30 * S);
     let (s, x, d) = transit(&net);
@@ -81,9 +81,14 @@ fn a_crashed_transit_node_is_routed_around_within_a_second() {
             .is_some_and(|p| p.last() == Some(&d) && !p.contains(&x))
     });
     let took = took.expect("rerouted");
-    // Suspect time (600 ms) plus two RTTs, then Babel's triggered updates.
-    assert!(took < S, "rerouted after {took:?}");
+    // Suspect time (600 ms) plus two RTTs, then Babel's triggered updates:
+    // real processes reroute in 0.61-0.66 s (tests/realnet_reroute.rs);
+    // the virtual network must agree within 10 % of 0.65 s.
     assert!(took >= 600 * MS, "not before the suspect time: {took:?}");
+    assert!(
+        took.abs_diff(650 * MS) <= 65 * MS,
+        "rerouted after {took:?}, real nodes take 0.61-0.66 s"
+    );
     assert_eq!(net.violation(), None);
 }
 
