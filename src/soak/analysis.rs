@@ -321,6 +321,28 @@ pub(crate) fn blame(
         })
 }
 
+/// Whether `outage`, too long for the event it is blamed on (`blamed`),
+/// is within the allowance of an earlier fault that hit one of its ends
+/// and was still recovering when it began: a node still rejoining after
+/// an isolation when one of its links is cut is allowed the rejoin's time,
+/// not only the cut's. `allowed` gives the longest outage allowed after an
+/// event of a kind (its bar and resolution), `recovery` how long after it
+/// an outage of its nodes may still be its doing.
+pub(crate) fn allowed_by_earlier_fault(
+    outage: &Outage,
+    events: &[Event],
+    blamed: usize,
+    period: Duration,
+    allowed: impl Fn(EventKind) -> Duration,
+    recovery: impl Fn(EventKind) -> Duration,
+) -> bool {
+    events[..blamed.min(events.len())].iter().any(|e| {
+        (e.nodes.contains(&outage.src) || e.nodes.contains(&outage.dst))
+            && e.at.saturating_add(recovery(e.kind)).saturating_add(period) >= outage.start
+            && outage.length() <= allowed(e.kind)
+    })
+}
+
 /// The `q` quantile (0..=1) of sorted `v`.
 pub(crate) fn quantile<T: Copy>(v: &[T], q: f64) -> Option<T> {
     if v.is_empty() {
@@ -500,6 +522,49 @@ mod tests {
         ended.push(ev(30.0, EventKind::NetemOff, &[7]));
         assert_eq!(blame(&out(1, 2, 40.0), &ended, p, t, recovery), None);
         assert_eq!(blame(&out(7, 1, 60.0), &ended, p, t, recovery), None);
+    }
+
+    #[test]
+    fn an_outage_may_take_the_time_of_an_earlier_fault_still_recovering() {
+        let ev = |at: f64, kind, nodes: &[usize]| Event {
+            at: s(at),
+            kind,
+            nodes: nodes.to_vec(),
+        };
+        // Node 19 rejoins at 100 s; one of its links is cut at 111 s.
+        let events = vec![
+            ev(100.0, EventKind::Rejoin, &[19]),
+            ev(111.0, EventKind::LinkDown, &[15, 19]),
+            ev(200.0, EventKind::LinkDown, &[15, 19]),
+        ];
+        let out = |src, start: f64, len: f64| Outage {
+            src,
+            dst: 19,
+            start: s(start),
+            end: s(start + len),
+            lost: len as u32,
+            cut: false,
+        };
+        let allowed = |k| match k {
+            EventKind::Rejoin => s(28.0),
+            _ => s(2.0),
+        };
+        let recovery = allowed;
+        let ok = |o: &Outage, blamed| {
+            allowed_by_earlier_fault(o, &events, blamed, s(1.0), allowed, recovery)
+        };
+        // 3 s after the cut, 11 s into the rejoin: the rejoin allows it.
+        assert!(ok(&out(21, 111.1, 3.0), 1));
+        // Longer than the rejoin allows: no.
+        assert!(!ok(&out(21, 111.1, 29.0), 1));
+        // The same cut long after the rejoin: only the cut's bar counts.
+        assert!(!ok(&out(21, 200.1, 3.0), 2));
+        // A pair that is not the rejoining node's: no.
+        let other = Outage {
+            dst: 4,
+            ..out(21, 111.1, 3.0)
+        };
+        assert!(!ok(&other, 1));
     }
 
     #[test]
