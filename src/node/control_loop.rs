@@ -12,7 +12,9 @@ use std::time::Duration;
 use re6st_dataplane::fib::{Fib, SharedFib};
 use tokio::sync::{mpsc, oneshot};
 
-use super::core::{Command, NodeCore, Now, RegistryReply, RegistryRequest, TunnelEvent};
+use super::core::{
+    Command, NodeCore, Now, ProbeError, RegistryReply, RegistryRequest, TunnelEvent,
+};
 use super::edges::{EdgeEvent, EdgeServices, scan_addresses};
 use super::packet_loop::PacketLoop;
 use super::status::NodeStatus;
@@ -177,6 +179,12 @@ impl ControlLoop {
                 Command::Registry(req) => self.ask_registry(req, now),
                 Command::Lan(n) => self.edges.lan_notice(n),
                 Command::ScanAddresses => self.core.handle_local_addresses(scan_addresses(), now),
+                // No underlay probe here yet: the shortcut replacement is
+                // refused on real nodes (`Replacement::runs_on_real_nodes`).
+                Command::ProbeRtt { peer, .. } => {
+                    self.core
+                        .handle_probe_rtt(peer, Err(ProbeError::Unsupported), now);
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ use super::output::{Row, f, progress};
 use super::plot::{Chart, Series, Style, draw};
 use re6st::identity::NetworkConfig;
 use re6st::node::NodeConfig;
+use re6st::tunnels::policy::Replacement;
 use re6st::vnet::{Latency, NETWORK, NetConfig, Network};
 
 /// Until full reachability after a cold start or a kill, samples are this
@@ -83,6 +84,15 @@ pub struct NetworkArgs {
     /// Check every node's invariants after every event (slow).
     #[arg(long)]
     pub check: bool,
+    /// How each tunnel refresh replaces tunnels (every policy runs here,
+    /// `shortcut-R` included: the virtual network answers its probes).
+    #[arg(long, value_name = "POLICY", default_value = "least-used")]
+    pub tunnel_replacement: Replacement,
+    /// The tunnel refresh period (the network's default: 5 min). The
+    /// replacement policies converge in refreshes, so a shorter one
+    /// shows them in less virtual time.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub refresh: Option<Duration>,
 }
 
 /// One sample of the run.
@@ -122,6 +132,8 @@ pub struct Summary {
     churn_per_refresh: f64,
     churn_restarts: usize,
     tunnels: u16,
+    tunnel_replacement: String,
+    refresh_s: u64,
     /// Virtual time from the cold start until every node reaches every
     /// other (to within 1 s); `None`: never in the run.
     full_reach_after_start_s: Option<f64>,
@@ -146,8 +158,13 @@ pub struct Summary {
     /// Mean RTT of the routes the FIBs select (link RTTs summed along the
     /// path), at the end of the run.
     mean_route_rtt_ms: Option<f64>,
+    /// The same at each tenth of the run: (virtual s, ms).
+    mean_route_rtt_ms_by_tenth: Vec<(f64, f64)>,
     /// Mean RTT of the direct pairs of the nodes' hosts.
     direct_rtt_ms: f64,
+    /// Direct RTT probes of the shortcut replacement, all nodes: asked,
+    /// measured, lost.
+    probes: (u64, u64, u64),
     events: u64,
     invariant_violation: Option<String>,
     wall_s: f64,
@@ -188,10 +205,17 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
         m.rtt_us(a, b)
             .map_or(fallback, |us| Duration::from_nanos(u64::from(us) * 500))
     }));
-    let network = NetworkConfig::defaults(
+    let mut network = NetworkConfig::defaults(
         NETWORK.parse().context("the overlay prefix")?,
         "sim://registry".into(),
     );
+    network.tunnel_replacement = args.tunnel_replacement;
+    if let Some(r) = args.refresh {
+        if r < Duration::from_secs(1) {
+            bail!("--refresh must be at least 1 s");
+        }
+        network.tunnel_refresh_secs = r.as_secs();
+    }
     let refresh = network.tunnel_refresh();
     let tunnels = network.tunnels;
     let config = NetConfig {
@@ -322,6 +346,20 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
         .max()
         .unwrap_or(0);
     let status = proc_status();
+    let by_tenth = (1..=10)
+        .filter_map(|k| {
+            let t = args.duration.as_secs_f64() * f64::from(k) / 10.0;
+            let s = samples.iter().rev().find(|s| s.t_s <= t + 1e-6)?;
+            Some((s.t_s, s.mean_rtt_ms?))
+        })
+        .collect();
+    let mut probes = (0, 0, 0);
+    for i in 0..n {
+        if let Some(c) = net.core(i) {
+            let p = c.probe_stats();
+            probes = (probes.0 + p.sent, probes.1 + p.measured, probes.2 + p.lost);
+        }
+    }
     let summary = Summary {
         nodes: n,
         data: matrix.name.clone(),
@@ -330,6 +368,8 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
         churn_per_refresh: args.churn,
         churn_restarts: restarts,
         tunnels,
+        tunnel_replacement: args.tunnel_replacement.to_string(),
+        refresh_s: refresh.as_secs(),
         full_reach_after_start_s: full_after_start,
         killed,
         kill_at_s: kill_s,
@@ -344,7 +384,9 @@ pub fn network(ctx: &mut Ctx, args: &NetworkArgs, data: Option<DataSet>) -> anyh
         routes_per_node: last.map_or(0.0, |s| s.routes_per_node),
         route_changes_per_node_min: end.route_changes as f64 / node_secs * 60.0,
         mean_route_rtt_ms: last.and_then(|s| s.mean_rtt_ms),
+        mean_route_rtt_ms_by_tenth: by_tenth,
         direct_rtt_ms: direct_us / 1e3,
+        probes,
         events: net.stats().events,
         invariant_violation: net.violation().map(str::to_owned),
         wall_s: wall.elapsed().as_secs_f64(),
@@ -462,8 +504,8 @@ fn opt(v: Option<f64>, digits: usize, unit: &str) -> String {
 
 fn print_summary(s: &Summary) {
     println!(
-        "re6st sim network: {} nodes on {}, {} s virtual, seed {}",
-        s.nodes, s.data, s.duration_s, s.seed
+        "re6st sim network: {} nodes on {}, {} s virtual, seed {}, {} every {} s",
+        s.nodes, s.data, s.duration_s, s.seed, s.tunnel_replacement, s.refresh_s
     );
     println!(
         "  full reachability after the cold start: {}",
@@ -502,6 +544,18 @@ fn print_summary(s: &Summary) {
         opt(s.mean_route_rtt_ms, 2, " ms"),
         s.direct_rtt_ms
     );
+    let over_time: Vec<String> = s
+        .mean_route_rtt_ms_by_tenth
+        .iter()
+        .map(|(t, ms)| format!("{t:.0} s {ms:.2}"))
+        .collect();
+    println!("  over time (ms): {}", over_time.join(", "));
+    if s.probes.0 > 0 {
+        println!(
+            "  direct RTT probes: {} asked, {} measured, {} lost",
+            s.probes.0, s.probes.1, s.probes.2
+        );
+    }
     println!(
         "  {} events, wall {:.1} s, RSS {} (peak {}, {} per node)",
         s.events,
@@ -646,6 +700,12 @@ fn write_outputs(
     if args.kill > 0.0 {
         command += &format!(" --kill {}", args.kill);
     }
+    if args.tunnel_replacement != Replacement::LeastUsed {
+        command += &format!(" --tunnel-replacement {}", args.tunnel_replacement);
+    }
+    if let Some(r) = args.refresh {
+        command += &format!(" --refresh {}s", r.as_secs());
+    }
     let dataset = format!("{}, n = {}", s.data, s.nodes);
     let row = |quantity: &str, ours: String, svg: &str| Row {
         experiment: "10 network".to_owned(),
@@ -712,6 +772,8 @@ mod tests {
             sample: Duration::from_secs(10),
             json: false,
             check: false,
+            tunnel_replacement: Replacement::LeastUsed,
+            refresh: None,
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let t = churn_times(&args, Duration::from_secs(300), 100, &mut rng);

@@ -653,6 +653,16 @@ impl Driver {
         }
     }
 
+    /// Route metric and direct cost of each destination, for the
+    /// shortcut replacement ([`Policy::handle_destinations`]).
+    pub fn handle_destinations(
+        &mut self,
+        destinations: impl IntoIterator<Item = (PeerKey, Duration, Duration)>,
+        now: Instant,
+    ) {
+        self.policy.handle_destinations(destinations, now);
+    }
+
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<TunnelId> = self

@@ -192,6 +192,12 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
         &self.config
     }
 
+    /// When the next refresh is due: a caller that reports
+    /// [`Policy::handle_destinations`] does it just before.
+    pub fn next_refresh(&self) -> Instant {
+        self.next_refresh
+    }
+
     /// The network changed its replacement policy: it applies from the
     /// next refresh (a best-of-n round already out is decided as it
     /// started). Refused, and nothing changes, if it cannot work.
@@ -482,8 +488,9 @@ impl<P: PeerId, R: rand::Rng> Policy<P, R> {
 
     /// What the node knows of every destination, for
     /// [`Replacement::Shortcut`]: its route metric (Babel's selected
-    /// route, in RTT units) and an estimate of the direct RTT to it
-    /// (network coordinates from the peer announcements). The gain of a
+    /// route) and the cost of a direct tunnel to it, in the same units
+    /// (NodeCore: from its tunnel's RTT or a probe; the simulator: the
+    /// true RTT, coordinates or pings). The gain of a
     /// direct tunnel is `metric - estimate`; the largest gains are kept
     /// (at most 32) and replace the previous report. Destinations without
     /// a route are not listed (a tunnel to them is no shortcut: the

@@ -2,9 +2,10 @@
 //! start of a node, and carrying out a NodeCore's commands (its tunnel
 //! commands go to [`super::packet_loop`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ipnet::Ipv6Net;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use re6st_dataplane::fib::Fib;
@@ -12,7 +13,7 @@ use re6st_dataplane::fib::Fib;
 use super::transport::{self, End};
 use super::{Network, NodeCore};
 use crate::node::core::boundary::TunnelEvent;
-use crate::node::core::{Command, CoreParts, PeerChange, RegistryReply, SEQNO_FILE};
+use crate::node::core::{Command, CoreParts, PeerChange, ProbeError, RegistryReply, SEQNO_FILE};
 
 #[derive(Debug)]
 pub(super) enum Ev {
@@ -31,6 +32,12 @@ pub(super) enum Ev {
         end: End,
         bytes: Bytes,
         ttl: u8,
+    },
+    /// The answer to node `node`'s probe of `peer`'s RTT.
+    ProbeRtt {
+        node: usize,
+        peer: Ipv6Net,
+        result: Result<Duration, ProbeError>,
     },
     /// The liveness clock of an end: report its silence (or close it).
     Liveness {
@@ -101,6 +108,16 @@ impl Network {
                     core.handle_registry(reply, now);
                 }
                 self.drain(i);
+            }
+            Ev::ProbeRtt { node, peer, result } => {
+                if !self.alive(node, epoch) {
+                    return;
+                }
+                let now = self.now_of(node);
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    core.handle_probe_rtt(peer, result, now);
+                }
+                self.drain(node);
             }
             Ev::Incoming { from, to } => self.incoming(from, to, epoch),
             Ev::Packet { end, bytes, ttl } => {
@@ -248,6 +265,39 @@ impl Network {
                     core.handle_local_addresses(vec![ip], now);
                 }
             }
+            Command::ProbeRtt { peer, addresses } => self.probe_rtt(i, peer, &addresses),
         }
+    }
+    /// Answers node `i`'s probe of the node at `addresses` after the
+    /// round trip: the pair's RTT with the link's jitter each way; a lost
+    /// probe or answer, a cut, a node down or nobody at the addresses is
+    /// a failure at the handshake timeout.
+    fn probe_rtt(&mut self, i: usize, peer: Ipv6Net, addresses: &[std::net::SocketAddr]) {
+        let to = addresses
+            .iter()
+            .find_map(|a| self.transport.by_addr.get(a).copied())
+            .filter(|&to| to != i);
+        let answered =
+            to.filter(|&to| self.nodes[to].core.is_some() && !self.transport.is_cut(i, to));
+        let (jitter, loss) = (self.config.jitter, self.config.loss);
+        let rtt = answered.and_then(|to| {
+            let there = transport::delay(self.one_way(i, to), jitter, loss, &mut self.rng)?;
+            let back = transport::delay(self.one_way(to, i), jitter, loss, &mut self.rng)?;
+            Some(there + back)
+        });
+        let (after, result) = match rtt {
+            Some(rtt) => (rtt, Ok(rtt)),
+            None => (self.config.handshake_timeout, Err(ProbeError::Lost)),
+        };
+        let epoch = self.nodes[i].epoch;
+        self.schedule(
+            after,
+            epoch,
+            Ev::ProbeRtt {
+                node: i,
+                peer,
+                result,
+            },
+        );
     }
 }

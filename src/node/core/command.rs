@@ -2,6 +2,7 @@
 //! that do not come from the packet loop: the clocks ([`Now`]) and the
 //! registry's answers ([`RegistryReply`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -87,6 +88,29 @@ pub enum Command {
     /// List the local interface addresses now and give them to
     /// `NodeCore::handle_local_addresses`.
     ScanAddresses,
+    /// Measure the underlay RTT to a peer that has no tunnel with us (at
+    /// one of its addresses, tried in turn), and give it, or why not, to
+    /// `NodeCore::handle_probe_rtt`: the shortcut replacement's estimate
+    /// of a direct tunnel.
+    ProbeRtt {
+        /// The peer's prefix (the answer names it).
+        peer: Ipv6Net,
+        /// Its announced addresses.
+        addresses: Vec<SocketAddr>,
+    },
+}
+
+/// Why a [`Command::ProbeRtt`] gave no RTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// No answer at any address in time (lost, down, or unreachable
+    /// from here).
+    #[error("no answer")]
+    Lost,
+    /// This shell cannot probe: no more probes are asked.
+    #[error("probing is not supported here")]
+    Unsupported,
 }
 
 /// A request to the registry.

@@ -28,6 +28,8 @@
 //!   and its flooding, certificate renewal;
 //! - `network`: live reconfiguration from a newer network configuration;
 //! - `reload`: live reconfiguration from the node's own options;
+//! - `shortcuts`: the destinations and direct RTTs (tunnels', probed) the
+//!   shortcut replacement ranks;
 //! - `origins`: route-origin authentication fed with keys, grants and
 //!   revocations;
 //! - `status`: what `re6st status` shows of it.
@@ -41,6 +43,7 @@ mod origins;
 mod peers;
 mod registry;
 mod reload;
+mod shortcuts;
 mod status;
 mod tunnels;
 
@@ -60,9 +63,12 @@ use re6st_babel::wire::RouterId;
 use re6st_dataplane::fib::Route;
 
 pub use boundary::{ConnId, DialError, Handshake, NextHopId, TunnelCmd, TunnelEvent, TunnelId};
-pub use command::{Command, HostIpv4, LanNotice, Now, PeerChange, RegistryReply, RegistryRequest};
+pub use command::{
+    Command, HostIpv4, LanNotice, Now, PeerChange, ProbeError, RegistryReply, RegistryRequest,
+};
 pub use origins::CertFetchStats;
 pub use reload::LiveOptions;
+pub use shortcuts::ProbeStats;
 
 use super::config::{CoreConfig, babel_config};
 use super::status::LivenessStats;
@@ -176,6 +182,8 @@ pub struct NodeCore {
     tunnels: BTreeMap<TunnelId, Tunnel>,
     registry: RegistrySchedule,
     liveness: LivenessStats,
+    /// Direct RTTs for the shortcut replacement.
+    direct: shortcuts::DirectRtts,
     stats: CoreStats,
     /// NodeCore's own random choices (back-off jitter).
     rng: StdRng,
@@ -282,6 +290,7 @@ impl NodeCore {
             tunnels: BTreeMap::new(),
             registry,
             liveness: LivenessStats::default(),
+            direct: shortcuts::DirectRtts::default(),
             stats: CoreStats::default(),
             rng: StdRng::seed_from_u64(rng.random()),
             fib_dirty: true,
@@ -363,6 +372,7 @@ impl NodeCore {
             self.engine.handle_timeout(now.mono);
         }
         if self.driver.poll_timeout().is_some_and(|t| t <= now.mono) {
+            self.before_refresh(now);
             self.driver.handle_timeout(now.mono);
         }
         self.refresh_proofs(now);

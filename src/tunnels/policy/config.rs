@@ -38,8 +38,8 @@ pub enum Replacement {
     /// for fault tolerance. Up to [`Replacement::MAX_SHORTCUTS`] tunnels are
     /// replaced per refresh while many destinations are routed at least
     /// twice their estimated direct RTT, one otherwise. No probe: the cost
-    /// is one handshake per replaced tunnel. Without destinations reported
-    /// (the node does not feed them yet) it behaves as
+    /// is one handshake per replaced tunnel (and NodeCore's probes of the
+    /// direct RTT). Without destinations reported it behaves as
     /// [`Replacement::LeastUsed`].
     Shortcut {
         /// How many of the `k` own tunnels stay random.
@@ -59,16 +59,19 @@ impl Replacement {
     /// `k` makes it [`Replacement::LeastUsed`]).
     pub const MAX_RANDOM: u8 = 64;
 
-    /// Whether a node does what the name says. [`Replacement::Shortcut`]
-    /// needs an estimate of the direct RTT to every destination, which
-    /// nodes do not make yet: it is the simulator's only.
-    pub fn runs_on_nodes(self) -> bool {
+    /// Whether a real node does what the name says. Every replacement
+    /// runs on NodeCore, but [`Replacement::Shortcut`] needs the direct
+    /// RTT to destinations it has no tunnel to, which NodeCore asks its
+    /// shell to probe: the virtual network (`re6st sim network`) answers,
+    /// the real node's shell answers "unsupported" (it has no probe yet),
+    /// so on a real node shortcut-R would be least-used with extra steps.
+    pub fn runs_on_real_nodes(self) -> bool {
         !matches!(self, Replacement::Shortcut { .. })
     }
 
     /// Parses a replacement a network may be given (`--tunnel-replacement`
-    /// of the registry and the node): one that [runs on
-    /// nodes](Replacement::runs_on_nodes).
+    /// of the registry and the node): one that [runs on real
+    /// nodes](Replacement::runs_on_real_nodes).
     pub fn parse_for_nodes(s: &str) -> Result<Replacement, String> {
         let r: Replacement = s
             .parse()
@@ -76,13 +79,14 @@ impl Replacement {
         r.for_nodes()
     }
 
-    /// Itself if it [runs on nodes](Replacement::runs_on_nodes), or why
-    /// not.
+    /// Itself if it [runs on real nodes](Replacement::runs_on_real_nodes),
+    /// or why not.
     pub fn for_nodes(self) -> Result<Replacement, String> {
-        if !self.runs_on_nodes() {
+        if !self.runs_on_real_nodes() {
             return Err(format!(
-                "{self} runs in `re6st sim` only: nodes do not estimate the direct RTT it \
-                 needs yet (docs/results.md); use least-used or least-used-best-of-N"
+                "{self} runs in `re6st sim` only (the model and the virtual network): real \
+                 nodes do not probe the direct RTT it needs yet (docs/results.md); use \
+                 least-used or least-used-best-of-N"
             ));
         }
         Ok(self)

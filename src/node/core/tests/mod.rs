@@ -14,4 +14,5 @@ mod refresh;
 mod registry;
 mod rig;
 mod rogue;
+mod shortcuts;
 mod tunnels;
