@@ -197,7 +197,7 @@ impl NodeCore {
             let IpNet::V6(prefix) = r.prefix else {
                 continue;
             };
-            if !r.selected || r.local || r.metric >= INFINITY || prefix == self.cert.prefix {
+            if !r.selected || r.local || r.metric == INFINITY || prefix == self.cert.prefix {
                 continue;
             }
             let (key, direct) = if let Some(&(key, rtt)) = tunnel_rtt.get(&prefix) {
