@@ -346,6 +346,7 @@ fn icmp_loop(
 
 /// Waits up to `wait` for one of `fds` to be readable (`ppoll`, whose
 /// timeout has nanoseconds); the number ready, or -1 on an error.
+#[cfg(target_os = "linux")]
 fn poll_for(fds: &mut [libc::pollfd], wait: Duration) -> libc::c_int {
     let ts = libc::timespec {
         tv_sec: wait.as_secs() as libc::time_t,
@@ -361,6 +362,15 @@ fn poll_for(fds: &mut [libc::pollfd], wait: Duration) -> libc::c_int {
             std::ptr::null(),
         )
     }
+}
+
+/// Without `ppoll`: whole milliseconds, rounded up, so that a wait under
+/// a millisecond is not zero (which would spin).
+#[cfg(not(target_os = "linux"))]
+fn poll_for(fds: &mut [libc::pollfd], wait: Duration) -> libc::c_int {
+    let ms = libc::c_int::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fds is a valid array of pollfd of the given length.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }
 }
 
 fn route_loop(
