@@ -278,8 +278,11 @@ pub(crate) struct Event {
 ///    netem stays lossy until the netem ends;
 /// 2. otherwise, among the events from one period (plus half a second)
 ///    before the first lost probe to one timeout after it, the latest that
-///    can break paths between other nodes, or else the latest of those;
-/// 3. otherwise a netem still in force (the pair's path may cross it).
+///    can break paths between other nodes;
+/// 3. otherwise a netem still in force (the pair's path may cross it):
+///    a lossy link explains lost probes better than a nearby event that
+///    breaks no path;
+/// 4. otherwise the latest event of that window.
 ///
 /// `None`: no fault explains it.
 pub(crate) fn blame(
@@ -308,7 +311,6 @@ pub(crate) fn blame(
         .clone()
         .rev()
         .find(|&i| events[i].kind.breaks_transit())
-        .or_else(|| window.clone().next_back())
         .or_else(|| {
             // A netem not ended yet.
             (0..hi).rev().find(|&i| {
@@ -319,6 +321,7 @@ pub(crate) fn blame(
                         .any(|x| x.kind == EventKind::NetemOff && x.nodes == e.nodes)
             })
         })
+        .or_else(|| window.clone().next_back())
 }
 
 /// Whether `outage`, too long for the event it is blamed on (`blamed`),
@@ -522,6 +525,14 @@ mod tests {
         ended.push(ev(30.0, EventKind::NetemOff, &[7]));
         assert_eq!(blame(&out(1, 2, 40.0), &ended, p, t, recovery), None);
         assert_eq!(blame(&out(7, 1, 60.0), &ended, p, t, recovery), None);
+        // Between others, next to a registry start (which breaks no
+        // path) while a netem is in force: the netem.
+        let mut registry = events.clone();
+        registry.push(ev(50.0, EventKind::RegistryStart, &[]));
+        assert_eq!(blame(&out(1, 2, 50.2), &registry, p, t, recovery), Some(3));
+        // With the netem over, the registry start is all there is.
+        ended.push(ev(50.0, EventKind::RegistryStart, &[]));
+        assert_eq!(blame(&out(1, 2, 50.2), &ended, p, t, recovery), Some(5));
     }
 
     #[test]
