@@ -363,6 +363,14 @@ mod tests {
         Duration::from_secs_f64(x)
     }
 
+    fn ev(at: f64, kind: EventKind, nodes: &[usize]) -> Event {
+        Event {
+            at: s(at),
+            kind,
+            nodes: nodes.to_vec(),
+        }
+    }
+
     fn probe(src: usize, dst: usize, sent: f64, ok: bool) -> Probe {
         Probe {
             src,
@@ -478,11 +486,6 @@ mod tests {
 
     #[test]
     fn outages_are_blamed_on_the_fault_before_them() {
-        let ev = |at: f64, kind, nodes: &[usize]| Event {
-            at: s(at),
-            kind,
-            nodes: nodes.to_vec(),
-        };
         let events = vec![
             ev(10.0, EventKind::Kill, &[5]),
             ev(10.2, EventKind::RegistryKill, &[]),
@@ -537,11 +540,6 @@ mod tests {
 
     #[test]
     fn an_outage_may_take_the_time_of_an_earlier_fault_still_recovering() {
-        let ev = |at: f64, kind, nodes: &[usize]| Event {
-            at: s(at),
-            kind,
-            nodes: nodes.to_vec(),
-        };
         // Node 19 rejoins at 100 s; one of its links is cut at 111 s.
         let events = vec![
             ev(100.0, EventKind::Rejoin, &[19]),

@@ -76,6 +76,13 @@ pub(crate) fn bar(kind: Option<EventKind>) -> Duration {
     }
 }
 
+/// The bar of `kind` with the resolution of probes `period` apart: one
+/// period and a quarter more (probes leave a few milliseconds late on a
+/// busy machine).
+fn measured_bar(kind: Option<EventKind>, period: Duration) -> Duration {
+    bar(kind) + period + period / 4
+}
+
 /// How long after an event of `kind` an outage of a pair with one of its
 /// nodes is still blamed on it: its bar, but a netem is blamed until it
 /// ends (or another event hits the node).
@@ -160,7 +167,7 @@ pub(crate) fn verdict(soak: &Soak, end: Duration) -> Verdict {
             .or_insert_with(|| empty(kind, soak.period));
         e.outages.push(o.length());
         if o.length() > e.bar {
-            let allowed = |k| bar(Some(k)) + soak.period + soak.period / 4;
+            let allowed = |k| measured_bar(Some(k), soak.period);
             match cause {
                 Some(i)
                     if allowed_by_earlier_fault(
@@ -332,7 +339,7 @@ fn empty(kind: Option<EventKind>, period: Duration) -> KindStats {
         events: 0,
         outages: Vec::new(),
         broken: Vec::new(),
-        bar: bar(kind) + period + period / 4,
+        bar: measured_bar(kind, period),
         over: 0,
         compound: 0,
     }

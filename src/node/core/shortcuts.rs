@@ -26,6 +26,7 @@ use rand::seq::SliceRandom;
 use re6st_babel::wire::INFINITY;
 
 use super::command::{Command, ProbeError};
+use super::tunnels::key_of;
 use super::{NodeCore, Now};
 use crate::node::config::babel_config;
 use crate::tunnels::driver::PeerKey;
@@ -168,29 +169,15 @@ impl NodeCore {
                 rtt.penalty(us),
             )
         };
-        // Our tunnels' RTTs: Babel's when it has one, the transport's
-        // otherwise (as the policy gets them).
-        let babel_rtt: BTreeMap<_, Duration> = self
-            .engine
-            .neighbours()
-            .into_iter()
-            .filter_map(|n| Some((n.iface, n.rtt?)))
-            .collect();
+        // Our tunnels' RTTs, as the policy gets them.
+        let rtts = self.tunnel_rtts();
         let mut tunnel_rtt: BTreeMap<Ipv6Net, (PeerKey, Duration)> = BTreeMap::new();
         for (t, up) in &self.tunnels {
             if up.suspected {
                 continue;
             }
-            let r = self
-                .driver
-                .iface_of(*t)
-                .and_then(|i| babel_rtt.get(&i).copied())
-                .unwrap_or(up.rtt);
-            let key = PeerKey {
-                serial: up.peer.serial,
-                prefix: up.peer.prefix,
-            };
-            tunnel_rtt.insert(up.peer.prefix, (key, r));
+            let r = rtts.get(t).copied().unwrap_or(up.rtt);
+            tunnel_rtt.insert(up.peer.prefix, (key_of(&up.peer), r));
         }
         let (mut out, mut probed) = (Vec::new(), 0u64);
         for r in self.engine.routes(now.mono) {

@@ -61,7 +61,7 @@ fn budget_of(max_datagram: Option<usize>) -> usize {
     max_datagram.unwrap_or(MIN_BUDGET).max(MIN_BUDGET)
 }
 
-fn key_of(cert: &NodeCert) -> PeerKey {
+pub(super) fn key_of(cert: &NodeCert) -> PeerKey {
     PeerKey {
         serial: cert.serial,
         prefix: cert.prefix,
@@ -491,21 +491,36 @@ impl NodeCore {
         }
     }
 
-    /// RTTs (Babel's when it has one, the transport's otherwise) to the
-    /// policy; expired peer certificates closed.
-    pub(super) fn tunnel_maintenance(&mut self, now: Now) {
+    /// Each up tunnel's RTT as the policy gets it: Babel's when it has
+    /// one, the transport's otherwise.
+    pub(super) fn tunnel_rtts(&self) -> BTreeMap<TunnelId, Duration> {
         let babel_rtt: BTreeMap<IfaceId, Duration> = self
             .engine
             .neighbours()
             .into_iter()
             .filter_map(|n| Some((n.iface, n.rtt?)))
             .collect();
+        self.tunnels
+            .iter()
+            .map(|(t, up)| {
+                let rtt = self
+                    .driver
+                    .iface_of(*t)
+                    .and_then(|i| babel_rtt.get(&i).copied());
+                (*t, rtt.unwrap_or(up.rtt))
+            })
+            .collect()
+    }
+
+    /// RTTs to the policy; expired peer certificates closed.
+    pub(super) fn tunnel_maintenance(&mut self, now: Now) {
+        let rtts = self.tunnel_rtts();
         let mut expired = Vec::new();
         for (t, up) in &self.tunnels {
             let Some(iface) = self.driver.iface_of(*t) else {
                 continue;
             };
-            let rtt = babel_rtt.get(&iface).copied().unwrap_or(up.rtt);
+            let rtt = rtts.get(t).copied().unwrap_or(up.rtt);
             self.driver.handle_rtt(iface, rtt, now.mono);
             if up.peer.is_expired(now.wall) {
                 expired.push(*t);
