@@ -368,23 +368,28 @@ impl<A: OriginAuth> Engine<A> {
         if r.hop_count < 2 {
             return;
         }
-        if let Some(p) = self.resend.request(prefix, r.router_id)
-            && seqno_ge(p.seqno, r.seqno)
-            && p.is_active()
+        let Some(next) = self.request_successor(&prefix, ctx.neighbour, now) else {
+            return;
+        };
+        // Redundant only if what is pending already went where this one
+        // would go: a request of ours to another neighbour (the one of an
+        // unfeasible route, say) may be answered on a route we do not
+        // select, and would then never be relayed.
+        let requester = (ctx.iface, ctx.from);
+        if self
+            .resend
+            .join_pending(prefix, r.router_id, r.seqno, next, requester)
         {
             self.counters.duplicate_requests += 1;
             return;
         }
-        let Some(next) = self.request_successor(&prefix, ctx.neighbour, now) else {
-            return;
-        };
         self.send_seqno_request(
             prefix,
             r.router_id,
             r.seqno,
             super::resend::RequestTarget::Neighbour(next),
             r.hop_count - 1,
-            Some((ctx.iface, ctx.from)),
+            Some(requester),
             now,
         );
     }

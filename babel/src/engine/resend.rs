@@ -94,6 +94,31 @@ impl ResendTable {
         self.requests.insert((prefix, rid), entry);
     }
 
+    /// Whether a request for (`prefix`, `rid`, `seqno`) that we would
+    /// forward to `next` is redundant: one at least as new is still being
+    /// resent to that same neighbour. If so, and the pending one is our
+    /// own, `requester` becomes the neighbour its answer is relayed to.
+    pub(crate) fn join_pending(
+        &mut self,
+        prefix: IpNet,
+        rid: RouterId,
+        seqno: u16,
+        next: NeighbourId,
+        requester: (IfaceId, IpAddr),
+    ) -> bool {
+        let Some(p) = self.requests.get_mut(&(prefix, rid)) else {
+            return false;
+        };
+        if !(p.is_active()
+            && seqno_ge(p.seqno, seqno)
+            && p.target == RequestTarget::Neighbour(next))
+        {
+            return false;
+        }
+        p.requester.get_or_insert(requester);
+        true
+    }
+
     /// Removes and returns the requests for `prefix` that an Update with
     /// (`rid`, `seqno`) satisfies. Called when we announce such an Update
     /// (babeld `satisfy_request` in `flushupdates`): a request is answered

@@ -126,6 +126,66 @@ fn starvation_sends_a_seqno_request_to_the_unfeasible_route() {
     );
 }
 
+/// Starved of p1 (T1 retracted), we ask T2 for SRC's seqno 8; T3 then
+/// offers a feasible route and is selected while our request is pending.
+fn starved_then_fed_by_t3() -> T {
+    let mut t = T::tunnels(3);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 500)]);
+    t.sent(ms(50)); // FD (7, 196): the route via T2 is unfeasible
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, INFINITY)]);
+    let reqs = seqno_requests(&t.sent(ms(5)));
+    assert_eq!(
+        reqs.iter().map(|r| (r.0, r.2.seqno)).collect::<Vec<_>>(),
+        vec![(T2, 8)]
+    );
+    t.rx(IfaceId(3), "fe80::4", &[update(p1(), SRC, 7, 50)]);
+    assert_eq!(t.selected(p1()).map(|r| r.iface), Some(Some(IfaceId(3))));
+    t.sent(ms(50));
+    t
+}
+
+#[test]
+fn a_pending_request_elsewhere_does_not_swallow_one_to_forward() {
+    // Our own request went to T2, whose route we do not use: its answer
+    // would never reach T1. T1's request goes on to our next hop, T3.
+    let mut t = starved_then_fed_by_t3();
+    t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
+    let reqs = seqno_requests(&t.sent(ms(5)));
+    assert_eq!(
+        reqs.iter()
+            .map(|r| (r.0, r.2.hop_count, r.2.seqno))
+            .collect::<Vec<_>>(),
+        vec![(IfaceId(3), 9, 8)]
+    );
+    assert_eq!(t.e.counters().duplicate_requests, 0);
+}
+
+#[test]
+fn a_request_joining_our_own_gets_the_answer_relayed() {
+    // T2's route becomes feasible and selected: our pending request to T2
+    // is where T1's would go, so T1's is redundant, but its answer must
+    // still reach T1 at once.
+    let mut t = T::tunnels(3);
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 500)]);
+    t.sent(ms(50));
+    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, INFINITY)]);
+    t.sent(ms(5));
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 50)]);
+    assert_eq!(t.selected(p1()).map(|r| r.iface), Some(Some(T2)));
+    t.sent(ms(50));
+    t.rx(IfaceId(3), "fe80::4", &[seqno_request(p1(), SRC, 8, 10)]);
+    assert!(seqno_requests(&t.sent(ms(5))).is_empty());
+    assert_eq!(t.e.counters().duplicate_requests, 1);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 8, 50)]);
+    let ups = updates_for(&t.sent(ms(3)), p1());
+    assert!(
+        ups.iter().any(|u| u.0 == IfaceId(3) && u.1.seqno == 8),
+        "{ups:?}"
+    );
+}
+
 #[test]
 fn route_request_answers() {
     let mut t = T::new();
