@@ -433,6 +433,7 @@ impl Network {
                 .iter()
                 .filter(|(e, c)| {
                     c.silent.is_some()
+                        && self.transport.peer_of(**e).is_some()
                         && ((e.0 == a && c.peer.0 == b) || (e.0 == b && c.peer.0 == a))
                 })
                 .map(|(e, _)| *e)

@@ -252,12 +252,8 @@ impl Network {
     }
     /// The peer end of `(i, tunnel)` if it can hear `i` now.
     pub(super) fn reachable_peer(&self, i: usize, tunnel: TunnelId) -> Option<End> {
-        let c = self.transport.conns.get(&(i, tunnel))?;
-        let peer = c.peer;
-        (self.transport.conns.contains_key(&peer)
-            && self.nodes[peer.0].core.is_some()
-            && !self.transport.is_cut(i, peer.0))
-        .then_some(peer)
+        let peer = self.transport.peer_of((i, tunnel))?;
+        (self.nodes[peer.0].core.is_some() && !self.transport.is_cut(i, peer.0)).then_some(peer)
     }
     pub(super) fn datagram(&mut self, i: usize, tunnel: TunnelId, bytes: Bytes) {
         let Some(peer) = self.reachable_peer(i, tunnel) else {

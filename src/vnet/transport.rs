@@ -124,6 +124,7 @@ impl Transport {
                 peers.push(c.peer);
             }
         }
+
         self.hops[node].clear();
         self.fibs[node] = Fib::empty();
         self.published[node] = Vec::new();
@@ -139,14 +140,25 @@ impl Transport {
         (peers, waiting)
     }
 
-    /// Closes `end` (its node asked); returns the peer end, if any.
+    /// The peer of `end`, if that end is still its peer: an end whose
+    /// peer crashed hangs until its idle timeout and must reach nothing,
+    /// not even the end of the same tunnel id in the peer's next life
+    /// (ids start again there).
+    pub(crate) fn peer_of(&self, end: End) -> Option<End> {
+        let peer = self.conns.get(&end)?.peer;
+        (self.conns.get(&peer)?.peer == end).then_some(peer)
+    }
+
+    /// Closes `end` (its node asked); returns the peer end, if any is
+    /// left to hear of it.
     pub(crate) fn close(&mut self, end: End) -> Option<End> {
         self.dials.remove(&end);
+        let peer = self.peer_of(end);
         let c = self.conns.remove(&end)?;
         if let Some(h) = c.hop {
             self.hops[end.0].remove(&h);
         }
-        Some(c.peer)
+        peer
     }
 
     /// Forgets an end the transport reported closed.
@@ -172,8 +184,8 @@ impl Transport {
         match route {
             Some(Route::Local) => Hop::Local(node),
             Some(Route::Via(h)) => match self.hops[node].get(&h) {
-                Some(t) => match self.conns.get(&(node, *t)) {
-                    Some(c) => Hop::Via(c.peer),
+                Some(t) => match self.peer_of((node, *t)) {
+                    Some(peer) => Hop::Via(peer),
                     None => Hop::Drop,
                 },
                 None => Hop::Drop,
