@@ -223,7 +223,8 @@ impl Engine {
             self.hops.resize(slot + 1, None);
         }
         self.hops[slot] = Some(ch);
-        self.liveness.insert(tunnel, c.q.rtt(), now);
+        let lead = matches!(c.role, Role::Dial { .. });
+        self.liveness.insert(tunnel, c.q.rtt(), now, lead);
         self.put(ch, c);
         // Datagrams and control messages that arrived meanwhile.
         self.process(ch, now);

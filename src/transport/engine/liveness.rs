@@ -15,6 +15,11 @@
 //!   acknowledgement makes it heard again, and the PING makes *us* heard
 //!   at the peer, so one side's keep-alive serves both, and a busy tunnel
 //!   sends none;
+//! - only the side that **leads** (the dialler) pings after `keep_alive`;
+//!   the other waits half an interval more, so it pings only when the
+//!   leader's keep-alives stop: without that, both ends would ping at
+//!   once whenever their checks fall within a round trip of each other
+//!   (four datagrams per interval instead of two);
 //! - one silent for `suspect_after` plus two round trips is
 //!   **suspected** ([`Action::Suspect`]): NodeCore moves its routes away
 //!   but the connection stays; the next authenticated packet brings it
@@ -22,10 +27,14 @@
 //!
 //! Checks fall on a grid of `keep_alive / 4`: the deadlines of all tunnels
 //! due within one step share one wake-up, and an idle node wakes only
-//! when some tunnel has really been silent for a keep-alive interval. A
-//! tunnel's entry in the heap is refreshed only at its checks (a packet
-//! heard just moves its `heard` time), so the heap holds one live entry
-//! per tunnel and a node without tunnels never wakes.
+//! when some tunnel has really been silent for a keep-alive interval: a
+//! packet heard moves the tunnel's check to one interval after it (a new
+//! heap entry when the rounded time moves, so at most one per grid step;
+//! the old one goes stale and is dropped when it reaches the top, never
+//! woken for). A tunnel that is busy, or kept alive by its peer, costs
+//! no timer wake-up at all. The heap holds at most one entry per grid
+//! step of an interval per tunnel, and a node without tunnels never
+//! wakes.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry as MapEntry;
@@ -55,6 +64,8 @@ struct Entry {
     last_ping: Option<Instant>,
     rtt: Duration,
     suspected: bool,
+    /// Pings after `keep_alive` (the dialler), not half an interval later.
+    lead: bool,
     /// The check this tunnel waits for (heap items at another time are
     /// stale).
     next: Instant,
@@ -87,20 +98,26 @@ impl Liveness {
         }
     }
 
-    /// Starts watching `tunnel`, heard at `now`.
-    pub fn insert(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) {
+    /// Starts watching `tunnel`, heard at `now`; `lead`: this side dialled
+    /// it and keeps it alive (the other side pings only if that stops).
+    pub fn insert(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant, lead: bool) {
         if let MapEntry::Vacant(v) = self.tunnels.entry(tunnel) {
             let mut e = Entry {
                 heard: now,
                 last_ping: None,
                 rtt,
                 suspected: false,
+                lead,
                 next: now,
             };
             e.next = round_up(
                 self.epoch,
                 self.grid,
-                next_check(&e, self.keep_alive, self.suspect_after),
+                next_check(
+                    &e,
+                    interval(lead, self.keep_alive, self.suspect_after),
+                    self.suspect_after,
+                ),
             );
             self.due.push(Reverse((e.next, tunnel)));
             v.insert(e);
@@ -112,6 +129,18 @@ impl Liveness {
         self.tunnels.remove(&tunnel);
         if self.tunnels.is_empty() {
             self.due.clear();
+        }
+        self.drop_stale();
+    }
+
+    /// Pops the stale entries at the top of the heap, so that
+    /// [`Liveness::poll_timeout`] names a check that has work.
+    fn drop_stale(&mut self) {
+        while let Some(Reverse((at, tunnel))) = self.due.peek().copied() {
+            if self.tunnels.get(&tunnel).is_some_and(|e| e.next == at) {
+                return;
+            }
+            self.due.pop();
         }
     }
 
@@ -133,13 +162,28 @@ impl Liveness {
     /// An authenticated packet arrived on `tunnel` at `now`. Returns
     /// whether that ends a suspicion (tell NodeCore it is heard).
     pub fn heard(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) -> bool {
+        let (keep_alive, suspect_after) = (self.keep_alive, self.suspect_after);
         let Some(e) = self.tunnels.get_mut(&tunnel) else {
             return false;
         };
         e.heard = e.heard.max(now);
         e.rtt = rtt;
         e.last_ping = None;
-        std::mem::replace(&mut e.suspected, false)
+        let was = std::mem::replace(&mut e.suspected, false);
+        // The planned check would find nothing due: move it (at most once
+        // per grid step, when the rounded time moves).
+        let interval = interval(e.lead, keep_alive, suspect_after);
+        let next = round_up(
+            self.epoch,
+            self.grid,
+            next_check(e, interval, suspect_after),
+        );
+        if next > e.next {
+            e.next = next;
+            self.due.push(Reverse((next, tunnel)));
+            self.drop_stale();
+        }
+        was
     }
 
     /// When to call [`Liveness::handle_timeout`] next; `None` without
@@ -169,14 +213,16 @@ impl Liveness {
                     silent_for: now.saturating_duration_since(e.heard),
                 });
             }
-            if now >= ping_at(e, self.keep_alive) {
+            let interval = interval(e.lead, self.keep_alive, self.suspect_after);
+            if now >= ping_at(e, interval) {
                 e.last_ping = Some(now);
                 self.actions.push_back(Action::Ping(tunnel));
             }
-            let next = next_check(e, self.keep_alive, self.suspect_after).max(now + self.grid);
+            let next = next_check(e, interval, self.suspect_after).max(now + self.grid);
             e.next = round_up(self.epoch, self.grid, next);
             self.due.push(Reverse((e.next, tunnel)));
         }
+        self.drop_stale();
     }
 
     /// The next action, once.
@@ -190,6 +236,16 @@ impl Liveness {
 /// path must not look dead).
 fn suspect_at(e: &Entry, suspect_after: Duration) -> Instant {
     e.heard + suspect_after + 2 * e.rtt
+}
+
+/// How long a tunnel stays silent before this side pings it: half an
+/// interval more on the side that does not lead.
+fn interval(lead: bool, keep_alive: Duration, suspect_after: Duration) -> Duration {
+    if lead {
+        keep_alive
+    } else {
+        (keep_alive * 3 / 2).min(suspect_after)
+    }
 }
 
 /// When the next keep-alive is due if nothing is heard.
@@ -254,16 +310,66 @@ mod tests {
     fn a_busy_tunnel_sends_no_keep_alive() {
         let t0 = Instant::now();
         let mut l = Liveness::new(200 * MS, 600 * MS, t0);
-        l.insert(TunnelId(1), MS, t0);
+        l.insert(TunnelId(1), MS, t0, true);
         let actions = run(&mut l, t0, 10_000 * MS, |_, t| t.as_millis() % 150 == 0);
         assert_eq!(actions, vec![]);
+    }
+
+    #[test]
+    fn a_tunnel_heard_often_enough_costs_no_wake_up() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(200 * MS, 600 * MS, t0);
+        l.insert(TunnelId(1), MS, t0, true);
+        let mut wakes = 0;
+        let mut t = Duration::ZERO;
+        while t <= 10_000 * MS {
+            let now = t0 + t;
+            if t.as_millis() % 150 == 0 {
+                l.heard(TunnelId(1), MS, now);
+            }
+            if l.poll_timeout().is_some_and(|d| d <= now) {
+                wakes += 1;
+                l.handle_timeout(now);
+                assert_eq!(l.poll_action(), None);
+            }
+            t += MS;
+        }
+        assert_eq!(wakes, 0, "checks that had nothing to do");
+        assert!(l.due.len() <= 6, "{} heap entries", l.due.len());
+    }
+
+    #[test]
+    fn the_side_that_does_not_lead_pings_only_when_the_leader_stops() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(200 * MS, 600 * MS, t0);
+        l.insert(TunnelId(1), MS, t0, false);
+        // The leader's keep-alive arrives every 250 ms until 2 s.
+        let actions = run(&mut l, t0, 3_000 * MS, |_, t| {
+            t < 2_000 * MS && t.as_millis() % 250 == 0
+        });
+        let pings: Vec<Duration> = actions
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Ping(_)))
+            .map(|(t, _)| *t)
+            .collect();
+        // Last heard at 1.75 s: its own keep-alive 300 ms later, and the
+        // suspicion at the usual time.
+        assert!(
+            pings[0] >= 2_050 * MS && pings[0] <= 2_100 * MS,
+            "{pings:?}"
+        );
+        let at = actions
+            .iter()
+            .find_map(|(t, a)| matches!(a, Action::Suspect { .. }).then_some(*t))
+            .unwrap();
+        assert!(at >= 2_352 * MS && at <= 2_402 * MS, "suspected at {at:?}");
     }
 
     #[test]
     fn a_silent_tunnel_is_pinged_every_interval_then_suspected_then_heard() {
         let t0 = Instant::now();
         let mut l = Liveness::new(200 * MS, 600 * MS, t0);
-        l.insert(TunnelId(1), MS, t0);
+        l.insert(TunnelId(1), MS, t0, true);
         // Heard until 1 s, then silent.
         let actions = run(&mut l, t0, 2_000 * MS, |_, t| t < 1_000 * MS);
         let pings: Vec<Duration> = actions
@@ -303,7 +409,7 @@ mod tests {
     fn a_slow_path_gets_two_round_trips_more() {
         let t0 = Instant::now();
         let mut l = Liveness::new(200 * MS, 600 * MS, t0);
-        l.insert(TunnelId(1), 300 * MS, t0);
+        l.insert(TunnelId(1), 300 * MS, t0, true);
         let actions = run(&mut l, t0, 3_000 * MS, |_, _| false);
         let at = actions
             .iter()
@@ -317,7 +423,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Liveness::new(200 * MS, 600 * MS, t0);
         for k in 0..30 {
-            l.insert(TunnelId(k), MS, t0 + Duration::from_micros(k * 1_609));
+            l.insert(TunnelId(k), MS, t0 + Duration::from_micros(k * 1_609), true);
         }
         // Every peer acknowledges a keep-alive 20 ms after it is sent.
         let mut answer: HashMap<u64, Duration> = HashMap::new();
@@ -361,8 +467,8 @@ mod tests {
     fn a_removed_tunnel_is_not_checked() {
         let t0 = Instant::now();
         let mut l = Liveness::new(200 * MS, 600 * MS, t0);
-        l.insert(TunnelId(1), MS, t0);
-        l.insert(TunnelId(2), MS, t0);
+        l.insert(TunnelId(1), MS, t0, true);
+        l.insert(TunnelId(2), MS, t0, true);
         l.remove(TunnelId(1));
         l.handle_timeout(t0 + 10_000 * MS);
         let mut seen = Vec::new();

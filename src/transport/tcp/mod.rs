@@ -639,7 +639,8 @@ impl TcpEngine {
             self.hops.resize(slot + 1, None);
         }
         self.hops[slot] = Some(h);
-        self.liveness.insert(tunnel, c.rtt, now);
+        let lead = matches!(c.role, Role::Dial { .. });
+        self.liveness.insert(tunnel, c.rtt, now, lead);
         // What arrived meanwhile.
         let stashed = std::mem::take(&mut c.stashed);
         self.feed(h, &mut c, &stashed, now);

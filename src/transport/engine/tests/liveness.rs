@@ -39,6 +39,33 @@ fn an_idle_tunnel_costs_one_keep_alive_and_its_ack_per_interval() {
 }
 
 #[test]
+fn an_idle_tunnel_costs_three_wake_ups_per_keep_alive_all_from_the_dialler() {
+    let mut net = Net::new(2);
+    net.connect(0, 1, 1, 1);
+    net.run_for(1_000 * MS);
+    let pings = |net: &Net, i: usize| net.nodes[i].engine.frame_stats().keep_alives as usize;
+    let wakes = |net: &Net| -> usize { net.nodes.iter().map(|n| n.wakes).sum() };
+    let (dialler, answerer, wakes_before) = (pings(&net, 0), pings(&net, 1), wakes(&net));
+    net.run_for(10_000 * MS);
+    let (dialler, answerer) = (pings(&net, 0) - dialler, pings(&net, 1) - answerer);
+    let wakes = wakes(&net) - wakes_before;
+    // The dialler leads: one PING per 100-125 ms interval (the 25 ms
+    // grid), none from the other side while they arrive.
+    assert!(
+        (70..=100).contains(&dialler),
+        "{dialler} keep-alives in 10 s"
+    );
+    assert_eq!(answerer, 0, "the answering side pings too");
+    // Per keep-alive: the dialler's check, the receipt at the peer (which
+    // acknowledges at once, not after its ACK delay), the receipt of the
+    // acknowledgement; no check that finds nothing to do.
+    assert!(
+        wakes <= 3 * dialler + 10,
+        "{wakes} wake-ups for {dialler} keep-alives"
+    );
+}
+
+#[test]
 fn a_busy_tunnel_sends_no_keep_alive() {
     let mut net = Net::new(2);
     net.connect(0, 1, 1, 1);

@@ -46,6 +46,9 @@ struct Node {
     held: bool,
     /// UDP datagrams sent.
     sent: usize,
+    /// Instants at which the node had something to do (a datagram in or
+    /// a timer due): what would wake its packet loop.
+    wakes: usize,
 }
 
 impl Node {
@@ -128,6 +131,7 @@ impl Net {
             cut: false,
             held: false,
             sent: 0,
+            wakes: 0,
         });
         self.nodes.len() - 1
     }
@@ -188,17 +192,26 @@ impl Net {
         };
         self.now = self.now.max(next);
         let now = self.now;
+        let mut woken = vec![false; self.nodes.len()];
         while self.flight.front().is_some_and(|f| f.0 <= now) {
             let (_, to, from, bytes) = self.flight.pop_front().unwrap();
-            if let Some(n) = self.nodes.iter_mut().find(|n| n.addr == to && !n.cut) {
-                n.engine
-                    .handle_datagram(now, from, None, None, BytesMut::from(&bytes[..]));
+            if let Some(i) = self.nodes.iter().position(|n| n.addr == to && !n.cut) {
+                woken[i] = true;
+                self.nodes[i].engine.handle_datagram(
+                    now,
+                    from,
+                    None,
+                    None,
+                    BytesMut::from(&bytes[..]),
+                );
             }
         }
-        for n in &mut self.nodes {
+        for (n, woken) in self.nodes.iter_mut().zip(&mut woken) {
             if n.engine.poll_timeout().is_some_and(|t| t <= now) {
+                *woken = true;
                 n.engine.handle_timeout(now);
             }
+            n.wakes += usize::from(*woken);
         }
         for i in 0..self.nodes.len() {
             self.flush(i);
