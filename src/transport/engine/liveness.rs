@@ -324,7 +324,7 @@ mod tests {
         let mut t = Duration::ZERO;
         while t <= 10_000 * MS {
             let now = t0 + t;
-            if t.as_millis() % 150 == 0 {
+            if t.as_millis().is_multiple_of(150) {
                 l.heard(TunnelId(1), MS, now);
             }
             if l.poll_timeout().is_some_and(|d| d <= now) {
@@ -345,7 +345,7 @@ mod tests {
         l.insert(TunnelId(1), MS, t0, false);
         // The leader's keep-alive arrives every 250 ms until 2 s.
         let actions = run(&mut l, t0, 3_000 * MS, |_, t| {
-            t < 2_000 * MS && t.as_millis() % 250 == 0
+            t < 2_000 * MS && t.as_millis().is_multiple_of(250)
         });
         let pings: Vec<Duration> = actions
             .iter()
