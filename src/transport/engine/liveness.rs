@@ -306,6 +306,15 @@ mod tests {
         out
     }
 
+    /// When the keep-alives of a [`run`] were sent.
+    fn ping_times(actions: &[(Duration, Action)]) -> Vec<Duration> {
+        actions
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Ping(_)))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     #[test]
     fn a_busy_tunnel_sends_no_keep_alive() {
         let t0 = Instant::now();
@@ -347,11 +356,7 @@ mod tests {
         let actions = run(&mut l, t0, 3_000 * MS, |_, t| {
             t < 2_000 * MS && t.as_millis().is_multiple_of(250)
         });
-        let pings: Vec<Duration> = actions
-            .iter()
-            .filter(|(_, a)| matches!(a, Action::Ping(_)))
-            .map(|(t, _)| *t)
-            .collect();
+        let pings = ping_times(&actions);
         // Last heard at 1.75 s: its own keep-alive 300 ms later, and the
         // suspicion at the usual time.
         assert!(
@@ -372,11 +377,7 @@ mod tests {
         l.insert(TunnelId(1), MS, t0, true);
         // Heard until 1 s, then silent.
         let actions = run(&mut l, t0, 2_000 * MS, |_, t| t < 1_000 * MS);
-        let pings: Vec<Duration> = actions
-            .iter()
-            .filter(|(_, a)| matches!(a, Action::Ping(_)))
-            .map(|(t, _)| *t)
-            .collect();
+        let pings = ping_times(&actions);
         // Last heard at 999 ms: pings at 1.2 s, 1.4 s, ... (on the 50 ms grid).
         assert!(
             pings[0] >= 1_199 * MS && pings[0] <= 1_250 * MS,

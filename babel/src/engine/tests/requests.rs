@@ -126,9 +126,9 @@ fn starvation_sends_a_seqno_request_to_the_unfeasible_route() {
     );
 }
 
-/// Starved of p1 (T1 retracted), we ask T2 for SRC's seqno 8; T3 then
-/// offers a feasible route and is selected while our request is pending.
-fn starved_then_fed_by_t3() -> T {
+/// Starved of p1 (T1 retracted): we ask T2, whose route is unfeasible,
+/// for SRC's seqno 8.
+fn starved_asking_t2() -> T {
     let mut t = T::tunnels(3);
     t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
     t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 500)]);
@@ -139,6 +139,13 @@ fn starved_then_fed_by_t3() -> T {
         reqs.iter().map(|r| (r.0, r.2.seqno)).collect::<Vec<_>>(),
         vec![(T2, 8)]
     );
+    t
+}
+
+/// [`starved_asking_t2`], then T3 offers a feasible route and is
+/// selected while our request is pending.
+fn starved_then_fed_by_t3() -> T {
+    let mut t = starved_asking_t2();
     t.rx(IfaceId(3), "fe80::4", &[update(p1(), SRC, 7, 50)]);
     assert_eq!(t.selected(p1()).map(|r| r.iface), Some(Some(IfaceId(3))));
     t.sent(ms(50));
@@ -166,12 +173,7 @@ fn a_request_joining_our_own_gets_the_answer_relayed() {
     // T2's route becomes feasible and selected: our pending request to T2
     // is where T1's would go, so T1's is redundant, but its answer must
     // still reach T1 at once.
-    let mut t = T::tunnels(3);
-    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, 100)]);
-    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 500)]);
-    t.sent(ms(50));
-    t.rx(T1, "fe80::2", &[update(p1(), SRC, 7, INFINITY)]);
-    t.sent(ms(5));
+    let mut t = starved_asking_t2();
     t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 50)]);
     assert_eq!(t.selected(p1()).map(|r| r.iface), Some(Some(T2)));
     t.sent(ms(50));
