@@ -354,14 +354,15 @@ impl<A: OriginAuth> Engine<A> {
             self.answer_own_request(ctx, prefix, r.router_id, r.seqno, now);
             return;
         }
-        let Some(sel) = self
+        // Without a selected route (lost a moment ago, as the requester's
+        // was when the same neighbour died) the request still goes on to
+        // the best route left, unfeasible or not (§3.8.1.2, babeld).
+        if let Some(sel) = self
             .routes
             .selected(&prefix)
             .filter(|s| s.metric < INFINITY)
-        else {
-            return;
-        };
-        if sel.router_id != r.router_id || seqno_ge(sel.seqno, r.seqno) {
+            && (sel.router_id != r.router_id || seqno_ge(sel.seqno, r.seqno))
+        {
             self.schedule_update(prefix, true, Some(ctx.iface), now);
             return;
         }

@@ -169,6 +169,25 @@ fn a_pending_request_elsewhere_does_not_swallow_one_to_forward() {
 }
 
 #[test]
+fn a_request_reaching_a_starved_node_goes_on_to_its_best_route_left() {
+    // We lost p1 a moment ago and asked T2; T3's request for the same
+    // seqno arrives now (its route went through the same dead node): it
+    // joins ours, and the answer from T2 is relayed to T3.
+    let mut t = starved_asking_t2();
+    assert!(t.selected(p1()).is_none());
+    t.rx(IfaceId(3), "fe80::4", &[seqno_request(p1(), SRC, 8, 10)]);
+    assert!(seqno_requests(&t.sent(ms(5))).is_empty());
+    assert_eq!(t.e.counters().duplicate_requests, 1);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 8, 500)]);
+    let ups = updates_for(&t.sent(ms(3)), p1());
+    assert!(
+        ups.iter()
+            .any(|u| u.0 == IfaceId(3) && u.1.seqno == 8 && u.1.metric < INFINITY),
+        "{ups:?}"
+    );
+}
+
+#[test]
 fn a_request_joining_our_own_gets_the_answer_relayed() {
     // T2's route becomes feasible and selected: our pending request to T2
     // is where T1's would go, so T1's is redundant, but its answer must
