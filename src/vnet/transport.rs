@@ -124,7 +124,6 @@ impl Transport {
                 peers.push(c.peer);
             }
         }
-
         self.hops[node].clear();
         self.fibs[node] = Fib::empty();
         self.published[node] = Vec::new();

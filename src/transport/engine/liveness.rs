@@ -64,8 +64,9 @@ struct Entry {
     last_ping: Option<Instant>,
     rtt: Duration,
     suspected: bool,
-    /// Pings after `keep_alive` (the dialler), not half an interval later.
-    lead: bool,
+    /// Silence before this side pings: `keep_alive` on the side that
+    /// leads (the dialler), half an interval more on the other.
+    ping_every: Duration,
     /// The check this tunnel waits for (heap items at another time are
     /// stale).
     next: Instant,
@@ -107,18 +108,10 @@ impl Liveness {
                 last_ping: None,
                 rtt,
                 suspected: false,
-                lead,
+                ping_every: ping_every(lead, self.keep_alive, self.suspect_after),
                 next: now,
             };
-            e.next = round_up(
-                self.epoch,
-                self.grid,
-                next_check(
-                    &e,
-                    interval(lead, self.keep_alive, self.suspect_after),
-                    self.suspect_after,
-                ),
-            );
+            e.next = round_up(self.epoch, self.grid, next_check(&e, self.suspect_after));
             self.due.push(Reverse((e.next, tunnel)));
             v.insert(e);
         }
@@ -162,7 +155,7 @@ impl Liveness {
     /// An authenticated packet arrived on `tunnel` at `now`. Returns
     /// whether that ends a suspicion (tell NodeCore it is heard).
     pub fn heard(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) -> bool {
-        let (keep_alive, suspect_after) = (self.keep_alive, self.suspect_after);
+        let suspect_after = self.suspect_after;
         let Some(e) = self.tunnels.get_mut(&tunnel) else {
             return false;
         };
@@ -172,12 +165,7 @@ impl Liveness {
         let was = std::mem::replace(&mut e.suspected, false);
         // The planned check would find nothing due: move it (at most once
         // per grid step, when the rounded time moves).
-        let interval = interval(e.lead, keep_alive, suspect_after);
-        let next = round_up(
-            self.epoch,
-            self.grid,
-            next_check(e, interval, suspect_after),
-        );
+        let next = round_up(self.epoch, self.grid, next_check(e, suspect_after));
         if next > e.next {
             e.next = next;
             self.due.push(Reverse((next, tunnel)));
@@ -213,12 +201,11 @@ impl Liveness {
                     silent_for: now.saturating_duration_since(e.heard),
                 });
             }
-            let interval = interval(e.lead, self.keep_alive, self.suspect_after);
-            if now >= ping_at(e, interval) {
+            if now >= ping_at(e) {
                 e.last_ping = Some(now);
                 self.actions.push_back(Action::Ping(tunnel));
             }
-            let next = next_check(e, interval, self.suspect_after).max(now + self.grid);
+            let next = next_check(e, self.suspect_after).max(now + self.grid);
             e.next = round_up(self.epoch, self.grid, next);
             self.due.push(Reverse((e.next, tunnel)));
         }
@@ -240,7 +227,7 @@ fn suspect_at(e: &Entry, suspect_after: Duration) -> Instant {
 
 /// How long a tunnel stays silent before this side pings it: half an
 /// interval more on the side that does not lead.
-fn interval(lead: bool, keep_alive: Duration, suspect_after: Duration) -> Duration {
+fn ping_every(lead: bool, keep_alive: Duration, suspect_after: Duration) -> Duration {
     if lead {
         keep_alive
     } else {
@@ -249,12 +236,12 @@ fn interval(lead: bool, keep_alive: Duration, suspect_after: Duration) -> Durati
 }
 
 /// When the next keep-alive is due if nothing is heard.
-fn ping_at(e: &Entry, keep_alive: Duration) -> Instant {
-    e.last_ping.unwrap_or(e.heard) + keep_alive
+fn ping_at(e: &Entry) -> Instant {
+    e.last_ping.unwrap_or(e.heard) + e.ping_every
 }
 
-fn next_check(e: &Entry, keep_alive: Duration, suspect_after: Duration) -> Instant {
-    let ping = ping_at(e, keep_alive);
+fn next_check(e: &Entry, suspect_after: Duration) -> Instant {
+    let ping = ping_at(e);
     if e.suspected {
         ping
     } else {

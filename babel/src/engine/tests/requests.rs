@@ -126,6 +126,15 @@ fn starvation_sends_a_seqno_request_to_the_unfeasible_route() {
     );
 }
 
+/// The seqno requests sent in the next 5 ms: (interface, hop count,
+/// seqno).
+fn requests_sent(t: &mut T) -> Vec<(IfaceId, u8, u16)> {
+    seqno_requests(&t.sent(ms(5)))
+        .iter()
+        .map(|r| (r.0, r.2.hop_count, r.2.seqno))
+        .collect()
+}
+
 /// Starved of p1 (T1 retracted): we ask T2, whose route is unfeasible,
 /// for SRC's seqno 8.
 fn starved_asking_t2() -> T {
@@ -158,13 +167,7 @@ fn a_pending_request_elsewhere_does_not_swallow_one_to_forward() {
     // would never reach T1. T1's request goes on to our next hop, T3.
     let mut t = starved_then_fed_by_t3();
     t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
-    let reqs = seqno_requests(&t.sent(ms(5)));
-    assert_eq!(
-        reqs.iter()
-            .map(|r| (r.0, r.2.hop_count, r.2.seqno))
-            .collect::<Vec<_>>(),
-        vec![(IfaceId(3), 9, 8)]
-    );
+    assert_eq!(requests_sent(&mut t), vec![(IfaceId(3), 9, 8)]);
     assert_eq!(t.e.counters().duplicate_requests, 0);
 }
 
@@ -266,13 +269,7 @@ fn seqno_request_falls_back_to_an_unfeasible_successor() {
     assert!(r.iter().any(|r| r.iface == Some(T2) && !r.feasible));
     t.sent(ms(50));
     t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
-    let reqs = seqno_requests(&t.sent(ms(5)));
-    assert_eq!(
-        reqs.iter()
-            .map(|r| (r.0, r.2.hop_count, r.2.seqno))
-            .collect::<Vec<_>>(),
-        vec![(T2, 9, 8)]
-    );
+    assert_eq!(requests_sent(&mut t), vec![(T2, 9, 8)]);
 }
 
 #[test]

@@ -357,22 +357,21 @@ fn kills_in_a_thirty_node_network_are_routed_around_within_a_second() {
         let x = (rng >> 33) as usize % n;
         net.crash(x);
         let t0 = net.elapsed();
-        let mut last_down: std::collections::BTreeMap<(usize, usize), Duration> =
-            std::collections::BTreeMap::new();
+        // The pair seen unreachable last, and when (time only grows).
+        let mut worst = None;
         while net.elapsed() - t0 < 5 * S {
             net.run_for(step);
             for s in (0..n).filter(|s| *s != x) {
                 for d in (0..n).filter(|d| *d != x && *d != s) {
                     if net.path(s, d).is_none_or(|p| p.last() != Some(&d)) {
-                        last_down.insert((s, d), net.elapsed() - t0);
+                        worst = Some(((s, d), net.elapsed() - t0));
                     }
                 }
             }
         }
-        let worst = last_down.iter().max_by_key(|(_, t)| **t);
         if let Some((pair, t)) = worst {
             assert!(
-                *t <= S,
+                t <= S,
                 "round {round}, node {x} killed: {pair:?} unreachable until {t:?}"
             );
         }
@@ -380,45 +379,4 @@ fn kills_in_a_thirty_node_network_are_routed_around_within_a_second() {
         net.restart(x, true);
         net.run_for(60 * S);
     }
-}
-
-/// Every Babel neighbour of every live node is the peer of the tunnel it
-/// is heard on.
-fn neighbours_match_their_tunnels(net: &Network) -> Result<(), String> {
-    for i in 0..net.len() {
-        let Some(core) = net.core(i) else { continue };
-        let peers: std::collections::BTreeMap<u32, ipnet::Ipv6Net> = core
-            .tunnels()
-            .filter_map(|(_, prefix, hop, _)| Some((hop?.0, prefix)))
-            .collect();
-        for nb in core.engine().neighbours() {
-            let std::net::IpAddr::V6(a) = nb.address else {
-                continue;
-            };
-            if let Some(p) = peers.get(&nb.iface.0)
-                && !p.contains(&a)
-            {
-                return Err(format!("node {i} hears {a} on the tunnel to {p}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-#[test]
-fn a_restarted_node_hears_nothing_meant_for_its_previous_life() {
-    // Tunnel ids start again in a node's next life: the ends its peers
-    // still hold from the previous one must not reach the new tunnels.
-    let mut net = converged(10, |c| c.network.tunnel_refresh_secs = 60);
-    net.run_for(30 * S);
-    for x in [3, 7, 3, 5, 1, 7] {
-        net.crash(x);
-        net.run_for(300 * MS);
-        net.restart(x, true);
-        for _ in 0..20 {
-            net.run_for(S);
-            neighbours_match_their_tunnels(&net).unwrap();
-        }
-    }
-    assert_eq!(net.violation(), None);
 }
