@@ -370,15 +370,49 @@ impl<A: OriginAuth> Engine<A> {
     }
 
     /// Forgets a neighbour and every route through it, reselecting at once.
+    /// The seqno requests we forwarded to it go on along what is left: it
+    /// may have died a moment before we noticed, taking them with it, and
+    /// they would otherwise wait for their requesters' resends.
     pub(super) fn flush_neighbour(&mut self, n: NeighbourId, now: Instant) {
         let touched = self.routes.remove_neighbour(n);
-        if let Some(nb) = self.neighbours.get(n) {
-            self.resend.forget_neighbour(n, nb.iface, nb.addr);
-        }
+        let stranded = match self.neighbours.get(n) {
+            Some(nb) => self.resend.forget_neighbour(n, nb.iface, nb.addr),
+            None => Vec::new(),
+        };
         for p in touched {
             self.reselect_prefix(p, now);
         }
         self.neighbours.remove(n);
+        for (prefix, rid, request) in stranded {
+            self.forward_again(prefix, rid, request, now);
+        }
+    }
+
+    /// Forwards a request whose next hop went away to the successor left
+    /// (unless a reselection has sent one meanwhile).
+    fn forward_again(&mut self, prefix: IpNet, rid: RouterId, p: PendingRequest, now: Instant) {
+        if self
+            .resend
+            .request(prefix, rid)
+            .is_some_and(|q| q.is_active())
+        {
+            return;
+        }
+        let Some(requester) = p.requester.and_then(|(i, a)| self.neighbours.find(i, a)) else {
+            return;
+        };
+        let Some(next) = self.request_successor(&prefix, requester, now) else {
+            return;
+        };
+        self.send_seqno_request(
+            prefix,
+            rid,
+            p.seqno,
+            RequestTarget::Neighbour(next),
+            p.hop_count,
+            p.requester,
+            now,
+        );
     }
 
     /// AE 0 retraction: every route from `n` goes to infinity.

@@ -410,7 +410,7 @@ impl<A: OriginAuth> Engine<A> {
     /// The neighbour to forward a seqno request to: not the requester; the
     /// selected route's neighbour first, then a feasible route's, then any
     /// finite route's (RFC 8966 §3.8.1.2, FRR PR #18581).
-    fn request_successor(
+    pub(super) fn request_successor(
         &self,
         prefix: &IpNet,
         requester: NeighbourId,

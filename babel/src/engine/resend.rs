@@ -154,15 +154,27 @@ impl ResendTable {
     }
 
     /// Forgets requests sent to or asked by a neighbour that went away.
-    pub(crate) fn forget_neighbour(&mut self, n: NeighbourId, iface: IfaceId, addr: IpAddr) {
-        for e in self.requests.values_mut() {
-            if e.target == RequestTarget::Neighbour(n) {
-                e.resend_at = None;
-            }
+    /// Returns the forwarded ones that were still being sent to it, to be
+    /// forwarded elsewhere.
+    pub(crate) fn forget_neighbour(
+        &mut self,
+        n: NeighbourId,
+        iface: IfaceId,
+        addr: IpAddr,
+    ) -> Vec<(IpNet, RouterId, PendingRequest)> {
+        let mut stranded = Vec::new();
+        for ((prefix, rid), e) in self.requests.iter_mut() {
             if e.requester == Some((iface, addr)) {
                 e.requester = None;
             }
+            if e.target == RequestTarget::Neighbour(n) {
+                if e.is_active() && e.requester.is_some() {
+                    stranded.push((*prefix, *rid, *e));
+                }
+                e.resend_at = None;
+            }
         }
+        stranded
     }
 
     /// Starts (or restarts) the resends of an urgent update for `prefix`.

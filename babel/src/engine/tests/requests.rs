@@ -211,6 +211,27 @@ fn a_request_joining_our_own_gets_the_answer_relayed() {
 }
 
 #[test]
+fn a_forwarded_request_goes_on_when_its_next_hop_is_lost() {
+    // Selected via T2, a feasible alternative via T3. T1's request goes
+    // to T2, which is dead though we do not know yet; when T2's tunnel
+    // goes down, the request goes to T3 at once, not after T1's resend.
+    let mut t = T::tunnels(3);
+    t.rx(T2, "fe80::3", &[update(p1(), SRC, 7, 100)]);
+    t.rx(IfaceId(3), "fe80::4", &[update(p1(), SRC, 7, 150)]);
+    t.sent(ms(50));
+    t.rx(T1, "fe80::2", &[seqno_request(p1(), SRC, 8, 10)]);
+    assert_eq!(requests_sent(&mut t), vec![(T2, 9, 8)]);
+    let now = t.now;
+    t.e.interface_down(T2, now).unwrap();
+    assert_eq!(t.selected(p1()).map(|r| r.iface), Some(Some(IfaceId(3))));
+    assert_eq!(requests_sent(&mut t), vec![(IfaceId(3), 9, 8)]);
+    // Its answer is relayed to T1.
+    t.rx(IfaceId(3), "fe80::4", &[update(p1(), SRC, 8, 150)]);
+    let ups = updates_for(&t.sent(ms(3)), p1());
+    assert!(ups.iter().any(|u| u.0 == T1 && u.1.seqno == 8), "{ups:?}");
+}
+
+#[test]
 fn route_request_answers() {
     let mut t = T::new();
     t.e.add_xroute(pfx("fd00:aa::/64"), 0, t.now).unwrap();
