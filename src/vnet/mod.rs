@@ -100,6 +100,12 @@ pub struct NetConfig {
     pub max_datagram: usize,
     /// The liveness clock's suspect time.
     pub suspect_after: Duration,
+    /// How long before a silence an end may have last heard its peer:
+    /// each end's last packet is drawn uniform in `[0, heard_spread)`
+    /// before it, so the ends of a dead node suspect it at different
+    /// instants, as real ends do between keep-alives. Zero: every end
+    /// heard its peer at the instant the silence began.
+    pub heard_spread: Duration,
     /// A connection that hears nothing for this long is closed.
     pub idle_timeout: Duration,
     /// A dial that gets no answer fails after this.
@@ -153,6 +159,7 @@ impl Default for NetConfig {
             loss: 0.0,
             max_datagram: 1400,
             suspect_after: crate::transport::DEFAULT_SUSPECT_AFTER,
+            heard_spread: Duration::ZERO,
             idle_timeout: crate::transport::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: Duration::from_secs(5),
             registry_delay: Some(Duration::from_millis(20)),

@@ -6,6 +6,8 @@
 //! jitter and loss; control messages only its latency (a reliable stream);
 //! packets a NodeCore originates are forwarded hop by hop by the FIBs.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::Network;
@@ -351,7 +353,9 @@ impl Network {
         }
     }
     /// `end` hears nothing from now on: its liveness clock reports it
-    /// silent after the suspect time, and closes it at the idle timeout.
+    /// silent after the suspect time, and closes it at the idle timeout,
+    /// both counted from the last packet it heard (up to
+    /// `heard_spread` ago).
     pub(super) fn start_silence(&mut self, end: End) {
         self.transport.silence_gen += 1;
         let silence = self.transport.silence_gen;
@@ -362,25 +366,30 @@ impl Network {
         let peer = c.peer.0;
         let rtt = self.rtt(end.0, peer);
         let epoch = self.nodes[end.0].epoch;
-        let suspect = suspect_at(self.now, self.config.suspect_after, rtt) - self.now;
-        self.schedule(
-            suspect,
-            epoch,
-            Ev::Liveness {
-                end,
-                silence,
-                closed: false,
-            },
-        );
-        self.schedule(
-            self.config.idle_timeout,
-            epoch,
-            Ev::Liveness {
-                end,
-                silence,
-                closed: true,
-            },
-        );
+        let before = self.heard_before();
+        let heard = self.now.checked_sub(before).unwrap_or(self.now);
+        let suspect = suspect_at(heard, self.config.suspect_after, rtt);
+        let closed = heard + self.config.idle_timeout;
+        for (at, closed) in [(suspect, false), (closed, true)] {
+            self.schedule(
+                at.saturating_duration_since(self.now),
+                epoch,
+                Ev::Liveness {
+                    end,
+                    silence,
+                    closed,
+                },
+            );
+        }
+    }
+    /// How long before now an end whose peer falls silent last heard it.
+    fn heard_before(&mut self) -> Duration {
+        use rand::RngExt;
+        let spread = self.config.heard_spread;
+        if spread.is_zero() {
+            return Duration::ZERO;
+        }
+        spread.mul_f64(self.rng.random_range(0.0..1.0))
     }
     /// A dial that will get no answer: it fails at the handshake timeout.
     /// Sends the Initial of dial `end` (again): it reaches the target

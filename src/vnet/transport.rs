@@ -5,8 +5,9 @@
 //! size limit), routes the packets NodeCores originate hop by hop through
 //! their published FIBs, and plays the liveness clock: an end whose peer
 //! crashed or is cut off hears nothing, so it is reported `Silent` after
-//! the suspect time and `Closed` at the idle timeout, or `Heard` if the
-//! cut heals first.
+//! the suspect time and `Closed` at the idle timeout, both counted from
+//! the last packet it heard (up to `NetConfig::heard_spread` before the
+//! silence began), or `Heard` if the cut heals first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv6Addr, SocketAddr};
