@@ -104,7 +104,7 @@ impl Node {
         let socket = crate::transport::socket::bind(config.listen)
             .with_context(|| format!("binding UDP {}", config.listen))?;
         let local_addr = socket.local_addr().context("reading the bound address")?;
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             Credentials {
                 cert: cert.clone(),
                 key: &identity.key,
@@ -121,6 +121,7 @@ impl Node {
             now.mono,
         )
         .with_context(|| format!("starting the QUIC endpoint on {}", config.listen))?;
+        engine.align_keep_alives(now.mono, now.since_unix());
         let (host, sink) = match &config.host {
             HostConfig::Sink { capacity } => {
                 let (host, sink) = host::sink(*capacity);
@@ -136,7 +137,7 @@ impl Node {
             (network.network, Route::Unreachable),
             (cert.prefix, Route::Local),
         ])));
-        let tcp = tcp_setup(&config, &cert, &identity, local_addr, now.mono)?;
+        let tcp = tcp_setup(&config, &cert, &identity, local_addr, now)?;
         let tcp_port = tcp
             .as_ref()
             .and_then(|t| t.listener.as_ref())
@@ -407,7 +408,7 @@ fn tcp_setup(
     cert: &crate::identity::NodeCert,
     identity: &NodeIdentity,
     udp: SocketAddr,
-    now: std::time::Instant,
+    now: Now,
 ) -> anyhow::Result<Option<packet_loop::TcpSetup>> {
     if !config.tcp.enabled {
         return Ok(None);
@@ -421,7 +422,7 @@ fn tcp_setup(
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("listening on TCP {addr}"))),
     };
-    let engine = crate::transport::tcp::TcpEngine::new(
+    let mut engine = crate::transport::tcp::TcpEngine::new(
         Credentials {
             cert: cert.clone(),
             key: &identity.key,
@@ -429,9 +430,10 @@ fn tcp_setup(
             crl: identity.crl.clone(),
         },
         config.transport.clone(),
-        now,
+        now.mono,
     )
     .context("starting the TCP tunnels")?;
+    engine.align_keep_alives(now.mono, now.since_unix());
     Ok(Some(packet_loop::TcpSetup {
         engine,
         listener,

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use re6st_dataplane::fib::Route;
@@ -35,6 +35,11 @@ impl Now {
             mono: Instant::now(),
             wall: SystemTime::now(),
         }
+    }
+
+    /// The wall clock since the Unix epoch (zero if it is set before it).
+    pub fn since_unix(&self) -> Duration {
+        self.wall.duration_since(UNIX_EPOCH).unwrap_or_default()
     }
 }
 

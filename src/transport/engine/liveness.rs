@@ -10,31 +10,36 @@
 //! - a tunnel **heard** (an authenticated packet: the engine tells
 //!   [`Liveness::heard`] after the packets of a receive batch decrypted)
 //!   needs nothing;
-//! - one silent for `keep_alive` gets a QUIC PING ([`Action::Ping`]), and
-//!   another every `keep_alive` while the silence lasts; the peer's
+//! - one silent gets a QUIC PING ([`Action::Ping`]) at the next point of
+//!   a grid of `keep_alive` once the silence has lasted half an
+//!   interval, and another every `keep_alive` while it lasts; the peer's
 //!   acknowledgement makes it heard again, and the PING makes *us* heard
-//!   at the peer, so one side's keep-alive serves both, and a busy tunnel
-//!   sends none;
-//! - only the side that **leads** (the dialler) pings after `keep_alive`;
-//!   the other waits half an interval more, so it pings only when the
-//!   leader's keep-alives stop: without that, both ends would ping at
-//!   once whenever their checks fall within a round trip of each other
-//!   (four datagrams per interval instead of two);
+//!   at the peer, so one side's keep-alive serves both, and a tunnel
+//!   heard more often than every half interval sends none;
+//! - only the side that **leads** (the dialler) pings that soon; the
+//!   other waits for a whole interval of silence, so it pings only when
+//!   the leader's keep-alives stop: without that, both ends would ping at
+//!   once (four datagrams per interval instead of two);
 //! - one silent for `suspect_after` plus two round trips is
 //!   **suspected** ([`Action::Suspect`]): NodeCore moves its routes away
 //!   but the connection stays; the next authenticated packet brings it
 //!   back ([`Liveness::heard`] returns `true`).
 //!
-//! Checks fall on a grid of `keep_alive / 4`: the deadlines of all tunnels
-//! due within one step share one wake-up, and an idle node wakes only
-//! when some tunnel has really been silent for a keep-alive interval: a
-//! packet heard moves the tunnel's check to one interval after it (a new
-//! heap entry when the rounded time moves, so at most one per grid step;
-//! the old one goes stale and is dropped when it reaches the top, never
-//! woken for). A tunnel that is busy, or kept alive by its peer, costs
-//! no timer wake-up at all. The heap holds at most one entry per grid
-//! step of an interval per tunnel, and a node without tunnels never
-//! wakes.
+//! Suspicions fall on a finer grid of `keep_alive / 4`. Deadlines that
+//! fall on one grid point share one wake-up, and an idle node wakes only
+//! when some tunnel is really due: a packet heard moves the tunnel's
+//! check (a new heap entry when the rounded time moves, so at most one
+//! per grid step; the old one goes stale and is dropped when it reaches
+//! the top, never woken for). A tunnel that is busy, or kept alive by its
+//! peer, costs no timer wake-up at all. The heap holds at most one entry
+//! per grid step of an interval per tunnel, and a node without tunnels
+//! never wakes.
+//!
+//! The grids are aligned to the wall clock ([`Liveness::align`]): on
+//! nodes whose clocks agree, every idle tunnel's keep-alive leaves at the
+//! same instants, so a node sends its PINGs, receives its peers' and the
+//! answers to its own in two or three wake-ups per interval, not in some
+//! for each tunnel. Clocks that disagree only lose that sharing.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry as MapEntry;
@@ -64,9 +69,10 @@ struct Entry {
     last_ping: Option<Instant>,
     rtt: Duration,
     suspected: bool,
-    /// Silence before this side pings: `keep_alive` on the side that
-    /// leads (the dialler), half an interval more on the other.
-    ping_every: Duration,
+    /// Silence after which this side pings (at the next point of the
+    /// keep-alive grid): half an interval on the side that leads (the
+    /// dialler), a whole one on the other.
+    ping_after: Duration,
     /// The check this tunnel waits for (heap items at another time are
     /// stale).
     next: Instant,
@@ -75,28 +81,38 @@ struct Entry {
 /// The liveness of every up tunnel of one engine.
 #[derive(Debug)]
 pub struct Liveness {
-    keep_alive: Duration,
-    suspect_after: Duration,
-    grid: Duration,
-    epoch: Instant,
+    clock: Clock,
     tunnels: HashMap<TunnelId, Entry>,
     due: BinaryHeap<Reverse<(Instant, TunnelId)>>,
     actions: VecDeque<Action>,
 }
 
 impl Liveness {
-    /// Keep-alives after `keep_alive` of silence, suspicion after
-    /// `suspect_after` (longer).
+    /// Keep-alives every `keep_alive` of silence, suspicion after
+    /// `suspect_after` (longer); grids start at `now` until
+    /// [`Liveness::align`]ed.
     pub fn new(keep_alive: Duration, suspect_after: Duration, now: Instant) -> Self {
+        let keep_alive = keep_alive.max(Duration::from_millis(4));
         Self {
-            keep_alive,
-            suspect_after,
-            grid: (keep_alive / 4).max(Duration::from_millis(1)),
-            epoch: now,
+            clock: Clock {
+                keep_alive,
+                suspect_after,
+                grid: keep_alive / 4,
+                epoch: now,
+            },
             tunnels: HashMap::new(),
             due: BinaryHeap::new(),
             actions: VecDeque::new(),
         }
+    }
+
+    /// Puts the grids on the wall clock: `since_unix` is the wall-clock
+    /// time at `now` (since the Unix epoch), and grid points fall on its
+    /// multiples of `keep_alive`. Call it before the first tunnel.
+    pub fn align(&mut self, now: Instant, since_unix: Duration) {
+        let phase = since_unix.as_nanos() % self.clock.keep_alive.as_nanos();
+        let phase = Duration::from_nanos(u64::try_from(phase).unwrap_or(0));
+        self.clock.epoch = now.checked_sub(phase).unwrap_or(now);
     }
 
     /// Starts watching `tunnel`, heard at `now`; `lead`: this side dialled
@@ -108,10 +124,10 @@ impl Liveness {
                 last_ping: None,
                 rtt,
                 suspected: false,
-                ping_every: ping_every(lead, self.keep_alive, self.suspect_after),
+                ping_after: ping_after(lead, self.clock.keep_alive, self.clock.suspect_after),
                 next: now,
             };
-            e.next = round_up(self.epoch, self.grid, next_check(&e, self.suspect_after));
+            e.next = self.clock.next_check(&e);
             self.due.push(Reverse((e.next, tunnel)));
             v.insert(e);
         }
@@ -155,7 +171,6 @@ impl Liveness {
     /// An authenticated packet arrived on `tunnel` at `now`. Returns
     /// whether that ends a suspicion (tell NodeCore it is heard).
     pub fn heard(&mut self, tunnel: TunnelId, rtt: Duration, now: Instant) -> bool {
-        let suspect_after = self.suspect_after;
         let Some(e) = self.tunnels.get_mut(&tunnel) else {
             return false;
         };
@@ -165,7 +180,7 @@ impl Liveness {
         let was = std::mem::replace(&mut e.suspected, false);
         // The planned check would find nothing due: move it (at most once
         // per grid step, when the rounded time moves).
-        let next = round_up(self.epoch, self.grid, next_check(e, suspect_after));
+        let next = self.clock.next_check(e);
         if next > e.next {
             e.next = next;
             self.due.push(Reverse((next, tunnel)));
@@ -188,25 +203,27 @@ impl Liveness {
                 break;
             }
             self.due.pop();
+            let clock = self.clock;
             let Some(e) = self.tunnels.get_mut(&tunnel) else {
                 continue;
             };
             if e.next != at {
                 continue;
             }
-            if !e.suspected && now >= suspect_at(e, self.suspect_after) {
+            if !e.suspected && now >= clock.suspect_at(e) {
                 e.suspected = true;
                 self.actions.push_back(Action::Suspect {
                     tunnel,
                     silent_for: now.saturating_duration_since(e.heard),
                 });
             }
-            if now >= ping_at(e) {
+            if now >= clock.ping_at(e) {
                 e.last_ping = Some(now);
                 self.actions.push_back(Action::Ping(tunnel));
             }
-            let next = next_check(e, self.suspect_after).max(now + self.grid);
-            e.next = round_up(self.epoch, self.grid, next);
+            e.next = clock
+                .next_check(e)
+                .max(round_up(clock.epoch, clock.grid, now + clock.grid));
             self.due.push(Reverse((e.next, tunnel)));
         }
         self.drop_stale();
@@ -218,34 +235,55 @@ impl Liveness {
     }
 }
 
-/// When the tunnel is suspected if nothing is heard: the suspect time
-/// plus two round trips (a keep-alive's acknowledgement takes one; a slow
-/// path must not look dead).
-fn suspect_at(e: &Entry, suspect_after: Duration) -> Instant {
-    e.heard + suspect_after + 2 * e.rtt
+/// The liveness clock's timers and the origin of its grids.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    keep_alive: Duration,
+    suspect_after: Duration,
+    /// The checks' grid: a quarter of `keep_alive`.
+    grid: Duration,
+    epoch: Instant,
 }
 
-/// How long a tunnel stays silent before this side pings it: half an
-/// interval more on the side that does not lead.
-fn ping_every(lead: bool, keep_alive: Duration, suspect_after: Duration) -> Duration {
-    if lead {
-        keep_alive
-    } else {
-        (keep_alive * 3 / 2).min(suspect_after)
+impl Clock {
+    /// When the tunnel is suspected if nothing is heard: the suspect time
+    /// plus two round trips (a keep-alive's acknowledgement takes one; a
+    /// slow path must not look dead).
+    fn suspect_at(&self, e: &Entry) -> Instant {
+        e.heard + self.suspect_after + 2 * e.rtt
+    }
+
+    /// When the next keep-alive is due if nothing is heard: the first
+    /// point of the keep-alive grid once the tunnel has been silent for
+    /// `ping_after`, or the next one after the last keep-alive. The leader
+    /// of a path shorter than half an interval thus pings exactly once per
+    /// interval.
+    fn ping_at(&self, e: &Entry) -> Instant {
+        let silent_enough = match e.last_ping {
+            Some(ping) => ping + self.keep_alive / 2,
+            None => e.heard + e.ping_after,
+        };
+        round_up(self.epoch, self.keep_alive, silent_enough)
+    }
+
+    /// The check the tunnel waits for, on the grid.
+    fn next_check(&self, e: &Entry) -> Instant {
+        let ping = self.ping_at(e);
+        if e.suspected {
+            ping
+        } else {
+            ping.min(round_up(self.epoch, self.grid, self.suspect_at(e)))
+        }
     }
 }
 
-/// When the next keep-alive is due if nothing is heard.
-fn ping_at(e: &Entry) -> Instant {
-    e.last_ping.unwrap_or(e.heard) + e.ping_every
-}
-
-fn next_check(e: &Entry, suspect_after: Duration) -> Instant {
-    let ping = ping_at(e);
-    if e.suspected {
-        ping
+/// How long a tunnel stays silent before this side pings it: half an
+/// interval on the side that leads, a whole one on the other.
+fn ping_after(lead: bool, keep_alive: Duration, suspect_after: Duration) -> Duration {
+    if lead {
+        keep_alive / 2
     } else {
-        ping.min(suspect_at(e, suspect_after))
+        keep_alive.min(suspect_after)
     }
 }
 
@@ -307,7 +345,8 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Liveness::new(200 * MS, 600 * MS, t0);
         l.insert(TunnelId(1), MS, t0, true);
-        let actions = run(&mut l, t0, 10_000 * MS, |_, t| t.as_millis() % 150 == 0);
+        // Heard more often than every half interval.
+        let actions = run(&mut l, t0, 10_000 * MS, |_, t| t.as_millis() % 90 == 0);
         assert_eq!(actions, vec![]);
     }
 
@@ -320,7 +359,7 @@ mod tests {
         let mut t = Duration::ZERO;
         while t <= 10_000 * MS {
             let now = t0 + t;
-            if t.as_millis().is_multiple_of(150) {
+            if t.as_millis().is_multiple_of(90) {
                 l.heard(TunnelId(1), MS, now);
             }
             if l.poll_timeout().is_some_and(|d| d <= now) {
@@ -339,22 +378,21 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Liveness::new(200 * MS, 600 * MS, t0);
         l.insert(TunnelId(1), MS, t0, false);
-        // The leader's keep-alive arrives every 250 ms until 2 s.
+        // The leader's keep-alive arrives 1 ms after each point of the
+        // 200 ms grid, until 2 s.
         let actions = run(&mut l, t0, 3_000 * MS, |_, t| {
-            t < 2_000 * MS && t.as_millis().is_multiple_of(250)
+            t < 2_000 * MS && t.as_millis() % 200 == 1
         });
         let pings = ping_times(&actions);
-        // Last heard at 1.75 s: its own keep-alive 300 ms later, and the
-        // suspicion at the usual time.
-        assert!(
-            pings[0] >= 2_050 * MS && pings[0] <= 2_100 * MS,
-            "{pings:?}"
-        );
+        // Last heard at 1.801 s: its own keep-alive on the second grid
+        // point after the first one missed, and the suspicion at the
+        // usual time.
+        assert_eq!(pings.first(), Some(&(2_200 * MS)), "{pings:?}");
         let at = actions
             .iter()
             .find_map(|(t, a)| matches!(a, Action::Suspect { .. }).then_some(*t))
             .unwrap();
-        assert!(at >= 2_352 * MS && at <= 2_402 * MS, "suspected at {at:?}");
+        assert!(at >= 2_403 * MS && at <= 2_450 * MS, "suspected at {at:?}");
     }
 
     #[test]
@@ -365,16 +403,11 @@ mod tests {
         // Heard until 1 s, then silent.
         let actions = run(&mut l, t0, 2_000 * MS, |_, t| t < 1_000 * MS);
         let pings = ping_times(&actions);
-        // Last heard at 999 ms: pings at 1.2 s, 1.4 s, ... (on the 50 ms grid).
-        assert!(
-            pings[0] >= 1_199 * MS && pings[0] <= 1_250 * MS,
-            "{pings:?}"
-        );
+        // Last heard at 999 ms: pings at 1.2 s, 1.4 s, ... (the 200 ms
+        // keep-alive grid).
+        assert_eq!(pings.first(), Some(&(1_200 * MS)), "{pings:?}");
         for w in pings.windows(2) {
-            assert!(
-                w[1] - w[0] >= 200 * MS && w[1] - w[0] <= 250 * MS,
-                "{pings:?}"
-            );
+            assert_eq!(w[1] - w[0], 200 * MS, "{pings:?}");
         }
         let suspects: Vec<_> = actions
             .iter()
@@ -439,16 +472,42 @@ mod tests {
             }
             t += MS;
         }
-        // One keep-alive per tunnel every 200-270 ms (200 ms of silence,
-        // rounded up to the 50 ms grid, plus the answer's 20 ms), in
-        // shared wake-ups: at most one per grid step.
-        assert!((30 * 36..=30 * 50).contains(&pings), "{pings} pings");
-        assert!(wakes <= 200, "{wakes} wake-ups in 10 s");
+        // One keep-alive per tunnel every 200 ms, all of them on the
+        // keep-alive grid although the tunnels came up at scattered
+        // instants: one wake-up per interval.
+        assert!((30 * 49..=30 * 50).contains(&pings), "{pings} pings");
+        assert!(wakes <= 51, "{wakes} wake-ups in 10 s");
         for k in 0..30 {
             l.remove(TunnelId(k));
         }
         assert!(l.is_empty());
         assert_eq!(l.poll_timeout(), None, "nothing to watch: no wake-up");
+    }
+
+    #[test]
+    fn clocks_on_the_wall_clock_grid_ping_at_the_same_instants() {
+        // Two nodes started 113 ms apart, 37 ms past a wall-clock
+        // multiple of the interval: every keep-alive of both falls on a
+        // wall-clock multiple.
+        let t0 = Instant::now();
+        let wall0 = Duration::from_secs(1_700_000_000) + 37 * MS;
+        let later = t0 + 113 * MS;
+        let mut a = Liveness::new(200 * MS, 600 * MS, t0);
+        a.align(t0, wall0);
+        let mut b = Liveness::new(200 * MS, 600 * MS, later);
+        b.align(later, wall0 + 113 * MS);
+        a.insert(TunnelId(1), MS, t0, true);
+        b.insert(TunnelId(1), MS, later, true);
+        let silent = |_, _| false;
+        let pings_a = ping_times(&run(&mut a, t0, 2_000 * MS, silent));
+        let pings_b = ping_times(&run(&mut b, t0, 2_000 * MS, silent));
+        assert!(
+            pings_a.len() >= 9 && pings_b.len() >= 9,
+            "{pings_a:?} {pings_b:?}"
+        );
+        for t in pings_a.iter().chain(&pings_b) {
+            assert_eq!((wall0 + *t).as_millis() % 200, 0, "{pings_a:?} {pings_b:?}");
+        }
     }
 
     #[test]

@@ -418,6 +418,14 @@ impl Engine {
         !self.events.is_empty() || !self.heard.is_empty() || !self.stalled.is_empty()
     }
 
+    /// Puts the keep-alive grid on the wall clock (`since_unix`: the
+    /// wall-clock time at `now`), so that nodes whose clocks agree send
+    /// their keep-alives at the same instants. Call it before the first
+    /// tunnel.
+    pub fn align_keep_alives(&mut self, now: Instant, since_unix: Duration) {
+        self.liveness.align(now, since_unix);
+    }
+
     /// When [`Engine::handle_timeout`] is due; `None`: nothing to wait for.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conns = self

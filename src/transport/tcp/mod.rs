@@ -388,6 +388,12 @@ impl TcpEngine {
         !self.events.is_empty() || self.conns.iter().flatten().any(|c| c.heard)
     }
 
+    /// Puts the keep-alive grid on the wall clock, as
+    /// [`Engine::align_keep_alives`](crate::transport::engine::Engine::align_keep_alives).
+    pub fn align_keep_alives(&mut self, now: Instant, since_unix: Duration) {
+        self.liveness.align(now, since_unix);
+    }
+
     /// When [`TcpEngine::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns

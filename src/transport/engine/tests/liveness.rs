@@ -49,8 +49,8 @@ fn an_idle_tunnel_costs_three_wake_ups_per_keep_alive_all_from_the_dialler() {
     net.run_for(10_000 * MS);
     let (dialler, answerer) = (pings(&net, 0) - dialler, pings(&net, 1) - answerer);
     let wakes = wakes(&net) - wakes_before;
-    // The dialler leads: one PING per 100-125 ms interval (the 25 ms
-    // grid), none from the other side while they arrive.
+    // The dialler leads: one PING per 100 ms interval (on the
+    // keep-alive grid), none from the other side while they arrive.
     assert!(
         (70..=100).contains(&dialler),
         "{dialler} keep-alives in 10 s"
@@ -62,6 +62,33 @@ fn an_idle_tunnel_costs_three_wake_ups_per_keep_alive_all_from_the_dialler() {
     assert!(
         wakes <= 3 * dialler + 10,
         "{wakes} wake-ups for {dialler} keep-alives"
+    );
+}
+
+#[test]
+fn a_hub_hears_its_idle_tunnels_in_a_few_wake_ups_per_interval_not_one_per_tunnel() {
+    // Node 0 dials nodes 1-3 and is dialled by 4-6; the tunnels come up
+    // at scattered instants. Keep-alives leave on the shared keep-alive
+    // grid all the same, so the hub wakes to send its PINGs, once more
+    // when its peers' PINGs arrive, once more for the answers to its own.
+    let mut net = Net::new(7);
+    for k in 1..=6_u32 {
+        let (peer, tunnel) = (k as usize, u64::from(k));
+        if k <= 3 {
+            net.connect_via(0, peer, (tunnel, NextHopId(k)), (1, NextHopId(1)));
+        } else {
+            net.connect_via(peer, 0, (1, NextHopId(1)), (tunnel, NextHopId(k)));
+        }
+        net.run_for(17 * k * MS);
+    }
+    net.run_for(1_000 * MS);
+    let before = net.nodes[0].wakes;
+    net.run_for(10_000 * MS);
+    let wakes = net.nodes[0].wakes - before;
+    // 100 keep-alive intervals in 10 s.
+    assert!(
+        wakes <= 3 * 100 + 10,
+        "{wakes} wake-ups of the hub in 10 s for 6 idle tunnels"
     );
 }
 

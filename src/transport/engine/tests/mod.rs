@@ -283,6 +283,17 @@ impl Net {
     /// Node `a` dials node `b` as tunnel `ta`; `b` accepts as tunnel `tb`;
     /// both route it as next hop 1. Returns both handshakes.
     fn connect(&mut self, a: usize, b: usize, ta: u64, tb: u64) -> (Handshake, Handshake) {
+        self.connect_via(a, b, (ta, NextHopId(1)), (tb, NextHopId(1)))
+    }
+
+    /// [`Net::connect`] with the next hops each side routes it as.
+    fn connect_via(
+        &mut self,
+        a: usize,
+        b: usize,
+        (ta, hop_a): (u64, NextHopId),
+        (tb, hop_b): (u64, NextHopId),
+    ) -> (Handshake, Handshake) {
         let (peer, addr) = (self.nodes[b].address(), self.nodes[b].addr);
         self.cmd(a, dial(ta, peer, vec![addr]));
         let (conn, incoming) = self.wait_incoming(b);
@@ -291,7 +302,7 @@ impl Net {
             TunnelCmd::Accept {
                 conn,
                 tunnel: TunnelId(tb),
-                hop: NextHopId(1),
+                hop: hop_b,
                 reply: Control::Accept {
                     crl_number: 0,
                     observed: incoming.remote,
@@ -303,7 +314,7 @@ impl Net {
             a,
             TunnelCmd::Up {
                 tunnel: TunnelId(ta),
-                hop: NextHopId(1),
+                hop: hop_a,
             },
         );
         (dialled, incoming)
