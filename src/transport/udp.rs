@@ -8,6 +8,13 @@
 //! (a GRO train is split at its `stride`) into an [`Arena`] as its own
 //! `BytesMut` (quinn-proto decrypts in place). Nothing is allocated per
 //! datagram.
+//!
+//! The socket is registered for reading only. A socket registered for
+//! writing too is reported writable each time the kernel frees a sent
+//! datagram's buffer: one more return from `epoll_wait` per send, or a
+//! wake-up of its own where the NIC completes transmissions later. A send
+//! that finds the buffer full registers a duplicate of the descriptor for
+//! writing, kept until a send goes through again.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +24,7 @@ use bytes::BytesMut;
 use quinn_proto::EcnCodepoint;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use super::socket::FaultSwitch;
 
@@ -75,7 +83,11 @@ pub struct UdpStats {
 /// The loop's UDP socket.
 #[derive(Debug)]
 pub struct UdpIo {
-    socket: tokio::net::UdpSocket,
+    /// The socket, registered for reading.
+    socket: AsyncFd<std::net::UdpSocket>,
+    /// The socket again (a duplicate descriptor), registered for writing
+    /// while a send is blocked.
+    blocked: Option<AsyncFd<std::net::UdpSocket>>,
     state: UdpSocketState,
     local: SocketAddr,
     switch: Option<Arc<FaultSwitch>>,
@@ -91,9 +103,10 @@ impl UdpIo {
     pub fn new(socket: std::net::UdpSocket, switch: Option<Arc<FaultSwitch>>) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let local = socket.local_addr()?;
-        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        let socket = register(socket, Interest::READABLE)?;
         Ok(Self {
             socket,
+            blocked: None,
             state,
             local,
             switch,
@@ -125,12 +138,19 @@ impl UdpIo {
     /// Waits until the socket may have datagrams (a false alarm is
     /// possible: [`UdpIo::try_recv`] then reads nothing).
     pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+        self.socket.readable().await?.retain_ready();
+        Ok(())
     }
 
-    /// Waits until the socket may take a send again.
+    /// Waits until the socket may take a send again (at once if no send
+    /// is blocked).
     pub async fn writable(&self) -> io::Result<()> {
-        self.socket.writable().await
+        if let Some(w) = &self.blocked {
+            // The next send tells whether the buffer really has room; if
+            // not, it waits for the next edge.
+            w.writable().await?.clear_ready();
+        }
+        Ok(())
     }
 
     /// Reads one batch without waiting and gives each datagram to `each`.
@@ -141,8 +161,7 @@ impl UdpIo {
             let mut slots = self.buf.chunks_mut(SLOT);
             let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
                 std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-            let sock = &self.socket;
-            match sock.try_io(Interest::READABLE, || {
+            match self.socket.try_io(Interest::READABLE, |sock| {
                 state.recv(sock.into(), &mut bufs, meta)
             }) {
                 Ok(n) => n,
@@ -204,15 +223,14 @@ impl UdpIo {
             segment_size,
             src_ip,
         };
-        let sock = &self.socket;
-        let state = &self.state;
         // `try_send`, not `send`: quinn-udp's `send` reports some failures
         // (EMSGSIZE among them) as success, and their datagrams would be
         // lost without a trace.
-        match sock.try_io(Interest::WRITABLE, || {
-            state.try_send(sock.into(), &transmit)
-        }) {
+        match self.state.try_send(self.socket.get_ref().into(), &transmit) {
             Ok(()) => {
+                // Deregisters the duplicate: writability is not news any
+                // more.
+                self.blocked = None;
                 self.stats.send_calls += 1;
                 self.stats.tx_datagrams += datagrams as u64;
                 if datagrams > 1 {
@@ -222,6 +240,20 @@ impl UdpIo {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.stats.send_blocked += 1;
+                if self.blocked.is_none() {
+                    // Registering reports the socket writable at once if
+                    // room came back since the send: no edge is missed.
+                    match self.register_writable() {
+                        Ok(w) => self.blocked = Some(w),
+                        Err(error) => {
+                            // Nothing would wake a wait: drop the datagrams
+                            // instead (QUIC retransmits).
+                            self.stats.send_errors += 1;
+                            tracing::debug!(%error, "cannot wait for UDP writability");
+                            return Ok(());
+                        }
+                    }
+                }
                 Err(e)
             }
             Err(e) => {
@@ -231,6 +263,21 @@ impl UdpIo {
             }
         }
     }
+
+    /// A duplicate of the socket registered for writing only.
+    fn register_writable(&self) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+        register(self.socket.get_ref().try_clone()?, Interest::WRITABLE)
+    }
+}
+
+/// Registers `socket` with the runtime for `interest` only.
+fn register(
+    socket: std::net::UdpSocket,
+    interest: Interest,
+) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    // SAFETY: the `AsyncFd` owns the socket, whose descriptor stays open
+    // and the same until the `AsyncFd` drops it.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, interest) }?)
 }
 
 /// Writable copies of packets without an allocation per packet: each
