@@ -13,25 +13,15 @@ mod realnet_support;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use realnet_support::{FAST, lab_or_skip, start_node, start_registry, wait_until};
+use realnet_support::{FAST, enter, lab_or_skip, start_node, start_registry, wait_until};
 
 /// One-way delay of the relay.
 const DELAY: Duration = Duration::from_millis(40);
-
-/// Enters network namespace `ns` (full name) on the calling thread.
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
-    // SAFETY: setns only changes this thread's network namespace; the fd is
-    // open for the duration of the call.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-}
 
 /// Where a delayed datagram goes.
 enum To {

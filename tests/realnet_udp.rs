@@ -10,13 +10,12 @@
 mod realnet_support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use re6st::netns::Lab;
 use re6st::transport::socket;
 use re6st::transport::udp::UdpIo;
-use realnet_support::lab_or_skip;
+use realnet_support::{enter, lab_or_skip};
 
 const A: &str = "fd00:75::1";
 const B: &str = "fd00:75::2";
@@ -43,15 +42,6 @@ fn lab(test: &str, tag: &str, rate: &str) -> Option<Lab> {
         return None;
     }
     Some(lab)
-}
-
-/// Enters network namespace `ns` (full name) on the calling thread.
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
-    // SAFETY: setns only changes this thread's network namespace; the fd is
-    // open for the duration of the call.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
 }
 
 /// Voluntary context switches of the calling thread so far.

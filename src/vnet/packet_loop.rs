@@ -6,14 +6,12 @@
 //! jitter and loss; control messages only its latency (a reliable stream);
 //! packets a NodeCore originates are forwarded hop by hop by the FIBs.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 
 use super::Network;
 use super::events::Ev;
 use super::transport::{
-    Conn, Dial, End, FIRST_PTO, Hop, PendingIncoming, delay, ipv6_dst, suspect_at,
+    Conn, Dial, End, FIRST_PTO, Hop, PendingIncoming, delay, ipv6_dst, suspect_at, uniform_below,
 };
 use crate::node::core::boundary::{
     ConnId, DialError, Handshake, NextHopId, TunnelCmd, TunnelEvent, TunnelId, refusal_of_close,
@@ -366,7 +364,8 @@ impl Network {
         let peer = c.peer.0;
         let rtt = self.rtt(end.0, peer);
         let epoch = self.nodes[end.0].epoch;
-        let before = self.heard_before();
+        // The last packet it heard came up to `heard_spread` before.
+        let before = uniform_below(self.config.heard_spread, &mut self.rng);
         let heard = self.now.checked_sub(before).unwrap_or(self.now);
         let suspect = suspect_at(heard, self.config.suspect_after, rtt);
         let closed = heard + self.config.idle_timeout;
@@ -381,15 +380,6 @@ impl Network {
                 },
             );
         }
-    }
-    /// How long before now an end whose peer falls silent last heard it.
-    fn heard_before(&mut self) -> Duration {
-        use rand::RngExt;
-        let spread = self.config.heard_spread;
-        if spread.is_zero() {
-            return Duration::ZERO;
-        }
-        spread.mul_f64(self.rng.random_range(0.0..1.0))
     }
     /// A dial that will get no answer: it fails at the handshake timeout.
     /// Sends the Initial of dial `end` (again): it reaches the target

@@ -223,12 +223,16 @@ pub(crate) fn delay(
     if loss > 0.0 && rng.random_bool(loss.clamp(0.0, 1.0)) {
         return None;
     }
-    let extra = if jitter.is_zero() {
-        Duration::ZERO
-    } else {
-        jitter.mul_f64(rng.random_range(0.0..1.0))
-    };
-    Some(base + extra)
+    Some(base + uniform_below(jitter, rng))
+}
+
+/// A duration uniform in `[0, max)` (zero, drawing nothing, if `max` is).
+pub(crate) fn uniform_below(max: Duration, rng: &mut impl rand::Rng) -> Duration {
+    use rand::RngExt;
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    max.mul_f64(rng.random_range(0.0..1.0))
 }
 
 /// The destination address of an IPv6 packet.

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,15 @@ use re6st::netns::Lab;
 /// The binary under test.
 pub fn exe() -> String {
     env!("CARGO_BIN_EXE_re6st").to_string()
+}
+
+/// Enters network namespace `ns` (full name) on the calling thread.
+pub fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
+    // SAFETY: setns only changes this thread's network namespace; the fd is
+    // open for the duration of the call.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
 }
 
 /// A lab, or `None` (with a message) when not root.
